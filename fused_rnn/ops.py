@@ -1,0 +1,262 @@
+"""``rnn_linear``: input checks, backend choice and autograd around the kernels.
+
+Layers, from the bottom: ``fused_rnn.kernels`` (Triton kernels and their
+launches) → ``_RNNLinearFunction`` (autograd) → ``rnn_linear`` (checks and
+dispatch; this file) → ``fused_rnn.SimpleRNN`` (the drop-in module).
+"""
+
+import functools
+
+import torch
+
+from .reference import rnn_linear_stock
+
+BACKENDS = ("auto", "triton", "torch")
+NONLINEARITIES = ("tanh", "relu")
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels():
+    """The kernels module, or the reason it cannot be used (a string).
+
+    Imported on first use: importing triton costs ~1 s and is not needed for the
+    stock path (nor possible where triton is not installed: macOS, Windows).
+    """
+    try:
+        from .kernels import rnn_linear as kernels
+    except ImportError as e:  # triton missing or broken
+        return f"triton could not be imported ({e}); install it with `pip install triton` (Linux)"
+    return kernels
+
+
+def kernel_unsupported_reason(x, hidden_size, output_size):
+    """Why the Triton kernel cannot run this call (a sentence), or None if it can.
+
+    x: [B, T, I]. The kernel holds I, H and O padded to a power of two ≥ 16 and
+    at most ``MAX_BLOCK`` (256); beyond that the stock path runs.
+    """
+    kernels = _kernels()
+    if isinstance(kernels, str):
+        return kernels
+    if x.device.type == "cpu" and not kernels.INTERPRETED:
+        return ("the Triton kernel runs on CPU tensors only through the Triton interpreter: set "
+                "TRITON_INTERPRET=1 in the environment before triton is imported, or use backend='auto' "
+                "or 'torch'")
+    if x.device.type not in ("cuda", "cpu"):
+        return f"the Triton kernel runs on CUDA tensors, got a tensor on {x.device}"
+    if x.dtype not in KERNEL_DTYPES:
+        return f"the Triton kernel takes float32, float16 or bfloat16, got {x.dtype}"
+    sizes = {"input_size": x.shape[2], "hidden_size": hidden_size, "output_size": output_size}
+    for name, n in sizes.items():
+        if kernels.block(n) > kernels.MAX_BLOCK:
+            return (f"the Triton kernel holds sizes up to {kernels.MAX_BLOCK}, got {name}={n}; "
+                    "use backend='auto' or 'torch'")
+    return None
+
+
+def select_backend(backend, x, hidden_size, output_size):
+    """The backend that runs for this call: "triton" or "torch" (raises if "triton" cannot)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return "torch"
+    if backend == "auto" and x.device.type != "cuda":
+        return "torch"
+    reason = kernel_unsupported_reason(x, hidden_size, output_size)
+    if reason is None:
+        return "triton"
+    if backend == "auto":
+        return "torch"
+    raise RuntimeError(f"backend='triton' cannot run this call: {reason}")
+
+
+def _shape(t):
+    return tuple(t.shape)
+
+
+def _check_tensor(name, t, dim, x, *, optional=False):
+    if t is None and optional:
+        return
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != dim:
+        raise ValueError(f"{name} must be {dim}-D, got a {t.dim()}-D tensor of shape {_shape(t)}")
+    if t.device != x.device:
+        raise ValueError(f"{name} is on {t.device} but x is on {x.device}; put them on one device")
+    if t.dtype != x.dtype:
+        raise TypeError(f"{name} has dtype {t.dtype} but x has {x.dtype}; use one dtype")
+
+
+def _check_size(name, t, expected):
+    if t is not None and _shape(t) != expected:
+        raise ValueError(f"{name} must have shape {expected}, got {_shape(t)}")
+
+
+def check_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths):
+    """Validate shapes, dtypes and devices; return (h0 as [B, H] or None, lengths or None).
+
+    x: [B, T, I]; weight_ih: [H, I]; weight_hh: [H, H]; bias_ih, bias_hh: [H] (both or
+    neither); fc_weight: [O, H]; fc_bias: [O] or None; h0: [1, B, H] or [B, H];
+    lengths: [B] integers in [1, T].
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() != 3:
+        raise ValueError(f"x must be 3-D [batch, time, input_size], got a {x.dim()}-D tensor "
+                         f"of shape {_shape(x)}")
+    B, T, I = x.shape
+    if B == 0 or T == 0:
+        raise ValueError(f"x must have batch and time sizes ≥ 1, got shape {_shape(x)}")
+    _check_tensor("weight_hh", weight_hh, 2, x)
+    H = weight_hh.shape[0]
+    _check_size("weight_hh", weight_hh, (H, H))
+    _check_tensor("weight_ih", weight_ih, 2, x)
+    if weight_ih.shape[0] != H:
+        raise ValueError(f"weight_ih must have shape (hidden_size={H}, input_size), got {_shape(weight_ih)}")
+    if weight_ih.shape[1] != I:
+        raise ValueError(f"x has input_size {I} (last dim of shape {_shape(x)}) but the RNN expects "
+                         f"input_size {weight_ih.shape[1]} (weight_ih is {_shape(weight_ih)})")
+    if (bias_ih is None) != (bias_hh is None):
+        raise ValueError("bias_ih and bias_hh must both be given or both be None (as nn.RNN's bias=)")
+    for name, b in (("bias_ih", bias_ih), ("bias_hh", bias_hh)):
+        _check_tensor(name, b, 1, x, optional=True)
+        _check_size(name, b, (H,))
+    _check_tensor("fc_weight", fc_weight, 2, x)
+    if fc_weight.shape[1] != H:
+        raise ValueError(f"fc_weight must have shape (output_size, hidden_size={H}), got {_shape(fc_weight)}")
+    O = fc_weight.shape[0]
+    _check_tensor("fc_bias", fc_bias, 1, x, optional=True)
+    _check_size("fc_bias", fc_bias, (O,))
+
+    if h0 is not None:
+        if not isinstance(h0, torch.Tensor):
+            raise TypeError(f"h0 must be a torch.Tensor or None, got {type(h0).__name__}")
+        if _shape(h0) not in ((1, B, H), (B, H)):
+            raise ValueError(f"h0 must have shape (1, {B}, {H}) or ({B}, {H}), got {_shape(h0)}")
+        _check_tensor("h0", h0, h0.dim(), x)
+        h0 = h0.reshape(B, H)
+
+    if lengths is not None:
+        lengths = torch.as_tensor(lengths)
+        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+            raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
+        if _shape(lengths) != (B,):
+            raise ValueError(f"lengths must have shape ({B},) (one per sequence), got {_shape(lengths)}")
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 1 or hi > T:
+            raise ValueError(f"lengths must lie in [1, T={T}], got values from {lo} to {hi}")
+    return h0, lengths
+
+
+class _RNNLinearFunction(torch.autograd.Function):
+    """Triton forward and backward; returns (y [B, O], h_n [B, H])."""
+
+    @staticmethod
+    def forward(ctx, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias,
+                lengths, relu, allow_tf32):
+        kernels = _kernels()
+        # The [B, T, H] states are kept only when a gradient will be asked for.
+        y, h_n, hs = kernels.rnn_linear_fwd(
+            x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths,
+            relu=relu, allow_tf32=allow_tf32, store_hn=True, store_hs=True)
+        ctx.save_for_backward(x, h0, weight_ih, weight_hh, fc_weight, lengths, hs)
+        ctx.relu, ctx.allow_tf32 = relu, allow_tf32
+        ctx.has_bias, ctx.has_fc_bias = bias_ih is not None, fc_bias is not None
+        # An unused output's gradient arrives as None instead of a zero tensor.
+        ctx.set_materialize_grads(False)
+        return y, h_n
+
+    @staticmethod
+    def backward(ctx, dy, dh_n):
+        x, h0, weight_ih, weight_hh, fc_weight, lengths, hs = ctx.saved_tensors
+        B, T, I = x.shape
+        H, O = weight_hh.shape[0], fc_weight.shape[0]
+        if dy is None:
+            dy = x.new_zeros(B, O)
+        g, dh0 = _kernels().rnn_linear_bwd_sweep(
+            hs, weight_hh, fc_weight, dy, dh_n, lengths, relu=ctx.relu, allow_tf32=ctx.allow_tf32)
+
+        # Everything else is one product over all B·T steps at once, in fp32
+        # (g and hs are fp32; low-precision weights and x are widened first).
+        need = ctx.needs_input_grad
+        g2 = g.view(B * T, H)
+        dx = dh0_out = dw_ih = dw_hh = db = dfc_w = dfc_b = None
+        if need[0]:
+            dx = (g2 @ weight_ih.float()).view(B, T, I).to(x.dtype)
+        if need[1]:
+            dh0_out = dh0.to(h0.dtype)
+        if need[2]:
+            dw_ih = (g2.T @ x.reshape(B * T, I).float()).to(weight_ih.dtype)
+        if need[3]:
+            first = h0.float() if h0 is not None else hs.new_zeros(B, H)
+            h_prev = torch.cat([first[:, None], hs[:, :-1]], dim=1)
+            dw_hh = (g2.T @ h_prev.view(B * T, H)).to(weight_hh.dtype)
+        if ctx.has_bias and (need[4] or need[5]):
+            db = g2.sum(0).to(weight_hh.dtype)
+        if need[6]:
+            # hs[:, -1] is the final state; with lengths it was frozen at each
+            # sequence's last valid step, so it is exactly what fc read.
+            dfc_w = (dy.float().T @ hs[:, -1]).to(fc_weight.dtype)
+        if ctx.has_fc_bias and need[7]:
+            dfc_b = dy.float().sum(0).to(fc_weight.dtype)
+        return (dx, dh0_out, dw_ih, dw_hh, db if need[4] else None, db if need[5] else None,
+                dfc_w, dfc_b, None, None, None)
+
+
+def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0=None, *,
+               lengths=None, nonlinearity="tanh", return_hidden=False, allow_tf32=False,
+               backend="auto"):
+    """A one-layer RNN over x followed by a Linear on each sequence's last step.
+
+    Computes what ``nn.RNN(I, H, batch_first=True, nonlinearity=...)`` followed by
+    ``nn.Linear(H, O)`` on ``out[:, -1]`` computes, with their parameters passed in.
+
+    Args:
+        x: [B, T, I] float32, float16 or bfloat16 (float64 runs the stock path); any strides.
+        weight_ih: [H, I]; weight_hh: [H, H]; bias_ih, bias_hh: [H] or both None.
+        fc_weight: [O, H]; fc_bias: [O] or None.
+        h0: [1, B, H] (as nn.RNN takes it) or [B, H]; None means zeros.
+        lengths: [B] integers in [1, T]: sequence b ends at step lengths[b], and the
+            Linear reads its state there (steps after it are padding). None: all T.
+        nonlinearity: "tanh" or "relu".
+        return_hidden: also return h_n, [1, B, H] (the state the Linear read).
+        allow_tf32: let fp32 products use TF32 on the GPU (faster, ~1e-3 relative
+            error); the default multiplies in full fp32.
+        backend: "auto" (the Triton kernel on CUDA tensors where supported, else the
+            stock path), "triton" (the kernel or an error saying why not; CPU tensors
+            need TRITON_INTERPRET=1 set before triton is imported) or "torch" (stock).
+
+    Returns:
+        y: [B, O] in x's dtype, or (y, h_n) with ``return_hidden=True``.
+    """
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+    h0, lengths = check_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias,
+                               h0, lengths)
+    H, O = weight_hh.shape[0], fc_weight.shape[0]
+
+    if select_backend(backend, x, H, O) == "torch":
+        training = torch.is_grad_enabled()
+        y, h_n = rnn_linear_stock(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias,
+                                  h0, lengths, nonlinearity, training)
+    else:
+        if lengths is not None:
+            lengths = lengths.to(device=x.device, dtype=torch.int64)
+        relu = nonlinearity == "relu"
+        weights = [w.contiguous() if w is not None else None
+                   for w in (weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias)]
+        tensors = (x, h0, *weights)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+            y, h_n = _RNNLinearFunction.apply(x, h0, *weights, lengths, relu, allow_tf32)
+        else:
+            # Inference: no autograd node, no [B, T, H] buffer.
+            y, h_n, _ = _kernels().rnn_linear_fwd(
+                x, *weights, h0, lengths, relu=relu, allow_tf32=allow_tf32,
+                store_hn=return_hidden)
+    if return_hidden:
+        return y, h_n.unsqueeze(0)
+    return y
+

@@ -1,0 +1,66 @@
+"""Plain-PyTorch truths for ``rnn_linear``.
+
+``rnn_linear_loop`` is an explicit Python loop, written from the equations and
+sharing no code with the kernels or with nn.RNN: the tests run it in float64.
+``rnn_linear_stock`` is exactly what ``nn.RNN(batch_first=True)`` followed by
+``nn.Linear`` computes (the same ATen call nn.RNN makes), so on CPU it matches
+the seed model bit for bit.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence
+
+
+def rnn_linear_loop(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0=None,
+                    lengths=None, nonlinearity="tanh"):
+    """y[b] = fc(h_{len_b}[b]) for h_t = act(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh).
+
+    x: [B, T, I]; h0: [B, H] or None (zeros); lengths: [B] or None (all T).
+    Returns (y [B, O], h_n [B, H]); h_n is each sequence's state at its last valid step.
+    """
+    B, T, _ = x.shape
+    H = weight_hh.shape[0]
+    act = torch.tanh if nonlinearity == "tanh" else torch.relu
+    h = x.new_zeros(B, H) if h0 is None else h0
+    for t in range(T):
+        pre = x[:, t] @ weight_ih.T + h @ weight_hh.T
+        if bias_ih is not None:
+            pre = pre + bias_ih
+        if bias_hh is not None:
+            pre = pre + bias_hh
+        h_new = act(pre)
+        if lengths is None:
+            h = h_new
+        else:
+            h = torch.where((t < lengths.to(x.device))[:, None], h_new, h)
+    y = h @ fc_weight.T
+    if fc_bias is not None:
+        y = y + fc_bias
+    return y, h
+
+
+def rnn_linear_stock(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0=None,
+                     lengths=None, nonlinearity="tanh", training=False):
+    """The seed model's math: nn.RNN(batch_first=True), then nn.Linear on out[:, -1].
+
+    x: [B, T, I]; h0: [B, H] or None; lengths: [B] or None. With lengths the
+    sequences run packed (as nn.RNN runs a PackedSequence) and the Linear reads
+    each one's last valid state. Returns (y [B, O], h_n [B, H]).
+    """
+    B = x.shape[0]
+    H = weight_hh.shape[0]
+    hx = x.new_zeros(1, B, H) if h0 is None else h0.unsqueeze(0)
+    has_bias = bias_ih is not None
+    weights = [weight_ih, weight_hh] + ([bias_ih, bias_hh] if has_bias else [])
+    rnn = torch._VF.rnn_tanh if nonlinearity == "tanh" else torch._VF.rnn_relu
+    # The positional call nn.RNN.forward makes: (input, hx, params, has_biases,
+    # num_layers, dropout, train, bidirectional, batch_first).
+    if lengths is None:
+        out, h_n = rnn(x, hx, weights, has_bias, 1, 0.0, training, False, True)
+        return F.linear(out[:, -1, :], fc_weight, fc_bias), h_n[0]
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    hx = hx.index_select(1, packed.sorted_indices)
+    _, h_n = rnn(packed.data, packed.batch_sizes, hx, weights, has_bias, 1, 0.0, training, False)
+    h_n = h_n[0].index_select(0, packed.unsorted_indices)
+    return F.linear(h_n, fc_weight, fc_bias), h_n
