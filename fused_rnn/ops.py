@@ -64,11 +64,24 @@ def select_backend(backend, x, hidden_size, output_size):
     if backend == "auto" and x.device.type != "cuda":
         return "torch"
     reason = kernel_unsupported_reason(x, hidden_size, output_size)
-    if reason is None:
-        return "triton"
     if backend == "auto":
-        return "torch"
-    raise RuntimeError(f"backend='triton' cannot run this call: {reason}")
+        efficient = reason is None and auto_takes_kernel(x.shape[2], hidden_size, output_size)
+        return "triton" if efficient else "torch"
+    if reason is not None:
+        raise RuntimeError(f"backend='triton' cannot run this call: {reason}")
+    return "triton"
+
+
+def auto_takes_kernel(input_size, hidden_size, output_size):
+    """Whether backend="auto" runs the kernel for these sizes (when it can run at all).
+
+    Up to AUTO_MAX_BLOCK (128, padded) ptxas shows the kernel keeps its state
+    in registers without spilling; from there to MAX_BLOCK only "triton" takes it.
+    """
+    kernels = _kernels()
+    if isinstance(kernels, str):
+        return False
+    return all(kernels.block(n) <= kernels.AUTO_MAX_BLOCK for n in (input_size, hidden_size, output_size))
 
 
 def _shape(t):

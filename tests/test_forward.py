@@ -154,3 +154,12 @@ def test_tf32_is_opt_in():
     y_tf32 = rnn_linear(x, *params, allow_tf32=True, backend="triton")
     y_ref, _ = rnn_linear_loop(*as_float64(x, *params))
     torch.testing.assert_close(y_tf32.double(), y_ref, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.gpu
+def test_auto_keeps_large_hidden_on_stock():
+    """H = 200 runs on backend="triton" but auto leaves it to cuDNN (see AUTO_MAX_BLOCK)."""
+    params = make_params(8, 200, 2, seed=12)
+    x = torch.randn(4, 6, 8, device=DEVICE)
+    assert torch.equal(rnn_linear(x, *params), rnn_linear(x, *params, backend="torch"))
+    check_forward(x, params)

@@ -38,6 +38,16 @@ def _tanh(x):
 
 
 @triton.jit
+def _to_dot(v, like_ptr, DOT_FP32: tl.constexpr):
+    """Cast v to the tl.dot operand dtype: fp32, or the element type of like_ptr."""
+    if DOT_FP32:
+        out = v.to(tl.float32)
+    else:
+        out = v.to(like_ptr.dtype.element_ty)
+    return out
+
+
+@triton.jit
 def _load_tile(ptr, rows, cols, n_rows, n_cols, stride_r, stride_c):
     """Load ``ptr[rows, cols]`` as a 2-D tile, zero outside ``[n_rows, n_cols]``."""
     mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
@@ -57,7 +67,7 @@ def _rnn_linear_fwd_kernel(
     HAS_B_IH: tl.constexpr, HAS_B_HH: tl.constexpr, HAS_FC_B: tl.constexpr,
     STORE_HN: tl.constexpr, STORE_HS: tl.constexpr,
     RELU: tl.constexpr, HOIST_W: tl.constexpr,
-    DOT_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    DOT_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
     # int64 row offsets: B·T·I (and B·T·H for hs) may pass 2³¹.
@@ -72,8 +82,8 @@ def _rnn_linear_fwd_kernel(
     # registers for the whole loop; large ones are re-read every step (from L1/L2)
     # rather than spilled.
     if HOIST_W:
-        w_ih_t = _load_tile(w_ih_ptr, offs_i, offs_h, I, H, 1, I).to(DOT_DTYPE)
-        w_hh_t = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H).to(DOT_DTYPE)
+        w_ih_t = _to_dot(_load_tile(w_ih_ptr, offs_i, offs_h, I, H, 1, I), x_ptr, DOT_FP32)
+        w_hh_t = _to_dot(_load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H), x_ptr, DOT_FP32)
 
     bias = tl.zeros([BLOCK_H], dtype=tl.float32)
     if HAS_B_IH:
@@ -97,11 +107,11 @@ def _rnn_linear_fwd_kernel(
         hs_ptrs = hs_ptr + rows[:, None] * T * H + offs_h[None, :]
     for t in range(T):
         if not HOIST_W:
-            w_ih_t = _load_tile(w_ih_ptr, offs_i, offs_h, I, H, 1, I).to(DOT_DTYPE)
-            w_hh_t = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H).to(DOT_DTYPE)
-        x_t = tl.load(x_ptrs, mask=x_mask, other=0.0).to(DOT_DTYPE)
+            w_ih_t = _to_dot(_load_tile(w_ih_ptr, offs_i, offs_h, I, H, 1, I), x_ptr, DOT_FP32)
+            w_hh_t = _to_dot(_load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H), x_ptr, DOT_FP32)
+        x_t = _to_dot(tl.load(x_ptrs, mask=x_mask, other=0.0), x_ptr, DOT_FP32)
         pre = tl.dot(x_t, w_ih_t, input_precision=INPUT_PRECISION)
-        pre += tl.dot(h.to(DOT_DTYPE), w_hh_t, input_precision=INPUT_PRECISION)
+        pre += tl.dot(_to_dot(h, x_ptr, DOT_FP32), w_hh_t, input_precision=INPUT_PRECISION)
         pre += bias[None, :]
         if RELU:
             h_new = tl.maximum(pre, 0.0)
@@ -121,8 +131,8 @@ def _rnn_linear_fwd_kernel(
     if STORE_HN:
         tl.store(hn_ptr + rows[:, None] * H + offs_h[None, :], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
 
-    fc_w_t = _load_tile(fc_w_ptr, offs_h, offs_o, H, O, 1, H).to(DOT_DTYPE)
-    y = tl.dot(h.to(DOT_DTYPE), fc_w_t, input_precision=INPUT_PRECISION)
+    fc_w_t = _to_dot(_load_tile(fc_w_ptr, offs_h, offs_o, H, O, 1, H), x_ptr, DOT_FP32)
+    y = tl.dot(_to_dot(h, x_ptr, DOT_FP32), fc_w_t, input_precision=INPUT_PRECISION)
     if HAS_FC_B:
         y += tl.load(fc_b_ptr + offs_o, mask=offs_o < O, other=0.0).to(tl.float32)[None, :]
     y_mask = row_ok[:, None] & (offs_o[None, :] < O)
@@ -137,7 +147,7 @@ def _rnn_linear_bwd_kernel(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_O: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, HAS_DHN: tl.constexpr,
     RELU: tl.constexpr, HOIST_W: tl.constexpr,
-    DOT_DTYPE: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    DOT_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     """Reverse-time sweep: dh_T = dy·fc_W (+ dh_n); g_t = dh_t ⊙ act'(h_t); dh_{t-1} = g_t W_hh.
 
@@ -151,15 +161,15 @@ def _rnn_linear_bwd_kernel(
     h_mask = row_ok[:, None] & (offs_h[None, :] < H)
 
     # dh_T = dy @ fc_W: [BLOCK_B, O] @ [O, H].
-    dy = _load_tile(dy_ptr, rows, offs_o, B, O, O, 1).to(DOT_DTYPE)
-    fc_w = _load_tile(fc_w_ptr, offs_o, offs_h, O, H, H, 1).to(DOT_DTYPE)
+    dy = _to_dot(_load_tile(dy_ptr, rows, offs_o, B, O, O, 1), w_hh_ptr, DOT_FP32)
+    fc_w = _to_dot(_load_tile(fc_w_ptr, offs_o, offs_h, O, H, H, 1), w_hh_ptr, DOT_FP32)
     dh = tl.dot(dy, fc_w, input_precision=INPUT_PRECISION)
     if HAS_DHN:
         dh += _load_tile(dhn_ptr, rows, offs_h, B, H, H, 1).to(tl.float32)
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
     if HOIST_W:
-        w_hh = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, H, 1).to(DOT_DTYPE)
+        w_hh = _to_dot(_load_tile(w_hh_ptr, offs_h, offs_h, H, H, H, 1), w_hh_ptr, DOT_FP32)
 
     # Start at step T-1 and walk back one row of H per step.
     offs = rows[:, None] * T * H + (T - 1) * H + offs_h[None, :]
@@ -167,13 +177,13 @@ def _rnn_linear_bwd_kernel(
     g_ptrs = g_ptr + offs
     for i in range(T):
         if not HOIST_W:
-            w_hh = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, H, 1).to(DOT_DTYPE)
+            w_hh = _to_dot(_load_tile(w_hh_ptr, offs_h, offs_h, H, H, H, 1), w_hh_ptr, DOT_FP32)
         h_t = tl.load(hs_ptrs, mask=h_mask, other=0.0)
         if RELU:
             g = tl.where(h_t > 0, dh, 0.0)
         else:
             g = dh * (1.0 - h_t * h_t)
-        dh_prev = tl.dot(g.to(DOT_DTYPE), w_hh, input_precision=INPUT_PRECISION)
+        dh_prev = tl.dot(_to_dot(g, w_hh_ptr, DOT_FP32), w_hh, input_precision=INPUT_PRECISION)
         if HAS_LENGTHS:
             # Steps past a sequence's length were identities (h_t = h_{t-1}):
             # no gradient to the pre-activation, dh passes through unchanged.
@@ -199,10 +209,16 @@ def _rnn_linear_bwd_kernel(
 # latency-bound, not throughput-bound, at the shapes RNNs are run at).
 BLOCK_B = 16
 
-# Largest padded size of I, H and O one program holds. Past this the stock path
-# runs (see fused_rnn.ops.kernel_supports): a [256, 256] fp32 tile is already
-# 256 KiB, more than an SM's registers, so each step re-reads W_hh from L1/L2.
+# Largest padded size of I, H and O one program holds (backend="triton"); past
+# it the stock path runs. A [256, 256] fp32 tile is already 256 KiB, more than
+# an SM's registers, so at 256 each step re-reads W_hh and registers spill.
 MAX_BLOCK = 256
+
+# Largest padded size backend="auto" gives the kernel. ptxas on sm_90a (see
+# tests/aot_sm90.py, benchmarks/results/ptxas_sm90a.txt) reports no spills up to
+# H = 128 in every dtype, and 4-8 KiB per thread of spills at H = 256 in fp32;
+# fp32 with I or O at 128 already spills 1-3 KiB. Not yet timed on a GPU.
+AUTO_MAX_BLOCK = 128
 
 # Weights are kept in registers across the loop while they need at most this
 # many 32-bit registers per thread; above it they are re-read every step.
@@ -210,9 +226,6 @@ MAX_BLOCK = 256
 # use leaves room for h, the products and the x tile. It hoists fp32 I=64, H=128
 # (96 KiB over 8 warps) and re-reads H=256 (≥ 256 KiB fp32, 160 KiB bf16).
 HOIST_REGS_PER_THREAD = 96
-
-_TL_DTYPE = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
-
 
 def block(n):
     """Padded block size for a dimension of size ``n``: a power of two, at least 16."""
@@ -230,16 +243,14 @@ INTERPRETED = _interpreted()
 
 def _launch_config(dtype, block_i, block_h, block_o, allow_tf32):
     num_warps = 4 if block_h <= 64 else 8 if block_h <= 128 else 16
-    dot_dtype = _TL_DTYPE[dtype]
     weight_bytes = (block_i * block_h + block_h * block_h) * dtype.itemsize
     hoist = weight_bytes <= HOIST_REGS_PER_THREAD * 4 * 32 * num_warps
-    if dtype == torch.bfloat16 and INTERPRETED:
-        # The interpreter computes bf16 tl.dot wrongly (numpy has no bfloat16;
-        # errors of O(1) seen with triton 3.9), so it multiplies in fp32 there.
-        # On a GPU the operands are bf16 with fp32 accumulation.
-        dot_dtype = tl.float32
+    # The interpreter computes bf16 tl.dot wrongly (numpy has no bfloat16; errors
+    # of O(1) seen with triton 3.9), so it multiplies in fp32 there. On a GPU
+    # the operands are bf16 with fp32 accumulation.
+    dot_fp32 = dtype == torch.float32 or (dtype == torch.bfloat16 and INTERPRETED)
     precision = "tf32" if (allow_tf32 and dtype == torch.float32) else "ieee"
-    return dict(HOIST_W=hoist, DOT_DTYPE=dot_dtype, INPUT_PRECISION=precision, num_warps=num_warps)
+    return dict(HOIST_W=hoist, DOT_FP32=dot_fp32, INPUT_PRECISION=precision, num_warps=num_warps)
 
 
 def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None, *,
