@@ -219,6 +219,11 @@ class _RNNLinearFunction(torch.autograd.Function):
                 dfc_w, dfc_b, None, None, None)
 
 
+def _autocast(device_type, *tensors):
+    dtype = torch.get_autocast_dtype(device_type)
+    return [t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors]
+
+
 def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0=None, *,
                lengths=None, nonlinearity="tanh", return_hidden=False, allow_tf32=False,
                backend="auto"):
@@ -247,6 +252,11 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
     """
     if nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+    if isinstance(x, torch.Tensor) and torch.is_autocast_enabled(x.device.type):
+        # Under autocast the whole op runs in the low dtype (fp32 accumulation
+        # inside); the casts are autograd ops, so fp32 parameters get fp32 grads.
+        x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0 = _autocast(
+            x.device.type, x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0)
     h0, lengths = check_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias,
                                h0, lengths)
     H, O = weight_hh.shape[0], fc_weight.shape[0]
