@@ -2,6 +2,7 @@
 
 from .module import SimpleRNN
 from .ops import rnn_linear
+from . import library  # noqa: F401,E402  registers torch.ops.fused_rnn.*
 
 __all__ = ["SimpleRNN", "rnn_linear"]
 __version__ = "0.1.0"

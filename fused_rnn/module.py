@@ -26,6 +26,16 @@ class SimpleRNN(nn.Module):
         self.fc = nn.Linear(hidden_size, output_size)
         self.backend = backend
         self.allow_tf32 = allow_tf32
+        self.nonlinearity = nonlinearity
+        self._refresh_rnn_parameters()
+
+    def _refresh_rnn_parameters(self):
+        # torch.compile refuses to touch an nn.RNN module at all ("Attempted to
+        # wrap RNN, GRU, or LSTM"), even to read its parameters, so compiled code
+        # reads this plain tuple of the same Parameter objects. Eager calls refresh
+        # it; .to(), load_state_dict and optimizers keep the objects themselves.
+        rnn = self.rnn
+        self._rnn_parameters = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
 
     def forward(self, x, h0=None, *, lengths=None, return_hidden=False):
         """x: [B, T, I] (or a batch_first-agnostic PackedSequence); h0: [1, B, H] or [B, H].
@@ -37,11 +47,12 @@ class SimpleRNN(nn.Module):
             if lengths is not None:
                 raise ValueError("lengths must be None when x is a PackedSequence (it carries its own)")
             x, lengths = pad_packed_sequence(x, batch_first=True)
-        rnn = self.rnn
+        if not torch.compiler.is_compiling():
+            self._refresh_rnn_parameters()
         return rnn_linear(
-            x, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0,
-            self.fc.weight, self.fc.bias, h0, lengths=lengths, nonlinearity=rnn.nonlinearity,
-            return_hidden=return_hidden, allow_tf32=self.allow_tf32, backend=self.backend)
+            x, *self._rnn_parameters, self.fc.weight, self.fc.bias, h0, lengths=lengths,
+            nonlinearity=self.nonlinearity, return_hidden=return_hidden, allow_tf32=self.allow_tf32,
+            backend=self.backend)
 
     def backend_for(self, x):
         """The backend forward takes for input x [B, T, I]: "triton" or "torch"."""

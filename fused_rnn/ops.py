@@ -158,21 +158,56 @@ def check_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, 
             raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
         if _shape(lengths) != (B,):
             raise ValueError(f"lengths must have shape ({B},) (one per sequence), got {_shape(lengths)}")
-        lo, hi = int(lengths.min()), int(lengths.max())
-        if lo < 1 or hi > T:
-            raise ValueError(f"lengths must lie in [1, T={T}], got values from {lo} to {hi}")
+        # Reading values is data-dependent: torch.compile would have to break the
+        # graph here, so compiled code skips this one check.
+        if not torch.compiler.is_compiling():
+            lo, hi = int(lengths.min()), int(lengths.max())
+            if lo < 1 or hi > T:
+                raise ValueError(f"lengths must lie in [1, T={T}], got values from {lo} to {hi}")
     return h0, lengths
 
 
+def backward_products(need, x, h0, weight_ih, weight_hh, fc_weight, has_bias, has_fc_bias, hs, g, dh0, dy):
+    """Gradients from the reverse sweep's g [B, T, H] and dh0 [B, H]: one product over all steps.
+
+    need: which of (x, h0, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias)
+    need a gradient. Returns their gradients in that order (None where not needed),
+    computed in fp32 (g and hs are fp32; low-precision weights and x are widened).
+    """
+    B, T, I = x.shape
+    H = weight_hh.shape[0]
+    g2 = g.view(B * T, H)
+    need_x, need_h0, need_w_ih, need_w_hh, need_b_ih, need_b_hh, need_fc_w, need_fc_b = need
+    dx = dh0_out = dw_ih = dw_hh = db = dfc_w = dfc_b = None
+    if need_x:
+        dx = (g2 @ weight_ih.float()).view(B, T, I).to(x.dtype)
+    if need_h0:
+        dh0_out = dh0.to(h0.dtype)
+    if need_w_ih:
+        dw_ih = (g2.T @ x.reshape(B * T, I).float()).to(weight_ih.dtype)
+    if need_w_hh:
+        first = h0.float() if h0 is not None else hs.new_zeros(B, H)
+        h_prev = torch.cat([first[:, None], hs[:, :-1]], dim=1)
+        dw_hh = (g2.T @ h_prev.reshape(B * T, H)).to(weight_hh.dtype)
+    if has_bias and (need_b_ih or need_b_hh):
+        db = g2.sum(0).to(weight_hh.dtype)
+    if need_fc_w:
+        # hs[:, -1] is the final state; with lengths it was held at each
+        # sequence's last valid step, so it is exactly what fc read.
+        dfc_w = (dy.float().T @ hs[:, -1]).to(fc_weight.dtype)
+    if has_fc_bias and need_fc_b:
+        dfc_b = dy.float().sum(0).to(fc_weight.dtype)
+    return (dx, dh0_out, dw_ih, dw_hh, db if need_b_ih else None, db if need_b_hh else None, dfc_w, dfc_b)
+
+
 class _RNNLinearFunction(torch.autograd.Function):
-    """Triton forward and backward; returns (y [B, O], h_n [B, H])."""
+    """Triton forward and backward (eager); returns (y [B, O], h_n [B, H])."""
 
     @staticmethod
     def forward(ctx, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias,
                 lengths, relu, allow_tf32):
-        kernels = _kernels()
-        # The [B, T, H] states are kept only when a gradient will be asked for.
-        y, h_n, hs = kernels.rnn_linear_fwd(
+        # The [B, T, H] states are kept only on this path, i.e. when a gradient is needed.
+        y, h_n, hs = _kernels().rnn_linear_fwd(
             x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths,
             relu=relu, allow_tf32=allow_tf32, store_hn=True, store_hs=True)
         ctx.save_for_backward(x, h0, weight_ih, weight_hh, fc_weight, lengths, hs)
@@ -185,38 +220,15 @@ class _RNNLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dh_n):
         x, h0, weight_ih, weight_hh, fc_weight, lengths, hs = ctx.saved_tensors
-        B, T, I = x.shape
-        H, O = weight_hh.shape[0], fc_weight.shape[0]
         if dy is None:
-            dy = x.new_zeros(B, O)
+            dy = x.new_zeros(x.shape[0], fc_weight.shape[0])
         g, dh0 = _kernels().rnn_linear_bwd_sweep(
             hs, weight_hh, fc_weight, dy, dh_n, lengths, relu=ctx.relu, allow_tf32=ctx.allow_tf32)
-
-        # Everything else is one product over all B·T steps at once, in fp32
-        # (g and hs are fp32; low-precision weights and x are widened first).
-        need = ctx.needs_input_grad
-        g2 = g.view(B * T, H)
-        dx = dh0_out = dw_ih = dw_hh = db = dfc_w = dfc_b = None
-        if need[0]:
-            dx = (g2 @ weight_ih.float()).view(B, T, I).to(x.dtype)
-        if need[1]:
-            dh0_out = dh0.to(h0.dtype)
-        if need[2]:
-            dw_ih = (g2.T @ x.reshape(B * T, I).float()).to(weight_ih.dtype)
-        if need[3]:
-            first = h0.float() if h0 is not None else hs.new_zeros(B, H)
-            h_prev = torch.cat([first[:, None], hs[:, :-1]], dim=1)
-            dw_hh = (g2.T @ h_prev.view(B * T, H)).to(weight_hh.dtype)
-        if ctx.has_bias and (need[4] or need[5]):
-            db = g2.sum(0).to(weight_hh.dtype)
-        if need[6]:
-            # hs[:, -1] is the final state; with lengths it was frozen at each
-            # sequence's last valid step, so it is exactly what fc read.
-            dfc_w = (dy.float().T @ hs[:, -1]).to(fc_weight.dtype)
-        if ctx.has_fc_bias and need[7]:
-            dfc_b = dy.float().sum(0).to(fc_weight.dtype)
-        return (dx, dh0_out, dw_ih, dw_hh, db if need[4] else None, db if need[5] else None,
-                dfc_w, dfc_b, None, None, None)
+        need_x, need_h0, *need_params = ctx.needs_input_grad[:8]
+        dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dfc_w, dfc_b = backward_products(
+            (need_x, need_h0, *need_params), x, h0, weight_ih, weight_hh, fc_weight,
+            ctx.has_bias, ctx.has_fc_bias, hs, g, dh0, dy)
+        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dfc_w, dfc_b, None, None, None
 
 
 def _autocast(device_type, *tensors):
@@ -261,7 +273,9 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
                                h0, lengths)
     H, O = weight_hh.shape[0], fc_weight.shape[0]
 
-    if select_backend(backend, x, H, O) == "torch":
+    chosen = select_backend(backend, x, H, O)
+    compiling = torch.compiler.is_compiling()
+    if chosen == "torch" and not (compiling and x.device.type != "cuda"):
         training = torch.is_grad_enabled()
         y, h_n = rnn_linear_stock(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias,
                                   h0, lengths, nonlinearity, training)
@@ -272,7 +286,12 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
         weights = [w.contiguous() if w is not None else None
                    for w in (weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias)]
         tensors = (x, h0, *weights)
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+        if compiling:
+            # One registered op (fused_rnn/library.py): no graph break. On CUDA its
+            # body is the Triton kernel; elsewhere the stock math without packing.
+            y, h_n, _ = torch.ops.fused_rnn.rnn_linear(x, *weights, h0, lengths, relu, allow_tf32, needs_grad)
+        elif needs_grad:
             y, h_n = _RNNLinearFunction.apply(x, h0, *weights, lengths, relu, allow_tf32)
         else:
             # Inference: no autograd node, no [B, T, H] buffer.

@@ -64,3 +64,49 @@ def rnn_linear_stock(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bi
     _, h_n = rnn(packed.data, packed.batch_sizes, hx, weights, has_bias, 1, 0.0, training, False)
     h_n = h_n[0].index_select(0, packed.unsorted_indices)
     return F.linear(h_n, fc_weight, fc_bias), h_n
+
+
+def rnn_states_stock(x, weight_ih, weight_hh, bias_ih, bias_hh, h0=None, lengths=None, nonlinearity="tanh"):
+    """States h_1..h_T, [B, T, H], with each sequence's state held after its last valid step.
+
+    Stock math with no packing, so it traces with fake tensors (torch.compile,
+    torch.export): all T steps run, and padding after a sequence's end only
+    changes states that the gather below replaces by the state at its end.
+    """
+    B, T, _ = x.shape
+    H = weight_hh.shape[0]
+    hx = x.new_zeros(1, B, H) if h0 is None else h0.unsqueeze(0)
+    has_bias = bias_ih is not None
+    weights = [weight_ih, weight_hh] + ([bias_ih, bias_hh] if has_bias else [])
+    rnn = torch._VF.rnn_tanh if nonlinearity == "tanh" else torch._VF.rnn_relu
+    out, _ = rnn(x, hx, weights, has_bias, 1, 0.0, torch.is_grad_enabled(), False, True)
+    if lengths is None:
+        return out
+    last = lengths.to(x.device)[:, None] - 1
+    steps = torch.minimum(torch.arange(T, device=x.device)[None, :], last)
+    return out.gather(1, steps[:, :, None].expand(B, T, H))
+
+
+def rnn_bwd_sweep_loop(hs, weight_hh, fc_weight, dy, dh_n=None, lengths=None, nonlinearity="tanh"):
+    """The reverse-time sweep of the backward, as a plain loop in fp32.
+
+    hs: [B, T, H] states (held after each length); dy: [B, O]; dh_n: [B, H] or None.
+    Returns (g [B, T, H], dh0 [B, H]) with g_t = ∂L/∂(pre-activation at step t).
+    """
+    B, T, H = hs.shape
+    w_hh = weight_hh.float()
+    dh = dy.float() @ fc_weight.float()
+    if dh_n is not None:
+        dh = dh + dh_n.float()
+    gs = []
+    for t in reversed(range(T)):
+        h_t = hs[:, t].float()
+        g = dh * (1 - h_t * h_t) if nonlinearity == "tanh" else torch.where(h_t > 0, dh, 0.0)
+        if lengths is None:
+            dh = g @ w_hh
+        else:
+            valid = (t < lengths.to(hs.device))[:, None]
+            g = torch.where(valid, g, 0.0)
+            dh = torch.where(valid, g @ w_hh, dh)
+        gs.append(g)
+    return torch.stack(gs[::-1], dim=1), dh

@@ -254,12 +254,13 @@ def _launch_config(dtype, block_i, block_h, block_o, allow_tf32):
 
 
 def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None, *,
-                   relu=False, allow_tf32=False, store_hn=False, store_hs=False):
+                   relu=False, allow_tf32=False, store_hn=False, store_hs=False, wrap=None):
     """Launch the forward kernel.
 
     x: [B, T, I] (any strides); h0: [B, H] or None; lengths: [B] int64 or None;
     w_ih: [H, I], w_hh: [H, H], b_ih/b_hh: [H] or None, fc_w: [O, H], fc_b: [O] or None.
     Returns (y [B, O] in x.dtype, h_n [B, H] in x.dtype or None, hs [B, T, H] fp32 or None).
+    ``wrap``: torch.library.wrap_triton inside a triton_op (so torch.compile sees the launch).
     """
     B, T, I = x.shape
     H, O = w_hh.shape[0], fc_w.shape[0]
@@ -268,7 +269,8 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
     hs = new_empty((B, T, H), device=x.device, dtype=torch.float32) if store_hs else None
     block_i, block_h, block_o = block(I), block(H), block(O)
     grid = (triton.cdiv(B, BLOCK_B),)
-    _rnn_linear_fwd_kernel[grid](
+    kernel = _rnn_linear_fwd_kernel if wrap is None else wrap(_rnn_linear_fwd_kernel)
+    kernel[grid](
         x, h0, lengths,
         w_ih, w_hh, b_ih, b_hh, fc_w, fc_b,
         y, hn, hs,
@@ -284,7 +286,8 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
     return y, hn, hs
 
 
-def rnn_linear_bwd_sweep(hs, w_hh, fc_w, dy, dhn=None, lengths=None, *, relu=False, allow_tf32=False):
+def rnn_linear_bwd_sweep(hs, w_hh, fc_w, dy, dhn=None, lengths=None, *, relu=False, allow_tf32=False,
+                         wrap=None):
     """Launch the reverse-time sweep.
 
     hs: [B, T, H] fp32 from the forward; dy: [B, O]; dhn: [B, H] or None.
@@ -296,7 +299,8 @@ def rnn_linear_bwd_sweep(hs, w_hh, fc_w, dy, dhn=None, lengths=None, *, relu=Fal
     dh0 = new_empty((B, H), device=hs.device, dtype=torch.float32)
     block_h, block_o = block(H), block(O)
     config = _launch_config(w_hh.dtype, 0, block_h, block_o, allow_tf32)
-    _rnn_linear_bwd_kernel[(triton.cdiv(B, BLOCK_B),)](
+    kernel = _rnn_linear_bwd_kernel if wrap is None else wrap(_rnn_linear_bwd_kernel)
+    kernel[(triton.cdiv(B, BLOCK_B),)](
         hs, lengths, w_hh, fc_w, dy.contiguous(), dhn.contiguous() if dhn is not None else None,
         g, dh0,
         B, T, H, O,

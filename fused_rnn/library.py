@@ -1,0 +1,87 @@
+"""The fused op registered with torch.library, for torch.compile, torch.export and CUDA graphs.
+
+``torch.ops.fused_rnn.rnn_linear`` and ``torch.ops.fused_rnn.rnn_linear_bwd_sweep``
+are ``triton_op``s: on CUDA their bodies launch the Triton kernels through
+``wrap_triton``, so torch.compile sees (and Inductor calls) the kernels
+directly; on other devices the bodies run the stock math. Autograd is
+registered with ``register_autograd`` and shares its products with the eager
+path (fused_rnn.ops.backward_products).
+
+Eager calls of ``fused_rnn.rnn_linear`` do not go through these ops: the direct
+launch skips the dispatcher. Under torch.compile ``rnn_linear`` calls them, so
+the stock nn.RNN's graph break does not happen.
+"""
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch.library import triton_op, wrap_triton
+
+from .ops import _kernels, backward_products
+from .reference import rnn_bwd_sweep_loop, rnn_states_stock
+
+
+@triton_op("fused_rnn::rnn_linear", mutates_args=())
+def rnn_linear_op(
+    x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor,
+    bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor],
+    fc_weight: torch.Tensor, fc_bias: Optional[torch.Tensor],
+    h0: Optional[torch.Tensor], lengths: Optional[torch.Tensor],
+    relu: bool, allow_tf32: bool, store_hs: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x: [B, T, I]; h0: [B, H] or None; lengths: [B] int64 on x's device or None.
+
+    Returns (y [B, O], h_n [B, H], hs): hs is the [B, T, H] fp32 states when
+    store_hs (for the backward), else an empty tensor.
+    """
+    if x.device.type == "cuda":
+        y, h_n, hs = _kernels().rnn_linear_fwd(
+            x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths,
+            relu=relu, allow_tf32=allow_tf32, store_hn=True, store_hs=store_hs, wrap=wrap_triton)
+    else:
+        states = rnn_states_stock(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, lengths,
+                                  "relu" if relu else "tanh")
+        h_n = states[:, -1].clone()  # outputs of a custom op may not alias each other
+        y = F.linear(h_n, fc_weight, fc_bias)
+        hs = states.to(torch.float32, copy=True) if store_hs else None
+    if hs is None:
+        hs = x.new_empty(0, dtype=torch.float32)
+    return y, h_n, hs
+
+
+@triton_op("fused_rnn::rnn_linear_bwd_sweep", mutates_args=())
+def rnn_linear_bwd_sweep_op(
+    hs: torch.Tensor, weight_hh: torch.Tensor, fc_weight: torch.Tensor, dy: torch.Tensor,
+    dh_n: Optional[torch.Tensor], lengths: Optional[torch.Tensor], relu: bool, allow_tf32: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """hs: [B, T, H] fp32; dy: [B, O]; dh_n: [B, H] or None. Returns (g [B, T, H], dh0 [B, H]), fp32."""
+    if hs.device.type == "cuda":
+        return _kernels().rnn_linear_bwd_sweep(hs, weight_hh, fc_weight, dy, dh_n, lengths, relu=relu,
+                                               allow_tf32=allow_tf32, wrap=wrap_triton)
+    return rnn_bwd_sweep_loop(hs, weight_hh, fc_weight, dy, dh_n, lengths, "relu" if relu else "tanh")
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths, relu, allow_tf32, _ = inputs
+    ctx.save_for_backward(x, h0, weight_ih, weight_hh, fc_weight, lengths, output[2])
+    ctx.relu, ctx.allow_tf32 = relu, allow_tf32
+    ctx.has_bias, ctx.has_fc_bias = bias_ih is not None, fc_bias is not None
+
+
+def _backward(ctx, dy, dh_n, _dhs):
+    x, h0, weight_ih, weight_hh, fc_weight, lengths, hs = ctx.saved_tensors
+    if hs.numel() == 0:
+        raise RuntimeError("fused_rnn::rnn_linear was called with store_hs=False and cannot be differentiated")
+    if dy is None:
+        dy = x.new_zeros(x.shape[0], fc_weight.shape[0])
+    g, dh0 = rnn_linear_bwd_sweep_op(hs, weight_hh, fc_weight, dy, dh_n, lengths, ctx.relu, ctx.allow_tf32)
+    need_x, need_w_ih, need_w_hh, need_b_ih, need_b_hh, need_fc_w, need_fc_b, need_h0 = ctx.needs_input_grad[:8]
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dfc_w, dfc_b = backward_products(
+        (need_x, need_h0, need_w_ih, need_w_hh, need_b_ih, need_b_hh, need_fc_w, need_fc_b),
+        x, h0, weight_ih, weight_hh, fc_weight, ctx.has_bias, ctx.has_fc_bias, hs, g, dh0, dy)
+    # In the op's argument order; lengths, relu, allow_tf32 and store_hs get none.
+    return dx, dw_ih, dw_hh, db_ih, db_hh, dfc_w, dfc_b, dh0, None, None, None, None
+
+
+rnn_linear_op.register_autograd(_backward, setup_context=_setup_context)

@@ -1,0 +1,116 @@
+"""torch.compile(fullgraph=True), torch.export, opcheck, CUDA graphs and DDP."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.library import opcheck
+
+from conftest import TOL
+from fused_rnn import SimpleRNN
+
+ROOT = Path(__file__).resolve().parents[1]
+B, T, I, H, O = 6, 5, 4, 16, 2
+
+
+def model_and_input(device, seed=30):
+    torch.manual_seed(seed)
+    model = SimpleRNN(I, H, O).to(device)
+    return model, torch.randn(B, T, I, device=device)
+
+
+def check_compiled_matches_eager(device):
+    model, x = model_and_input(device)
+    compiled = torch.compile(model, fullgraph=True)       # stock nn.RNN would graph-break here
+    lengths = torch.tensor([5, 1, 3, 2, 5, 4], device=device)
+    h0 = torch.randn(1, B, H, device=device) * 0.5
+    for kwargs in (dict(), dict(h0=h0, lengths=lengths)):
+        torch.testing.assert_close(compiled(x, **kwargs), model(x, **kwargs), **TOL[torch.float32])
+    # Training through the compiled graph: register_autograd + the reverse-sweep op.
+    compiled(x, h0=h0, lengths=lengths).square().sum().backward()
+    compiled_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model(x, h0=h0, lengths=lengths).square().sum().backward()
+    for got, want in zip(compiled_grads, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_compile_fullgraph_cpu():
+    check_compiled_matches_eager("cpu")
+
+
+def test_export_captures_one_op():
+    model, x = model_and_input("cpu")
+    program = torch.export.export(model, (x,))
+    calls = [n.target for n in program.graph.nodes if n.op == "call_function"]
+    assert torch.ops.fused_rnn.rnn_linear.default in calls
+    assert not any("rnn_tanh" in str(c) for c in calls)
+    # Same stock math; F.linear on a contiguous h_n vs on the out[:, -1] view
+    # may round differently (3e-8 seen), hence a tolerance.
+    torch.testing.assert_close(program.module()(x), model(x), **TOL[torch.float32])
+
+
+def op_args(device, requires_grad):
+    torch.manual_seed(31)
+    x = torch.randn(B, T, I, device=device)
+    params = [torch.randn(s, device=device) * 0.3 for s in ((H, I), (H, H), (H,), (H,), (O, H), (O,))]
+    h0 = torch.randn(B, H, device=device)
+    tensors = [t.requires_grad_(requires_grad) for t in (x, *params, h0)]
+    return tensors[:7], tensors[7], torch.tensor([5, 1, 2, 4, 3, 5], device=device)
+
+
+def run_opcheck(device):
+    inputs, h0, lengths = op_args(device, requires_grad=True)
+    cases = [(*inputs, h0, lengths, False, False, True), (*inputs, None, None, True, False, True)]
+    plain, h0_plain, _ = op_args(device, requires_grad=False)
+    cases.append((*plain, h0_plain, None, False, False, False))     # inference: no states kept
+    for args in cases:
+        opcheck(torch.ops.fused_rnn.rnn_linear.default, args)
+    hs = torch.rand(B, T, H, device=device)
+    opcheck(torch.ops.fused_rnn.rnn_linear_bwd_sweep.default,
+            (hs, plain[2], plain[5], torch.randn(B, O, device=device), torch.randn(B, H, device=device),
+             lengths, False, False))
+
+
+def test_opcheck_cpu():
+    run_opcheck("cpu")
+
+
+@pytest.mark.gpu
+def test_compile_fullgraph_cuda():
+    check_compiled_matches_eager("cuda")
+
+
+@pytest.mark.gpu
+def test_opcheck_cuda():
+    run_opcheck("cuda")
+
+
+@pytest.mark.gpu
+def test_cuda_graph_capture():
+    model, x = model_and_input("cuda")
+    static_x = x.clone()
+    with torch.no_grad():
+        model(static_x)                                 # compile the kernel before capture
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_y = model(static_x)
+    new_x = torch.randn_like(x)
+    static_x.copy_(new_x)
+    graph.replay()
+    with torch.no_grad():
+        torch.testing.assert_close(static_y, model(new_x), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_ddp_two_processes_match_one(backend):
+    """DDP (gloo, 2 CPU processes) gives the single-process gradients; triton runs interpreted."""
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_check.py"), backend], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert "largest gradient difference" in out.stdout
