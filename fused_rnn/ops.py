@@ -5,8 +5,6 @@ launches) → ``_RNNLinearFunction`` (autograd) → ``rnn_linear`` (checks and
 dispatch; this file) → ``fused_rnn.SimpleRNN`` (the drop-in module).
 """
 
-import functools
-
 import torch
 
 from .reference import rnn_linear_stock
@@ -16,18 +14,24 @@ NONLINEARITIES = ("tanh", "relu")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-@functools.lru_cache(maxsize=None)
+_KERNELS = None
+
+
 def _kernels():
     """The kernels module, or the reason it cannot be used (a string).
 
     Imported on first use: importing triton costs ~1 s and is not needed for the
     stock path (nor possible where triton is not installed: macOS, Windows).
+    A plain global rather than functools.lru_cache, which torch.compile warns about.
     """
-    try:
-        from .kernels import rnn_linear as kernels
-    except ImportError as e:  # triton missing or broken
-        return f"triton could not be imported ({e}); install it with `pip install triton` (Linux)"
-    return kernels
+    global _KERNELS
+    if _KERNELS is None:
+        try:
+            from .kernels import rnn_linear as kernels
+        except ImportError as e:  # triton missing or broken
+            kernels = f"triton could not be imported ({e}); install it with `pip install triton` (Linux)"
+        _KERNELS = kernels
+    return _KERNELS
 
 
 def kernel_unsupported_reason(x, hidden_size, output_size):
@@ -274,8 +278,11 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
     H, O = weight_hh.shape[0], fc_weight.shape[0]
 
     chosen = select_backend(backend, x, H, O)
-    compiling = torch.compiler.is_compiling()
-    if chosen == "torch" and not (compiling and x.device.type != "cuda"):
+    # Under torch.compile the registered op (fused_rnn/library.py) keeps the graph
+    # whole: on CUDA it is the kernel, elsewhere the stock math without packing
+    # (pack_padded_sequence reads lengths, which breaks a graph).
+    use_op = torch.compiler.is_compiling() and (chosen == "triton" or x.device.type != "cuda")
+    if chosen == "torch" and not use_op:
         training = torch.is_grad_enabled()
         y, h_n = rnn_linear_stock(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias,
                                   h0, lengths, nonlinearity, training)
@@ -287,9 +294,7 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
                    for w in (weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias)]
         tensors = (x, h0, *weights)
         needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-        if compiling:
-            # One registered op (fused_rnn/library.py): no graph break. On CUDA its
-            # body is the Triton kernel; elsewhere the stock math without packing.
+        if use_op:
             y, h_n, _ = torch.ops.fused_rnn.rnn_linear(x, *weights, h0, lengths, relu, allow_tf32, needs_grad)
         elif needs_grad:
             y, h_n = _RNNLinearFunction.apply(x, h0, *weights, lengths, relu, allow_tf32)

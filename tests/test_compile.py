@@ -42,6 +42,13 @@ def test_compile_fullgraph_cpu():
     check_compiled_matches_eager("cpu")
 
 
+def test_compile_traces_backend_choice():
+    """backend="triton" under compile walks the same choice as CUDA does (imports, limits)."""
+    model, x = model_and_input("cpu")
+    model.backend = "triton"
+    torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), model(x), **TOL[torch.float32])
+
+
 def test_export_captures_one_op():
     model, x = model_and_input("cpu")
     program = torch.export.export(model, (x,))
