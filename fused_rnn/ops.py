@@ -9,7 +9,7 @@ import torch
 
 from .reference import rnn_linear_stock
 
-BACKENDS = ("auto", "triton", "torch")
+BACKENDS = ("auto", "triton", "cuda", "torch")
 NONLINEARITIES = ("tanh", "relu")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -59,12 +59,34 @@ def kernel_unsupported_reason(x, hidden_size, output_size):
     return None
 
 
-def select_backend(backend, x, hidden_size, output_size):
-    """The backend that runs for this call: "triton" or "torch" (raises if "triton" cannot)."""
+def cuda_unsupported_reason(x, needs_grad):
+    """Why the CUDA C++ cluster kernel (csrc/) cannot run this call, or None if it can."""
+    if x.device.type != "cuda":
+        return f"it runs on CUDA tensors, got a tensor on {x.device}"
+    if x.dtype not in KERNEL_DTYPES:
+        return f"it takes float32, float16 or bfloat16, got {x.dtype}"
+    if needs_grad:
+        return "it has no backward yet; train with backend='triton' or 'torch'"
+    from . import cuda
+    extension = cuda.extension()
+    return extension if isinstance(extension, str) else None
+
+
+def select_backend(backend, x, hidden_size, output_size, needs_grad=False):
+    """The backend that runs for this call: "triton", "cuda" or "torch".
+
+    "auto" never picks "cuda": that kernel is not yet proven on a GPU. A forced
+    "triton" or "cuda" that cannot run raises a RuntimeError saying why.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "torch":
         return "torch"
+    if backend == "cuda":
+        reason = cuda_unsupported_reason(x, needs_grad)
+        if reason is not None:
+            raise RuntimeError(f"backend='cuda' cannot run this call: {reason}")
+        return "cuda"
     if backend == "auto" and x.device.type != "cuda":
         return "torch"
     reason = kernel_unsupported_reason(x, hidden_size, output_size)
@@ -261,7 +283,9 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
             error); the default multiplies in full fp32.
         backend: "auto" (the Triton kernel on CUDA tensors where supported, else the
             stock path), "triton" (the kernel or an error saying why not; CPU tensors
-            need TRITON_INTERPRET=1 set before triton is imported) or "torch" (stock).
+            need TRITON_INTERPRET=1 set before triton is imported), "cuda" (the CUDA
+            C++ cluster kernel for large H from csrc/, forward only, not yet proven on
+            a GPU; auto never picks it) or "torch" (stock).
 
     Returns:
         y: [B, O] in x's dtype, or (y, h_n) with ``return_hidden=True``.
@@ -277,7 +301,9 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
                                h0, lengths)
     H, O = weight_hh.shape[0], fc_weight.shape[0]
 
-    chosen = select_backend(backend, x, H, O)
+    tensors = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    chosen = select_backend(backend, x, H, O, needs_grad)
     # Under torch.compile the registered op (fused_rnn/library.py) keeps the graph
     # whole: on CUDA it is the kernel, elsewhere the stock math without packing
     # (pack_padded_sequence reads lengths, which breaks a graph).
@@ -287,22 +313,24 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
         y, h_n = rnn_linear_stock(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias,
                                   h0, lengths, nonlinearity, training)
     else:
+        # The kernels read contiguous weights and int64 lengths on x's device.
         if lengths is not None:
-            lengths = lengths.to(device=x.device, dtype=torch.int64)
-        relu = nonlinearity == "relu"
+            lengths = lengths.to(device=x.device, dtype=torch.int64).contiguous()
         weights = [w.contiguous() if w is not None else None
                    for w in (weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias)]
-        tensors = (x, h0, *weights)
-        needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-        if use_op:
+        relu = nonlinearity == "relu"
+        if chosen == "cuda":
+            from . import cuda
+            h0 = h0.contiguous() if h0 is not None else None
+            y, h_n = cuda.extension().rnn_linear_forward(x, *weights, h0, lengths, relu, return_hidden)
+        elif use_op:
             y, h_n, _ = torch.ops.fused_rnn.rnn_linear(x, *weights, h0, lengths, relu, allow_tf32, needs_grad)
         elif needs_grad:
             y, h_n = _RNNLinearFunction.apply(x, h0, *weights, lengths, relu, allow_tf32)
         else:
             # Inference: no autograd node, no [B, T, H] buffer.
             y, h_n, _ = _kernels().rnn_linear_fwd(
-                x, *weights, h0, lengths, relu=relu, allow_tf32=allow_tf32,
-                store_hn=return_hidden)
+                x, *weights, h0, lengths, relu=relu, allow_tf32=allow_tf32, store_hn=return_hidden)
     if return_hidden:
         return y, h_n.unsqueeze(0)
     return y
