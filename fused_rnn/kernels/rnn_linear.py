@@ -215,9 +215,9 @@ BLOCK_B = 16
 MAX_BLOCK = 256
 
 # Largest padded size backend="auto" gives the kernel. ptxas on sm_90a (see
-# tests/aot_sm90.py, benchmarks/results/ptxas_sm90a.txt) reports no spills up to
-# H = 128 in every dtype, and 4-8 KiB per thread of spills at H = 256 in fp32;
-# fp32 with I or O at 128 already spills 1-3 KiB. Not yet timed on a GPU.
+# tests/aot_sm90.py, benchmarks/results/ptxas_sm90a_triton*.txt) reports no spills
+# up to I = 64, H = 128 in every dtype, 1-4 KiB per thread in fp32 with I or O at
+# 128, and 4-8 KiB at H = 256 in fp32. Not yet timed on a GPU.
 AUTO_MAX_BLOCK = 128
 
 # Weights are kept in registers across the loop while they need at most this
