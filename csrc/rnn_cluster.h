@@ -12,7 +12,9 @@
 
 #include <cstdint>
 
+#ifndef FUSED_RNN_EMULATION  // tests/csrc_emulation.cpp runs the kernel on CPU threads
 #include <cuda_runtime.h>
+#endif
 
 namespace fused_rnn {
 
