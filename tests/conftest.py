@@ -17,6 +17,11 @@ from fused_rnn.kernels import rnn_linear as kernels  # noqa: E402  (after TRITON
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
+# cuDNN's RNNs use TF32 by default (torch.backends.cudnn.allow_tf32 = True), ~1e-3
+# relative error; the comparisons with the stock path below need IEEE fp32 on both sides.
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
+
 # Tolerances against a float64 loop run on the same (rounded) inputs and weights.
 # fp32: IEEE products; what is left is summation order and exp (~1e-7 per step).
 # fp16/bf16: on a GPU h is rounded to the dtype as a tl.dot operand every step
