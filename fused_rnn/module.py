@@ -26,19 +26,20 @@ class SimpleRNN(nn.Module):
         self.fc = nn.Linear(hidden_size, output_size)
         self.backend = backend
         self.allow_tf32 = allow_tf32
-        self.nonlinearity = nonlinearity
-        self._refresh_rnn_parameters()
+        self._read_rnn()
 
-    def _refresh_rnn_parameters(self):
+    def _read_rnn(self):
         # torch.compile refuses to touch an nn.RNN module at all ("Attempted to
         # wrap RNN, GRU, or LSTM"), even to read its parameters, so compiled code
-        # reads this plain tuple of the same Parameter objects. Eager calls refresh
-        # it; .to(), load_state_dict and optimizers keep the objects themselves.
+        # reads this plain copy of what rnn_linear needs from it: the same
+        # Parameter objects and the nonlinearity. Eager calls refresh it; .to(),
+        # load_state_dict and optimizers keep the Parameter objects themselves.
         rnn = self.rnn
-        self._rnn_parameters = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+        self._rnn_weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+        self._rnn_nonlinearity = rnn.nonlinearity
 
     def forward(self, x, h0=None, *, lengths=None, return_hidden=False):
-        """x: [B, T, I] (or a batch_first-agnostic PackedSequence); h0: [1, B, H] or [B, H].
+        """x: [B, T, I], or a PackedSequence; h0: [1, B, H] or [B, H].
 
         lengths: [B] valid steps per sequence (the Linear reads step lengths[b]).
         Returns y: [B, O], or (y, h_n [1, B, H]) with ``return_hidden=True``.
@@ -48,14 +49,14 @@ class SimpleRNN(nn.Module):
                 raise ValueError("lengths must be None when x is a PackedSequence (it carries its own)")
             x, lengths = pad_packed_sequence(x, batch_first=True)
         if not torch.compiler.is_compiling():
-            self._refresh_rnn_parameters()
+            self._read_rnn()
         return rnn_linear(
-            x, *self._rnn_parameters, self.fc.weight, self.fc.bias, h0, lengths=lengths,
-            nonlinearity=self.nonlinearity, return_hidden=return_hidden, allow_tf32=self.allow_tf32,
+            x, *self._rnn_weights, self.fc.weight, self.fc.bias, h0, lengths=lengths,
+            nonlinearity=self._rnn_nonlinearity, return_hidden=return_hidden, allow_tf32=self.allow_tf32,
             backend=self.backend)
 
     def backend_for(self, x):
-        """The backend forward takes for input x [B, T, I]: "triton" or "torch"."""
+        """The backend forward takes for input x [B, T, I]: "triton", "cuda" or "torch"."""
         return select_backend(self.backend, x, self.hidden_size, self.fc.out_features)
 
     def extra_repr(self):

@@ -224,8 +224,10 @@ AUTO_MAX_BLOCK = 128
 # many 32-bit registers per thread; above it they are re-read every step.
 # An estimate, not yet measured on a GPU: 96 of the 255 registers a thread may
 # use leaves room for h, the products and the x tile. It hoists fp32 I=64, H=128
-# (96 KiB over 8 warps) and re-reads H=256 (≥ 256 KiB fp32, 160 KiB bf16).
+# (96 KiB over 8 warps) and bf16 H=256 up to I=128 (192 KiB over 16 warps), and
+# re-reads fp32 H=256 (≥ 256 KiB).
 HOIST_REGS_PER_THREAD = 96
+
 
 def block(n):
     """Padded block size for a dimension of size ``n``: a power of two, at least 16."""
@@ -241,7 +243,7 @@ def _interpreted():
 INTERPRETED = _interpreted()
 
 
-def _launch_config(dtype, block_i, block_h, block_o, allow_tf32):
+def _launch_config(dtype, block_i, block_h, allow_tf32):
     num_warps = 4 if block_h <= 64 else 8 if block_h <= 128 else 16
     weight_bytes = (block_i * block_h + block_h * block_h) * dtype.itemsize
     hoist = weight_bytes <= HOIST_REGS_PER_THREAD * 4 * 32 * num_warps
@@ -281,7 +283,7 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
         HAS_H0=h0 is not None, HAS_LENGTHS=lengths is not None,
         HAS_B_IH=b_ih is not None, HAS_B_HH=b_hh is not None, HAS_FC_B=fc_b is not None,
         STORE_HN=store_hn, STORE_HS=store_hs, RELU=relu,
-        **_launch_config(x.dtype, block_i, block_h, block_o, allow_tf32),
+        **_launch_config(x.dtype, block_i, block_h, allow_tf32),
     )
     return y, hn, hs
 
@@ -298,7 +300,7 @@ def rnn_linear_bwd_sweep(hs, w_hh, fc_w, dy, dhn=None, lengths=None, *, relu=Fal
     g = new_empty((B, T, H), device=hs.device, dtype=torch.float32)
     dh0 = new_empty((B, H), device=hs.device, dtype=torch.float32)
     block_h, block_o = block(H), block(O)
-    config = _launch_config(w_hh.dtype, 0, block_h, block_o, allow_tf32)
+    config = _launch_config(w_hh.dtype, 0, block_h, allow_tf32)
     kernel = _rnn_linear_bwd_kernel if wrap is None else wrap(_rnn_linear_bwd_kernel)
     kernel[(triton.cdiv(B, BLOCK_B),)](
         hs, lengths, w_hh, fc_w, dy.contiguous(), dhn.contiguous() if dhn is not None else None,
