@@ -5,6 +5,9 @@ sharing no code with the kernels or with nn.RNN: the tests run it in float64.
 ``rnn_linear_stock`` is exactly what ``nn.RNN(batch_first=True)`` followed by
 ``nn.Linear`` computes (the same ATen call nn.RNN makes), so on CPU it matches
 the seed model bit for bit.
+``rnn_states_stock`` and ``rnn_bwd_sweep_loop`` are the stock math the
+registered op (fused_rnn/library.py) runs off CUDA: traceable with fake
+tensors, so torch.compile and torch.export work on CPU.
 """
 
 import torch
