@@ -54,6 +54,28 @@ struct LaunchPlan {
   bool weights_in_smem;
 };
 
+// The plan for CTAs of up to `smem_per_cta` bytes of shared memory in clusters of up
+// to `max_cluster` CTAs (1 before sm_90): the smallest cluster whose CTAs each hold
+// their weight rows on chip (fewer CTAs per step: fewer DSMEM stores, a cheaper
+// barrier), else the widest one with weights read from L2 every step. False when
+// not even the fp32 state of a tile fits (H past ~7000 on Hopper).
+inline bool choose_plan(int H, int I, size_t dtype_bytes, size_t smem_per_cta, int max_cluster,
+                        LaunchPlan* plan) {
+  const size_t h_bytes = 2ull * kBatchTile * H * sizeof(float);  // double-buffered state
+  if (h_bytes > smem_per_cta) return false;
+  for (int c = 1; c <= max_cluster; c *= 2) {
+    const int hc = (H + c - 1) / c;
+    const size_t w_bytes = static_cast<size_t>(hc) * (H + I) * dtype_bytes;
+    if (h_bytes + w_bytes <= smem_per_cta) {
+      *plan = {c, hc, h_bytes + w_bytes, true};
+      return true;
+    }
+  }
+  *plan = {max_cluster, (H + max_cluster - 1) / max_cluster, h_bytes, false};
+  return true;
+}
+
+// choose_plan for `device`, as the launcher will first try it.
 cudaError_t rnn_linear_plan(int H, int I, DType dtype, int device, LaunchPlan* plan);
 
 // Launches the forward on `stream`. Returns cudaSuccess or the CUDA error.

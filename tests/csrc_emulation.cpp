@@ -168,3 +168,15 @@ extern "C" int emulate_rnn_linear(const void* x, int64_t sxb, int64_t sxt, int64
   }
   return 0;
 }
+
+// The launcher's choice of cluster size, from rnn_cluster.h (host code, no CUDA calls).
+extern "C" int plan_for(int H, int I, int dtype_bytes, int64_t smem_per_cta, int max_cluster, int* cluster_size,
+                        int* hidden_per_cta, int64_t* smem_bytes, int* weights_in_smem) {
+  fused_rnn::LaunchPlan plan{};
+  if (!fused_rnn::choose_plan(H, I, dtype_bytes, smem_per_cta, max_cluster, &plan)) return 0;
+  *cluster_size = plan.cluster_size;
+  *hidden_per_cta = plan.hidden_per_cta;
+  *smem_bytes = static_cast<int64_t>(plan.smem_bytes);
+  *weights_in_smem = plan.weights_in_smem;
+  return 1;
+}

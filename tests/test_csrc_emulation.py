@@ -32,6 +32,8 @@ def emulator(tmp_path_factory):
     emu.emulate_rnn_linear.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr,
                                        i64, i64, i32, i32, i32, i32, i32, i32, i32]
     emu.emulate_rnn_linear.restype = i32
+    emu.plan_for.argtypes = [i32, i32, i32, i64, i32, ptr, ptr, ptr, ptr]
+    emu.plan_for.restype = i32
     return emu
 
 
@@ -95,3 +97,28 @@ def test_cluster_kernel_bfloat16(emulator):
     y_ref, h_ref = rnn_linear_loop(*as_float64(x, *params))
     torch.testing.assert_close(y.double(), y_ref, **TOL[torch.bfloat16])
     torch.testing.assert_close(h_n.double(), h_ref, **TOL[torch.bfloat16])
+
+
+HOPPER_SMEM = 227 * 1024  # cudaDevAttrMaxSharedMemoryPerBlockOptin on H100/H200
+
+
+def plan(emu, H, I, dtype_bytes, smem=HOPPER_SMEM, max_cluster=16):
+    out = [ctypes.c_int(), ctypes.c_int(), ctypes.c_int64(), ctypes.c_int()]
+    if not emu.plan_for(H, I, dtype_bytes, smem, max_cluster, *[ctypes.byref(v) for v in out]):
+        return None
+    return out[0].value, out[1].value, out[2].value, bool(out[3].value)
+
+
+def test_launch_plan(emulator):
+    """The smallest cluster whose CTAs hold their weight rows on chip, else the widest from L2."""
+    state = 2 * 4 * 4  # bytes per hidden unit of the double-buffered fp32 state of a 4-sequence tile
+    # H = 1024, I = 256, bf16: 16 CTAs of 64 rows, 64·1280·2 + 32 KiB = 192 KiB each.
+    assert plan(emulator, 1024, 256, 2) == (16, 64, 64 * 1280 * 2 + 1024 * state, True)
+    # H = 256, I = 32, fp32: one CTA would need 288 KiB; two hold 144 KiB each.
+    assert plan(emulator, 256, 32, 4) == (2, 128, 128 * 288 * 4 + 256 * state, True)
+    # H = 2048, bf16: 128 rows · 2304 · 2 = 576 KiB per CTA even at 16: weights stay in L2.
+    assert plan(emulator, 2048, 256, 2) == (16, 128, 2048 * state, False)
+    # Before sm_90 (no clusters) the one CTA reads its weights from L2.
+    assert plan(emulator, 1024, 256, 2, max_cluster=1) == (1, 1024, 1024 * state, False)
+    # The state itself no longer fits: no plan (H past ~7000).
+    assert plan(emulator, 8000, 16, 2) is None
