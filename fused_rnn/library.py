@@ -4,8 +4,8 @@
 are ``triton_op``s: on CUDA their bodies launch the Triton kernels through
 ``wrap_triton``, so torch.compile sees (and Inductor calls) the kernels
 directly; on other devices the bodies run the stock math. Autograd is
-registered with ``register_autograd`` and shares its products with the eager
-path (fused_rnn.ops.backward_products).
+registered with ``register_autograd`` and shares its saving and products with
+the eager path (fused_rnn.ops.save_for_backward, fused_rnn.ops.backward).
 
 Eager calls of ``fused_rnn.rnn_linear`` do not go through these ops: the direct
 launch skips the dispatcher. Under torch.compile ``rnn_linear`` calls them, so
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.library import triton_op, wrap_triton
 
-from .ops import _kernels, backward_products
+from .ops import _kernels, backward, save_for_backward
 from .reference import rnn_bwd_sweep_loop, rnn_states_stock
 
 
@@ -63,25 +63,16 @@ def rnn_linear_bwd_sweep_op(
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths, relu, allow_tf32, _ = inputs
-    ctx.save_for_backward(x, h0, weight_ih, weight_hh, fc_weight, lengths, output[2])
-    ctx.relu, ctx.allow_tf32 = relu, allow_tf32
-    ctx.has_bias, ctx.has_fc_bias = bias_ih is not None, fc_bias is not None
+    x, weight_ih, weight_hh, bias_ih, _, fc_weight, fc_bias, h0, lengths, relu, allow_tf32, _ = inputs
+    save_for_backward(ctx, x, weight_ih, weight_hh, bias_ih, fc_weight, fc_bias, h0, lengths, output[2],
+                      relu, allow_tf32)
 
 
 def _backward(ctx, dy, dh_n, _dhs):
-    x, h0, weight_ih, weight_hh, fc_weight, lengths, hs = ctx.saved_tensors
-    if hs.numel() == 0:
+    if ctx.saved_tensors[-1].numel() == 0:
         raise RuntimeError("fused_rnn::rnn_linear was called with store_hs=False and cannot be differentiated")
-    if dy is None:
-        dy = x.new_zeros(x.shape[0], fc_weight.shape[0])
-    g, dh0 = rnn_linear_bwd_sweep_op(hs, weight_hh, fc_weight, dy, dh_n, lengths, ctx.relu, ctx.allow_tf32)
-    need_x, need_w_ih, need_w_hh, need_b_ih, need_b_hh, need_fc_w, need_fc_b, need_h0 = ctx.needs_input_grad[:8]
-    dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dfc_w, dfc_b = backward_products(
-        (need_x, need_h0, need_w_ih, need_w_hh, need_b_ih, need_b_hh, need_fc_w, need_fc_b),
-        x, h0, weight_ih, weight_hh, fc_weight, ctx.has_bias, ctx.has_fc_bias, hs, g, dh0, dy)
     # In the op's argument order; lengths, relu, allow_tf32 and store_hs get none.
-    return dx, dw_ih, dw_hh, db_ih, db_hh, dfc_w, dfc_b, dh0, None, None, None, None
+    return *backward(ctx, dy, dh_n, rnn_linear_bwd_sweep_op), None, None, None, None
 
 
 rnn_linear_op.register_autograd(_backward, setup_context=_setup_context)

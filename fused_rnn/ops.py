@@ -193,68 +193,74 @@ def check_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, 
     return h0, lengths
 
 
-def backward_products(need, x, h0, weight_ih, weight_hh, fc_weight, has_bias, has_fc_bias, hs, g, dh0, dy):
-    """Gradients from the reverse sweep's g [B, T, H] and dh0 [B, H]: one product over all steps.
+def save_for_backward(ctx, x, weight_ih, weight_hh, bias_ih, fc_weight, fc_bias, h0, lengths, hs,
+                      relu, allow_tf32):
+    """Save on an autograd ctx what ``backward`` needs (eager Function and torch.library op alike)."""
+    ctx.save_for_backward(x, h0, weight_ih, weight_hh, fc_weight, lengths, hs)
+    ctx.relu, ctx.allow_tf32 = relu, allow_tf32
+    ctx.has_bias, ctx.has_fc_bias = bias_ih is not None, fc_bias is not None
 
-    need: which of (x, h0, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias)
-    need a gradient. Returns their gradients in that order (None where not needed),
-    computed in fp32 (g and hs are fp32; low-precision weights and x are widened).
+
+def backward(ctx, dy, dh_n, sweep):
+    """Gradients of (x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0).
+
+    ``sweep`` runs the reverse-time sweep (the kernel launch, or the registered op)
+    and gives g [B, T, H] and dh0 [B, H]; everything else is one product over all
+    B·T steps, in fp32 (g and hs are fp32; low-precision weights and x are
+    widened). Gradients not needed (ctx.needs_input_grad) are None.
     """
+    x, h0, weight_ih, weight_hh, fc_weight, lengths, hs = ctx.saved_tensors
     B, T, I = x.shape
     H = weight_hh.shape[0]
+    if dy is None:  # only h_n was used
+        dy = x.new_zeros(B, fc_weight.shape[0])
+    g, dh0 = sweep(hs, weight_hh, fc_weight, dy, dh_n, lengths, relu=ctx.relu, allow_tf32=ctx.allow_tf32)
+    need_x, need_w_ih, need_w_hh, need_b_ih, need_b_hh, need_fc_w, need_fc_b, need_h0 = ctx.needs_input_grad[:8]
     g2 = g.view(B * T, H)
-    need_x, need_h0, need_w_ih, need_w_hh, need_b_ih, need_b_hh, need_fc_w, need_fc_b = need
-    dx = dh0_out = dw_ih = dw_hh = db = dfc_w = dfc_b = None
+    dx = dw_ih = dw_hh = db = dfc_w = dfc_b = dh0_out = None
     if need_x:
         dx = (g2 @ weight_ih.float()).view(B, T, I).to(x.dtype)
-    if need_h0:
-        dh0_out = dh0.to(h0.dtype)
     if need_w_ih:
         dw_ih = (g2.T @ x.reshape(B * T, I).float()).to(weight_ih.dtype)
     if need_w_hh:
         first = h0.float() if h0 is not None else hs.new_zeros(B, H)
         h_prev = torch.cat([first[:, None], hs[:, :-1]], dim=1)
         dw_hh = (g2.T @ h_prev.reshape(B * T, H)).to(weight_hh.dtype)
-    if has_bias and (need_b_ih or need_b_hh):
+    if ctx.has_bias and (need_b_ih or need_b_hh):
         db = g2.sum(0).to(weight_hh.dtype)
     if need_fc_w:
         # hs[:, -1] is the final state; with lengths it was held at each
         # sequence's last valid step, so it is exactly what fc read.
         dfc_w = (dy.float().T @ hs[:, -1]).to(fc_weight.dtype)
-    if has_fc_bias and need_fc_b:
+    if ctx.has_fc_bias and need_fc_b:
         dfc_b = dy.float().sum(0).to(fc_weight.dtype)
-    return (dx, dh0_out, dw_ih, dw_hh, db if need_b_ih else None, db if need_b_hh else None, dfc_w, dfc_b)
+    if need_h0:
+        dh0_out = dh0.to(h0.dtype)
+    return (dx, dw_ih, dw_hh, db if need_b_ih else None, db if need_b_hh else None, dfc_w, dfc_b, dh0_out)
 
 
 class _RNNLinearFunction(torch.autograd.Function):
-    """Triton forward and backward (eager); returns (y [B, O], h_n [B, H])."""
+    """Triton forward and backward (eager), in the registered op's argument order.
+
+    Returns (y [B, O], h_n [B, H]).
+    """
 
     @staticmethod
-    def forward(ctx, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias,
+    def forward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0,
                 lengths, relu, allow_tf32):
         # The [B, T, H] states are kept only on this path, i.e. when a gradient is needed.
         y, h_n, hs = _kernels().rnn_linear_fwd(
             x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths,
             relu=relu, allow_tf32=allow_tf32, store_hn=True, store_hs=True)
-        ctx.save_for_backward(x, h0, weight_ih, weight_hh, fc_weight, lengths, hs)
-        ctx.relu, ctx.allow_tf32 = relu, allow_tf32
-        ctx.has_bias, ctx.has_fc_bias = bias_ih is not None, fc_bias is not None
+        save_for_backward(ctx, x, weight_ih, weight_hh, bias_ih, fc_weight, fc_bias, h0, lengths, hs,
+                          relu, allow_tf32)
         # An unused output's gradient arrives as None instead of a zero tensor.
         ctx.set_materialize_grads(False)
         return y, h_n
 
     @staticmethod
     def backward(ctx, dy, dh_n):
-        x, h0, weight_ih, weight_hh, fc_weight, lengths, hs = ctx.saved_tensors
-        if dy is None:
-            dy = x.new_zeros(x.shape[0], fc_weight.shape[0])
-        g, dh0 = _kernels().rnn_linear_bwd_sweep(
-            hs, weight_hh, fc_weight, dy, dh_n, lengths, relu=ctx.relu, allow_tf32=ctx.allow_tf32)
-        need_x, need_h0, *need_params = ctx.needs_input_grad[:8]
-        dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dfc_w, dfc_b = backward_products(
-            (need_x, need_h0, *need_params), x, h0, weight_ih, weight_hh, fc_weight,
-            ctx.has_bias, ctx.has_fc_bias, hs, g, dh0, dy)
-        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, dfc_w, dfc_b, None, None, None
+        return *backward(ctx, dy, dh_n, _kernels().rnn_linear_bwd_sweep), None, None, None
 
 
 def _autocast(device_type, *tensors):
@@ -326,7 +332,7 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
         elif use_op:
             y, h_n, _ = torch.ops.fused_rnn.rnn_linear(x, *weights, h0, lengths, relu, allow_tf32, needs_grad)
         elif needs_grad:
-            y, h_n = _RNNLinearFunction.apply(x, h0, *weights, lengths, relu, allow_tf32)
+            y, h_n = _RNNLinearFunction.apply(x, *weights, h0, lengths, relu, allow_tf32)
         else:
             # Inference: no autograd node, no [B, T, H] buffer.
             y, h_n, _ = _kernels().rnn_linear_fwd(
