@@ -6,6 +6,9 @@ module imports fused_rnn's kernels.
 """
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +19,7 @@ if not torch.cuda.is_available():
 from fused_rnn.kernels import rnn_linear as kernels  # noqa: E402  (after TRITON_INTERPRET)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ROOT = Path(__file__).resolve().parents[1]
 
 # cuDNN's RNNs use TF32 by default (torch.backends.cudnn.allow_tf32 = True), ~1e-3
 # relative error; the comparisons with the stock path below need IEEE fp32 on both sides.
@@ -61,6 +65,22 @@ def make_params(I, H, O, *, dtype=torch.float32, device=DEVICE, seed=0, nonlinea
     fc = torch.nn.Linear(H, O)
     params = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0, fc.weight, fc.bias)
     return tuple(p.detach().to(device=device, dtype=dtype) for p in params)
+
+
+def run_python(*args, env=None, timeout=600):
+    """Run ``python *args`` in the checkout's root with the checkout importable.
+
+    env: variables to set for it, None to unset one (TRITON_INTERPRET, say).
+    """
+    environ = dict(os.environ)
+    for name, value in (env or {}).items():
+        if value is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = value
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environ.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=environ, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def as_float64(*tensors):

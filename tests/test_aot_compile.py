@@ -1,20 +1,11 @@
 """Every kernel configuration the launchers choose compiles for Hopper (sm_90a), no GPU needed."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
+from conftest import run_python
 from fused_rnn.ops import auto_takes_kernel
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_kernels_compile_for_sm90():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    out = subprocess.run([sys.executable, str(ROOT / "tests" / "aot_sm90.py")], env=env,
-                         capture_output=True, text=True, timeout=900)
+    out = run_python("tests/aot_sm90.py", env={"TRITON_INTERPRET": None}, timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "all configurations compile for sm_90a" in out.stdout
 

@@ -1,18 +1,12 @@
 """torch.compile(fullgraph=True), torch.export, opcheck, CUDA graphs and DDP."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch.library import opcheck
 
-from conftest import TOL
+from conftest import TOL, run_python
 from fused_rnn import SimpleRNN
 
-ROOT = Path(__file__).resolve().parents[1]
 B, T, I, H, O = 6, 5, 4, 16, 2
 
 
@@ -115,9 +109,6 @@ def test_cuda_graph_capture():
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_ddp_two_processes_match_one(backend):
     """DDP (gloo, 2 CPU processes) gives the single-process gradients; triton runs interpreted."""
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    out = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_check.py"), backend], env=env,
-                         capture_output=True, text=True, timeout=600)
+    out = run_python("tests/ddp_check.py", backend, env={"TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""})
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     assert "largest gradient difference" in out.stdout

@@ -1,14 +1,10 @@
 """fused_rnn.SimpleRNN as a drop-in for the seed's SimpleRNN; the demo; backend errors."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 import seed_model
-from conftest import DEVICE, TOL
+from conftest import DEVICE, TOL, run_python
 from fused_rnn import SimpleRNN
 
 SEED_KEYS = ["rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0", "fc.weight", "fc.bias"]
@@ -86,26 +82,19 @@ def test_bad_backend():
         SimpleRNN(2, 3, 1, backend="cudnn")
 
 
-def run_python(code, env_update):
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.update(env_update)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-
-
 def test_triton_on_cpu_without_interpreter_says_so():
     code = ("import torch, fused_rnn\n"
             "m = fused_rnn.SimpleRNN(3, 4, 1, backend='triton')\n"
             "try:\n    m(torch.randn(2, 3, 3))\n"
             "except RuntimeError as e:\n    print('ERROR', e)\n")
-    out = run_python(code, {"CUDA_VISIBLE_DEVICES": ""})
+    out = run_python("-c", code, env={"TRITON_INTERPRET": None, "CUDA_VISIBLE_DEVICES": ""})
     assert out.returncode == 0, out.stderr
     assert "ERROR" in out.stdout and "TRITON_INTERPRET=1" in out.stdout and "before triton is imported" in out.stdout
 
 
 def test_demo():
     """`python -m fused_rnn`, as the README runs it."""
-    out = run_python("import runpy; runpy.run_module('fused_rnn', run_name='__main__')", {})
+    out = run_python("-m", "fused_rnn", env={"TRITON_INTERPRET": None})
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "torch.Size([32, 1])"

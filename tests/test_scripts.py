@@ -1,21 +1,13 @@
 """The runnable scripts: the training example and the benchmark's refusal without a GPU."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(*args):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+from conftest import run_python
 
 
 def test_train_sum_example_learns():
-    out = run("examples/train_sum.py", "--steps", "40")
+    out = run_python("examples/train_sum.py", "--steps", "40")
     assert out.returncode == 0, out.stderr
     losses = [float(line.split()[-1]) for line in out.stdout.splitlines() if line.startswith("step")]
     assert len(losses) >= 2 and losses[-1] < 0.3 * losses[0], out.stdout
@@ -23,5 +15,5 @@ def test_train_sum_example_learns():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without CUDA")
 def test_bench_seed_needs_cuda():
-    out = run("benchmarks/bench_seed.py")
+    out = run_python("benchmarks/bench_seed.py")
     assert out.returncode != 0 and "needs CUDA" in out.stderr
