@@ -95,18 +95,8 @@ std::tuple<at::Tensor, at::Tensor> rnn_linear_forward(
   return {y, h_n};
 }
 
-// (cluster size, hidden units per CTA, shared memory bytes, weights in shared memory) for this device.
-std::tuple<int64_t, int64_t, int64_t, bool> launch_plan(int64_t H, int64_t I, at::ScalarType t, int64_t device) {
-  fused_rnn::LaunchPlan plan;
-  const cudaError_t err = fused_rnn::rnn_linear_plan(static_cast<int>(H), static_cast<int>(I), to_dtype(t),
-                                                     static_cast<int>(device), &plan);
-  TORCH_CHECK(err == cudaSuccess, "fused_rnn cuda: no launch plan for H=", H, ": ", cudaGetErrorString(err));
-  return {plan.cluster_size, plan.hidden_per_cta, static_cast<int64_t>(plan.smem_bytes), plan.weights_in_smem};
-}
-
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rnn_linear_forward", &rnn_linear_forward, "Fused RNN + Linear forward (thread-block clusters)");
-  m.def("launch_plan", &launch_plan, "The cluster launch rnn_linear_forward would use");
 }

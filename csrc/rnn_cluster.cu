@@ -67,14 +67,6 @@ cudaError_t device_limits(int device, int* max_cluster, size_t* smem_per_cta) {
 
 }  // namespace
 
-cudaError_t rnn_linear_plan(int H, int I, DType dtype, int device, LaunchPlan* plan) {
-  int max_cluster = 1;
-  size_t smem_per_cta = 0;
-  cudaError_t err = device_limits(device, &max_cluster, &smem_per_cta);
-  if (err != cudaSuccess) return err;
-  return choose_plan(H, I, dtype_size(dtype), smem_per_cta, max_cluster, plan) ? cudaSuccess : cudaErrorInvalidValue;
-}
-
 cudaError_t rnn_linear_forward(const RnnLinearArgs& a, cudaStream_t stream) {
   int device = 0, max_cluster = 1;
   size_t smem_per_cta = 0;

@@ -44,7 +44,7 @@ struct RnnLinearArgs {
   DType dtype;                   // of x, h0, weights, y and h_n alike
 };
 
-// The launch the forward would use on `device`: cluster size C (1 without
+// A launch of the forward: cluster size C (1 without
 // clusters), hidden units per CTA, dynamic shared memory bytes, and whether the
 // weight rows fit in shared memory (else they are read from L2 every step).
 struct LaunchPlan {
@@ -74,9 +74,6 @@ inline bool choose_plan(int H, int I, size_t dtype_bytes, size_t smem_per_cta, i
   *plan = {max_cluster, (H + max_cluster - 1) / max_cluster, h_bytes, false};
   return true;
 }
-
-// choose_plan for `device`, as the launcher will first try it.
-cudaError_t rnn_linear_plan(int H, int I, DType dtype, int device, LaunchPlan* plan);
 
 // Launches the forward on `stream`. Returns cudaSuccess or the CUDA error.
 cudaError_t rnn_linear_forward(const RnnLinearArgs& args, cudaStream_t stream);
