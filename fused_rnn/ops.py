@@ -38,7 +38,8 @@ def kernel_unsupported_reason(x, hidden_size, output_size):
     """Why the Triton kernel cannot run this call (a sentence), or None if it can.
 
     x: [B, T, I]. The kernel holds I, H and O padded to a power of two ≥ 16 and
-    at most ``MAX_BLOCK`` (256); beyond that the stock path runs.
+    at most ``MAX_BLOCK`` (256); beyond that "auto" runs the stock path and a
+    forced "triton" raises.
     """
     kernels = _kernels()
     if isinstance(kernels, str):
