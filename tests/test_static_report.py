@@ -50,7 +50,7 @@ def test_launch_check_agrees_with_the_compiler(report):
         fits = row["smem_bytes"] <= kernels.SMEM_LIMIT
         predicted = row["smem_estimate"] <= kernels.SMEM_LIMIT
         assert fits == predicted, row["config"]
-        assert 0.8 * row["smem_bytes"] <= row["smem_estimate"], row["config"]
+        assert 0.9 * row["smem_bytes"] <= row["smem_estimate"], row["config"]
     assert any(row["smem_bytes"] > kernels.SMEM_LIMIT for row in report["rows"])  # the check has teeth
 
 
@@ -81,9 +81,15 @@ def test_wgmma_at_hidden_128(rows):
         assert counts["HGMMA"] > 0 and counts["HMMA"] == 0, config
 
 
-def test_wgmma_forward_loops_take_two_barriers(rows):
-    for config in ("long_fp32_forward", "long_bf16_forward", "long_bf16_train_forward", "h256_bf16_forward"):
+def test_wgmma_inference_loops_take_two_barriers(rows):
+    for config in ("long_fp32_forward", "long_bf16_forward", "h256_bf16_forward"):
         assert rows[config]["counts"]["BAR"] <= 2, config
+
+
+@pytest.mark.xfail(strict=True, reason="storing h_t for the backward converts it to a coalesced layout "
+                   "through shared memory every step (README)")
+def test_wgmma_training_forward_takes_two_barriers(rows):
+    assert rows["long_bf16_train_forward"]["counts"]["BAR"] <= 2
 
 
 def test_forced_triton_that_cannot_launch_raises_first(monkeypatch):
