@@ -137,12 +137,16 @@ def build(impl, job, device, allow_tf32):
     return timing.Candidate(fn), backend, True
 
 
+def _job_key(job):
+    return dict(case=job.case, **{k: job.shape[k] for k in "BTIHO"}, dtype=job.dtype, mode=job.mode,
+                precision=job.precision)
+
+
 def run_job(job, device, settings=timing.FULL):
     """(rows, skipped) for one job."""
     cuda = device.type == "cuda"
     allow_tf32 = set_precision(job.precision, cuda)
-    key = dict(case=job.case, **{k: job.shape[k] for k in "BTIHO"}, dtype=job.dtype, mode=job.mode,
-               precision=job.precision)
+    key = _job_key(job)
     candidates, backends, skipped, memory = {}, {}, [], {}
     for impl in job.impls:
         try:
@@ -248,11 +252,14 @@ def run_jobs(jobs, device, results, *, settings=timing.FULL, deadline=None, show
     log = getattr(bar, "write", log)    # print above tqdm's bar, not through it
     for job in bar:
         if deadline is not None and time.monotonic() > deadline:
-            key = dict(case=job.case, **{k: job.shape[k] for k in "BTIHO"}, dtype=job.dtype, mode=job.mode,
-                       precision=job.precision)
-            results.add([], [dict(key, impl=impl, reason="time budget spent") for impl in job.impls])
+            results.add([], [dict(_job_key(job), impl=impl, reason="time budget spent") for impl in job.impls])
             continue
-        rows, skipped = run_job(job, device, settings)
+        try:
+            rows, skipped = run_job(job, device, settings)
+        except Exception as e:    # noqa: BLE001  one failing job (a CUDA fault, OOM) must not end the run
+            rows = []
+            skipped = [dict(_job_key(job), impl=impl, reason=f"error: {type(e).__name__}: {str(e)[:300]}")
+                       for impl in job.impls]
         results.add(rows, skipped)
         for row in rows:
             log(format_row(row))

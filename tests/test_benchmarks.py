@@ -316,3 +316,52 @@ def test_check_targets_command(tmp_path):
     assert out.returncode == 1, out.stderr        # seed train 2.5× < 3×
     assert "seed train ≥ 3× (ieee): **NOT met**" in out.stdout
     assert "seed forward ≥ 5× (ieee): **met**" in out.stdout
+
+
+def test_gpu_grid_measures_the_targets_first_and_forward_only_impls_only_forward():
+    import grid
+    jobs = grid.gpu_jobs()
+    first_other = next(i for i, j in enumerate(jobs) if not (
+        (j.case == "seed") or (j.case == "long" and j.mode == "forward" and j.dtype == "float32")
+        or (j.case == "T_sweep" and j.mode == "forward")))
+    targets = jobs[:first_other]
+    assert {(j.case, j.mode, j.precision) for j in targets if j.case == "seed"} == {
+        (c, m, p) for c in ("seed",) for m in ("forward", "train") for p in ("ieee", "tf32")}
+    assert max(j.shape["T"] for j in targets if j.case == "T_sweep") == 65536
+    assert all("fused_graph" in j.impls for j in targets if j.case == "seed" and j.mode == "forward")
+    for job in jobs + grid.cpu_jobs() + grid.smoke_jobs(True) + grid.smoke_jobs(False):
+        assert job.mode in grid.MODES and set(job.impls) <= set(grid.IMPLS)
+        assert job.mode == "forward" or not set(job.impls) & set(grid.FORWARD_ONLY), job
+    # The csrc kernel runs after everything else.
+    cuda_jobs = [i for i, j in enumerate(jobs) if "fused_cuda" in j.impls]
+    assert cuda_jobs == list(range(len(jobs) - len(cuda_jobs), len(jobs)))
+    assert all(set(j.impls) <= {"stock", "fused"} for j in grid.cpu_jobs())
+
+
+def test_run_jobs_records_a_failing_job_and_the_time_budget(tmp_path, monkeypatch):
+    import grid
+    import torch
+    jobs = grid.smoke_jobs(False)[:3]
+    calls = []
+
+    def fake_run_job(job, device, settings):
+        calls.append(job)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return [make_row(job.case, job.shape["B"], job.shape["T"], 10, 20, job.mode, "stock", 0.1)], []
+
+    monkeypatch.setattr(harness, "run_job", fake_run_job)
+    env = dict(device="CPU test", torch="x", triton=None, cuda=None, date="2026-11-25", commit=None)
+    results = harness.ResultsFile(tmp_path / "r.json", env)
+    harness.run_jobs(jobs, torch.device("cpu"), results, show_progress=False, log=lambda *a: None)
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert len(calls) == 3 and len(data["rows"]) == 2
+    assert {s["impl"] for s in data["skipped"]} == set(jobs[0].impls)
+    assert all(s["reason"].startswith("error: RuntimeError: CUDA error") for s in data["skipped"])
+    # Past the deadline nothing runs; every job is recorded as skipped.
+    results = harness.ResultsFile(tmp_path / "late.json", env)
+    harness.run_jobs(jobs, torch.device("cpu"), results, deadline=time.monotonic() - 1, show_progress=False)
+    data = json.loads((tmp_path / "late.json").read_text())
+    assert len(calls) == 3 and data["rows"] == []
+    assert len(data["skipped"]) == sum(len(j.impls) for j in jobs)
+    assert {s["reason"] for s in data["skipped"]} == {"time budget spent"}
