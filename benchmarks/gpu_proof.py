@@ -21,7 +21,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import report
+from benchmarks import report
 
 ROOT = Path(__file__).resolve().parents[1]
 STATIC_REPORT = ROOT / "benchmarks" / "static_report.py"
@@ -151,7 +151,7 @@ def gpu_proof(out_dir, *, total_s=TOTAL_S, pytest_args=("-m", "gpu"), cuda=None)
 
 
 def report_prefix(device):
-    from harness import device_slug
+    from benchmarks.harness import device_slug
     return device_slug(device) + "-"
 
 
@@ -183,7 +183,3 @@ def main(out_dir, **kwargs):
     summary = gpu_proof(out_dir, **kwargs)
     print(summary)
     return summary
-
-
-if __name__ == "__main__":
-    main(sys.argv[1])

@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from fused_rnn import SimpleRNN as FusedRNN
-import seed_rnn
-import timing
+from benchmarks import seed_rnn, timing
 
 ROOT = Path(__file__).resolve().parents[1]
 # Model calls one CUDA graph replay makes: enough that the replay's own launch

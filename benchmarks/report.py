@@ -126,9 +126,9 @@ def time_table(dev):
     for gkey in sorted(groups, key=lambda k: _sort_key(k + ("",))):
         g = groups[gkey]
         case, B, T, I, H, O, dtype, precision, mode = gkey
-        cells = [case, B, T, I, H, dtype, precision, mode, *(fmt_time(g[i]["median_ms"]) if i in g else "—"
-                                                              for i in impls),
-                 g["fused"]["backend"] if "fused" in g else "—", fmt_ratio(speedup(g.get("stock"), g.get("fused")))]
+        times = [fmt_time(g[i]["median_ms"]) if i in g else "—" for i in impls]
+        cells = [case, B, T, I, H, dtype, precision, mode, *times, g["fused"]["backend"] if "fused" in g else "—",
+                 fmt_ratio(speedup(g.get("stock"), g.get("fused")))]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -258,7 +258,8 @@ def memory_target(dev):
     lo, hi = rows[0], rows[-1]
     flat = hi["peak_mem_bytes"] <= max(lo["peak_mem_bytes"] * FLAT_RATIO, lo["peak_mem_bytes"] + FLAT_SLACK)
     stock = dev.get("stock", **{k: hi[k] for k in KEY_FIELDS if k != "impl"})
-    stock_text = f"; stock {fmt_bytes(stock['peak_mem_bytes'])}" if stock and stock.get("peak_mem_bytes") is not None else ""
+    has_stock = stock is not None and stock.get("peak_mem_bytes") is not None
+    stock_text = f"; stock {fmt_bytes(stock['peak_mem_bytes'])}" if has_stock else ""
     return Target(name, flat, f"fused {fmt_bytes(lo['peak_mem_bytes'])} at T={lo['T']}, "
                               f"{fmt_bytes(hi['peak_mem_bytes'])} at T={hi['T']}{stock_text}")
 

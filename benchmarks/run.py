@@ -23,7 +23,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path[:0] = [str(ROOT), str(BENCH)]
+sys.path.insert(0, str(ROOT))    # the checkout's fused_rnn and benchmarks package, no install needed
 
 RESULTS = BENCH / "results"
 PLOTS = BENCH / "plots"
@@ -58,9 +58,7 @@ def parse_args(argv=None):
 def run_suite(args):
     import torch
 
-    import grid
-    import harness
-    import timing
+    from benchmarks import grid, harness, timing
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -79,16 +77,16 @@ def run_suite(args):
     print(f"{len(jobs)} jobs on {env['device']} (torch {env['torch']}, triton {env['triton']}); "
           f"writing {results.path}", flush=True)
     deadline = time.monotonic() + args.budget_s if args.budget_s else None
-    harness.run_jobs(jobs, device, results, settings=timing.SMOKE if args.smoke else timing.FULL,
-                     deadline=deadline, show_progress=not args.no_progress)
+    settings = timing.SMOKE if args.smoke else timing.FULL if cuda else timing.FULL_CPU
+    harness.run_jobs(jobs, device, results, settings=settings, deadline=deadline, show_progress=not args.no_progress)
     print(f"wrote {len(results.data['rows'])} rows to {results.path}")
     return results.path
 
 
 def regenerate(results_dir=RESULTS, plots_dir=PLOTS):
     """README tables from every results file, and each device's plots."""
-    import report
-    from harness import device_slug
+    from benchmarks import report
+    from benchmarks.harness import device_slug
 
     devices = report.update_readmes(results_dir, BENCH_README, TOP_README)
     print(f"regenerated the tables in {BENCH_README.relative_to(ROOT)} and {TOP_README.relative_to(ROOT)} "
@@ -105,7 +103,7 @@ def regenerate(results_dir=RESULTS, plots_dir=PLOTS):
 
 
 def check_targets(paths):
-    import report
+    from benchmarks import report
 
     files = ([(Path(p), json.loads(Path(p).read_text())) for p in paths] if paths
              else report.results_files(RESULTS))
@@ -124,7 +122,7 @@ def check_targets(paths):
 def collect(proof_dir):
     """Merge a --gpu-proof folder's results JSON into benchmarks/results (rows already there are
     not added twice), copy its static report and plots, regenerate the tables."""
-    import report
+    from benchmarks import report
 
     proof_dir = Path(proof_dir)
     for path, data in report.results_files(proof_dir):
@@ -157,12 +155,12 @@ def main(argv=None):
     elif args.collect:
         collect(args.collect)
     elif args.gpu_proof:
-        import gpu_proof
+        from benchmarks import gpu_proof
         gpu_proof.main(args.out)
     else:
         path = run_suite(args)
         if args.smoke:
-            import report
+            from benchmarks import report
             devices = report.by_device(report.results_files(path.parent))
             print(report.bench_section(devices))
         elif not args.no_tables and not args.out:
