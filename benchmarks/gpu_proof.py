@@ -118,7 +118,11 @@ def gpu_proof(out_dir, *, total_s=TOTAL_S, pytest_args=("-m", "gpu"), cuda=None)
         rc, took = run_step([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--out", str(out_dir),
                              "--budget-s", str(max(budget - JOB_GRACE_S, 1)), "--no-tables", "--no-progress"],
                             out_dir / "bench.log", budget, env)
-        steps.append(("benchmark suite", rc, took, "rows in the results JSON; output in bench.log"))
+        detail = "rows in the results JSON; output in bench.log"
+        if rc != 0:
+            tail = (out_dir / "bench.log").read_text(errors="replace")[-1500:]
+            detail += f"; its end: {tail!r}"
+        steps.append(("benchmark suite", rc, took, detail))
     else:
         steps.append(("benchmark suite", "skipped", 0.0, "no CUDA device: the GPU suite needs one"))
 
@@ -137,14 +141,16 @@ def gpu_proof(out_dir, *, total_s=TOTAL_S, pytest_args=("-m", "gpu"), cuda=None)
         steps.append(("static report", "skipped", 0.0, "benchmarks/static_report.py is not in this checkout"))
 
     # Plots and the summary, from the results this run wrote.
-    devices = report.by_device(report.results_files(out_dir))
+    files = report.results_files(out_dir)
+    devices = report.by_device(files)
+    skipped = [s for _, data in files for s in data.get("skipped", [])]
     plot_note = ""
     for dev in devices.values():
         try:
             report.plots(dev, out_dir, prefix=report_prefix(dev.name))
         except ImportError:
             plot_note = "matplotlib is not installed: no plots"
-    summary = summary_text(steps, failures, devices, plot_note, time.monotonic() - start)
+    summary = summary_text(steps, failures, devices, skipped, plot_note, time.monotonic() - start)
     (out_dir / "summary.md").write_text(summary)
     shutil.rmtree(work, ignore_errors=True)
     return summary + files_check(out_dir)
@@ -155,11 +161,18 @@ def report_prefix(device):
     return device_slug(device) + "-"
 
 
-def summary_text(steps, failures, devices, plot_note, took):
+def summary_text(steps, failures, devices, skipped, plot_note, took):
     lines = ["# GPU proof", "", f"{took:.0f} s in all.", "", "| step | exit | seconds | result |", "|---|---|---|---|"]
     lines += [f"| {name} | {rc} | {secs:.0f} | {detail} |" for name, rc, secs, detail in steps]
     if failures:
         lines += ["", "Failed tests:", ""] + [f"- {f}" for f in failures]
+    if skipped:
+        reasons = {}
+        for s in skipped:
+            reasons.setdefault(s["reason"], []).append(f"{s['case']}/{s['mode']}/{s['impl']}")
+        lines += ["", f"Benchmark rows skipped: {len(skipped)}", ""]
+        lines += [f"- {reason} ({len(where)}: {', '.join(where[:4])}{' …' if len(where) > 4 else ''})"
+                  for reason, where in reasons.items()]
     if plot_note:
         lines += ["", plot_note]
     for dev in devices.values():

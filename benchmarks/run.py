@@ -156,7 +156,7 @@ def main(argv=None):
         collect(args.collect)
     elif args.gpu_proof:
         from benchmarks import gpu_proof
-        gpu_proof.main(args.out)
+        gpu_proof.main(args.out, **({"total_s": args.budget_s} if args.budget_s else {}))
     else:
         path = run_suite(args)
         if args.smoke:

@@ -303,6 +303,37 @@ def test_gpu_proof_steps_without_cuda(tmp_path, monkeypatch):
     assert " 0 passed, 0 failed, 0 errors," in pytest_line and "skipped" in pytest_line
 
 
+def test_gpu_proof_summary_groups_skipped_rows_by_reason():
+    skipped = [dict(case="wide", mode="forward", impl="fused_cuda", reason="no extension"),
+               dict(case="seed", mode="forward", impl="fused_cuda", reason="no extension"),
+               dict(case="H_sweep", mode="train", impl="fused", reason="time budget spent")]
+    text = gpu_proof.summary_text([("pytest -m gpu", 1, 12.0, "3 tests")], ["tests/x.py::test_y"], {}, skipped, "", 30)
+    assert "| pytest -m gpu | 1 | 12 | 3 tests |" in text and "- tests/x.py::test_y" in text
+    assert "Benchmark rows skipped: 3" in text
+    assert "- no extension (2: wide/forward/fused_cuda, seed/forward/fused_cuda)" in text
+    assert "- time budget spent (1: H_sweep/train/fused)" in text
+
+
+def test_seed_copy_is_the_seed_model():
+    """benchmarks/seed_rnn.py's class is tests/seed_model.py's, line for line."""
+    import inspect
+    import seed_model
+    from benchmarks import seed_rnn
+    assert inspect.getsource(seed_rnn.SimpleRNN) == inspect.getsource(seed_model.SimpleRNN)
+
+
+def test_bf16_stock_matches_the_seed_model_in_float32():
+    import torch
+    from benchmarks import seed_rnn
+    torch.manual_seed(3)
+    seed = seed_rnn.SimpleRNN(6, 12, 2)
+    low = seed_rnn.SimpleRNNAnyDtype(6, 12, 2)
+    low.load_state_dict(seed.state_dict())
+    x = torch.randn(4, 9, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(low.to(torch.bfloat16)(x.bfloat16()).float(), seed(x), atol=3e-2, rtol=3e-2)
+
+
 def test_run_step_kills_the_whole_process_group(tmp_path):
     start = time.monotonic()
     rc, took = gpu_proof.run_step(["sh", "-c", "sleep 30 & sleep 30"], tmp_path / "log", 1, None)
