@@ -92,9 +92,17 @@ def fmt_ratio(x):
 
 
 def speedup(stock, ours):
-    """stock's median time over ours (> 1: ours is faster), or None if either is missing."""
+    """stock's time over ours (> 1: ours is faster), or None if either is missing.
+
+    Where ours was timed in the same rounds as stock, the median of the per-round
+    ratios (the row's ``over_stock``, timing.paired_ratio): on a shared machine a
+    slow spell moves both medians apart but cancels in each round's ratio.
+    Otherwise the ratio of the two medians.
+    """
     if stock is None or ours is None:
         return None
+    if ours.get("over_stock"):
+        return 1 / ours["over_stock"]
     return stock["median_ms"] / ours["median_ms"]
 
 
@@ -158,7 +166,8 @@ def bench_section(devices):
         parts.append(device_heading(dev))
         parts.append("Targets (computed from these rows):\n\n" + "\n".join(
             f"- {t.line()}" for t in targets(dev)))
-        parts.append("Median time per call (20th–80th percentiles in the JSON):\n\n" + time_table(dev))
+        parts.append("Median time per call (20th–80th percentiles in the JSON). stock ÷ fused is the median of "
+                     "per-round ratios where the two took turns (report.speedup):\n\n" + time_table(dev))
         memory = memory_table(dev)
         if memory:
             parts.append("Memory one inference call allocates above what it was given (CUDA allocator "
@@ -230,8 +239,8 @@ def _ratio_target(dev, name, minimum, case, dtype, precision, mode):
     r = speedup(stock, fused)
     if r is None:
         return Target(name, None, f"no stock and fused rows for {case} {dtype} {precision} {mode}")
-    return Target(name, r >= minimum, f"stock {fmt_time(stock['median_ms'])} ÷ fused {fmt_time(fused['median_ms'])}"
-                                      f" = {r:.2f}×, needs ≥ {minimum}×")
+    return Target(name, r >= minimum, f"stock {fmt_time(stock['median_ms'])}, fused {fmt_time(fused['median_ms'])}:"
+                                      f" {r:.2f}×, needs ≥ {minimum}×")
 
 
 def _shape(dev, case, dtype):

@@ -171,6 +171,14 @@ def test_time_table_cells_come_from_the_rows(tmp_path):
     assert f"| 64 | 65536 | 32 | 64 | float32 | {stock_bytes / 2**30:.3g} GiB | 512 B |" in memory
 
 
+def test_speedup_prefers_the_paired_ratio():
+    stock = make_row("seed", 32, 5, 10, 20, "forward", "stock", 0.060)
+    fused = make_row("seed", 32, 5, 10, 20, "forward", "fused", 0.030)
+    assert report.speedup(stock, fused) == pytest.approx(2.0)
+    assert report.speedup(stock, dict(fused, over_stock=0.4)) == pytest.approx(2.5)
+    assert report.speedup(None, fused) is None
+
+
 def test_latest_file_and_row_win(tmp_path):
     old = gpu_rows(seed_fwd=(0.070, 0.020))
     new = gpu_rows(seed_fwd=(0.060, 0.010))
