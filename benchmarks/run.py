@@ -74,8 +74,9 @@ def run_suite(args):
     env = harness.environment(device)
     out_dir = Path(args.out) if args.out else RESULTS
     results = harness.ResultsFile(harness.results_path(out_dir, env), env)
-    print(f"{len(jobs)} jobs on {env['device']} (torch {env['torch']}, triton {env['triton']}); "
-          f"writing {results.path}", flush=True)
+    import fused_rnn
+    print(f"{len(jobs)} jobs on {env['device']} (torch {env['torch']}, triton {env['triton']}, "
+          f"fused_rnn from {Path(fused_rnn.__file__).parent}); writing {results.path}", flush=True)
     deadline = time.monotonic() + args.budget_s if args.budget_s else None
     settings = timing.SMOKE if args.smoke else timing.FULL if cuda else timing.FULL_CPU
     harness.run_jobs(jobs, device, results, settings=settings, deadline=deadline, show_progress=not args.no_progress)

@@ -112,6 +112,53 @@ def test_interleaved_timer_spreads_a_slow_spell_over_all_candidates(monkeypatch)
     assert timing.paired_ratio(samples, "fused", "stock") == pytest.approx(1.05, rel=0.02)
 
 
+def test_cuda_timer_reads_events_after_each_round(monkeypatch):
+    """The CUDA branch: a block is timed between two events, read only after a synchronize."""
+    import torch
+    clock = VirtualClock()
+    monkeypatch.setattr(timing, "now", clock.now)
+    synced = {"pending": [], "count": 0}
+
+    class FakeEvent:
+        def __init__(self, enable_timing):
+            assert enable_timing
+            self.t = None
+
+        def record(self):
+            synced["pending"].append(self)
+            self.t = clock.t
+
+        def elapsed_time(self, end):
+            assert self not in synced["pending"] and end not in synced["pending"], "read before a synchronize"
+            return (end.t - self.t) * 1e3
+
+    def synchronize():
+        synced["pending"].clear()
+        synced["count"] += 1
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", synchronize)
+    cands = {"stock": clock.candidate("stock", 30e-6), "fused_graph": clock.candidate("fused_graph", 80e-6, calls=20)}
+    settings = timing.Settings(block_s=1e-3, min_rounds=6, max_rounds=6, warmup_s=0.0)
+    stats, samples = timing.measure(cands, cuda=True, budget_s=0.0, settings=settings)
+    assert stats["stock"].median_ms == pytest.approx(0.030)
+    assert stats["fused_graph"].median_ms == pytest.approx(0.004)     # 80 µs a replay of 20 calls
+    assert synced["count"] >= 6
+
+
+def test_run_job_on_cpu_times_what_runs_and_skips_what_needs_cuda():
+    import torch
+    job = grid.Job("seed", grid.SEED, "float32", "ieee", "forward", ("stock", "fused", "fused_graph", "fused_cuda"),
+                   0.02)
+    rows, skipped = harness.run_job(job, torch.device("cpu"), timing.SMOKE)
+    assert [r["impl"] for r in rows] == ["stock", "fused"]
+    assert {s["impl"]: s["reason"] for s in skipped} == {"fused_graph": "fused_graph needs CUDA",
+                                                         "fused_cuda": "fused_cuda needs CUDA"}
+    assert rows[0]["backend"] == "aten" and rows[1]["backend"] == "torch"
+    with pytest.raises(ValueError, match="only on a GPU"):
+        harness.run_job(job._replace(precision="tf32"), torch.device("cpu"), timing.SMOKE)
+
+
 def test_quantile_matches_linear_interpolation():
     values = [1.0, 2.0, 4.0, 8.0, 16.0]
     assert timing.quantile(values, 0.5) == 4.0
