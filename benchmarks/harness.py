@@ -16,6 +16,7 @@ cannot run goes to "skipped" with the reason.
 """
 
 import datetime
+import inspect
 import json
 import os
 import platform
@@ -100,6 +101,19 @@ def _graph_forward(model, x):
     return graph.replay
 
 
+def fused_backend(fused, x, needs_grad, allow_tf32):
+    """The backend fused_rnn takes for this call: "triton", "cuda" or "torch".
+
+    SimpleRNN.backend_for(x) assumes inference in IEEE fp32, but whether the
+    kernel can launch also depends on the gradient and TF32 (its shared-memory
+    tiles), so ask select_backend with both, where this fused_rnn takes them.
+    """
+    from fused_rnn.ops import select_backend
+    params = inspect.signature(select_backend).parameters
+    extra = {k: v for k, v in (("needs_grad", needs_grad), ("allow_tf32", allow_tf32)) if k in params}
+    return select_backend(fused.backend, x, fused.hidden_size, fused.fc.out_features, **extra)
+
+
 def build(impl, job, device, allow_tf32):
     """(timing.Candidate, backend that runs, whether peak memory means anything) or raise Unsupported."""
     cuda = device.type == "cuda"
@@ -120,7 +134,7 @@ def build(impl, job, device, allow_tf32):
     else:
         model = fused
         try:
-            backend = fused.backend_for(x)
+            backend = fused_backend(fused, x, job.mode == "train", allow_tf32)
         except RuntimeError as e:    # a forced backend that cannot run here says why
             raise Unsupported(str(e)) from None
     if impl == "fused_graph":
