@@ -34,12 +34,13 @@ def _kernels():
     return _KERNELS
 
 
-def kernel_unsupported_reason(x, hidden_size, output_size):
+def kernel_unsupported_reason(x, hidden_size, output_size, allow_tf32=False, needs_grad=False):
     """Why the Triton kernel cannot run this call (a sentence), or None if it can.
 
-    x: [B, T, I]. The kernel holds I, H and O padded to a power of two ≥ 16 and
-    at most ``MAX_BLOCK`` (256); beyond that "auto" runs the stock path and a
-    forced "triton" raises.
+    x: [B, T, I]. The kernel holds I, H and O padded to a power of two ≥ 16, at
+    most ``MAX_BLOCK`` (256), with its weight tiles in shared memory (see
+    kernels.launch_unsupported_reason); beyond that "auto" runs the stock path
+    and a forced "triton" raises before anything launches.
     """
     kernels = _kernels()
     if isinstance(kernels, str):
@@ -52,11 +53,10 @@ def kernel_unsupported_reason(x, hidden_size, output_size):
         return f"the Triton kernel runs on CUDA tensors, got a tensor on {x.device}"
     if x.dtype not in KERNEL_DTYPES:
         return f"the Triton kernel takes float32, float16 or bfloat16, got {x.dtype}"
-    sizes = {"input_size": x.shape[2], "hidden_size": hidden_size, "output_size": output_size}
-    for name, n in sizes.items():
-        if kernels.block(n) > kernels.MAX_BLOCK:
-            return (f"the Triton kernel holds sizes up to {kernels.MAX_BLOCK}, got {name}={n}; "
-                    "use backend='auto' or 'torch'")
+    reason = kernels.launch_unsupported_reason(x.dtype, x.shape[2], hidden_size, output_size, allow_tf32,
+                                               needs_grad)
+    if reason is not None:
+        return f"{reason}; use backend='auto' or 'torch'"
     return None
 
 
@@ -73,7 +73,7 @@ def cuda_unsupported_reason(x, needs_grad):
     return extension if isinstance(extension, str) else None
 
 
-def select_backend(backend, x, hidden_size, output_size, needs_grad=False):
+def select_backend(backend, x, hidden_size, output_size, needs_grad=False, allow_tf32=False):
     """The backend that runs for this call: "triton", "cuda" or "torch".
 
     "auto" never picks "cuda": that kernel is not yet proven on a GPU. A forced
@@ -90,7 +90,7 @@ def select_backend(backend, x, hidden_size, output_size, needs_grad=False):
         return "cuda"
     if backend == "auto" and x.device.type != "cuda":
         return "torch"
-    reason = kernel_unsupported_reason(x, hidden_size, output_size)
+    reason = kernel_unsupported_reason(x, hidden_size, output_size, allow_tf32, needs_grad)
     if backend == "auto":
         efficient = reason is None and auto_takes_kernel(x.shape[2], hidden_size, output_size)
         return "triton" if efficient else "torch"
@@ -100,10 +100,11 @@ def select_backend(backend, x, hidden_size, output_size, needs_grad=False):
 
 
 def auto_takes_kernel(input_size, hidden_size, output_size):
-    """Whether backend="auto" runs the kernel for these sizes (when it can run at all).
+    """Whether backend="auto" runs the kernel for these sizes (when it can launch at all).
 
-    Up to AUTO_MAX_BLOCK (128, padded) ptxas shows the kernel keeps its state
-    in registers without spilling; from there to MAX_BLOCK only "triton" takes it.
+    Up to AUTO_MAX_BLOCK (128, padded), where the static report
+    (benchmarks/results/static_sm90a_triton3.6.json) shows no spills; from
+    there to MAX_BLOCK only "triton" takes it.
     """
     kernels = _kernels()
     if isinstance(kernels, str):
@@ -310,7 +311,7 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
 
     tensors = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    chosen = select_backend(backend, x, H, O, needs_grad)
+    chosen = select_backend(backend, x, H, O, needs_grad, allow_tf32)
     # Under torch.compile the registered op (fused_rnn/library.py) keeps the graph
     # whole: on CUDA it is the kernel, elsewhere the stock math without packing
     # (pack_padded_sequence reads lengths, which breaks a graph).

@@ -2,8 +2,16 @@
 
 Forward, one program per tile of ``BLOCK_B`` sequences::
 
-    h_t = act(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh)      t = 1 … T
-    y   = h_T fc_Wᵀ + fc_b
+    h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)      t = 1 … T
+    y   = fc_W h_T + fc_b
+
+Everything is computed transposed: the state tile is ``hᵀ`` of shape
+``[BLOCK_H, BLOCK_B]``, so the hidden size is the MMA's M dimension and the
+batch tile its N. Each step is ``preᵀ = W_hh · hᵀ + W_ih · x_tᵀ + b``: with
+M = H ≥ 64 and 4 warps (one warpgroup) Hopper runs it as wgmma, with W_hh and
+W_ih read by the tensor core straight from shared memory where they were
+stored once before the loop, instead of being re-read into registers every
+step as the ``[B, H] @ [H, H]`` orientation (M = 16, mma.sync) does.
 
 The hidden state lives in fp32 registers for the whole loop; the ``[B, T, H]``
 sequence is written only when autograd needs it (``STORE_HS``), so inference
@@ -13,10 +21,13 @@ Backward walks time in reverse (the only sequential part) and writes
 ``g_t = ∂L/∂pre_t``; the weight and input gradients are then single large
 matmuls over all steps, done by the caller (see ``fused_rnn/ops.py``).
 
-Every block dimension is a power of two and at least 16 (``tl.dot``'s minimum
-on older Triton); padded lanes are loaded as 0 so padded hidden units stay 0
-through tanh/relu (act(0) = 0) and never leak into real ones.
+Every block dimension is a power of two and at least 16 (``tl.dot``'s minimum);
+padded lanes are loaded as 0. Where H is padded (``MASK_H``) the padded rows of
+the state are forced to 0 after every step: an infinite x or h0 times a padded
+(zero) weight is NaN, which would otherwise reach real rows through W_hh.
 """
+
+import threading
 
 import torch
 import triton
@@ -27,24 +38,77 @@ import triton.language as tl
 new_empty = torch.empty
 
 
-@triton.jit
-def _tanh(x):
-    # libdevice.tanh returns None under the interpreter (triton 3.9), so build
-    # it from exp. exp(-2|x|) ∈ (0, 1] never overflows; the absolute error is
-    # ~1e-7 near 0 (one fp32 ulp of 1), well inside the fp32 test tolerance.
-    e = tl.exp(-2.0 * tl.abs(x))
-    y = (1.0 - e) / (1.0 + e)
-    return tl.where(x < 0, -y, y)
-
+# ----------------------------------------------------------------------------
+# Device helpers
+# ----------------------------------------------------------------------------
 
 @triton.jit
-def _to_dot(v, like_ptr, DOT_FP32: tl.constexpr):
-    """Cast v to the tl.dot operand dtype: fp32, or the element type of like_ptr."""
-    if DOT_FP32:
-        out = v.to(tl.float32)
+def _tanh(x, FAST_TANH: tl.constexpr):
+    """tanh in fp32.
+
+    FAST_TANH (bf16/fp16 on a GPU): the hardware's ``tanh.approx.f32``, one MUFU
+    op, relative error about 2^-11 (PTX ISA), below bf16's 2^-8 and at fp16's
+    2^-11 rounding of the state as the next step's MMA operand.
+
+    Otherwise built from exp (libdevice.tanh returns None under the
+    interpreter): ``(1 - e) / (1 + e)`` with ``e = exp(-2|x|) ∈ (0, 1]`` never
+    overflows, but ``1 - e`` cancels near 0 (5e-4 relative error at |x| = 1e-4),
+    so below |x| = 2^-3 the odd Taylor series to x^9 is used: its truncation
+    error there is (62/2835)·|x|^8 < 4e-9 relative, and the exp form's is
+    ~3e-7 relative at |x| = 2^-3 and falls as |x| grows.
+    """
+    if FAST_TANH:
+        y = tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                      is_pure=True, pack=1)
     else:
-        out = v.to(like_ptr.dtype.element_ty)
-    return out
+        a = tl.abs(x)
+        e = tl.exp(-2.0 * a)
+        big = (1.0 - e) / (1.0 + e)
+        x2 = x * x
+        # x - x³/3 + 2x⁵/15 - 17x⁷/315 + 62x⁹/2835, Horner in x².
+        poly = x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0 + x2 * (62.0 / 2835.0)))))
+        y = tl.where(a < 0.125, poly, tl.where(x < 0, -big, big))
+    return y
+
+
+@triton.jit
+def _act(pre, RELU: tl.constexpr, FAST_TANH: tl.constexpr):
+    if RELU:
+        # where(pre < 0, 0, pre) keeps NaN (NaN < 0 is false); tl.maximum would not.
+        h = tl.where(pre < 0.0, 0.0, pre)
+    else:
+        h = _tanh(pre, FAST_TANH)
+    return h
+
+
+@triton.jit
+def _mm(a, a_lo, b, acc, PRECISION: tl.constexpr):
+    """acc + a·b, a: [M, K] weight tile (a_lo its TF32 remainder, see split_tf32); b: [K, N].
+
+    PRECISION: "ieee" (FFMA), "tf32" (one tensor-core pass, ~2^-11 relative per
+    product), "tf32x3" (three TF32 passes: a·b_hi + a·b_lo + a_lo·b_hi, ~2^-21
+    relative per product: fp32-level accuracy on tensor cores) or "low"
+    (bf16/fp16 operands, fp32 accumulation).
+
+    For "tf32x3" b is split here, b_hi being b with its low 13 mantissa bits
+    cleared. Where b is not finite both extra terms get 0 instead: inf - inf
+    would be NaN, and so would a_lo·inf where a_lo is 0 (a TF32-exact weight),
+    while one IEEE product of a finite weight and an infinite input is ±inf.
+    """
+    if PRECISION == "tf32x3":
+        finite = tl.abs(b) < float("inf")
+        b_hi = (b.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
+        b_lo = tl.where(finite, b - b_hi, 0.0)
+        acc = tl.dot(a_lo, tl.where(finite, b_hi, 0.0), acc, input_precision="tf32")
+        acc = tl.dot(a, b_lo, acc, input_precision="tf32")
+        acc = tl.dot(a, b_hi, acc, input_precision="tf32")
+    elif PRECISION == "tf32":
+        acc = tl.dot(a, b, acc, input_precision="tf32")
+    elif PRECISION == "ieee":
+        acc = tl.dot(a, b, acc, input_precision="ieee")
+    else:
+        acc = tl.dot(a, b.to(a.dtype), acc)
+    return acc
 
 
 @triton.jit
@@ -54,10 +118,19 @@ def _load_tile(ptr, rows, cols, n_rows, n_cols, stride_r, stride_c):
     return tl.load(ptr + rows[:, None] * stride_r + cols[None, :] * stride_c, mask=mask, other=0.0)
 
 
-@triton.jit
+# ----------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------
+
+# B and T are not specialized: Triton would otherwise compile a new kernel for
+# B = 1, T = 1 and multiples of 16. The strides are: knowing that x's batch
+# stride is a multiple of 16 lets its loads vectorize (one 128-bit load per
+# thread per step instead of eight 16-bit ones at I = 64, bf16).
+@triton.jit(do_not_specialize=["B", "T"])
 def _rnn_linear_fwd_kernel(
     x_ptr, h0_ptr, lengths_ptr,
     w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr, fc_w_ptr, fc_b_ptr,
+    w_ih_lo_ptr, w_hh_lo_ptr, fc_w_lo_ptr,
     y_ptr, hn_ptr, hs_ptr,
     B, T, I, H, O,
     stride_xb, stride_xt, stride_xi,
@@ -66,167 +139,183 @@ def _rnn_linear_fwd_kernel(
     HAS_H0: tl.constexpr, HAS_LENGTHS: tl.constexpr,
     HAS_B_IH: tl.constexpr, HAS_B_HH: tl.constexpr, HAS_FC_B: tl.constexpr,
     STORE_HN: tl.constexpr, STORE_HS: tl.constexpr,
-    RELU: tl.constexpr, HOIST_W: tl.constexpr,
-    DOT_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    RELU: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr,
+    PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    # int64 row offsets: B·T·I (and B·T·H for hs) may pass 2³¹.
-    rows = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    row_ok = rows < B
+    # Columns are sequences. int64: B·T·I (and B·T·H for hs) may pass 2³¹.
+    seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    seq_ok = seqs < B
     offs_i = tl.arange(0, BLOCK_I)
     offs_h = tl.arange(0, BLOCK_H)
     offs_o = tl.arange(0, BLOCK_O)
+    h_rows_ok = offs_h < H
 
-    # Weights are read transposed (W_ihᵀ: [I, H], W_hhᵀ: [H, H]) so each step
-    # is a plain [BLOCK_B, K] @ [K, BLOCK_H] product. Small ones stay in
-    # registers for the whole loop; large ones are re-read every step (from L1/L2)
-    # rather than spilled.
-    if HOIST_W:
-        w_ih_t = _to_dot(_load_tile(w_ih_ptr, offs_i, offs_h, I, H, 1, I), x_ptr, DOT_FP32)
-        w_hh_t = _to_dot(_load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H), x_ptr, DOT_FP32)
-
+    # Loop invariants, all loaded before the first step. A tile that comes
+    # straight from a load stays in shared memory, where wgmma reads it; one
+    # computed in the kernel (a TF32 split, say) would be held in registers
+    # (128 per thread for a [128, 128] fp32 tile) and spill. Hence the host
+    # passes the TF32 remainders ready-made (w_*_lo, "tf32x3" only).
+    w_hh = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, H, 1).to(OPERAND_DTYPE)
+    w_ih = _load_tile(w_ih_ptr, offs_h, offs_i, H, I, I, 1).to(OPERAND_DTYPE)
+    fc_w = _load_tile(fc_w_ptr, offs_o, offs_h, O, H, H, 1).to(OPERAND_DTYPE)
+    if PRECISION == "tf32x3":
+        w_hh_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, H, 1)
+        w_ih_lo = _load_tile(w_ih_lo_ptr, offs_h, offs_i, H, I, I, 1)
+        fc_w_lo = _load_tile(fc_w_lo_ptr, offs_o, offs_h, O, H, H, 1)
+    else:
+        w_hh_lo = w_hh
+        w_ih_lo = w_ih
+        fc_w_lo = fc_w
     bias = tl.zeros([BLOCK_H], dtype=tl.float32)
     if HAS_B_IH:
-        bias += tl.load(b_ih_ptr + offs_h, mask=offs_h < H, other=0.0).to(tl.float32)
+        bias += tl.load(b_ih_ptr + offs_h, mask=h_rows_ok, other=0.0).to(tl.float32)
     if HAS_B_HH:
-        bias += tl.load(b_hh_ptr + offs_h, mask=offs_h < H, other=0.0).to(tl.float32)
+        bias += tl.load(b_hh_ptr + offs_h, mask=h_rows_ok, other=0.0).to(tl.float32)
+    bias_tile = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32) + bias[:, None]
 
+    h_mask = h_rows_ok[:, None] & seq_ok[None, :]
     if HAS_H0:
-        h = _load_tile(h0_ptr, rows, offs_h, B, H, stride_h0b, stride_h0h).to(tl.float32)
+        h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + offs_h[:, None] * stride_h0h,
+                    mask=h_mask, other=0.0).to(tl.float32)
     else:
-        h = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+        h = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
     if HAS_LENGTHS:
-        length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
+        length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
 
-    x_mask = row_ok[:, None] & (offs_i[None, :] < I)
-    h_mask = row_ok[:, None] & (offs_h[None, :] < H)
-    # Pointers advance by one step per iteration (64-bit pointer arithmetic),
-    # so a transposed x with a huge time stride cannot overflow an int32 index.
-    x_ptrs = x_ptr + rows[:, None] * stride_xb + offs_i[None, :] * stride_xi
+    # xᵀ tiles [BLOCK_I, BLOCK_B]. Pointers advance by one step per iteration
+    # (64-bit pointer arithmetic), so a time-major x with a huge time stride
+    # cannot overflow an int32 index. x_{t+1} is loaded during step t, so the
+    # load's latency is not on the recurrence's dependent chain.
+    x_mask = (offs_i[:, None] < I) & seq_ok[None, :]
+    x_ptrs = x_ptr + seqs[None, :] * stride_xb + offs_i[:, None] * stride_xi
+    x_next = tl.load(x_ptrs, mask=x_mask, other=0.0)
     if STORE_HS:
-        hs_ptrs = hs_ptr + rows[:, None] * T * H + offs_h[None, :]
+        hs_ptrs = hs_ptr + seqs[None, :] * T * H + offs_h[:, None]
     for t in range(T):
-        if not HOIST_W:
-            w_ih_t = _to_dot(_load_tile(w_ih_ptr, offs_i, offs_h, I, H, 1, I), x_ptr, DOT_FP32)
-            w_hh_t = _to_dot(_load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H), x_ptr, DOT_FP32)
-        x_t = _to_dot(tl.load(x_ptrs, mask=x_mask, other=0.0), x_ptr, DOT_FP32)
-        pre = tl.dot(x_t, w_ih_t, input_precision=INPUT_PRECISION)
-        pre += tl.dot(_to_dot(h, x_ptr, DOT_FP32), w_hh_t, input_precision=INPUT_PRECISION)
-        pre += bias[None, :]
-        if RELU:
-            h_new = tl.maximum(pre, 0.0)
-        else:
-            h_new = _tanh(pre)
+        x_t = x_next
+        x_ptrs += stride_xt
+        x_next = tl.load(x_ptrs, mask=x_mask & (seqs[None, :] * 0 + t + 1 < T), other=0.0)
+        # The input projection first: it does not depend on h, so it is not
+        # on the chain that waits for the previous step.
+        x_op = x_t.to(OPERAND_DTYPE)
+        h_op = h.to(OPERAND_DTYPE)
+        pre = _mm(w_ih, w_ih_lo, x_op, bias_tile, PRECISION)
+        pre = _mm(w_hh, w_hh_lo, h_op, pre, PRECISION)
+        h_new = _act(pre, RELU, FAST_TANH)
+        if MASK_H:
+            h_new = tl.where(h_rows_ok[:, None], h_new, 0.0)
         if HAS_LENGTHS:
             # A finished sequence keeps its last valid state: h_T is then the
             # state at its own last step, as a PackedSequence's h_n is.
-            h = tl.where((t < length)[:, None], h_new, h)
+            h = tl.where((t < length)[None, :], h_new, h)
         else:
             h = h_new
         if STORE_HS:
             tl.store(hs_ptrs, h, mask=h_mask)
             hs_ptrs += H
-        x_ptrs += stride_xt
 
     if STORE_HN:
-        tl.store(hn_ptr + rows[:, None] * H + offs_h[None, :], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
+        tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
 
-    fc_w_t = _to_dot(_load_tile(fc_w_ptr, offs_h, offs_o, H, O, 1, H), x_ptr, DOT_FP32)
-    y = tl.dot(_to_dot(h, x_ptr, DOT_FP32), fc_w_t, input_precision=INPUT_PRECISION)
+    # yᵀ = fc_W · hᵀ: [BLOCK_O, BLOCK_H] @ [BLOCK_H, BLOCK_B], in the loop's precision.
+    y = _mm(fc_w, fc_w_lo, h.to(OPERAND_DTYPE), tl.zeros([BLOCK_O, BLOCK_B], dtype=tl.float32), PRECISION)
     if HAS_FC_B:
-        y += tl.load(fc_b_ptr + offs_o, mask=offs_o < O, other=0.0).to(tl.float32)[None, :]
-    y_mask = row_ok[:, None] & (offs_o[None, :] < O)
-    tl.store(y_ptr + rows[:, None] * O + offs_o[None, :], y.to(y_ptr.dtype.element_ty), mask=y_mask)
+        y += tl.load(fc_b_ptr + offs_o, mask=offs_o < O, other=0.0).to(tl.float32)[:, None]
+    y_mask = (offs_o[:, None] < O) & seq_ok[None, :]
+    tl.store(y_ptr + seqs[None, :] * O + offs_o[:, None], y.to(y_ptr.dtype.element_ty), mask=y_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["B", "T"])
 def _rnn_linear_bwd_kernel(
-    hs_ptr, lengths_ptr, w_hh_ptr, fc_w_ptr, dy_ptr, dhn_ptr,
+    hs_ptr, lengths_ptr, w_hh_ptr, fc_w_ptr, w_hh_lo_ptr, fc_w_lo_ptr, dy_ptr, dhn_ptr,
     g_ptr, dh0_ptr,
     B, T, H, O,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_O: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, HAS_DHN: tl.constexpr,
-    RELU: tl.constexpr, HOIST_W: tl.constexpr,
-    DOT_FP32: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, HAS_DHN: tl.constexpr, RELU: tl.constexpr,
+    PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
-    """Reverse-time sweep: dh_T = dy·fc_W (+ dh_n); g_t = dh_t ⊙ act'(h_t); dh_{t-1} = g_t W_hh.
+    """Reverse-time sweep: dh_T = fc_Wᵀ dy (+ dh_n); g_t = dh_t ⊙ act'(h_t); dh_{t-1} = W_hhᵀ g_t.
 
-    hs, g: [B, T, H] fp32 (contiguous); dy: [B, O]; dhn, dh0: [B, H].
+    Transposed like the forward: dhᵀ is [BLOCK_H, BLOCK_B] and W_hhᵀ the MMA's A.
+    hs, g: [B, T, H] fp32 (contiguous); dy: [B, O]; dhn, dh0: [B, H] fp32.
     """
     pid = tl.program_id(0)
-    rows = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    row_ok = rows < B
+    seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    seq_ok = seqs < B
     offs_h = tl.arange(0, BLOCK_H)
     offs_o = tl.arange(0, BLOCK_O)
-    h_mask = row_ok[:, None] & (offs_h[None, :] < H)
+    h_mask = (offs_h[:, None] < H) & seq_ok[None, :]
 
-    # dh_T = dy @ fc_W: [BLOCK_B, O] @ [O, H].
-    dy = _to_dot(_load_tile(dy_ptr, rows, offs_o, B, O, O, 1), w_hh_ptr, DOT_FP32)
-    fc_w = _to_dot(_load_tile(fc_w_ptr, offs_o, offs_h, O, H, H, 1), w_hh_ptr, DOT_FP32)
-    dh = tl.dot(dy, fc_w, input_precision=INPUT_PRECISION)
+    # W_hhᵀ[k, j] = W_hh[j, k]; fc_Wᵀ: [BLOCK_H, BLOCK_O].
+    w_hh_t = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+    fc_w_t = _load_tile(fc_w_ptr, offs_h, offs_o, H, O, 1, H).to(OPERAND_DTYPE)
+    if PRECISION == "tf32x3":
+        w_hh_t_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, 1, H)
+        fc_w_t_lo = _load_tile(fc_w_lo_ptr, offs_h, offs_o, H, O, 1, H)
+    else:
+        w_hh_t_lo = w_hh_t
+        fc_w_t_lo = fc_w_t
+    dy_t = _load_tile(dy_ptr, offs_o, seqs, O, B, 1, O).to(tl.float32)
+    dh = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
     if HAS_DHN:
-        dh += _load_tile(dhn_ptr, rows, offs_h, B, H, H, 1).to(tl.float32)
+        dh = tl.load(dhn_ptr + seqs[None, :] * H + offs_h[:, None], mask=h_mask, other=0.0).to(tl.float32)
+    dh = _mm(fc_w_t, fc_w_t_lo, dy_t.to(OPERAND_DTYPE), dh, PRECISION)
     if HAS_LENGTHS:
-        length = tl.load(lengths_ptr + rows, mask=row_ok, other=0)
-    if HOIST_W:
-        w_hh = _to_dot(_load_tile(w_hh_ptr, offs_h, offs_h, H, H, H, 1), w_hh_ptr, DOT_FP32)
+        length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
 
-    # Start at step T-1 and walk back one row of H per step.
-    offs = rows[:, None] * T * H + (T - 1) * H + offs_h[None, :]
+    # Start at step T-1 and walk back one row of H per step. T is widened
+    # first: (T - 1)·H in int32 overflows past 2³¹ elements per sequence.
+    offs = seqs[None, :] * T * H + (T.to(tl.int64) - 1) * H + offs_h[:, None]
     hs_ptrs = hs_ptr + offs
     g_ptrs = g_ptr + offs
+    h_t = tl.load(hs_ptrs, mask=h_mask, other=0.0)
     for i in range(T):
-        if not HOIST_W:
-            w_hh = _to_dot(_load_tile(w_hh_ptr, offs_h, offs_h, H, H, H, 1), w_hh_ptr, DOT_FP32)
-        h_t = tl.load(hs_ptrs, mask=h_mask, other=0.0)
+        # h_{t-1} is loaded during step t, off the dependent chain.
+        hs_ptrs -= H
+        h_prev = tl.load(hs_ptrs, mask=h_mask & (seqs[None, :] * 0 + i + 1 < T), other=0.0)
         if RELU:
             g = tl.where(h_t > 0, dh, 0.0)
         else:
             g = dh * (1.0 - h_t * h_t)
-        dh_prev = tl.dot(_to_dot(g, w_hh_ptr, DOT_FP32), w_hh, input_precision=INPUT_PRECISION)
         if HAS_LENGTHS:
             # Steps past a sequence's length were identities (h_t = h_{t-1}):
             # no gradient to the pre-activation, dh passes through unchanged.
-            valid = ((T - 1 - i) < length)[:, None]
+            valid = ((T - 1 - i) < length)[None, :]
             g = tl.where(valid, g, 0.0)
+            dh_prev = _mm(w_hh_t, w_hh_t_lo, g.to(OPERAND_DTYPE), tl.zeros_like(dh), PRECISION)
             dh = tl.where(valid, dh_prev, dh)
         else:
-            dh = dh_prev
+            dh = _mm(w_hh_t, w_hh_t_lo, g.to(OPERAND_DTYPE), tl.zeros_like(dh), PRECISION)
         tl.store(g_ptrs, g, mask=h_mask)
-        hs_ptrs -= H
         g_ptrs -= H
+        h_t = h_prev
 
-    tl.store(dh0_ptr + rows[:, None] * H + offs_h[None, :], dh, mask=h_mask)
+    tl.store(dh0_ptr + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
 
 
 # ----------------------------------------------------------------------------
-# Host side: block sizes and launches. Inputs are assumed already checked by
-# fused_rnn.ops (shapes, dtypes, devices); weights must be contiguous.
+# Host side: block sizes, limits and launches. Inputs are assumed already
+# checked by fused_rnn.ops (shapes, dtypes, devices); weights must be contiguous.
 # ----------------------------------------------------------------------------
 
-# Rows of the batch per program. 16 is tl.dot's minimum M; more rows per program
-# would only serialise work that could run on another SM (the time loop is
-# latency-bound, not throughput-bound, at the shapes RNNs are run at).
+# Sequences per program: the MMA's N. 16 keeps a [128, 16] fp32 state at 16
+# registers per thread over 4 warps; more columns per program would only
+# serialise work that could run on another SM (the time loop is latency-bound).
 BLOCK_B = 16
 
 # Largest padded size of I, H and O one program holds (backend="triton"); past
-# it the stock path runs. A [256, 256] fp32 tile is already 256 KiB, more than
-# an SM's registers, so at 256 each step re-reads W_hh and registers spill.
+# it the stock path runs. What actually fits in shared memory also depends on
+# the dtype and precision: see launch_unsupported_reason.
 MAX_BLOCK = 256
 
-# Largest padded size backend="auto" gives the kernel. ptxas on sm_90a (see
-# tests/aot_sm90.py, benchmarks/results/ptxas_sm90a_triton*.txt) reports no spills
-# up to I = 64, H = 128 in every dtype, 1-4 KiB per thread in fp32 with I or O at
-# 128, and 4-8 KiB at H = 256 in fp32. Not yet timed on a GPU.
+# Largest padded size backend="auto" gives the kernel, from the static report
+# (benchmarks/results/static_sm90a_triton3.6.json): up to 128 every dtype and
+# mode fits in shared memory without spills. Not yet timed on a GPU.
 AUTO_MAX_BLOCK = 128
 
-# Weights are kept in registers across the loop while they need at most this
-# many 32-bit registers per thread; above it they are re-read every step.
-# An estimate, not yet measured on a GPU: 96 of the 255 registers a thread may
-# use leaves room for h, the products and the x tile. It hoists fp32 I=64, H=128
-# (96 KiB over 8 warps) and bf16 H=256 up to I=128 (192 KiB over 16 warps), and
-# re-reads fp32 H=256 (≥ 256 KiB).
-HOIST_REGS_PER_THREAD = 96
+# Shared memory one block may use on sm_90: 227 KiB.
+SMEM_LIMIT = 232_448
 
 
 def block(n):
@@ -242,17 +331,131 @@ def _interpreted():
 
 INTERPRETED = _interpreted()
 
+# The interpreter runs kernels in numpy on the calling thread with shared
+# module state; concurrent interpreted launches from several threads were seen
+# to fail intermittently, so they take turns.
+_INTERPRETER_LOCK = threading.Lock()
 
-def _launch_config(dtype, block_i, block_h, allow_tf32):
-    num_warps = 4 if block_h <= 64 else 8 if block_h <= 128 else 16
-    weight_bytes = (block_i * block_h + block_h * block_h) * dtype.itemsize
-    hoist = weight_bytes <= HOIST_REGS_PER_THREAD * 4 * 32 * num_warps
-    # The interpreter computes bf16 tl.dot wrongly (numpy has no bfloat16; errors
-    # of O(1) seen with triton 3.9), so it multiplies in fp32 there. On a GPU
-    # the operands are bf16 with fp32 accumulation.
-    dot_fp32 = dtype == torch.float32 or (dtype == torch.bfloat16 and INTERPRETED)
-    precision = "tf32" if (allow_tf32 and dtype == torch.float32) else "ieee"
-    return dict(HOIST_W=hoist, DOT_FP32=dot_fp32, INPUT_PRECISION=precision, num_warps=num_warps)
+_TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
+
+
+def precision(dtype, allow_tf32, interpreted=None):
+    """The MMA precision for operands of ``dtype``: see _mm.
+
+    fp32 with allow_tf32 takes one TF32 pass (what cuDNN does by default);
+    without it three TF32 passes, fp32-level accuracy on tensor cores. The
+    interpreter runs the same code (its "TF32" products are exact fp32), except
+    for bf16, whose tl.dot it computes wrongly (numpy has no bfloat16; O(1)
+    errors seen with triton 3.9): there bf16 operands multiply in IEEE fp32.
+    """
+    if dtype == torch.float32:
+        return "tf32" if allow_tf32 else "tf32x3"
+    if (INTERPRETED if interpreted is None else interpreted) and dtype == torch.bfloat16:
+        return "ieee"
+    return "low"
+
+
+def _operand_dtype(dtype, prec):
+    return tl.float32 if prec in ("ieee", "tf32", "tf32x3") else _TL_DTYPES[dtype]
+
+
+def num_warps(prec, block_h):
+    """Warps per program, the choice with the fewest issue slots per SM sub-partition in the static report.
+
+    At H = 128, bf16/fp16 take 151 slots per step with 4 warps against 186
+    with 8; fp32 on TF32 has twice the wgmma instructions (K = 8 per
+    instruction) and more descriptors than one warp's uniform registers hold:
+    324 with 4 warps against 270 with 8. Past H = 128 every dtype takes 8.
+    """
+    if block_h > 128 or (block_h == 128 and prec in ("tf32", "tf32x3")):
+        return 8
+    return 4
+
+
+def split_tf32(w):
+    """(hi, lo): hi is w with its low 13 mantissa bits cleared (TF32-exact), lo = w - hi.
+
+    For "tf32x3" products (see _mm). Done on the host so that both tiles reach
+    the kernel through loads: a weight split inside the kernel would sit in
+    registers instead of shared memory.
+    """
+    hi = (w.view(torch.int32) & -8192).view(torch.float32)  # -8192 = 0xFFFFE000
+    return hi, w - hi
+
+
+def smem_bytes(dtype, block_i, block_h, block_o, allow_tf32, *, store_hs=False, backward=False):
+    """Shared memory one program needs, in bytes: what decides whether a configuration launches.
+
+    The weight tiles stay resident for the whole loop (twice, hi and lo, for
+    "tf32x3"); the step's MMA operands (x and h, or g and dy) reuse one region,
+    which also holds the fp32 [BLOCK_H, BLOCK_B] layout conversion of the
+    stored states. "tf32x3" has three operand tiles per product (b_hi, b_lo
+    and the finite b_hi), which Triton stages differently for mma.sync and
+    wgmma. Checked against every row of the static report
+    (benchmarks/results/static_sm90a_triton3.6.json, tests/test_static_report.py):
+    it agrees with Triton's own figure on which side of SMEM_LIMIT each
+    configuration falls, and is never more than 6% below it. Always the GPU's
+    figure, also under the interpreter, so that what launches does not depend
+    on where it is tested.
+    """
+    prec = precision(dtype, allow_tf32, interpreted=False)
+    item = 4 if prec in ("ieee", "tf32", "tf32x3") else dtype.itemsize
+    copies = 2 if prec == "tf32x3" else 1
+    if backward:
+        weights = block_h * block_h + block_h * block_o
+        operand_rows = (block_h, block_o)
+    else:
+        weights = block_h * block_h + block_h * block_i + block_o * block_h
+        operand_rows = (block_h, block_i)
+    if prec != "tf32x3":
+        operands = sum(operand_rows)
+    elif block_h < 64:
+        operands = 3 * sum(operand_rows)  # mma.sync stages b_hi, b_lo and the finite b_hi apart
+    else:
+        operands = 2 * max(operand_rows)  # wgmma: two of the larger operand tile live at once
+    states = 4 * block_h * BLOCK_B if (store_hs or backward) else 0
+    return item * copies * weights + max(item * BLOCK_B * operands, states) + 1024
+
+
+def launch_unsupported_reason(dtype, input_size, hidden_size, output_size, allow_tf32, needs_grad):
+    """Why the kernels cannot launch for these sizes (a sentence), or None if they can."""
+    for name, n in (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size)):
+        if block(n) > MAX_BLOCK:
+            return f"the Triton kernel holds sizes up to {MAX_BLOCK}, got {name}={n}"
+    blocks = block(input_size), block(hidden_size), block(output_size)
+    need = smem_bytes(dtype, *blocks, allow_tf32, store_hs=needs_grad)
+    if needs_grad:
+        need = max(need, smem_bytes(dtype, *blocks, allow_tf32, backward=True))
+    if need > SMEM_LIMIT:
+        return (f"input_size={input_size}, hidden_size={hidden_size}, output_size={output_size} in "
+                f"{str(dtype).removeprefix('torch.')} with {precision(dtype, allow_tf32, False)} products need "
+                f"{need} B of shared memory per block, more than the {SMEM_LIMIT} B a Hopper block may use")
+    return None
+
+
+def auto_takes(dtype, input_size, hidden_size, output_size, allow_tf32, needs_grad):
+    """Whether backend="auto" runs the kernels: padded sizes up to AUTO_MAX_BLOCK that launch without spilling.
+
+    The one spilling configuration below the line in the static report is
+    "tf32x3" with I padded to 128 and H to 64 (80-356 B per thread: the split x
+    operand and both weight copies exceed 255 registers); it launches under a
+    forced "triton", but "auto" leaves it to the stock path.
+    """
+    block_i, block_h = block(input_size), block(hidden_size)
+    if any(block(n) > AUTO_MAX_BLOCK for n in (input_size, hidden_size, output_size)):
+        return False
+    if precision(dtype, allow_tf32, interpreted=False) == "tf32x3" and block_i > block_h >= 64:
+        return False
+    return launch_unsupported_reason(dtype, input_size, hidden_size, output_size, allow_tf32, needs_grad) is None
+
+
+def _launch(kernel, grid, wrap, *args, **kwargs):
+    kernel = kernel if wrap is None else wrap(kernel)
+    if INTERPRETED:
+        with _INTERPRETER_LOCK:
+            kernel[grid](*args, **kwargs)
+    else:
+        kernel[grid](*args, **kwargs)
 
 
 def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None, *,
@@ -270,11 +473,15 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
     hn = new_empty((B, H), device=x.device, dtype=x.dtype) if store_hn else None
     hs = new_empty((B, T, H), device=x.device, dtype=torch.float32) if store_hs else None
     block_i, block_h, block_o = block(I), block(H), block(O)
-    grid = (triton.cdiv(B, BLOCK_B),)
-    kernel = _rnn_linear_fwd_kernel if wrap is None else wrap(_rnn_linear_fwd_kernel)
-    kernel[grid](
+    prec = precision(x.dtype, allow_tf32)
+    w_ih_lo = w_hh_lo = fc_w_lo = None
+    if prec == "tf32x3":
+        (w_ih, w_ih_lo), (w_hh, w_hh_lo), (fc_w, fc_w_lo) = split_tf32(w_ih), split_tf32(w_hh), split_tf32(fc_w)
+    _launch(
+        _rnn_linear_fwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
         x, h0, lengths,
         w_ih, w_hh, b_ih, b_hh, fc_w, fc_b,
+        w_ih_lo, w_hh_lo, fc_w_lo,
         y, hn, hs,
         B, T, I, H, O,
         x.stride(0), x.stride(1), x.stride(2),
@@ -282,8 +489,10 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
         BLOCK_B=BLOCK_B, BLOCK_I=block_i, BLOCK_H=block_h, BLOCK_O=block_o,
         HAS_H0=h0 is not None, HAS_LENGTHS=lengths is not None,
         HAS_B_IH=b_ih is not None, HAS_B_HH=b_hh is not None, HAS_FC_B=fc_b is not None,
-        STORE_HN=store_hn, STORE_HS=store_hs, RELU=relu,
-        **_launch_config(x.dtype, block_i, block_h, allow_tf32),
+        STORE_HN=store_hn, STORE_HS=store_hs, RELU=relu, MASK_H=H != block_h,
+        FAST_TANH=not INTERPRETED and prec in ("tf32", "low"),
+        PRECISION=prec, OPERAND_DTYPE=_operand_dtype(x.dtype, prec),
+        num_warps=num_warps(prec, block_h),
     )
     return y, hn, hs
 
@@ -300,14 +509,18 @@ def rnn_linear_bwd_sweep(hs, w_hh, fc_w, dy, dhn=None, lengths=None, *, relu=Fal
     g = new_empty((B, T, H), device=hs.device, dtype=torch.float32)
     dh0 = new_empty((B, H), device=hs.device, dtype=torch.float32)
     block_h, block_o = block(H), block(O)
-    config = _launch_config(w_hh.dtype, 0, block_h, allow_tf32)
-    kernel = _rnn_linear_bwd_kernel if wrap is None else wrap(_rnn_linear_bwd_kernel)
-    kernel[(triton.cdiv(B, BLOCK_B),)](
-        hs, lengths, w_hh, fc_w, dy.contiguous(), dhn.contiguous() if dhn is not None else None,
+    prec = precision(w_hh.dtype, allow_tf32)
+    w_hh_lo = fc_w_lo = None
+    if prec == "tf32x3":
+        (w_hh, w_hh_lo), (fc_w, fc_w_lo) = split_tf32(w_hh), split_tf32(fc_w)
+    _launch(
+        _rnn_linear_bwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
+        hs, lengths, w_hh, fc_w, w_hh_lo, fc_w_lo, dy.contiguous(), dhn.contiguous() if dhn is not None else None,
         g, dh0,
         B, T, H, O,
         BLOCK_B=BLOCK_B, BLOCK_H=block_h, BLOCK_O=block_o,
         HAS_LENGTHS=lengths is not None, HAS_DHN=dhn is not None, RELU=relu,
-        **config,
+        PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
+        num_warps=num_warps(prec, block_h),
     )
     return g, dh0

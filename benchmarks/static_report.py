@@ -1,0 +1,326 @@
+"""Static performance report of the Triton kernels for Hopper (sm_90a), without a GPU.
+
+    PYTHONPATH=/tmp/t36:. python benchmarks/static_report.py [--out DIR] [--only NAMES] [--jobs N]
+
+(``pip install --target /tmp/t36 --no-deps triton==3.6.0`` gives the GPU machines' triton beside
+the installed one.) For each configuration it calls the real launchers in
+``fused_rnn.kernels.rnn_linear`` on CPU tensors with Triton's driver replaced by a
+stand-in for an sm_90 device, so each launch goes through ``JITFunction.run``:
+the same arguments, the same JIT specialization (16-byte divisibility, ints
+equal to 1, ``do_not_specialize``) and the same meta-parameters as a GPU call.
+``run`` is recorded with ``warmup=True``: the kernel compiles and nothing
+launches. Then it disassembles the cubin (nvdisasm), finds the time loop (the
+largest backward branch), and counts its instructions per warp.
+
+It writes ``static_sm90a_triton<version>.json`` into DIR (default
+``benchmarks/results``): one row per configuration, with
+``issue_slots_per_smsp = loop_instructions_per_warp × ceil(num_warps / 4)``
+(4 SM sub-partitions, each issuing one warp instruction per cycle).
+"""
+
+import argparse
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.runtime import driver  # noqa: E402
+from triton.runtime.jit import JITFunction  # noqa: E402
+
+TARGET = GPUTarget("cuda", 90, 32)
+KERNEL_SOURCE = ROOT / "fused_rnn" / "kernels" / "rnn_linear.py"
+# Counted per loop even when 0, so rows compare column by column.
+COUNTED = ("HMMA", "HGMMA", "FFMA", "FMUL", "FADD", "MUFU", "LDS", "LDSM", "STS", "LDG", "STG", "BAR",
+           "WARPGROUP", "WARPSYNC", "SHFL")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# Named rows (the issue's targets are read from these) and the grid "auto" can pick.
+# (B, T, I, H, O)
+SEED, LONG = (32, 5, 10, 20, 1), (64, 1024, 64, 128, 1)
+NAMED = {
+    "seed_fp32_forward": (SEED, "fp32", "forward", None),
+    "seed_fp32_ieee_forward": (SEED, "fp32", "forward", False),
+    "seed_fp32_train_forward": (SEED, "fp32", "train_forward", None),
+    "seed_fp32_backward": (SEED, "fp32", "backward", None),
+    "long_fp32_forward": (LONG, "fp32", "forward", None),
+    "long_fp32_ieee_forward": (LONG, "fp32", "forward", False),
+    "long_bf16_forward": (LONG, "bf16", "forward", None),
+    "long_bf16_train_forward": (LONG, "bf16", "train_forward", None),
+    "long_fp32_backward": (LONG, "fp32", "backward", None),
+    "long_fp32_ieee_backward": (LONG, "fp32", "backward", False),
+    "long_bf16_backward": (LONG, "bf16", "backward", None),
+    "h256_bf16_forward": ((64, 1024, 64, 256, 1), "bf16", "forward", None),
+}
+# allow_tf32=None is the default: it follows torch.backends.cudnn.allow_tf32, True unless a user changes it.
+DEFAULT_ALLOW_TF32 = True
+
+
+class _Sm90Driver:
+    """Just enough of Triton's driver for JITFunction.run to compile for sm_90 with no GPU."""
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def get_current_target(self):
+        return TARGET
+
+    def get_active_torch_device(self):
+        return torch.device("cpu")
+
+    def is_active(self):
+        return True
+
+
+_COMPILED = []
+
+
+def _recording_run(self, *args, grid, warmup, **kwargs):
+    kernel = _ORIGINAL_RUN(self, *args, grid=grid, warmup=True, **kwargs)
+    _COMPILED.append((self.fn.__name__, kernel, kwargs))
+    return kernel
+
+
+_ORIGINAL_RUN = JITFunction.run
+
+
+def _install_recorder():
+    driver.set_active(_Sm90Driver())
+    JITFunction.run = _recording_run
+
+
+def compile_launches(mode, shape, dtype, allow_tf32):
+    """Run the launcher for one configuration; return [(kernel name, compiled kernel, launch kwargs)]."""
+    from fused_rnn.kernels import rnn_linear as kernels
+
+    B, T, I, H, O = shape
+    _COMPILED.clear()
+    weights = [torch.zeros(s, dtype=dtype) for s in ((H, I), (H, H), (H,), (H,), (O, H), (O,))]
+    if mode in ("forward", "train_forward"):
+        x = torch.zeros(B, T, I, dtype=dtype)
+        training = mode == "train_forward"
+        kernels.rnn_linear_fwd(x, *weights, None, None, allow_tf32=allow_tf32,
+                               store_hn=training, store_hs=training)
+    else:
+        hs = torch.zeros(B, T, H)
+        kernels.rnn_linear_bwd_sweep(hs, weights[1], weights[4], torch.zeros(B, O, dtype=dtype), None, None,
+                                     allow_tf32=allow_tf32)
+    return list(_COMPILED)
+
+
+_INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)")
+_BRANCH = re.compile(r"BRA\s+`\(\.(L_x_\d+)\)")
+_LABEL = re.compile(r"^\.(L_x_\d+):")
+
+
+def _nvdisasm():
+    from triton.backends.nvidia import compiler as nvidia
+    tools = Path(nvidia.__file__).parent / "bin"
+    return str(tools / "nvdisasm"), str(tools / "cuobjdump")
+
+
+def sass_of(cubin):
+    nvdisasm, _ = _nvdisasm()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "k.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        return subprocess.run([nvdisasm, "-c", path], capture_output=True, text=True, check=True).stdout
+
+
+def time_loop(sass):
+    """Opcodes of the largest loop (a backward branch and everything between its target and it)."""
+    instructions, labels, branches = [], {}, []
+    for line in sass.splitlines():
+        label = _LABEL.match(line.strip())
+        if label:
+            labels[label.group(1)] = len(instructions)
+            continue
+        m = _INSTR.search(line)
+        if not m:
+            continue
+        instructions.append(m.group(3))
+        branch = _BRANCH.search(line)
+        if branch:
+            branches.append((len(instructions) - 1, branch.group(1)))
+    loops = [(at - labels[target] + 1, labels[target], at) for at, target in branches
+             if target in labels and labels[target] < at]
+    if not loops:
+        return []
+    _, start, end = max(loops)
+    return instructions[start:end + 1]
+
+
+def resource_usage(kernel):
+    """(registers, spill store bytes) per thread, from ptxas -v on the kernel's PTX."""
+    from triton.backends.nvidia import compiler as nvidia
+    ptxas = nvidia.get_ptxas(TARGET.arch).path if hasattr(nvidia, "get_ptxas") else \
+        triton.knobs.nvidia.ptxas.path
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "k.ptx")
+        with open(path, "w") as f:
+            f.write(kernel.asm["ptx"])
+        out = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", path, "-o", os.path.join(tmp, "k.cubin")],
+                             capture_output=True, text=True, check=True).stderr
+    regs = int(re.search(r"Used (\d+) registers", out).group(1))
+    spills = int(re.search(r"(\d+) bytes spill stores", out).group(1))
+    return regs, spills
+
+
+def report_row(config, shape, dtype_name, mode, allow_tf32, auto):
+    from fused_rnn.kernels import rnn_linear as kernels
+
+    dtype = DTYPES[dtype_name]
+    allow = DEFAULT_ALLOW_TF32 if allow_tf32 is None else allow_tf32
+    (name, kernel, kwargs), = compile_launches(mode, shape, dtype, allow)
+    loop = time_loop(sass_of(kernel.asm["cubin"]))
+    counts = Counter(op.split(".")[0] for op in loop)
+    regs, spills = resource_usage(kernel)
+    B, T, I, H, O = shape
+    warps = kwargs["num_warps"]
+    return {
+        "config": config, "kernel": name, "B": B, "T": T, "I": I, "H": H, "O": O,
+        "dtype": dtype_name, "mode": mode, "precision": kernels.precision(dtype, allow),
+        "num_warps": warps, "regs": regs, "spills": spills, "smem_bytes": kernel.metadata.shared,
+        "smem_estimate": kernels.smem_bytes(dtype, kernels.block(I), kernels.block(H), kernels.block(O), allow,
+                                            store_hs=mode == "train_forward", backward=mode == "backward"),
+        "loop_instructions_per_warp": len(loop),
+        "issue_slots_per_smsp": len(loop) * math.ceil(warps / 4),
+        "counts": {op: counts.get(op, 0) for op in COUNTED} | {
+            "other": sum(n for op, n in counts.items() if op not in COUNTED)},
+        "auto": auto,
+    }
+
+
+def configurations():
+    """(config, shape, dtype, mode, allow_tf32, auto): the named rows, then the padded-size grid up to auto's line."""
+    from fused_rnn.kernels import rnn_linear as kernels
+
+    def auto(dtype, I, H, O, allow, mode):
+        allow = DEFAULT_ALLOW_TF32 if allow is None else allow
+        return kernels.auto_takes(DTYPES[dtype], I, H, O, allow, needs_grad=mode != "forward")
+
+    for config, (shape, dtype, mode, allow) in NAMED.items():
+        B, T, I, H, O = shape
+        yield config, shape, dtype, mode, allow, auto(dtype, I, H, O, allow, mode)
+    sizes = [s for s in (16, 32, 64, 128, 256) if s <= kernels.AUTO_MAX_BLOCK]
+    precisions = (("fp32", True), ("fp32", False), ("bf16", None), ("fp16", None))
+    for I, H, O in itertools.product(sizes, sizes, sizes):
+        for (dtype, allow), mode in itertools.product(precisions, ("forward", "train_forward", "backward")):
+            if mode == "backward" and I != sizes[0]:
+                continue  # the backward sweep does not read x or W_ih: one row per (H, O)
+            tag = f"{dtype}{'_ieee' if allow is False else ''}"
+            yield (f"grid_I{I}_H{H}_O{O}_{tag}_{mode}", (16, 8, I, H, O), dtype, mode, allow,
+                   auto(dtype, I, H, O, allow, mode))
+
+
+def _row_worker(args):
+    _install_recorder()
+    return report_row(*args)
+
+
+def git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def kernel_source_sha256():
+    """Ties a report to the kernel source it measured (tests check it is current)."""
+    return hashlib.sha256(KERNEL_SOURCE.read_bytes()).hexdigest()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--only", nargs="*", help="configuration names (default: all)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--print", action="store_true", help="print the named rows as a table")
+    parser.add_argument("--readme", action="store_true",
+                        help="only rewrite README.md's static table from the committed report, compiling nothing")
+    args = parser.parse_args(argv)
+    if args.readme:
+        write_readme_table()
+        return None
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        sys.exit("static_report.py compiles kernels; run it without TRITON_INTERPRET=1")
+
+    work = [c for c in configurations() if not args.only or c[0] in args.only]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        rows = list(pool.map(_row_worker, work))
+    report = {"target": "sm_90a", "triton": triton.__version__, "torch": torch.__version__,
+              "commit": git_commit(), "kernel_source_sha256": kernel_source_sha256(), "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    major_minor = ".".join(triton.__version__.split(".")[:2])
+    path = args.out / f"static_sm90a_triton{major_minor}.json"
+    if args.only:
+        path = args.out / f"static_sm90a_triton{major_minor}_partial.json"
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {path} ({len(rows)} rows)")
+    if args.print or args.only:
+        print(table([r for r in rows if not r["config"].startswith("grid_")] or rows))
+    return report
+
+
+README = ROOT / "README.md"
+COMMITTED = ROOT / "benchmarks" / "results" / "static_sm90a_triton3.6.json"
+TABLE_BEGIN, TABLE_END = "<!-- static-table:begin -->", "<!-- static-table:end -->"
+
+
+def readme_table(report):
+    """The README's table: the named rows of a report, with where it came from."""
+    named = [r for r in report["rows"] if not r["config"].startswith("grid_")]
+    auto = [r for r in report["rows"] if r["auto"]]
+    return "\n".join([
+        f"Generated by `benchmarks/static_report.py --readme` from `{COMMITTED.relative_to(ROOT)}` "
+        f"(triton {report['triton']}, sm_90a, commit `{(report['commit'] or 'unknown')[:10]}`). "
+        f"Issue slots per SM sub-partition per time step; `ieee` rows are `allow_tf32=False`.",
+        "",
+        table(named),
+        "",
+        f"All {len(auto)} configurations `auto` can pick: at most "
+        f"{max(r['smem_bytes'] for r in auto)} B of shared memory (limit 232448), "
+        f"{max(r['spills'] for r in auto)} B of spills.",
+    ])
+
+
+def write_readme_table():
+    report = json.loads(COMMITTED.read_text())
+    text = README.read_text()
+    start, end = text.index(TABLE_BEGIN) + len(TABLE_BEGIN), text.index(TABLE_END)
+    README.write_text(text[:start] + "\n" + readme_table(report) + "\n" + text[end:])
+
+
+def table(rows):
+    lines = ["| config | prec | warps | regs | spills | smem B | loop instr./warp | issue slots/SMSP | "
+             "HGMMA | HMMA | FFMA | MUFU | LDS | LDSM | STS | BAR |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c = r["counts"]
+        lines.append(f"| {r['config']} | {r['precision']} | {r['num_warps']} | {r['regs']} | {r['spills']} | "
+                     f"{r['smem_bytes']} | {r['loop_instructions_per_warp']} | {r['issue_slots_per_smsp']} | "
+                     f"{c['HGMMA']} | {c['HMMA']} | {c['FFMA']} | {c['MUFU']} | {c['LDS']} | {c['LDSM']} | "
+                     f"{c['STS']} | {c['BAR']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
