@@ -44,8 +44,8 @@ class Settings(NamedTuple):
 
 FULL = Settings(block_s=2e-3, min_rounds=5, max_rounds=4000, warmup_s=0.2)
 # On a shared CPU, shorter blocks keep the two halves of a pair within ~1 ms of each
-# other: the seed forward's fused/stock ratio then repeats to ±0.005 over runs on a
-# 2-core machine under load (1.063–1.070, against 1.00–1.08 with 2 ms blocks).
+# other: on a loaded 2-core machine the seed forward's fused/stock ratio repeated
+# to 1.064–1.065 over three runs, where 2 ms blocks gave 1.00–1.08.
 FULL_CPU = FULL._replace(block_s=5e-4, min_rounds=10)
 SMOKE = Settings(block_s=5e-4, min_rounds=3, max_rounds=5, warmup_s=0.0)
 
