@@ -1,23 +1,25 @@
-"""The optional CUDA C++ extension (csrc/): thread-block-cluster forward for large H.
+"""The optional CUDA C++ extension (fused_rnn/csrc/): thread-block-cluster forward for large H.
 
 Loaded on first use of backend="cuda": the ahead-of-time build
-(``FUSED_RNN_BUILD_CUDA=1 pip install --no-build-isolation -e .``) if present,
+(``FUSED_RNN_BUILD_CUDA=1 pip install --no-build-isolation .``) if present,
 else a just-in-time build with torch.utils.cpp_extension.load and ninja
-(cached under TORCH_EXTENSIONS_DIR). Without CUDA torch and nvcc neither can
-happen, and backend="cuda" raises an error that says how to build it.
+(cached under TORCH_EXTENSIONS_DIR) from the sources installed with the
+package. Without CUDA torch and nvcc neither can happen, and backend="cuda"
+raises an error that says how to build it.
 """
 
 from pathlib import Path
 
 import torch
 
-CSRC = Path(__file__).resolve().parents[1] / "csrc"
-SOURCES = [CSRC / "binding.cpp", CSRC / "rnn_cluster.cu"]
+from .cuda_build import NVCC_FLAGS
+from .cuda_build import SOURCES as SOURCE_NAMES
+
+CSRC = Path(__file__).resolve().parent / "csrc"
+SOURCES = [CSRC / name for name in SOURCE_NAMES]
 BUILD_HINT = ("build the CUDA extension ahead of time with `FUSED_RNN_BUILD_CUDA=1 pip install "
-              "--no-build-isolation -e .`, or let it build on first use (needs CUDA torch, nvcc and ninja)")
-# sm_90a for clusters and DSMEM; sm_80 so other GPUs get the C = 1 path.
-NVCC_FLAGS = ["-O3", "-std=c++17", "-gencode=arch=compute_90a,code=sm_90a",
-              "-gencode=arch=compute_80,code=sm_80"]
+              "--no-build-isolation -e .` (from a checkout), or let it build on first use "
+              "(needs CUDA torch, nvcc and ninja)")
 
 _EXTENSION = None
 

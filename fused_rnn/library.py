@@ -1,11 +1,12 @@
 """The fused op registered with torch.library, for torch.compile, torch.export and CUDA graphs.
 
 ``torch.ops.fused_rnn.rnn_linear`` and ``torch.ops.fused_rnn.rnn_linear_bwd_sweep``
-are ``triton_op``s: on CUDA their bodies launch the Triton kernels through
-``wrap_triton``, so torch.compile sees (and Inductor calls) the kernels
-directly; on other devices the bodies run the stock math. Autograd is
-registered with ``register_autograd`` and shares its saving and products with
-the eager path (fused_rnn.ops.save_for_backward, fused_rnn.ops.backward).
+are custom ops (``fused_op`` below): torch.compile and torch.export see each as
+one opaque op, so a compiled graph stays whole (fullgraph) and calls it. On
+CUDA their bodies launch the Triton kernels, on other devices they run the
+stock math. Autograd is registered with ``register_autograd`` and shares its
+saving and products with the eager path (fused_rnn.ops.save_for_backward,
+fused_rnn.ops.backward).
 
 Eager calls of ``fused_rnn.rnn_linear`` do not go through these ops: the direct
 launch skips the dispatcher. Under torch.compile ``rnn_linear`` calls them, so
@@ -16,13 +17,41 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch.library import triton_op, wrap_triton
+from torch._library.triton import set_wrap_triton_enabled
+from torch.library import custom_op, infer_schema, wrap_triton
 
 from .ops import _kernels, backward, save_for_backward
 from .reference import rnn_bwd_sweep_loop, rnn_states_stock
 
 
-@triton_op("fused_rnn::rnn_linear", mutates_args=())
+def fused_op(name):
+    """Register the decorated function as the custom op ``name`` (returns its CustomOpDef).
+
+    The body is written as for ``torch.library.triton_op`` (kernels launched
+    through ``wrap_triton``) and registered as triton_op registers it, less the
+    decomposition that lets Inductor inline the launches: compiled graphs call
+    the op as a whole instead. Why not triton_op itself: torch 2.13's scans the
+    body for kernels when it registers, which imports triton, torch._inductor
+    and torch._dynamo, 1.3 s added to ``import fused_rnn``, and finds none here
+    (they are behind ``_kernels()``).
+
+    The body is its own fake: on fake tensors ``wrap_triton`` records the
+    launches instead of running them. Real calls launch directly, as under
+    triton_op: ``wrap_triton``'s dispatch costs ~1 ms a call (torch's figure) and keeps every
+    call's constant arguments in a table that only grows.
+    """
+    def register(fn):
+        def launch(*args, **kwargs):
+            with set_wrap_triton_enabled(False):
+                return fn(*args, **kwargs)
+
+        op = custom_op(name, launch, mutates_args=(), schema=infer_schema(fn, mutates_args=()))
+        op.register_fake(fn)
+        return op
+    return register
+
+
+@fused_op("fused_rnn::rnn_linear")
 def rnn_linear_op(
     x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor,
     bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor],
@@ -50,7 +79,7 @@ def rnn_linear_op(
     return y, h_n, hs
 
 
-@triton_op("fused_rnn::rnn_linear_bwd_sweep", mutates_args=())
+@fused_op("fused_rnn::rnn_linear_bwd_sweep")
 def rnn_linear_bwd_sweep_op(
     hs: torch.Tensor, weight_hh: torch.Tensor, fc_weight: torch.Tensor, dy: torch.Tensor,
     dh_n: Optional[torch.Tensor], lengths: Optional[torch.Tensor], relu: bool, allow_tf32: bool,

@@ -25,7 +25,7 @@ def emulator(tmp_path_factory):
         pytest.skip("needs g++")
     lib = tmp_path_factory.mktemp("emu") / "emu.so"
     subprocess.run(["g++", "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-Wno-unknown-pragmas",
-                    "-I", str(ROOT / "csrc"), str(ROOT / "tests" / "csrc_emulation.cpp"), "-o", str(lib)],
+                    "-I", str(ROOT / "fused_rnn" / "csrc"), str(ROOT / "tests" / "csrc_emulation.cpp"), "-o", str(lib)],
                    check=True, capture_output=True, text=True)
     emu = ctypes.CDLL(str(lib))
     i64, i32, ptr = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p

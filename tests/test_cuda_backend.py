@@ -1,11 +1,12 @@
-"""backend="cuda": the CUDA C++ cluster kernel in csrc/ (forward, large H).
+"""backend="cuda": the CUDA C++ cluster kernel in fused_rnn/csrc/ (forward, large H).
 
-Without a GPU: its errors, and that csrc/ compiles (nvcc for sm_90a and sm_80,
+Without a GPU: its errors, and that fused_rnn/csrc/ compiles (nvcc for sm_90a and sm_80,
 the torch binding against torch's headers). With one: float64 parity.
 """
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sysconfig
@@ -17,9 +18,9 @@ import torch
 
 from conftest import DEVICE, TOL, as_float64, make_params
 from fused_rnn import SimpleRNN, rnn_linear
+from fused_rnn.cuda import CSRC, NVCC_FLAGS
 from fused_rnn.reference import rnn_linear_loop
 
-ROOT = Path(__file__).resolve().parents[1]
 NVCC = shutil.which("nvcc")
 
 
@@ -45,9 +46,22 @@ def test_extension_unavailable_says_how_to_build():
 @pytest.mark.parametrize("arch", ["sm_90a", "sm_80"])
 def test_kernel_compiles(arch):
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run([NVCC, "-std=c++17", "-O3", f"-arch={arch}", "-c", str(ROOT / "csrc" / "rnn_cluster.cu"),
+        out = subprocess.run([NVCC, "-std=c++17", "-O3", f"-arch={arch}", "-c", str(CSRC / "rnn_cluster.cu"),
                               "-o", os.path.join(tmp, "k.o")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
+def test_build_flags_embed_sass_and_ptx():
+    """The extension's nvcc flags give SASS for sm_90a and sm_80, and compute_90 PTX for newer GPUs.
+
+    nvcc --dryrun prints the fatbinary's images without compiling.
+    """
+    out = subprocess.run([NVCC, "--dryrun", *NVCC_FLAGS, "-c", str(CSRC / "rnn_cluster.cu"), "-o", "k.o"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    images = set(re.findall(r"--image3=kind=(\w+),sm=(\w+)", out.stderr + out.stdout))
+    assert images == {("elf", "90a"), ("elf", "80"), ("ptx", "90")}, images
 
 
 def cuda_include_dir():
@@ -67,9 +81,9 @@ def test_binding_parses_against_torch_headers():
         stub = Path(tmp, "c10", "cuda", "impl")
         stub.mkdir(parents=True)
         (stub / "cuda_cmake_macros.h").write_text("")
-        includes = [tmp, *include_paths(), cuda_include_dir(), str(ROOT / "csrc"), sysconfig.get_paths()["include"]]
+        includes = [tmp, *include_paths(), cuda_include_dir(), str(CSRC), sysconfig.get_paths()["include"]]
         cmd = ["g++", "-std=c++20", "-fsyntax-only", "-DTORCH_EXTENSION_NAME=fused_rnn_cuda",
-               *[f"-I{p}" for p in includes], str(ROOT / "csrc" / "binding.cpp")]
+               *[f"-I{p}" for p in includes], str(CSRC / "binding.cpp")]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
 

@@ -109,10 +109,14 @@ def test_fp32_precision_modes(allow_tf32, rtol):
 
 def test_split_tf32_is_exact():
     w = torch.randn(1000) * 10.0 ** torch.randint(-20, 20, (1000,))
+    w[:4] = torch.tensor([0.5, -0.25, 0.0, 3.0])            # TF32-exact, and zero
     hi, lo = kernels.split_tf32(w)
-    assert torch.equal(hi + lo, w)
     assert torch.equal(hi.view(torch.int32) & 0x1FFF, torch.zeros(1000, dtype=torch.int32))
-    assert (lo.abs() <= w.abs() * 2.0 ** -10).all()
+    assert torch.equal(hi[4:] + lo[4:], w[4:])
+    assert (lo[4:].abs() <= w[4:].abs() * 2.0 ** -10).all()
+    # A nonzero TF32-exact weight keeps a nonzero remainder of its own sign; zero stays zero.
+    assert torch.equal(hi[:4], w[:4])
+    assert lo[:4].tolist() == [2.0 ** -126, -(2.0 ** -126), 0.0, 2.0 ** -126]
 
 
 @pytest.mark.gpu

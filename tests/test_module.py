@@ -93,13 +93,25 @@ def test_triton_on_cpu_without_interpreter_says_so():
 
 
 def test_demo():
-    """`python -m fused_rnn`, as the README runs it."""
+    """`python -m fused_rnn`, as the README runs it: a short summary, checked against the seed model."""
     out = run_python("-m", "fused_rnn", env={"TRITON_INTERPRET": None})
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == "torch.Size([32, 1])"
-    backend = "fused Triton kernel" if torch.cuda.is_available() else "stock nn.RNN + nn.Linear on cpu"
-    assert any(line.startswith("backend: " + backend) for line in lines), out.stdout
-    diff = next(line for line in lines if line.startswith("max |fused - stock|"))
-    assert float(diff.split("=")[1]) < 1e-5
+    shape_line = next(line for line in lines if line.startswith("output: "))
+    assert shape_line.startswith("output: torch.Size([32, 1]); first 4 values "), shape_line
+    backend = next(line for line in lines if line.startswith("backend: "))
+    diff = next(line for line in lines if line.startswith("max |output - seed model's forward| = "))
+    assert float(diff.split("=")[1].split()[0]) < 1e-5
+    if torch.cuda.is_available():
+        assert backend.startswith("backend: fused Triton kernel on "), backend
+    else:
+        assert backend.startswith("backend: stock nn.RNN + nn.Linear on cpu (") and "no GPU" in backend, backend
+        assert diff.endswith("(both ran the same stock math)"), diff   # not called "fused"
+        # The seed notebook's model itself, same seed, same order: the values shown.
+        torch.manual_seed(0)
+        seed = seed_model.SimpleRNN(10, 20, 1)
+        want = seed(torch.randn(32, 5, 10))[:4, 0].tolist()
+        shown = [float(v) for v in shape_line.split("values ")[1].split(", ")]
+        assert shown == pytest.approx(want, abs=1e-4), (shown, want)
     assert "total 661" in out.stdout and "rnn (RNN) 640, fc (Linear) 21" in out.stdout
+    assert len(lines) <= 25, out.stdout        # a summary, not the 32 output rows

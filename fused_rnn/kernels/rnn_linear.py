@@ -91,15 +91,14 @@ def _mm(a, a_lo, b, acc, PRECISION: tl.constexpr):
     (bf16/fp16 operands, fp32 accumulation).
 
     For "tf32x3" b is split here, b_hi being b with its low 13 mantissa bits
-    cleared. Where b is not finite both extra terms get 0 instead: inf - inf
-    would be NaN, and so would a_lo·inf where a_lo is 0 (a TF32-exact weight),
-    while one IEEE product of a finite weight and an infinite input is ±inf.
+    cleared. Where b is not finite b_lo is 0 (inf - inf would be NaN), and
+    a_lo·b_hi must still be ±inf, not NaN: split_tf32 never leaves a_lo at 0
+    for a nonzero weight.
     """
     if PRECISION == "tf32x3":
-        finite = tl.abs(b) < float("inf")
         b_hi = (b.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
-        b_lo = tl.where(finite, b - b_hi, 0.0)
-        acc = tl.dot(a_lo, tl.where(finite, b_hi, 0.0), acc, input_precision="tf32")
+        b_lo = tl.where(tl.abs(b) < float("inf"), b - b_hi, 0.0)
+        acc = tl.dot(a_lo, b_hi, acc, input_precision="tf32")
         acc = tl.dot(a, b_lo, acc, input_precision="tf32")
         acc = tl.dot(a, b_hi, acc, input_precision="tf32")
     elif PRECISION == "tf32":
@@ -377,10 +376,20 @@ def split_tf32(w):
 
     For "tf32x3" products (see _mm). Done on the host so that both tiles reach
     the kernel through loads: a weight split inside the kernel would sit in
-    registers instead of shared memory.
+    registers instead of shared memory. Where w is nonzero and TF32-exact, lo
+    is ±2^-126 (the smallest normal float, with w's sign) instead of 0, so that
+    lo times an infinite input is an infinity of the right sign rather than
+    NaN; it changes a product by at most 2^-126 of the input.
     """
     hi = (w.view(torch.int32) & -8192).view(torch.float32)  # -8192 = 0xFFFFE000
-    return hi, w - hi
+    lo = w - hi
+    tiny = torch.where(w < 0, -TINY_NORMAL, TINY_NORMAL)
+    return hi, torch.where((lo == 0) & (w != 0), tiny, lo)
+
+
+# The smallest normal fp32 number: TF32 keeps fp32's exponent range, and a
+# normal number is not flushed to zero by the tensor core.
+TINY_NORMAL = 2.0 ** -126
 
 
 def smem_bytes(dtype, block_i, block_h, block_o, allow_tf32, *, store_hs=False, backward=False):
@@ -389,9 +398,8 @@ def smem_bytes(dtype, block_i, block_h, block_o, allow_tf32, *, store_hs=False, 
     The weight tiles stay resident for the whole loop (twice, hi and lo, for
     "tf32x3"); the step's MMA operands (x and h, or g and dy) reuse one region,
     which also holds the fp32 [BLOCK_H, BLOCK_B] layout conversion of the
-    stored states. "tf32x3" has three operand tiles per product (b_hi, b_lo
-    and the finite b_hi), which Triton stages differently for mma.sync and
-    wgmma. Checked against every row of the static report
+    stored states. "tf32x3" has two operand tiles per product (b_hi, b_lo),
+    which Triton stages differently for mma.sync and wgmma. Checked against every row of the static report
     (benchmarks/results/static_sm90a_triton3.6.json, tests/test_static_report.py):
     it agrees with Triton's own figure on which side of SMEM_LIMIT each
     configuration falls, and is never more than 6% below it. Always the GPU's
@@ -410,9 +418,9 @@ def smem_bytes(dtype, block_i, block_h, block_o, allow_tf32, *, store_hs=False, 
     if prec != "tf32x3":
         operands = sum(operand_rows)
     elif block_h < 64:
-        operands = 3 * sum(operand_rows)  # mma.sync stages b_hi, b_lo and the finite b_hi apart
+        operands = 2 * sum(operand_rows)  # mma.sync stages b_hi and b_lo apart
     else:
-        operands = 2 * max(operand_rows)  # wgmma: two of the larger operand tile live at once
+        operands = 2 * max(operand_rows)  # wgmma: b_hi and b_lo of the larger operand live at once
     states = 4 * block_h * BLOCK_B if (store_hs or backward) else 0
     return item * copies * weights + max(item * BLOCK_B * operands, states) + 1024
 
