@@ -1,7 +1,4 @@
-"""The runnable scripts: the training example and the benchmark's refusal without a GPU."""
-
-import pytest
-import torch
+"""The runnable scripts: the training example, and the benchmark's refusal to write nowhere."""
 
 from conftest import run_python
 
@@ -13,7 +10,7 @@ def test_train_sum_example_learns():
     assert len(losses) >= 2 and losses[-1] < 0.3 * losses[0], out.stdout
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without CUDA")
-def test_bench_seed_needs_cuda():
-    out = run_python("benchmarks/bench_seed.py")
-    assert out.returncode != 0 and "needs CUDA" in out.stderr
+def test_benchmark_modes_that_write_files_need_out():
+    for mode in ("--smoke", "--gpu-proof"):
+        out = run_python("benchmarks/run.py", mode)
+        assert out.returncode == 2 and "need --out DIR" in out.stderr, out.stderr

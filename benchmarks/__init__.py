@@ -1,0 +1,1 @@
+"""The benchmark suite (run.py is its command line)."""

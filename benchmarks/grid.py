@@ -1,0 +1,115 @@
+"""What the benchmarks time: cases (shapes) × implementations × modes, in the order they run.
+
+The grid is the one of issue 11. Each ``Job`` is one shape, dtype, precision and
+mode with the implementations timed side by side (interleaved) on it. GPU jobs
+are ordered so that issue 4's targets (seed forward and train, long forward,
+inference memory at T = 65,536) are measured first: a run cut short by its time
+budget still answers them.
+"""
+
+from typing import NamedTuple
+
+MODES = ("forward", "train")
+IMPLS = ("stock", "stock_compiled", "fused", "fused_graph", "fused_cuda")
+# Implementations with no backward: they are timed in forward mode only.
+FORWARD_ONLY = ("fused_graph", "fused_cuda")
+
+SEED = dict(B=32, T=5, I=10, H=20, O=1)
+LONG = dict(B=64, T=1024, I=64, H=128, O=1)
+WIDE = dict(B=64, T=512, I=256, H=1024, O=1)
+BATCH_SWEEP = dict(T=64, I=32, H=64, O=1)      # B varies
+T_SWEEP = dict(B=64, I=32, H=64, O=1)          # T varies
+H_SWEEP = dict(B=64, T=256, I=64, O=1)         # H varies
+
+GPU_BATCHES = (1, 4, 16, 64, 256, 1024, 4096)
+GPU_TS = (16, 64, 256, 1024, 4096, 16384, 65536)
+GPU_TRAIN_MAX_T = 4096      # training saves [B, T, H] states: the sweep's memory claim is inference
+GPU_HS = (16, 32, 64, 128, 256, 512, 1024)
+# CPU sizes: one thread runs ~15 µs per step at B = 64, H = 64, so T = 4096 is ~60 ms a call.
+CPU_BATCHES = (1, 4, 16, 64, 256)
+CPU_TS = (16, 64, 256, 1024, 4096)
+
+
+class Job(NamedTuple):
+    case: str           # seed, long, wide, batch_sweep, T_sweep, H_sweep
+    shape: dict         # B, T, I, H, O
+    dtype: str          # float32 or bfloat16
+    precision: str      # ieee, tf32 (fp32 products rounded to TF32 on both sides) or bf16
+    mode: str           # forward or train
+    impls: tuple        # implementations timed side by side
+    budget_s: float = 1.0   # timing time for the whole job (all its impls), warm-up not counted
+
+
+def _impls(mode, impls):
+    return tuple(i for i in impls if mode == "forward" or i not in FORWARD_ONLY)
+
+
+def gpu_jobs():
+    jobs = []
+    # Issue 4's targets first.
+    for precision in ("ieee", "tf32"):
+        for mode in MODES:
+            jobs.append(Job("seed", SEED, "float32", precision, mode,
+                            _impls(mode, ("stock", "fused", "fused_graph")), 1.5))
+        jobs.append(Job("long", LONG, "float32", precision, "forward", ("stock", "fused", "fused_graph"), 1.5))
+    for T in GPU_TS:
+        jobs.append(Job("T_sweep", dict(T_SWEEP, T=T), "float32", "ieee", "forward", ("stock", "fused")))
+    # Then the rest of the grid.
+    for precision in ("ieee", "tf32"):
+        jobs.append(Job("long", LONG, "float32", precision, "train", ("stock", "fused")))
+    for mode in MODES:
+        jobs.append(Job("long", LONG, "bfloat16", "bf16", mode, _impls(mode, ("stock", "fused", "fused_graph"))))
+    for B in GPU_BATCHES:
+        for mode in MODES:
+            jobs.append(Job("batch_sweep", dict(BATCH_SWEEP, B=B), "float32", "ieee", mode, ("stock", "fused")))
+    for T in GPU_TS:
+        if T <= GPU_TRAIN_MAX_T:
+            jobs.append(Job("T_sweep", dict(T_SWEEP, T=T), "float32", "ieee", "train", ("stock", "fused")))
+    for H in GPU_HS:
+        for mode in MODES:
+            jobs.append(Job("H_sweep", dict(H_SWEEP, H=H), "bfloat16", "bf16", mode, ("stock", "fused")))
+    for mode in MODES:
+        jobs.append(Job("wide", WIDE, "bfloat16", "bf16", mode, ("stock", "fused")))
+    # torch.compile costs tens of seconds per shape: late, so that it cannot crowd out the rest.
+    for case, shape in (("seed", SEED), ("long", LONG)):
+        for mode in MODES:
+            jobs.append(Job(case, shape, "float32", "ieee", mode, ("stock_compiled",)))
+    # The csrc kernel last of all: it may build just in time (minutes), and it has
+    # never run on a GPU, so a fault that poisons the CUDA context can only cost these rows.
+    jobs.append(Job("wide", WIDE, "bfloat16", "bf16", "forward", ("fused_cuda",)))
+    for H in GPU_HS:
+        jobs.append(Job("H_sweep", dict(H_SWEEP, H=H), "bfloat16", "bf16", "forward", ("fused_cuda",)))
+    for case, shape in (("seed", SEED), ("long", LONG)):
+        jobs.append(Job(case, shape, "float32", "ieee", "forward", ("fused_cuda",)))
+    return jobs
+
+
+def cpu_jobs():
+    # The seed forward gets the longest budget: the fused fallback's overhead
+    # over stock (a few µs on ~60) must be resolved to ~1%.
+    jobs = [Job("seed", SEED, "float32", "ieee", "forward", ("stock", "fused"), 8.0),
+            Job("seed", SEED, "float32", "ieee", "train", ("stock", "fused"), 3.0)]
+    for B in CPU_BATCHES:
+        for mode in MODES:
+            jobs.append(Job("batch_sweep", dict(BATCH_SWEEP, B=B), "float32", "ieee", mode, ("stock", "fused")))
+    for T in CPU_TS:
+        for mode in MODES:
+            jobs.append(Job("T_sweep", dict(T_SWEEP, T=T), "float32", "ieee", mode, ("stock", "fused")))
+    return jobs
+
+
+def smoke_jobs(cuda):
+    """A few tiny jobs that touch every code path the device has, in seconds."""
+    seed_impls = ("stock", "fused", "fused_graph") if cuda else ("stock", "fused")
+    jobs = [Job("seed", SEED, "float32", "ieee", mode, _impls(mode, seed_impls), 0.05) for mode in MODES]
+    jobs += [Job("T_sweep", dict(T_SWEEP, B=4, T=T), "float32", "ieee", "forward", ("stock", "fused"), 0.05)
+             for T in (16, 64)]
+    jobs.append(Job("batch_sweep", dict(BATCH_SWEEP, B=2), "float32", "ieee", "train", ("stock", "fused"), 0.05))
+    return jobs
+
+
+def jobs_for(profile, cuda):
+    """profile: "full" or "smoke"; cuda: whether the run is on a GPU."""
+    if profile == "smoke":
+        return smoke_jobs(cuda)
+    return gpu_jobs() if cuda else cpu_jobs()

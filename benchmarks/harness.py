@@ -1,0 +1,288 @@
+"""Runs grid jobs: builds each implementation on one set of weights, times it, and makes result rows.
+
+A results file (benchmarks/results/<device>-<date>.json) is
+{"device", "torch", "triton", "cuda", "date", "commit", "rows": [...], "skipped": [...]}
+with the environment of its latest run; each row is
+{"case", "B", "T", "I", "H", "O", "dtype", "mode", "impl", "precision", "backend",
+ "median_ms", "p20_ms", "p80_ms", "peak_mem_bytes", "samples", "calls", "threads",
+ "over_stock", "commit", "torch", "triton"}.
+``over_stock`` is the median over rounds of this row's time over stock's in the
+same round (timing.paired_ratio), for rows timed beside stock; None otherwise.
+``backend`` is what ran ("cudnn"/"aten" for stock, fused_rnn's choice for ours: "triton",
+"cuda" or "torch"). ``peak_mem_bytes`` is what one call allocates above what was
+allocated before it (CUDA only: torch keeps no allocator statistics on CPU; None
+for a CUDA graph, whose memory is reserved at capture). A job an implementation
+cannot run goes to "skipped" with the reason.
+"""
+
+import datetime
+import inspect
+import json
+import os
+import platform
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from fused_rnn import SimpleRNN as FusedRNN
+from benchmarks import seed_rnn, timing
+
+ROOT = Path(__file__).resolve().parents[1]
+# Model calls one CUDA graph replay makes: enough that the replay's own launch
+# (~5 µs) is spread thin, few enough to capture in a moment.
+GRAPH_CALLS = 20
+
+
+class Unsupported(Exception):
+    """This implementation cannot run this job (the message says why)."""
+
+
+def set_precision(precision, cuda):
+    """Set torch's TF32 switches for a row's precision; return our allow_tf32 to match.
+
+    "tf32" is stock's default: cuDNN's RNN rounds fp32 products to TF32
+    (torch.backends.cudnn.allow_tf32 = True) while matmuls stay IEEE
+    (torch.backends.cuda.matmul.allow_tf32 = False). "ieee": neither rounds.
+    """
+    tf32 = precision == "tf32"
+    if tf32 and not cuda:
+        raise ValueError("precision 'tf32' exists only on a GPU")
+    torch.backends.cudnn.allow_tf32 = tf32 or precision == "bf16"   # bf16: torch's default, moot
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return tf32
+
+
+def _models(job, device, allow_tf32, backend):
+    """(stock, fused) with the same weights, on device in the job's dtype."""
+    s = job.shape
+    dtype = getattr(torch, job.dtype)
+    torch.manual_seed(0)
+    stock_cls = seed_rnn.SimpleRNN if dtype == torch.float32 else seed_rnn.SimpleRNNAnyDtype
+    stock = stock_cls(s["I"], s["H"], s["O"])
+    fused = FusedRNN(s["I"], s["H"], s["O"], backend=backend, allow_tf32=allow_tf32)
+    fused.load_state_dict(stock.state_dict())
+    return stock.to(device=device, dtype=dtype), fused.to(device=device, dtype=dtype)
+
+
+def _forward(model, x):
+    def call():
+        with torch.no_grad():
+            return model(x)
+    return call
+
+
+def _train_step(model, x, target):
+    # SGD: the cheapest optimizer step, so that the model dominates the step's time.
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+
+    def call():
+        opt.zero_grad(set_to_none=True)
+        F.mse_loss(model(x), target).backward()
+        opt.step()
+    return call
+
+
+def _graph_forward(model, x):
+    """A CUDA graph of GRAPH_CALLS inference calls, and its replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.no_grad():   # warm-up off the default stream, as capture requires
+        for _ in range(3):
+            model(x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.no_grad():
+        for _ in range(GRAPH_CALLS):
+            model(x)
+    return graph.replay
+
+
+def fused_backend(fused, x, needs_grad, allow_tf32):
+    """The backend fused_rnn takes for this call: "triton", "cuda" or "torch".
+
+    SimpleRNN.backend_for(x) assumes inference in IEEE fp32, but whether the
+    kernel can launch also depends on the gradient and TF32 (its shared-memory
+    tiles), so ask select_backend with both, where this fused_rnn takes them.
+    """
+    from fused_rnn.ops import select_backend
+    params = inspect.signature(select_backend).parameters
+    extra = {k: v for k, v in (("needs_grad", needs_grad), ("allow_tf32", allow_tf32)) if k in params}
+    return select_backend(fused.backend, x, fused.hidden_size, fused.fc.out_features, **extra)
+
+
+def build(impl, job, device, allow_tf32):
+    """(timing.Candidate, backend that runs, whether peak memory means anything) or raise Unsupported."""
+    cuda = device.type == "cuda"
+    if impl in ("fused_graph", "fused_cuda") and not cuda:
+        raise Unsupported(f"{impl} needs CUDA")
+    if impl in ("fused_graph", "fused_cuda") and job.mode != "forward":
+        raise Unsupported(f"{impl} is inference only")
+    s = job.shape
+    dtype = getattr(torch, job.dtype)
+    stock, fused = _models(job, device, allow_tf32, "cuda" if impl == "fused_cuda" else "auto")
+    torch.manual_seed(1)
+    x = torch.randn(s["B"], s["T"], s["I"], device=device, dtype=dtype)
+    target = torch.randn(s["B"], s["O"], device=device, dtype=dtype)
+
+    if impl.startswith("stock"):
+        model = torch.compile(stock) if impl == "stock_compiled" else stock
+        backend = "cudnn" if cuda and torch.backends.cudnn.is_acceptable(x) else "aten"
+    else:
+        model = fused
+        try:
+            backend = fused_backend(fused, x, job.mode == "train", allow_tf32)
+        except RuntimeError as e:    # a forced backend that cannot run here says why
+            raise Unsupported(str(e)) from None
+    if impl == "fused_graph":
+        try:
+            return timing.Candidate(_graph_forward(model, x), GRAPH_CALLS), backend, False
+        except RuntimeError as e:
+            raise Unsupported(f"CUDA graph capture failed: {e}") from None
+    fn = _forward(model, x) if job.mode == "forward" else _train_step(model, x, target)
+    try:
+        fn()
+    except RuntimeError as e:   # e.g. the csrc extension failed to build
+        raise Unsupported(f"{type(e).__name__}: {str(e)[:300]}") from None
+    return timing.Candidate(fn), backend, True
+
+
+def _job_key(job):
+    return dict(case=job.case, **{k: job.shape[k] for k in "BTIHO"}, dtype=job.dtype, mode=job.mode,
+                precision=job.precision)
+
+
+def run_job(job, device, settings=timing.FULL):
+    """(rows, skipped) for one job."""
+    cuda = device.type == "cuda"
+    allow_tf32 = set_precision(job.precision, cuda)
+    key = _job_key(job)
+    candidates, backends, skipped, memory = {}, {}, [], {}
+    for impl in job.impls:
+        try:
+            cand, backends[impl], has_memory = build(impl, job, device, allow_tf32)
+        except Unsupported as e:
+            skipped.append(dict(key, impl=impl, reason=str(e)))
+            continue
+        candidates[impl] = cand
+        memory[impl] = timing.cuda_peak_bytes(cand.fn) if cuda and has_memory else None
+    if not candidates:
+        return [], skipped
+    stats, samples = timing.measure(candidates, cuda=cuda, budget_s=job.budget_s, settings=settings)
+    threads = None if cuda else torch.get_num_threads()
+    rows = [dict(key, impl=impl, backend=backends[impl], median_ms=st.median_ms, p20_ms=st.p20_ms,
+                 p80_ms=st.p80_ms, peak_mem_bytes=memory[impl], samples=st.samples, calls=st.calls,
+                 threads=threads,
+                 over_stock=(timing.paired_ratio(samples, impl, "stock")
+                             if "stock" in samples and impl != "stock" else None))
+            for impl, st in stats.items()]
+    if cuda:
+        torch.cuda.empty_cache()    # the T sweep's stock rows hold GiBs in the cache otherwise
+    return rows, skipped
+
+
+def cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {cpu_name()} ({os.cpu_count()} cores)"
+
+
+def device_slug(name):
+    """A file-name-safe form of a device name: "NVIDIA H100 80GB HBM3" → "NVIDIA_H100_80GB_HBM3"."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", name).strip("_")
+
+
+def git_commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def environment(device):
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {"device": device_name(device), "torch": torch.__version__, "triton": triton_version,
+            "cuda": torch.version.cuda, "date": datetime.date.today().isoformat(), "commit": git_commit()}
+
+
+def results_path(out_dir, env):
+    return Path(out_dir) / f"{device_slug(env['device'])}-{env['date']}.json"
+
+
+class ResultsFile:
+    """One device's results file; rows are appended and the file rewritten after every job,
+    so that a run cut off by a timeout keeps what it measured."""
+
+    def __init__(self, path, env):
+        self.path = Path(path)
+        self.env = env
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {"rows": [], "skipped": []}
+        self.data.update(env)
+        self.data.setdefault("skipped", [])
+
+    def add(self, rows, skipped):
+        stamp = {k: self.env[k] for k in ("commit", "torch", "triton")}
+        self.data["rows"].extend(dict(row, **stamp) for row in rows)
+        self.data["skipped"].extend(skipped)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1) + "\n")
+        tmp.replace(self.path)
+
+
+def progress(iterable, total, enabled=True):
+    """tqdm's bar where tqdm is installed and wanted; the plain iterable otherwise."""
+    if enabled:
+        try:
+            from tqdm import tqdm
+            return tqdm(iterable, total=total, unit="job", dynamic_ncols=True)
+        except ImportError:
+            pass
+    return iterable
+
+
+def run_jobs(jobs, device, results, *, settings=timing.FULL, deadline=None, show_progress=True, log=print):
+    """Run jobs in order into a ResultsFile; jobs left when the deadline (time.monotonic()) passes are skipped."""
+    bar = progress(jobs, len(jobs), show_progress)
+    log = getattr(bar, "write", log)    # print above tqdm's bar, not through it
+    for job in bar:
+        if deadline is not None and time.monotonic() > deadline:
+            results.add([], [dict(_job_key(job), impl=impl, reason="time budget spent") for impl in job.impls])
+            continue
+        try:
+            rows, skipped = run_job(job, device, settings)
+        except Exception as e:    # noqa: BLE001  one failing job (a CUDA fault, OOM) must not end the run
+            rows = []
+            skipped = [dict(_job_key(job), impl=impl, reason=f"error: {type(e).__name__}: {str(e)[:300]}")
+                       for impl in job.impls]
+        results.add(rows, skipped)
+        for row in rows:
+            log(format_row(row))
+        for s in skipped:
+            log(f"skipped {s['case']} {s['mode']} {s['impl']}: {s['reason']}")
+
+
+def format_row(row):
+    shape = " ".join(f"{k}={row[k]}" for k in "BTIH")
+    memory = f" peak {row['peak_mem_bytes'] / 2**20:.2f} MiB" if row.get("peak_mem_bytes") is not None else ""
+    return (f"{row['case']:>11} {shape:<24} {row['dtype']:<8} {row['precision']:<4} {row['mode']:<7} "
+            f"{row['impl']:<14} {row['median_ms'] * 1e3:10.2f} µs (p20 {row['p20_ms'] * 1e3:.2f}, "
+            f"p80 {row['p80_ms'] * 1e3:.2f}) [{row['backend']}]{memory}")
