@@ -401,8 +401,9 @@ def smem_bytes(dtype, block_i, block_h, block_o, allow_tf32, *, store_hs=False, 
     stored states. "tf32x3" has two operand tiles per product (b_hi, b_lo),
     which Triton stages differently for mma.sync and wgmma. Checked against every row of the static report
     (benchmarks/results/static_sm90a_triton3.6.json, tests/test_static_report.py):
-    it agrees with Triton's own figure on which side of SMEM_LIMIT each
-    configuration falls, and is never more than 6% below it. Always the GPU's
+    it never says a configuration fits that does not, refuses only a few
+    3xTF32 ones that just fit, and is never more than 10% below Triton's own
+    figure. Always the GPU's
     figure, also under the interpreter, so that what launches does not depend
     on where it is tested.
     """
