@@ -7,7 +7,7 @@ computes tanh to fp32 accuracy near 0; the kernel must do the same.
 import pytest
 import torch
 
-from conftest import DEVICE, TOL, as_float64, kernels, make_params
+from conftest import DEVICE, TOL, as_float64, kernels, make_params, run_python
 from fused_rnn import rnn_linear
 from fused_rnn.reference import rnn_linear_loop
 
@@ -130,3 +130,116 @@ def test_backward_sweep_offsets_past_int32():
     g, dh0 = kernels.rnn_linear_bwd_sweep(hs, w_hh, fc_w, dy)
     torch.testing.assert_close(g[:, -1], (dy @ fc_w) * (1 - 0.25), atol=1e-5, rtol=1e-5)
     assert torch.isfinite(dh0).all()
+
+
+def float_from_bits(bits):
+    """A one-element fp32 tensor with exactly these bits (a Python float would quiet the NaN's payload)."""
+    return torch.tensor([bits], dtype=torch.int64).to(torch.int32).view(torch.float32).to(DEVICE)
+
+
+@pytest.mark.parametrize("x_kind", ["random", "tf32_exact"])
+def test_infinite_weight_in_3xtf32(x_kind):
+    """W_ih = +inf with positive x: stock's unit is tanh(+inf) = 1 and every output finite.
+
+    Splitting inf gives inf - inf = NaN, and a TF32-exact x (1.5) leaves a zero
+    remainder, so inf·0 = NaN: both must be avoided.
+    """
+    B, T, I, H, O = 3, 2, 16, 16, 2
+    params = list(make_params(I, H, O, seed=90))
+    params[0] = params[0].clone()
+    params[0][4, 2] = float("inf")
+    x = torch.rand(B, T, I, device=DEVICE) + 0.1
+    if x_kind == "tf32_exact":
+        x[:, :, 2] = 1.5
+    y, h_n, y_ref, h_ref = kernel_and_loop(x, params, allow_tf32=False)
+    assert torch.isfinite(y_ref).all()
+    torch.testing.assert_close(h_n.double(), h_ref, **TOL[torch.float32])
+    torch.testing.assert_close(y.double(), y_ref, **TOL[torch.float32])
+
+
+def test_infinite_fc_weight_in_3xtf32():
+    """fc_weight = +inf with every state positive: stock's y is +inf in that column, not NaN."""
+    B, T, I, H, O = 3, 2, 16, 16, 2
+    params = [p.abs() for p in make_params(I, H, O, seed=91)]
+    params[4][1, 5] = float("inf")
+    x = torch.rand(B, T, I, device=DEVICE) + 0.1
+    y, h_n, y_ref, h_ref = kernel_and_loop(x, params, allow_tf32=False)
+    assert not torch.isnan(y_ref).any() and torch.isinf(y_ref[:, 1]).all()
+    torch.testing.assert_close(y.double(), y_ref, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("where,bits", [("x", 0x7F800001), ("h0", 0xFF800003)])
+def test_nan_with_payload_in_the_low_bits_stays_nan(where, bits):
+    """Clearing the low 13 mantissa bits of such a NaN (3xTF32's split) would make it ±inf."""
+    B, T, I, H, O = 2, 2, 16, 16, 2
+    params = make_params(I, H, O, seed=92)
+    x = torch.randn(B, T, I, device=DEVICE)
+    h0 = torch.randn(B, H, device=DEVICE) * 0.5
+    if where == "x":
+        x[0, 1, 3] = float_from_bits(bits)[0]
+    else:
+        h0[0, 6] = float_from_bits(bits)[0]
+    y, h_n, y_ref, h_ref = kernel_and_loop(x, params, h0, allow_tf32=False)
+    assert torch.isnan(y_ref[0]).all() and not torch.isnan(y_ref[1]).any()
+    torch.testing.assert_close(y.double(), y_ref, equal_nan=True, **TOL[torch.float32])
+    torch.testing.assert_close(h_n.double(), h_ref, equal_nan=True, **TOL[torch.float32])
+
+
+@pytest.mark.xfail(strict=True, reason="3xTF32 flushes a weight below 2^-126 to a zero hi and a remainder "
+                   "the tensor core may treat as 0: 0·inf = NaN where stock has ±inf (README)")
+def test_subnormal_weight_times_infinite_input_in_3xtf32():
+    B, T, I, H, O = 2, 1, 16, 16, 2
+    params = list(make_params(I, H, O, seed=95))
+    params[0] = params[0].clone()
+    params[0][:, 3] = 0.5
+    params[0][7, 3] = 2.0 ** -140
+    x = torch.randn(B, T, I, device=DEVICE)
+    x[0, 0, 3] = float("inf")
+    y, h_n, y_ref, h_ref = kernel_and_loop(x, params, allow_tf32=False)
+    assert torch.isfinite(y_ref).all()
+    torch.testing.assert_close(h_n.double(), h_ref, **TOL[torch.float32])
+
+
+def test_backward_overflow_with_padded_hidden_is_inf_like_stock():
+    """H = 20 pads to 32: an infinite dh times a padded zero weight is NaN in a padded row of the sweep,
+    which the next step would carry into every real row. Stock's dx and dh0 are +inf (all values positive).
+    """
+    B, T, I, H, O = 2, 3, 4, 20, 2
+    torch.manual_seed(94)
+    w_ih = torch.rand(H, I, device=DEVICE) * 0.2
+    w_hh = torch.rand(H, H, device=DEVICE) * 0.1
+    b = torch.rand(H, device=DEVICE) * 0.1
+    fc_w = torch.full((O, H), 2.0, device=DEVICE)
+    fc_b = torch.zeros(O, device=DEVICE)
+    x = torch.rand(B, T, I, device=DEVICE)
+    h0 = torch.rand(B, H, device=DEVICE) * 0.5
+    dy = torch.full((B, O), 3e38, device=DEVICE)       # finite; fc_Wᵀ·dy = 1.2e39 overflows to inf
+    grads = {}
+    for backend in ("torch", "triton"):
+        leaves = [t.clone().requires_grad_() for t in (x, h0)]
+        rnn_linear(leaves[0], w_ih, w_hh, b, b.clone(), fc_w, fc_b, leaves[1], backend=backend).backward(dy)
+        grads[backend] = [t.grad for t in leaves]
+    assert all(torch.isposinf(g).all() for g in grads["torch"])
+    for got, want in zip(grads["triton"], grads["torch"]):
+        torch.testing.assert_close(got, want)
+
+
+COMPILE_FOR_T = """
+import sys, torch
+from benchmarks import static_report
+static_report._install_recorder()
+for T in map(int, sys.argv[1:]):
+    (_, kernel, _), = static_report.compile_launches("forward", (17, T, 10, 20, 1), torch.float32, True)
+    print(kernel.hash)
+"""
+
+
+def test_time_steps_do_not_change_the_compiled_forward():
+    """With I = 10, x's batch stride T·I is a multiple of 16 at T = 8 but not at T = 5: still one kernel.
+
+    Compiled for sm_90a as a GPU launch would be (JIT specialization included), no GPU needed.
+    """
+    out = run_python("-c", COMPILE_FOR_T, "5", "8", "1", env={"TRITON_INTERPRET": None})
+    assert out.returncode == 0, out.stderr[-2000:]
+    hashes = out.stdout.split()
+    assert len(hashes) == 3 and len(set(hashes)) == 1

@@ -33,6 +33,11 @@ import torch
 import triton
 import triton.language as tl
 
+# The smallest normal fp32 number (2^-126): the stand-in for a zero TF32
+# remainder (see split_tf32). TF32 keeps fp32's exponent range, and a normal
+# number is not flushed to zero by the tensor core.
+TINY_NORMAL = tl.constexpr(1.1754943508222875e-38)
+
 # Lets the tests poison every output buffer (fill it with NaN) before a kernel
 # writes it, so a lane the kernel forgot to write cannot pass by being zero.
 new_empty = torch.empty
@@ -46,9 +51,10 @@ new_empty = torch.empty
 def _tanh(x, FAST_TANH: tl.constexpr):
     """tanh in fp32.
 
-    FAST_TANH (bf16/fp16 on a GPU): the hardware's ``tanh.approx.f32``, one MUFU
-    op, relative error about 2^-11 (PTX ISA), below bf16's 2^-8 and at fp16's
-    2^-11 rounding of the state as the next step's MMA operand.
+    FAST_TANH (on a GPU: bf16/fp16, and fp32 with TF32 products): the hardware's
+    ``tanh.approx.f32``, one MUFU op, relative error about 2^-11 (PTX ISA),
+    below bf16's 2^-8 and at fp16's 2^-11 rounding of the state as the next
+    step's MMA operand, and at the ~2^-11 of a TF32 product.
 
     Otherwise built from exp (libdevice.tanh returns None under the
     interpreter): ``(1 - e) / (1 + e)`` with ``e = exp(-2|x|) ∈ (0, 1]`` never
@@ -90,14 +96,18 @@ def _mm(a, a_lo, b, acc, PRECISION: tl.constexpr):
     relative per product: fp32-level accuracy on tensor cores) or "low"
     (bf16/fp16 operands, fp32 accumulation).
 
-    For "tf32x3" b is split here, b_hi being b with its low 13 mantissa bits
-    cleared. Where b is not finite b_lo is 0 (inf - inf would be NaN), and
-    a_lo·b_hi must still be ±inf, not NaN: split_tf32 never leaves a_lo at 0
-    for a nonzero weight.
+    For "tf32x3" b is split here like the weights (see split_tf32), so that
+    non-finite values behave as in one IEEE product: a NaN keeps its payload
+    in b_hi, and b_lo is never 0 for a nonzero b (±2^-126 where b is
+    TF32-exact or infinite), so inf·b_lo is an infinity of the right sign, not
+    inf·0 = NaN.
     """
     if PRECISION == "tf32x3":
         b_hi = (b.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
-        b_lo = tl.where(tl.abs(b) < float("inf"), b - b_hi, 0.0)
+        b_hi = tl.where(b != b, b, b_hi)
+        b_lo = b - b_hi
+        tiny = tl.where(b < 0, -TINY_NORMAL, TINY_NORMAL)
+        b_lo = tl.where(((b_lo == 0) | (b_lo != b_lo)) & (b != 0), tiny, b_lo)
         acc = tl.dot(a_lo, b_hi, acc, input_precision="tf32")
         acc = tl.dot(a, b_lo, acc, input_precision="tf32")
         acc = tl.dot(a, b_hi, acc, input_precision="tf32")
@@ -121,12 +131,7 @@ def _load_tile(ptr, rows, cols, n_rows, n_cols, stride_r, stride_c):
 # Kernels
 # ----------------------------------------------------------------------------
 
-# B and T are not specialized: Triton would otherwise compile a new kernel for
-# B = 1, T = 1 and multiples of 16. The strides are: knowing that x's batch
-# stride is a multiple of 16 lets its loads vectorize (one 128-bit load per
-# thread per step instead of eight 16-bit ones at I = 64, bf16).
-@triton.jit(do_not_specialize=["B", "T"])
-def _rnn_linear_fwd_kernel(
+def _rnn_linear_fwd(
     x_ptr, h0_ptr, lengths_ptr,
     w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr, fc_w_ptr, fc_b_ptr,
     w_ih_lo_ptr, w_hh_lo_ptr, fc_w_lo_ptr,
@@ -225,13 +230,25 @@ def _rnn_linear_fwd_kernel(
     tl.store(y_ptr + seqs[None, :] * O + offs_o[:, None], y.to(y_ptr.dtype.element_ty), mask=y_mask)
 
 
+# B and T are never specialized: Triton would otherwise compile a new kernel
+# for B = 1, T = 1 and multiples of 16. x's strides are specialized only in
+# the kernel for x whose batch and time strides are both multiples of 16
+# elements: there every row of x starts 16-byte aligned and its loads
+# vectorize (one 128-bit load per thread per step instead of eight 16-bit ones
+# at I = 64, bf16). The launcher picks the kernel by that test, which for a
+# contiguous batch-first x depends on I alone, never on T.
+_rnn_linear_fwd_kernel = triton.jit(do_not_specialize=["B", "T"])(_rnn_linear_fwd)
+_rnn_linear_fwd_kernel_any_stride = triton.jit(
+    do_not_specialize=["B", "T", "stride_xb", "stride_xt"])(_rnn_linear_fwd)
+
+
 @triton.jit(do_not_specialize=["B", "T"])
 def _rnn_linear_bwd_kernel(
     hs_ptr, lengths_ptr, w_hh_ptr, fc_w_ptr, w_hh_lo_ptr, fc_w_lo_ptr, dy_ptr, dhn_ptr,
     g_ptr, dh0_ptr,
     B, T, H, O,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_O: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, HAS_DHN: tl.constexpr, RELU: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, HAS_DHN: tl.constexpr, RELU: tl.constexpr, MASK_H: tl.constexpr,
     PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     """Reverse-time sweep: dh_T = fc_Wᵀ dy (+ dh_n); g_t = dh_t ⊙ act'(h_t); dh_{t-1} = W_hhᵀ g_t.
@@ -277,6 +294,10 @@ def _rnn_linear_bwd_kernel(
             g = tl.where(h_t > 0, dh, 0.0)
         else:
             g = dh * (1.0 - h_t * h_t)
+        if MASK_H:
+            # An infinite dh times a padded (zero) weight is NaN in a padded
+            # row; g there must stay 0 so it cannot reach real rows.
+            g = tl.where((offs_h < H)[:, None], g, 0.0)
         if HAS_LENGTHS:
             # Steps past a sequence's length were identities (h_t = h_{t-1}):
             # no gradient to the pre-activation, dh passes through unchanged.
@@ -376,20 +397,17 @@ def split_tf32(w):
 
     For "tf32x3" products (see _mm). Done on the host so that both tiles reach
     the kernel through loads: a weight split inside the kernel would sit in
-    registers instead of shared memory. Where w is nonzero and TF32-exact, lo
-    is ±2^-126 (the smallest normal float, with w's sign) instead of 0, so that
-    lo times an infinite input is an infinity of the right sign rather than
-    NaN; it changes a product by at most 2^-126 of the input.
+    registers instead of shared memory. Non-finite and TF32-exact weights are
+    split so that products behave as one IEEE product does: a NaN stays NaN in
+    hi, and lo is never 0 for a nonzero w (±2^-126, w's sign, where w is
+    TF32-exact or infinite), so lo times an infinite input is an infinity of
+    the right sign, not NaN. That changes a product by at most 2^-126 of the input.
     """
     hi = (w.view(torch.int32) & -8192).view(torch.float32)  # -8192 = 0xFFFFE000
+    hi = torch.where(w.isnan(), w, hi)
     lo = w - hi
-    tiny = torch.where(w < 0, -TINY_NORMAL, TINY_NORMAL)
-    return hi, torch.where((lo == 0) & (w != 0), tiny, lo)
-
-
-# The smallest normal fp32 number: TF32 keeps fp32's exponent range, and a
-# normal number is not flushed to zero by the tensor core.
-TINY_NORMAL = 2.0 ** -126
+    tiny = torch.where(w < 0, -TINY_NORMAL.value, TINY_NORMAL.value)
+    return hi, torch.where(((lo == 0) | lo.isnan()) & (w != 0), tiny, lo)
 
 
 def smem_bytes(dtype, block_i, block_h, block_o, allow_tf32, *, store_hs=False, backward=False):
@@ -443,17 +461,11 @@ def launch_unsupported_reason(dtype, input_size, hidden_size, output_size, allow
 
 
 def auto_takes(dtype, input_size, hidden_size, output_size, allow_tf32, needs_grad):
-    """Whether backend="auto" runs the kernels: padded sizes up to AUTO_MAX_BLOCK that launch without spilling.
+    """Whether backend="auto" runs the kernels: padded sizes up to AUTO_MAX_BLOCK that launch.
 
-    The one spilling configuration below the line in the static report is
-    "tf32x3" with I padded to 128 and H to 64 (80-356 B per thread: the split x
-    operand and both weight copies exceed 255 registers); it launches under a
-    forced "triton", but "auto" leaves it to the stock path.
+    Below that line the static report shows no configuration that spills.
     """
-    block_i, block_h = block(input_size), block(hidden_size)
     if any(block(n) > AUTO_MAX_BLOCK for n in (input_size, hidden_size, output_size)):
-        return False
-    if precision(dtype, allow_tf32, interpreted=False) == "tf32x3" and block_i > block_h >= 64:
         return False
     return launch_unsupported_reason(dtype, input_size, hidden_size, output_size, allow_tf32, needs_grad) is None
 
@@ -486,8 +498,10 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
     w_ih_lo = w_hh_lo = fc_w_lo = None
     if prec == "tf32x3":
         (w_ih, w_ih_lo), (w_hh, w_hh_lo), (fc_w, fc_w_lo) = split_tf32(w_ih), split_tf32(w_hh), split_tf32(fc_w)
+    aligned = x.stride(0) % 16 == 0 and x.stride(1) % 16 == 0
     _launch(
-        _rnn_linear_fwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
+        _rnn_linear_fwd_kernel if aligned else _rnn_linear_fwd_kernel_any_stride,
+        (triton.cdiv(B, BLOCK_B),), wrap,
         x, h0, lengths,
         w_ih, w_hh, b_ih, b_hh, fc_w, fc_b,
         w_ih_lo, w_hh_lo, fc_w_lo,
@@ -528,7 +542,7 @@ def rnn_linear_bwd_sweep(hs, w_hh, fc_w, dy, dhn=None, lengths=None, *, relu=Fal
         g, dh0,
         B, T, H, O,
         BLOCK_B=BLOCK_B, BLOCK_H=block_h, BLOCK_O=block_o,
-        HAS_LENGTHS=lengths is not None, HAS_DHN=dhn is not None, RELU=relu,
+        HAS_LENGTHS=lengths is not None, HAS_DHN=dhn is not None, RELU=relu, MASK_H=H != block_h,
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
         num_warps=num_warps(prec, block_h),
     )
