@@ -3,7 +3,9 @@
 ``torch.ops.fused_rnn.rnn_linear`` and ``torch.ops.fused_rnn.rnn_linear_bwd_sweep``
 are ``triton_op``s: on CUDA their bodies launch the Triton kernels through
 ``wrap_triton``, so torch.compile sees (and Inductor calls) the kernels
-directly; on other devices the bodies run the stock math. Autograd is
+directly; on other devices the bodies call ``fused_rnn::rnn_linear_stock`` and
+``fused_rnn::rnn_bwd_sweep_stock``, plain custom ops running the stock math,
+opaque to the compiler so that T stays symbolic. Autograd is
 registered with ``register_autograd`` and shares its saving and products with
 the eager path (fused_rnn.ops.save_for_backward, fused_rnn.ops.backward).
 
@@ -20,6 +22,50 @@ from torch.library import triton_op, wrap_triton
 
 from .ops import _kernels, backward, save_for_backward
 from .reference import rnn_bwd_sweep_loop, rnn_states_stock
+
+
+# Off CUDA the triton_ops' bodies call these plain custom ops. A triton_op's
+# body is traced into the graph under torch.compile (that is how Inductor sees
+# the Triton launches); the stock math traced there would unroll the time loop
+# and fix T, so every new T would recompile. These are opaque to the compiler,
+# with shape-only fake implementations, so T stays symbolic.
+@torch.library.custom_op("fused_rnn::rnn_linear_stock", mutates_args=())
+def rnn_linear_stock_op(
+    x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor,
+    bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor],
+    fc_weight: torch.Tensor, fc_bias: Optional[torch.Tensor],
+    h0: Optional[torch.Tensor], lengths: Optional[torch.Tensor], relu: bool, store_hs: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The stock math of fused_rnn::rnn_linear: (y [B, O], h_n [B, H], hs [B, T, H] fp32 or empty)."""
+    states = rnn_states_stock(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, lengths, "relu" if relu else "tanh")
+    # Outputs of a custom op may not alias each other, and are contiguous as the fake says.
+    h_n = states[:, -1].clone(memory_format=torch.contiguous_format)
+    y = F.linear(h_n, fc_weight, fc_bias)
+    hs = (states.to(torch.float32, memory_format=torch.contiguous_format, copy=True) if store_hs
+          else x.new_empty(0, dtype=torch.float32))
+    return y, h_n, hs
+
+
+@rnn_linear_stock_op.register_fake
+def _(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths, relu, store_hs):
+    B, T, _ = x.shape
+    H, O = weight_hh.shape[0], fc_weight.shape[0]
+    hs = x.new_empty((B, T, H) if store_hs else (0,), dtype=torch.float32)
+    return x.new_empty(B, O), x.new_empty(B, H), hs
+
+
+@torch.library.custom_op("fused_rnn::rnn_bwd_sweep_stock", mutates_args=())
+def rnn_bwd_sweep_stock_op(
+    hs: torch.Tensor, weight_hh: torch.Tensor, fc_weight: torch.Tensor, dy: torch.Tensor,
+    dh_n: Optional[torch.Tensor], lengths: Optional[torch.Tensor], relu: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reverse-time sweep in plain PyTorch: (g [B, T, H], dh0 [B, H]), fp32."""
+    return rnn_bwd_sweep_loop(hs, weight_hh, fc_weight, dy, dh_n, lengths, "relu" if relu else "tanh")
+
+
+@rnn_bwd_sweep_stock_op.register_fake
+def _(hs, weight_hh, fc_weight, dy, dh_n, lengths, relu):
+    return torch.empty_like(hs), hs.new_empty(hs.shape[0], hs.shape[2])
 
 
 @triton_op("fused_rnn::rnn_linear", mutates_args=())
@@ -40,11 +86,8 @@ def rnn_linear_op(
             x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths,
             relu=relu, allow_tf32=allow_tf32, store_hn=True, store_hs=store_hs, wrap=wrap_triton)
     else:
-        states = rnn_states_stock(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, lengths,
-                                  "relu" if relu else "tanh")
-        h_n = states[:, -1].clone()  # outputs of a custom op may not alias each other
-        y = F.linear(h_n, fc_weight, fc_bias)
-        hs = states.to(torch.float32, copy=True) if store_hs else None
+        y, h_n, hs = rnn_linear_stock_op(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0,
+                                         lengths, relu, store_hs)
     if hs is None:
         hs = x.new_empty(0, dtype=torch.float32)
     return y, h_n, hs
@@ -59,12 +102,12 @@ def rnn_linear_bwd_sweep_op(
     if hs.device.type == "cuda":
         return _kernels().rnn_linear_bwd_sweep(hs, weight_hh, fc_weight, dy, dh_n, lengths, relu=relu,
                                                allow_tf32=allow_tf32, wrap=wrap_triton)
-    return rnn_bwd_sweep_loop(hs, weight_hh, fc_weight, dy, dh_n, lengths, "relu" if relu else "tanh")
+    return rnn_bwd_sweep_stock_op(hs, weight_hh, fc_weight, dy, dh_n, lengths, relu)
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight_ih, weight_hh, bias_ih, _, fc_weight, fc_bias, h0, lengths, relu, allow_tf32, _ = inputs
-    save_for_backward(ctx, x, weight_ih, weight_hh, bias_ih, fc_weight, fc_bias, h0, lengths, output[2],
+    x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths, relu, allow_tf32, _ = inputs
+    save_for_backward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths, output[2],
                       relu, allow_tf32)
 
 

@@ -27,16 +27,18 @@ def rnn_linear_loop(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bia
     act = torch.tanh if nonlinearity == "tanh" else torch.relu
     h = x.new_zeros(B, H) if h0 is None else h0
     for t in range(T):
-        pre = x[:, t] @ weight_ih.T + h @ weight_hh.T
+        x_t = x[:, t]
+        if lengths is not None:
+            # Padding is never read: zeroed, so that not even 0 · NaN reaches a gradient.
+            valid = (t < lengths.to(x.device))[:, None]
+            x_t = torch.where(valid, x_t, 0)
+        pre = x_t @ weight_ih.T + h @ weight_hh.T
         if bias_ih is not None:
             pre = pre + bias_ih
         if bias_hh is not None:
             pre = pre + bias_hh
         h_new = act(pre)
-        if lengths is None:
-            h = h_new
-        else:
-            h = torch.where((t < lengths.to(x.device))[:, None], h_new, h)
+        h = h_new if lengths is None else torch.where(valid, h_new, h)
     y = h @ fc_weight.T
     if fc_bias is not None:
         y = y + fc_bias
