@@ -360,24 +360,27 @@ def _differentiable_backward(ctx, dy, dh_n):
 def rnn_linear_unrolled(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths, relu):
     """rnn_linear as a loop of differentiable ops (any order of derivative); (y [B, O], h_n [B, H]) in x's dtype.
 
-    Padding after each length is zeroed before it is read and the state is held
-    there, so non-finite padding reaches neither the outputs nor any gradient.
+    With lengths only the sequences still running step, so padding (even NaN)
+    reaches neither the outputs nor any gradient, as with a PackedSequence.
     """
     B, T, _ = x.shape
     wide = torch.float64 if x.dtype == torch.float64 else torch.float32
     w_ih, w_hh, fc_w = weight_ih.to(wide), weight_hh.to(wide), fc_weight.to(wide)
     bias = (bias_ih.to(wide) + bias_hh.to(wide)) if bias_ih is not None else None
     h = h0.to(wide) if h0 is not None else x.new_zeros(B, weight_hh.shape[0], dtype=wide)
-    for t in range(T):
-        x_t = x[:, t].to(wide)
-        if lengths is not None:
-            valid = (t < lengths)[:, None]
-            x_t = torch.where(valid, x_t, 0)
-        pre = x_t @ w_ih.T + h @ w_hh.T
+
+    def step(x_t, h):
+        pre = x_t.to(wide) @ w_ih.T + h @ w_hh.T
         if bias is not None:
             pre = pre + bias
-        h_new = torch.relu(pre) if relu else torch.tanh(pre)
-        h = torch.where(valid, h_new, h) if lengths is not None else h_new
+        return torch.relu(pre) if relu else torch.tanh(pre)
+
+    for t in range(T):
+        if lengths is None:
+            h = step(x[:, t], h)
+        else:
+            rows = torch.nonzero(t < lengths).flatten()
+            h = h.index_put((rows,), step(x[rows, t], h[rows]))
     y = h @ fc_w.T
     if fc_bias is not None:
         y = y + fc_bias.to(wide)

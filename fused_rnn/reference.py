@@ -26,19 +26,24 @@ def rnn_linear_loop(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bia
     H = weight_hh.shape[0]
     act = torch.tanh if nonlinearity == "tanh" else torch.relu
     h = x.new_zeros(B, H) if h0 is None else h0
-    for t in range(T):
-        x_t = x[:, t]
-        if lengths is not None:
-            # Padding is never read: zeroed, so that not even 0 · NaN reaches a gradient.
-            valid = (t < lengths.to(x.device))[:, None]
-            x_t = torch.where(valid, x_t, 0)
+
+    def step(x_t, h):
         pre = x_t @ weight_ih.T + h @ weight_hh.T
         if bias_ih is not None:
             pre = pre + bias_ih
         if bias_hh is not None:
             pre = pre + bias_hh
-        h_new = act(pre)
-        h = h_new if lengths is None else torch.where(valid, h_new, h)
+        return act(pre)
+
+    for t in range(T):
+        if lengths is None:
+            h = step(x[:, t], h)
+        else:
+            # Only the sequences still running step; the others' states are held
+            # and their padding is never read, by the outputs or by any gradient
+            # (a torch.where over all rows would send 0 · NaN back through them).
+            rows = torch.nonzero(t < lengths.to(x.device)).flatten()
+            h = h.index_put((rows,), step(x[rows, t], h[rows]))
     y = h @ fc_weight.T
     if fc_bias is not None:
         y = y + fc_bias
