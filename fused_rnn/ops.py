@@ -304,19 +304,25 @@ def backward(ctx, dy, dh_n, sweep, differentiable=False):
     g, dh0 = sweep(hs, weight_hh, fc_weight, dy, dh_n, lengths, relu=ctx.relu, allow_tf32=ctx.allow_tf32)
     need_x, need_w_ih, need_w_hh, need_b_ih, need_b_hh, need_fc_w, need_fc_b, need_h0 = ctx.needs_input_grad[:8]
     g2 = g.view(B * T, H)
+    # g is 0 at the steps past each length, but 0 · NaN = NaN: what a product
+    # meets there (NaN padding in x, a NaN state held from a NaN weight or bias,
+    # a NaN in W_ih) is replaced by 0, so padding reaches no gradient, as with
+    # a PackedSequence.
+    valid = None
+    if lengths is not None:
+        valid = (torch.arange(T, device=x.device)[None, :] < lengths[:, None])[:, :, None]
     dx = dw_ih = dw_hh = db = dfc_w = dfc_b = dh0_out = None
     if need_x:
-        dx = (g2 @ weight_ih.float()).view(B, T, I).to(x.dtype)
+        dx = (g2 @ weight_ih.float()).view(B, T, I)
+        dx = (dx if valid is None else torch.where(valid, dx, 0)).to(x.dtype)
     if need_w_ih:
-        x_read = x
-        if lengths is not None:
-            # g is 0 past each length, but 0 · NaN = NaN: padding must not reach the product.
-            valid = torch.arange(T, device=x.device)[None, :] < lengths[:, None]
-            x_read = torch.where(valid[:, :, None], x, 0)
+        x_read = x if valid is None else torch.where(valid, x, 0)
         dw_ih = (g2.T @ x_read.reshape(B * T, I).float()).to(weight_ih.dtype)
     if need_w_hh:
         first = h0.float() if h0 is not None else hs.new_zeros(B, H)
         h_prev = torch.cat([first[:, None], hs[:, :-1]], dim=1)
+        if valid is not None:
+            h_prev = torch.where(valid, h_prev, 0)
         dw_hh = (g2.T @ h_prev.reshape(B * T, H)).to(weight_hh.dtype)
     if bias_ih is not None and (need_b_ih or need_b_hh):
         db = g2.sum(0).to(weight_hh.dtype)

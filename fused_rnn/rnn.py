@@ -104,7 +104,7 @@ class RNN(nn.Module):
     @property
     def _flat_weights(self):
         """The weights in ATen's order, read now (nn.RNN keeps a cached copy of this list)."""
-        return [getattr(self, name) for name in self._flat_weights_names]
+        return [getattr(self, name, None) for name in self._flat_weights_names]
 
     @property
     def all_weights(self):

@@ -71,6 +71,27 @@ def test_nan_padding_leaves_gradients_finite(backend):
         torch.testing.assert_close(got.grad.double(), want.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("backend", ["triton", "torch", "compiled"])
+@pytest.mark.parametrize("where", ["bias_ih", "weight_ih", "weight_hh"])
+def test_nan_parameter_with_lengths_leaves_padding_out_of_gradients(backend, where):
+    """A NaN weight or bias makes the held state and W_ih NaN; the products past each length must
+    not meet them (0 · NaN), so every gradient's NaN pattern is the float64 loop's (the packed stock one)."""
+    params = [p.clone() for p in make_params(I, H, O, seed=5)]
+    target = {"weight_ih": 0, "weight_hh": 1, "bias_ih": 2}[where]
+    params[target].view(-1)[3] = float("nan")
+    params = [p.requires_grad_() for p in params]
+    lengths = torch.tensor([5, 2, 1, 3])
+    x = torch.randn(B, T, I, device=DEVICE, requires_grad=True)
+    fn = torch.compile(rnn_linear, fullgraph=True) if backend == "compiled" else rnn_linear
+    y = fn(x, *params, lengths=lengths, backend="auto" if backend == "compiled" else backend)
+    y.backward(torch.ones_like(y))
+    ref = [t.detach().double().requires_grad_() for t in (x, *params)]
+    y_ref = rnn_linear_loop(*ref, lengths=lengths)[0]
+    y_ref.backward(torch.ones_like(y_ref))
+    for name, got, want in zip(["x", "w_ih", "w_hh", "b_ih", "b_hh", "fc_w", "fc_b"], (x, *params), ref):
+        torch.testing.assert_close(got.grad.double(), want.grad, atol=1e-5, rtol=1e-4, equal_nan=True, msg=name)
+
+
 def count_compiles(fn, calls):
     from torch._dynamo.utils import counters
     counters.clear()

@@ -26,11 +26,14 @@ KERNEL_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 BACKENDS = ["auto", "triton", "torch"]
 # Gradients are sums over B·T terms: tolerances relative to the largest reference entry.
 GRAD_TOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
-# The stock path in fp16/bf16 on CPU (ATen's RNN) rounds every intermediate to the
-# dtype, 7 steps deep here: errors of up to 20% of the largest bf16 gradient were
-# seen (2% in fp16). That is stock nn.RNN's own precision, not this package's.
-STOCK_GRAD_TOL = {torch.float16: 5e-2, torch.bfloat16: 3e-1}
+# Backends that run the stock math (ATen's RNN, as nn.RNN) here. On CPU it keeps
+# fp16/bf16 states and rounds every intermediate to the dtype: bf16 gradients off
+# by 20-40% of their largest entry after 7 relu steps were seen, and a state that
+# cancels to exactly 0 meets an Inf weight as 0 · Inf = NaN where the float64
+# loop's state is not 0. That is nn.RNN's own precision, the same ATen call, so
+# these backends are checked in float32 and float64 only; the kernels in all dtypes.
 STOCK_ON_DEVICE = ("torch",) if DEVICE == "cuda" else ("torch", "auto")
+STOCK_DTYPES = [torch.float32, torch.float64]
 FWD_TOL = {**TOL, torch.float64: dict(atol=1e-10, rtol=1e-9)}
 NAMES = ["x", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "fc_weight", "fc_bias", "h0"]
 
@@ -57,7 +60,8 @@ KERNEL_ITEM_C = "kernel item (c): fp32 tanh loses relative accuracy near 0 ((1�
 
 @st.composite
 def cases(draw, backend, *, hidden=None, nonlinearity=None, nonfinite=(), require_nonfinite=False):
-    dtypes = KERNEL_DTYPES if backend == "triton" else KERNEL_DTYPES + [torch.float64]
+    dtypes = (KERNEL_DTYPES if backend == "triton" else STOCK_DTYPES if backend in STOCK_ON_DEVICE
+              else KERNEL_DTYPES + [torch.float64])
     case = dict(
         B=draw(st.integers(1, 9)), T=draw(st.integers(1, 7)), I=draw(st.integers(1, 20)),
         H=draw(st.sampled_from(hidden) if hidden else st.integers(1, 40)), O=draw(st.integers(1, 6)),
@@ -73,7 +77,7 @@ def cases(draw, backend, *, hidden=None, nonlinearity=None, nonfinite=(), requir
                        if case["use_lengths"] else None)
     spots = []
     if nonfinite:
-        targets = ["x", "x_padding", "bias_ih", "weight_hh"] + (["h0"] if case["h0"] else [])
+        targets = ["x", "x_padding", "bias_ih", "weight_ih", "weight_hh"] + (["h0"] if case["h0"] else [])
         n = draw(st.integers(1 if require_nonfinite else 0, 3))
         for _ in range(n):
             spots.append((draw(st.sampled_from(targets)), draw(st.sampled_from(nonfinite)),
@@ -110,6 +114,8 @@ def build(case):
             h0.view(-1)[k % h0.numel()] = value
         elif target == "bias_ih" and params[2] is not None:
             params[2][k % H] = value
+        elif target == "weight_ih":
+            params[0].view(-1)[k % (H * I)] = value
         elif target == "weight_hh":
             params[1].view(-1)[k % (H * H)] = value
     leaves = [t.to(DEVICE, dtype).requires_grad_() if t is not None else None for t in (x0, *params, h0)]
@@ -156,8 +162,6 @@ def check(case, backend):
         finite = want.grad[torch.isfinite(want.grad)]
         scale = finite.abs().max().item() if finite.numel() else 1.0
         tol = GRAD_TOL[dtype]
-        if backend in STOCK_ON_DEVICE:
-            tol = STOCK_GRAD_TOL.get(dtype, tol)
         torch.testing.assert_close(got.grad.double(), want.grad, atol=tol * max(scale, 1e-3), rtol=tol,
                                    equal_nan=True, msg=lambda m: f"d{name}: {m}")
 
@@ -174,10 +178,12 @@ def test_finite_cases(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nonfinite_tanh(backend):
     """NaN anywhere; ±Inf with an unpadded H (see test_inf_with_padded_hidden for the rest)."""
+    inf = float("inf")
+
     @settings(max_examples=25, **SETTINGS)
     @given(st.one_of(
         cases(backend, nonlinearity="tanh", nonfinite=(float("nan"),), require_nonfinite=True),
-        cases(backend, nonlinearity="tanh", hidden=UNPADDED_H, nonfinite=(float("nan"), float("inf"), -float("inf")),
+        cases(backend, nonlinearity="tanh", hidden=UNPADDED_H, nonfinite=(float("nan"), inf, -inf),
               require_nonfinite=True)))
     def run(case):
         check(case, backend)
