@@ -498,7 +498,8 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
     # Under torch.compile the registered op (fused_rnn/library.py) keeps the graph
     # whole: on CUDA it is the kernel, elsewhere the stock math without packing
     # (pack_padded_sequence reads lengths, which breaks a graph).
-    use_op = torch.compiler.is_compiling() and (chosen == "triton" or x.device.type != "cuda")
+    # Meta tensors take the op too: its shape-only fake needs no lengths values (packing does).
+    use_op = x.is_meta or (torch.compiler.is_compiling() and (chosen == "triton" or x.device.type != "cuda"))
     if chosen == "torch" and not use_op:
         training = torch.is_grad_enabled()
         y, h_n = rnn_linear_stock(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias,

@@ -137,10 +137,15 @@ def test_empty_batch_like_seed(backend):
     assert y.shape == (0, O)
 
 
-def test_meta_module_on_meta_input():
-    _, ours = models(backend="auto")
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_meta_module_on_meta_input(backend):
+    _, ours = models(backend=backend)
     ours = ours.to("meta")
-    y = ours(torch.randn(B, T, I, device="meta"))
+    x = torch.randn(B, T, I, device="meta")
+    y = ours(x)
+    assert y.is_meta and y.shape == (B, O)
+    lengths = torch.tensor([1, 2, 3, 4, 5], device="meta")
+    y = fused_rnn.rnn_linear(x, *ours.parameters(), lengths=lengths, backend=backend)
     assert y.is_meta and y.shape == (B, O)
 
 

@@ -101,7 +101,7 @@ def count_compiles(fn, calls):
 
 
 @pytest.mark.parametrize("train", [False, True])
-def test_compile_does_not_recompile_per_T(train):
+def test_compile_does_not_recompile_per_T_or_B(train):
     torch.manual_seed(0)
     model = SimpleRNN(I, H, O).to(DEVICE)
     compiled = torch.compile(model, fullgraph=True)
@@ -113,10 +113,11 @@ def test_compile_does_not_recompile_per_T(train):
         return y
 
     torch._dynamo.reset()
-    # The first new size compiles it dynamic (dynamo's automatic dynamic shapes); after that, none.
-    calls = [(torch.randn(B, t, I, device=DEVICE), torch.full((B,), t)) for t in (2, 3)]
+    # The first new T and B compile it dynamic (dynamo's automatic dynamic shapes); after that, none.
+    calls = [(torch.randn(b, t, I, device=DEVICE), torch.full((b,), t)) for b, t in ((B, 2), (B + 3, 3))]
     count_compiles(step, calls)
-    more = [(torch.randn(B, t, I, device=DEVICE), torch.arange(B) % t + 1) for t in range(4, 14)]
+    more = [(torch.randn(b, t, I, device=DEVICE), torch.arange(b) % t + 1)
+            for t in range(4, 14) for b in (B, B + 3)]
     assert count_compiles(step, more) == 0
     x, lengths = more[-1]
     torch.testing.assert_close(compiled(x, lengths=lengths), model(x, lengths=lengths), **TOL[torch.float32])
