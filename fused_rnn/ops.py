@@ -38,6 +38,8 @@ def _kernels():
             from .kernels import rnn_linear as kernels
         except ImportError as e:  # triton missing or broken
             kernels = f"triton could not be imported ({e}); install it with `pip install triton` (Linux)"
+        else:
+            kernels = _interpreter_mismatch(kernels) or kernels   # decided once, at definition
         _KERNELS = kernels
     return _KERNELS
 
@@ -52,9 +54,6 @@ def kernel_unsupported_reason(x, hidden_size, output_size):
     kernels = _kernels()
     if isinstance(kernels, str):
         return kernels
-    mismatch = _interpreter_mismatch(kernels)
-    if mismatch is not None:
-        return mismatch
     if x.device.type == "cpu" and not kernels.INTERPRETED:
         return ("the Triton kernel runs on CPU tensors only through the Triton interpreter: set "
                 "TRITON_INTERPRET=1 in the environment before triton is imported, or use backend='auto' "

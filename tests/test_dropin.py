@@ -13,7 +13,7 @@ from torch.nn.utils import parametrizations
 
 import fused_rnn
 import seed_model
-from conftest import DEVICE, TOL, run_python
+from conftest import DEVICE, TOL
 from fused_rnn import SimpleRNN
 
 B, T, I, H, O = 5, 6, 4, 12, 3

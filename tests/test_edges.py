@@ -127,8 +127,8 @@ def test_export_with_dynamic_T():
     torch.manual_seed(0)
     model = SimpleRNN(I, H, O)
     x = torch.randn(B, 4, I)
-    program = torch.export.export(model, (x,), dynamic_shapes={"x": {0: torch.export.Dim("B", min=2),
-                                                                      1: torch.export.Dim("T", min=2)}})
+    dims = {0: torch.export.Dim("B", min=2), 1: torch.export.Dim("T", min=2)}
+    program = torch.export.export(model, (x,), dynamic_shapes={"x": dims})
     for shape in ((B, 9, I), (7, 3, I)):
         x = torch.randn(shape)
         torch.testing.assert_close(program.module()(x), model(x), **TOL[torch.float32])
