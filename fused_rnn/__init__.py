@@ -1,8 +1,9 @@
 """fused_rnn: recurrent networks as fused GPU kernels (Triton), with the stock path on CPU."""
 
 from .module import SimpleRNN
+from .rnn import RNN
 from .ops import rnn_linear
 from . import library  # noqa: F401,E402  registers torch.ops.fused_rnn.*
 
-__all__ = ["SimpleRNN", "rnn_linear"]
+__all__ = ["RNN", "SimpleRNN", "rnn_linear"]
 __version__ = "0.1.0"

@@ -5,6 +5,8 @@ launches) → ``_RNNLinearFunction`` (autograd) → ``rnn_linear`` (checks and
 dispatch; this file) → ``fused_rnn.SimpleRNN`` (the drop-in module).
 """
 
+import threading
+
 import torch
 
 from .reference import rnn_linear_stock
@@ -15,6 +17,12 @@ KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 _KERNELS = None
+
+# The Triton interpreter patches triton.language's globals while a kernel runs,
+# so two interpreted launches from different threads break each other
+# (intermittent InterpreterErrors). Interpreted launches take this lock;
+# compiled launches on a GPU do not.
+_INTERPRETER_LOCK = threading.Lock()
 
 
 def _kernels():
@@ -30,6 +38,8 @@ def _kernels():
             from .kernels import rnn_linear as kernels
         except ImportError as e:  # triton missing or broken
             kernels = f"triton could not be imported ({e}); install it with `pip install triton` (Linux)"
+        else:
+            kernels = _interpreter_mismatch(kernels) or kernels   # decided once, at definition
         _KERNELS = kernels
     return _KERNELS
 
@@ -60,6 +70,23 @@ def kernel_unsupported_reason(x, hidden_size, output_size, allow_tf32=False, nee
     return None
 
 
+def _interpreter_mismatch(kernels):
+    """A sentence if TRITON_INTERPRET was switched on after triton was imported, else None.
+
+    triton decides interpreted or compiled per @triton.jit function when it is
+    defined: triton.language's own helpers at ``import triton`` (which
+    ``import fused_rnn`` does), ours when the kernels are first used. A kernel
+    interpreted with compiled helpers fails inside the interpreter with
+    "Cannot call @triton.jit'd outside of the scope of a kernel".
+    """
+    import triton.language as tl
+    helpers_interpreted = type(tl.standard.sigmoid).__name__ == "InterpretedFunction"
+    if kernels.INTERPRETED and not helpers_interpreted:
+        return ("TRITON_INTERPRET=1 was set after triton was imported (import fused_rnn imports it); set it in "
+                "the environment before Python starts, or before the first import of triton or fused_rnn")
+    return None
+
+
 def cuda_unsupported_reason(x, needs_grad):
     """Why the CUDA C++ cluster kernel (csrc/) cannot run this call, or None if it can."""
     if x.device.type != "cuda":
@@ -73,11 +100,13 @@ def cuda_unsupported_reason(x, needs_grad):
     return extension if isinstance(extension, str) else None
 
 
-def select_backend(backend, x, hidden_size, output_size, needs_grad=False, allow_tf32=False):
+def select_backend(backend, x, hidden_size, output_size, needs_grad=False, allow_tf32=None):
     """The backend that runs for this call: "triton", "cuda" or "torch".
 
     "auto" never picks "cuda": that kernel is not yet proven on a GPU. A forced
     "triton" or "cuda" that cannot run raises a RuntimeError saying why.
+    allow_tf32 is rnn_linear's (None follows torch.backends.cudnn.allow_tf32):
+    with 3xTF32 the weight tiles take twice the shared memory.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -90,26 +119,16 @@ def select_backend(backend, x, hidden_size, output_size, needs_grad=False, allow
         return "cuda"
     if backend == "auto" and x.device.type != "cuda":
         return "torch"
+    allow_tf32 = resolve_allow_tf32(allow_tf32)
     reason = kernel_unsupported_reason(x, hidden_size, output_size, allow_tf32, needs_grad)
     if backend == "auto":
-        efficient = reason is None and auto_takes_kernel(x.shape[2], hidden_size, output_size)
+        # kernels.auto_takes: up to AUTO_MAX_BLOCK, where the static report shows no spills.
+        efficient = reason is None and _kernels().auto_takes(x.dtype, x.shape[2], hidden_size, output_size,
+                                                             allow_tf32, needs_grad)
         return "triton" if efficient else "torch"
     if reason is not None:
         raise RuntimeError(f"backend='triton' cannot run this call: {reason}")
     return "triton"
-
-
-def auto_takes_kernel(input_size, hidden_size, output_size):
-    """Whether backend="auto" runs the kernel for these sizes (when it can launch at all).
-
-    Up to AUTO_MAX_BLOCK (128, padded), where the static report
-    (benchmarks/results/static_sm90a_triton3.6.json) shows no spills; from
-    there to MAX_BLOCK only "triton" takes it.
-    """
-    kernels = _kernels()
-    if isinstance(kernels, str):
-        return False
-    return all(kernels.block(n) <= kernels.AUTO_MAX_BLOCK for n in (input_size, hidden_size, output_size))
 
 
 def _shape(t):
@@ -134,13 +153,8 @@ def _check_size(name, t, expected):
         raise ValueError(f"{name} must have shape {expected}, got {_shape(t)}")
 
 
-def check_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths):
-    """Validate shapes, dtypes and devices; return (h0 as [B, H] or None, lengths or None).
-
-    x: [B, T, I]; weight_ih: [H, I]; weight_hh: [H, H]; bias_ih, bias_hh: [H] (both or
-    neither); fc_weight: [O, H]; fc_bias: [O] or None; h0: [1, B, H] or [B, H];
-    lengths: [B] integers in [1, T].
-    """
+def check_x(x, input_size=None):
+    """x must be a floating-point [B, T, I] tensor with T ≥ 1 (B = 0 is allowed, as nn.RNN allows it)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
@@ -148,9 +162,52 @@ def check_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, 
     if x.dim() != 3:
         raise ValueError(f"x must be 3-D [batch, time, input_size], got a {x.dim()}-D tensor "
                          f"of shape {_shape(x)}")
+    if x.shape[1] == 0:
+        raise ValueError(f"x must have a time size ≥ 1, got shape {_shape(x)}")
+    if input_size is not None and x.shape[2] != input_size:
+        raise ValueError(f"x has input_size {x.shape[2]} (last dim of shape {_shape(x)}) but the RNN expects "
+                         f"input_size {input_size}")
+
+
+def check_lengths(lengths, x):
+    """lengths as an integer tensor of shape [B], values checked against [1, T] where they can be read.
+
+    Eager calls read the values and raise a ValueError naming them. Under
+    torch.compile reading them would break the graph, so a runtime assert
+    (torch._assert_async) goes into the graph instead: a RuntimeError.
+    """
+    B, T = x.shape[0], x.shape[1]
+    if not isinstance(lengths, torch.Tensor):
+        if isinstance(lengths, (str, bytes)) or not hasattr(lengths, "__len__"):
+            raise TypeError(f"lengths must be a tensor or a sequence of integers, got {type(lengths).__name__}")
+        try:
+            lengths = torch.as_tensor(lengths)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"lengths must be a tensor or a sequence of integers, got {lengths!r} ({e})") from None
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
+    if _shape(lengths) != (B,):
+        raise ValueError(f"lengths must have shape ({B},) (one per sequence), got {_shape(lengths)}")
+    if lengths.is_meta and not x.is_meta:
+        raise ValueError("lengths is on meta, so its values cannot be read; pass them on the CPU or on x's device")
+    if torch.compiler.is_compiling():
+        torch._assert_async(((lengths >= 1) & (lengths <= T)).all(), "lengths must lie in [1, T]")
+    elif not x.is_meta and B > 0:
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 1 or hi > T:
+            raise ValueError(f"lengths must lie in [1, T={T}], got values from {lo} to {hi}")
+    return lengths
+
+
+def check_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths):
+    """Validate shapes, dtypes and devices; return (h0 as [B, H] or None, lengths or None).
+
+    x: [B, T, I]; weight_ih: [H, I]; weight_hh: [H, H]; bias_ih, bias_hh: [H] (both or
+    neither); fc_weight: [O, H]; fc_bias: [O] or None; h0: [1, B, H] or [B, H];
+    lengths: [B] integers in [1, T] (a tensor or a sequence).
+    """
+    check_x(x)
     B, T, I = x.shape
-    if B == 0 or T == 0:
-        raise ValueError(f"x must have batch and time sizes ≥ 1, got shape {_shape(x)}")
     _check_tensor("weight_hh", weight_hh, 2, x)
     H = weight_hh.shape[0]
     _check_size("weight_hh", weight_hh, (H, H))
@@ -181,80 +238,168 @@ def check_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, 
         h0 = h0.reshape(B, H)
 
     if lengths is not None:
-        lengths = torch.as_tensor(lengths)
-        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-            raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
-        if _shape(lengths) != (B,):
-            raise ValueError(f"lengths must have shape ({B},) (one per sequence), got {_shape(lengths)}")
-        # Reading values is data-dependent: torch.compile would have to break the
-        # graph here, so compiled code skips this one check.
-        if not torch.compiler.is_compiling():
-            lo, hi = int(lengths.min()), int(lengths.max())
-            if lo < 1 or hi > T:
-                raise ValueError(f"lengths must lie in [1, T={T}], got values from {lo} to {hi}")
+        lengths = check_lengths(lengths, x)
     return h0, lengths
 
 
-def save_for_backward(ctx, x, weight_ih, weight_hh, bias_ih, fc_weight, fc_bias, h0, lengths, hs,
+def resolve_allow_tf32(allow_tf32):
+    """None follows torch.backends.cudnn.allow_tf32 now, as nn.RNN does (a guard under torch.compile)."""
+    if allow_tf32 is None:
+        return bool(torch.backends.cudnn.allow_tf32)
+    return bool(allow_tf32)
+
+
+def _under_functorch():
+    """Whether a torch.func transform (grad, jvp, vmap, ...) is active around this eager call.
+
+    Under torch.compile the registered op runs instead, and Dynamo handles the transforms itself.
+    """
+    return not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None
+
+
+def launch(fn, *args, **kwargs):
+    """Run a kernel launcher; interpreted launches one thread at a time (see _INTERPRETER_LOCK)."""
+    if _kernels().INTERPRETED:
+        with _INTERPRETER_LOCK:
+            return fn(*args, **kwargs)
+    return fn(*args, **kwargs)
+
+
+def save_for_backward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths, hs,
                       relu, allow_tf32):
     """Save on an autograd ctx what ``backward`` needs (eager Function and torch.library op alike)."""
-    ctx.save_for_backward(x, h0, weight_ih, weight_hh, fc_weight, lengths, hs)
+    ctx.save_for_backward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, lengths, hs)
     ctx.relu, ctx.allow_tf32 = relu, allow_tf32
-    ctx.has_bias, ctx.has_fc_bias = bias_ih is not None, fc_bias is not None
 
 
-def backward(ctx, dy, dh_n, sweep):
+def backward(ctx, dy, dh_n, sweep, differentiable=False):
     """Gradients of (x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0).
 
     ``sweep`` runs the reverse-time sweep (the kernel launch, or the registered op)
     and gives g [B, T, H] and dh0 [B, H]; everything else is one product over all
     B·T steps, in fp32 (g and hs are fp32; low-precision weights and x are
-    widened). Gradients not needed (ctx.needs_input_grad) are None.
+    widened). Gradients not needed (ctx.needs_input_grad) are None, and so are
+    fc's when y was not used (only h_n was), as with the stock modules.
+
+    differentiable: build a graph of the gradients (autograd.grad with
+    create_graph=True, i.e. double backward) by differentiating stock math
+    instead; the kernels' products are not themselves differentiable.
     """
-    x, h0, weight_ih, weight_hh, fc_weight, lengths, hs = ctx.saved_tensors
+    if differentiable:
+        return _differentiable_backward(ctx, dy, dh_n)
+    x, h0, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, lengths, hs = ctx.saved_tensors
     B, T, I = x.shape
     H = weight_hh.shape[0]
-    if dy is None:  # only h_n was used
+    y_used = dy is not None
+    if not y_used:  # only h_n was used: the sweep starts from dh_n alone
         dy = x.new_zeros(B, fc_weight.shape[0])
     g, dh0 = sweep(hs, weight_hh, fc_weight, dy, dh_n, lengths, relu=ctx.relu, allow_tf32=ctx.allow_tf32)
     need_x, need_w_ih, need_w_hh, need_b_ih, need_b_hh, need_fc_w, need_fc_b, need_h0 = ctx.needs_input_grad[:8]
     g2 = g.view(B * T, H)
+    # g is 0 at the steps past each length, but 0 · NaN = NaN: what a product
+    # meets there (NaN padding in x, a NaN state held from a NaN weight or bias,
+    # a NaN in W_ih) is replaced by 0, so padding reaches no gradient, as with
+    # a PackedSequence.
+    valid = None
+    if lengths is not None:
+        valid = (torch.arange(T, device=x.device)[None, :] < lengths[:, None])[:, :, None]
     dx = dw_ih = dw_hh = db = dfc_w = dfc_b = dh0_out = None
     if need_x:
-        dx = (g2 @ weight_ih.float()).view(B, T, I).to(x.dtype)
+        dx = (g2 @ weight_ih.float()).view(B, T, I)
+        dx = (dx if valid is None else torch.where(valid, dx, 0)).to(x.dtype)
     if need_w_ih:
-        dw_ih = (g2.T @ x.reshape(B * T, I).float()).to(weight_ih.dtype)
+        x_read = x if valid is None else torch.where(valid, x, 0)
+        dw_ih = (g2.T @ x_read.reshape(B * T, I).float()).to(weight_ih.dtype)
     if need_w_hh:
         first = h0.float() if h0 is not None else hs.new_zeros(B, H)
         h_prev = torch.cat([first[:, None], hs[:, :-1]], dim=1)
+        if valid is not None:
+            h_prev = torch.where(valid, h_prev, 0)
         dw_hh = (g2.T @ h_prev.reshape(B * T, H)).to(weight_hh.dtype)
-    if ctx.has_bias and (need_b_ih or need_b_hh):
+    if bias_ih is not None and (need_b_ih or need_b_hh):
         db = g2.sum(0).to(weight_hh.dtype)
-    if need_fc_w:
+    if need_fc_w and y_used:
         # hs[:, -1] is the final state; with lengths it was held at each
         # sequence's last valid step, so it is exactly what fc read.
         dfc_w = (dy.float().T @ hs[:, -1]).to(fc_weight.dtype)
-    if ctx.has_fc_bias and need_fc_b:
+    if fc_bias is not None and need_fc_b and y_used:
         dfc_b = dy.float().sum(0).to(fc_weight.dtype)
     if need_h0:
         dh0_out = dh0.to(h0.dtype)
     return (dx, dw_ih, dw_hh, db if need_b_ih else None, db if need_b_hh else None, dfc_w, dfc_b, dh0_out)
 
 
+def _differentiable_backward(ctx, dy, dh_n):
+    """backward's gradients as differentiable functions of the inputs and of dy, dh_n (double backward).
+
+    Recomputes the forward with plain matmuls and activations (fp32, or
+    float64 for float64) and differentiates it with create_graph=True: slower
+    than the kernels, but every second-order gradient exists and is exact.
+    cuDNN's RNN backward is not differentiable, so this does not call _VF.rnn_*.
+    """
+    x, h0, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, lengths, _ = ctx.saved_tensors
+    inputs = (x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0)
+    wanted = [i for i, need in enumerate(ctx.needs_input_grad[:8]) if need]
+    with torch.enable_grad():
+        y, h_n = rnn_linear_unrolled(*inputs, lengths, ctx.relu)
+        outputs, grad_outputs = [], []
+        for out, grad in ((y, dy), (h_n, dh_n)):
+            if grad is not None:
+                outputs.append(out)
+                grad_outputs.append(grad)
+        grads = torch.autograd.grad(outputs, [inputs[i] for i in wanted], grad_outputs, create_graph=True,
+                                    allow_unused=True)
+    result = [None] * 8
+    for i, grad in zip(wanted, grads):
+        result[i] = grad
+    return tuple(result)
+
+
+def rnn_linear_unrolled(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths, relu):
+    """rnn_linear as a loop of differentiable ops (any order of derivative); (y [B, O], h_n [B, H]) in x's dtype.
+
+    With lengths only the sequences still running step, so padding (even NaN)
+    reaches neither the outputs nor any gradient, as with a PackedSequence.
+    """
+    B, T, _ = x.shape
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+    w_ih, w_hh, fc_w = weight_ih.to(wide), weight_hh.to(wide), fc_weight.to(wide)
+    bias = (bias_ih.to(wide) + bias_hh.to(wide)) if bias_ih is not None else None
+    h = h0.to(wide) if h0 is not None else x.new_zeros(B, weight_hh.shape[0], dtype=wide)
+
+    def step(x_t, h):
+        pre = x_t.to(wide) @ w_ih.T + h @ w_hh.T
+        if bias is not None:
+            pre = pre + bias
+        return torch.relu(pre) if relu else torch.tanh(pre)
+
+    for t in range(T):
+        if lengths is None:
+            h = step(x[:, t], h)
+        else:
+            rows = torch.nonzero(t < lengths).flatten()
+            h = h.index_put((rows,), step(x[rows, t], h[rows]))
+    y = h @ fc_w.T
+    if fc_bias is not None:
+        y = y + fc_bias.to(wide)
+    return y.to(x.dtype), h.to(x.dtype)
+
+
 class _RNNLinearFunction(torch.autograd.Function):
     """Triton forward and backward (eager), in the registered op's argument order.
 
-    Returns (y [B, O], h_n [B, H]).
+    Returns (y [B, O], h_n [B, H]). Its backward is differentiable (double
+    backward) when autograd asks for a graph (create_graph=True).
     """
 
     @staticmethod
     def forward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0,
                 lengths, relu, allow_tf32):
         # The [B, T, H] states are kept only on this path, i.e. when a gradient is needed.
-        y, h_n, hs = _kernels().rnn_linear_fwd(
-            x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths,
+        y, h_n, hs = launch(
+            _kernels().rnn_linear_fwd, x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths,
             relu=relu, allow_tf32=allow_tf32, store_hn=True, store_hs=True)
-        save_for_backward(ctx, x, weight_ih, weight_hh, bias_ih, fc_weight, fc_bias, h0, lengths, hs,
+        save_for_backward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths, hs,
                           relu, allow_tf32)
         # An unused output's gradient arrives as None instead of a zero tensor.
         ctx.set_materialize_grads(False)
@@ -262,7 +407,18 @@ class _RNNLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, dh_n):
-        return *backward(ctx, dy, dh_n, _kernels().rnn_linear_bwd_sweep), None, None, None
+        # Grad mode is on inside backward exactly when create_graph=True.
+        grads = backward(ctx, dy, dh_n, _sweep, differentiable=torch.is_grad_enabled())
+        return *grads, None, None, None
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise RuntimeError("fused_rnn's Triton path has no forward-mode AD (torch.func.jvp, torch.autograd."
+                           "forward_ad); use backend='auto' or 'torch'")
+
+
+def _sweep(*args, **kwargs):
+    return launch(_kernels().rnn_linear_bwd_sweep, *args, **kwargs)
 
 
 def _autocast(device_type, *tensors):
@@ -270,8 +426,12 @@ def _autocast(device_type, *tensors):
     return [t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors]
 
 
+# Device types torch.is_autocast_enabled can be asked about without raising (meta cannot).
+AUTOCAST_DEVICES = ("cuda", "cpu")
+
+
 def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0=None, *,
-               lengths=None, nonlinearity="tanh", return_hidden=False, allow_tf32=False,
+               lengths=None, nonlinearity="tanh", return_hidden=False, allow_tf32=None,
                backend="auto"):
     """A one-layer RNN over x followed by a Linear on each sequence's last step.
 
@@ -280,15 +440,18 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
 
     Args:
         x: [B, T, I] float32, float16 or bfloat16 (float64 runs the stock path); any strides.
+            B = 0 gives empty outputs, as nn.RNN does.
         weight_ih: [H, I]; weight_hh: [H, H]; bias_ih, bias_hh: [H] or both None.
         fc_weight: [O, H]; fc_bias: [O] or None.
         h0: [1, B, H] (as nn.RNN takes it) or [B, H]; None means zeros.
-        lengths: [B] integers in [1, T]: sequence b ends at step lengths[b], and the
-            Linear reads its state there (steps after it are padding). None: all T.
+        lengths: [B] integers in [1, T] (a tensor or a sequence): sequence b ends at
+            step lengths[b], and the Linear reads its state there (steps after it are
+            padding, never read). None: all T.
         nonlinearity: "tanh" or "relu".
         return_hidden: also return h_n, [1, B, H] (the state the Linear read).
-        allow_tf32: let fp32 products use TF32 on the GPU (faster, ~1e-3 relative
-            error); the default multiplies in full fp32.
+        allow_tf32: whether fp32 products may use TF32 on the GPU (~1e-3 relative
+            error). None (default) follows ``torch.backends.cudnn.allow_tf32`` at call
+            time, as nn.RNN does; True or False overrides it.
         backend: "auto" (the Triton kernel on CUDA tensors where supported, else the
             stock path), "triton" (the kernel or an error saying why not; CPU tensors
             need TRITON_INTERPRET=1 set before triton is imported), "cuda" (the CUDA
@@ -300,7 +463,8 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
     """
     if nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
-    if isinstance(x, torch.Tensor) and torch.is_autocast_enabled(x.device.type):
+    if (isinstance(x, torch.Tensor) and x.device.type in AUTOCAST_DEVICES
+            and torch.is_autocast_enabled(x.device.type)):
         # Under autocast the whole op runs in the low dtype (fp32 accumulation
         # inside); the casts are autograd ops, so fp32 parameters get fp32 grads.
         x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0 = _autocast(
@@ -312,10 +476,22 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
     tensors = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     chosen = select_backend(backend, x, H, O, needs_grad, allow_tf32)
+    if chosen != "torch" and _under_functorch():
+        # The kernels' autograd.Function has no functorch rules (vmap, jvp) and
+        # launches on unwrapped tensors only; the stock math supports every transform.
+        if backend != "auto":
+            raise RuntimeError(f"backend={backend!r} cannot run inside torch.func transforms (grad, jvp, vmap, "
+                               "functional_call under them); use backend='auto' or 'torch', which run the stock "
+                               "math there")
+        chosen = "torch"
+    if x.shape[0] == 0:
+        chosen = "torch"     # no sequences: nothing to launch; the stock math returns empty outputs
+        lengths = None
     # Under torch.compile the registered op (fused_rnn/library.py) keeps the graph
     # whole: on CUDA it is the kernel, elsewhere the stock math without packing
     # (pack_padded_sequence reads lengths, which breaks a graph).
-    use_op = torch.compiler.is_compiling() and (chosen == "triton" or x.device.type != "cuda")
+    # Meta tensors take the op too: its shape-only fake needs no lengths values (packing does).
+    use_op = x.is_meta or (torch.compiler.is_compiling() and (chosen == "triton" or x.device.type != "cuda"))
     if chosen == "torch" and not use_op:
         training = torch.is_grad_enabled()
         y, h_n = rnn_linear_stock(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias,
@@ -327,6 +503,7 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
         weights = [w.contiguous() if w is not None else None
                    for w in (weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias)]
         relu = nonlinearity == "relu"
+        allow_tf32 = resolve_allow_tf32(allow_tf32)
         if chosen == "cuda":
             from . import cuda
             h0 = h0.contiguous() if h0 is not None else None
@@ -337,9 +514,8 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
             y, h_n = _RNNLinearFunction.apply(x, *weights, h0, lengths, relu, allow_tf32)
         else:
             # Inference: no autograd node, no [B, T, H] buffer.
-            y, h_n, _ = _kernels().rnn_linear_fwd(
-                x, *weights, h0, lengths, relu=relu, allow_tf32=allow_tf32, store_hn=return_hidden)
+            y, h_n, _ = launch(_kernels().rnn_linear_fwd,
+                               x, *weights, h0, lengths, relu=relu, allow_tf32=allow_tf32, store_hn=return_hidden)
     if return_hidden:
         return y, h_n.unsqueeze(0)
     return y
-

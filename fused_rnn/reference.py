@@ -26,17 +26,24 @@ def rnn_linear_loop(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bia
     H = weight_hh.shape[0]
     act = torch.tanh if nonlinearity == "tanh" else torch.relu
     h = x.new_zeros(B, H) if h0 is None else h0
-    for t in range(T):
-        pre = x[:, t] @ weight_ih.T + h @ weight_hh.T
+
+    def step(x_t, h):
+        pre = x_t @ weight_ih.T + h @ weight_hh.T
         if bias_ih is not None:
             pre = pre + bias_ih
         if bias_hh is not None:
             pre = pre + bias_hh
-        h_new = act(pre)
+        return act(pre)
+
+    for t in range(T):
         if lengths is None:
-            h = h_new
+            h = step(x[:, t], h)
         else:
-            h = torch.where((t < lengths.to(x.device))[:, None], h_new, h)
+            # Only the sequences still running step; the others' states are held
+            # and their padding is never read, by the outputs or by any gradient
+            # (a torch.where over all rows would send 0 · NaN back through them).
+            rows = torch.nonzero(t < lengths.to(x.device)).flatten()
+            h = h.index_put((rows,), step(x[rows, t], h[rows]))
     y = h @ fc_weight.T
     if fc_bias is not None:
         y = y + fc_bias

@@ -9,6 +9,7 @@ source changes (`PYTHONPATH=/tmp/t36:. python benchmarks/static_report.py`).
 import hashlib
 import importlib.util
 import json
+import types
 
 import pytest
 import torch
@@ -141,3 +142,18 @@ def test_readme_table_is_generated_from_the_report(report):
     block = readme[readme.index(static_report.TABLE_BEGIN) + len(static_report.TABLE_BEGIN):
                    readme.index(static_report.TABLE_END)]
     assert block.strip() == static_report.readme_table(report).strip()
+
+
+def test_dispatch_and_module_use_the_kernels_auto_line():
+    """ops.select_backend and SimpleRNN.backend_for answer with kernels.auto_takes, for the module's precision."""
+    from fused_rnn import SimpleRNN, ops
+
+    # Stands in for a CUDA tensor (no GPU here): select_backend reads only device, dtype and shape.
+    x = types.SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32, shape=(8, 5, 16))
+    for allow_tf32 in (True, False):
+        expected = "triton" if kernels.auto_takes(torch.float32, 16, 128, 128, allow_tf32, False) else "torch"
+        assert ops.select_backend("auto", x, 128, 128, allow_tf32=allow_tf32) == expected
+        assert SimpleRNN(16, 128, 128, allow_tf32=allow_tf32).backend_for(x) == expected
+    # TF32 fits one copy of the [128, 128] tiles; 3xTF32's two do not.
+    assert kernels.auto_takes(torch.float32, 16, 128, 128, True, False)
+    assert not kernels.auto_takes(torch.float32, 16, 128, 128, False, False)
