@@ -111,7 +111,7 @@ def rnn_bwd_sweep_loop(hs, weight_hh, fc_weight, dy, dh_n=None, lengths=None, no
     gs = []
     for t in reversed(range(T)):
         h_t = hs[:, t].float()
-        g = dh * (1 - h_t * h_t) if nonlinearity == "tanh" else torch.where(h_t > 0, dh, 0.0)
+        g = dh * (1 - h_t * h_t) if nonlinearity == "tanh" else torch.where(h_t <= 0, 0.0, dh)
         if lengths is None:
             dh = g @ w_hh
         else:

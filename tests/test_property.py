@@ -6,10 +6,8 @@ from a drawn seed. Example counts are bounded (about 0.1 s per interpreted
 example) so the file runs in well under a minute on two CPU cores.
 
 Non-finite values must behave as the float64 loop does (NaN where it has NaN,
-±Inf where it has ±Inf). Two kinds of case fail only because of known kernel
-defects the kernels' owner is fixing; they are split out below and marked xfail
-(strict) on the kernel backends, so each starts to pass, and must be unmarked,
-once its fix lands.
+±Inf where it has ±Inf). Three kernel defects found this way (relu swallowing
+NaN, ±Inf with padded H, tanh's cancellation near 0) have their own tests below.
 """
 
 import pytest
@@ -20,7 +18,7 @@ from fused_rnn import rnn_linear
 from fused_rnn.reference import rnn_linear_loop
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, Phase, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 KERNEL_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 BACKENDS = ["auto", "triton", "torch"]
@@ -39,23 +37,9 @@ NAMES = ["x", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "fc_weight", "fc_b
 
 SETTINGS = dict(deadline=None, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-# A failing xfail case needs no shrinking: the first failure is the expected one.
-XFAIL_SETTINGS = dict(SETTINGS, phases=[Phase.generate])
 
 # The kernel's tanh (and everything else) on padded hidden lanes: H that is a power of two ≥ 16 pads nothing.
 UNPADDED_H = [16, 32]
-
-
-def kernel_xfail(item):
-    """xfail on the backends that run the Triton kernel here: "triton", and "auto" on a GPU."""
-    mark = pytest.mark.xfail(reason=item, strict=True)
-    return [pytest.param("auto", marks=[mark] if DEVICE == "cuda" else []), pytest.param("triton", marks=mark),
-            "torch"]
-
-
-KERNEL_ITEM_A = "kernel item (a): relu swallows NaN (tl.maximum does not propagate NaN)"
-KERNEL_ITEM_B = "kernel item (b): ±Inf with padded H gives NaN (inf·0 in padded lanes)"
-KERNEL_ITEM_C = "kernel item (c): fp32 tanh loses relative accuracy near 0 ((1−e)/(1+e) cancels)"
 
 
 @st.composite
@@ -202,10 +186,10 @@ def test_nonfinite_in_padding_only(backend):
     run()
 
 
-@pytest.mark.parametrize("backend", kernel_xfail(KERNEL_ITEM_A))
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_relu_keeps_nan(backend):
     """A NaN in x's valid steps, with relu: the output row is NaN, as in nn.RNN."""
-    @settings(max_examples=10, **XFAIL_SETTINGS)
+    @settings(max_examples=10, **SETTINGS)
     @given(cases(backend, nonlinearity="relu")
            .map(lambda c: dict(c, lengths=None, layout="contiguous", nonfinite=[("x", float("nan"), c["seed"])])))
     def run(case):
@@ -213,10 +197,10 @@ def test_relu_keeps_nan(backend):
     run()
 
 
-@pytest.mark.parametrize("backend", kernel_xfail(KERNEL_ITEM_B))
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_inf_with_padded_hidden(backend):
     """±Inf in x with H not a power of two ≥ 16 and tanh: finite where the loop is finite."""
-    @settings(max_examples=10, **XFAIL_SETTINGS)
+    @settings(max_examples=10, **SETTINGS)
     @given(cases(backend, nonlinearity="tanh", hidden=[5, 20, 33])
            .map(lambda c: dict(c, lengths=None, layout="contiguous", nonfinite=[("x", float("inf"), c["seed"])])))
     def run(case):
@@ -224,7 +208,7 @@ def test_inf_with_padded_hidden(backend):
     run()
 
 
-@pytest.mark.parametrize("backend", kernel_xfail(KERNEL_ITEM_C))
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_tanh_relative_accuracy_near_zero(backend):
     """Inputs and weights at 1e-4 scale: fp32 stock keeps ~1e-7 relative error; require 1e-5."""
     torch.manual_seed(0)

@@ -291,7 +291,9 @@ def _rnn_linear_bwd_kernel(
         hs_ptrs -= H
         h_prev = tl.load(hs_ptrs, mask=h_mask & (seqs[None, :] * 0 + i + 1 < T), other=0.0)
         if RELU:
-            g = tl.where(h_t > 0, dh, 0.0)
+            # As ATen's relu backward (threshold_backward): 0 where h_t <= 0, so
+            # a NaN state passes the gradient on, as it does in stock nn.RNN.
+            g = tl.where(h_t <= 0, 0.0, dh)
         else:
             g = dh * (1.0 - h_t * h_t)
         if MASK_H:
