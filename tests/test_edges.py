@@ -134,15 +134,28 @@ def test_export_with_dynamic_T():
         torch.testing.assert_close(program.module()(x), model(x), **TOL[torch.float32])
 
 
-def test_interpreter_switched_on_after_import_says_so():
-    code = ("import os, torch, fused_rnn\n"
-            "os.environ['TRITON_INTERPRET'] = '1'\n"
-            "try:\n    fused_rnn.rnn_linear(torch.randn(2, 3, 3), *[torch.randn(s) for s in "
-            "((4, 3), (4, 4), (4,), (4,), (1, 4), (1,))], backend='triton')\n"
-            "except RuntimeError as e:\n    print('ERROR', e)\n")
-    out = run_python("-c", code, env={"TRITON_INTERPRET": None, "CUDA_VISIBLE_DEVICES": ""})
+INTERPRET_LATE = (
+    "import os, torch{imports}\n"
+    "os.environ['TRITON_INTERPRET'] = '1'\n"
+    "import fused_rnn\n"
+    "try:\n    y = fused_rnn.rnn_linear(torch.randn(2, 3, 3), *[torch.randn(s) for s in "
+    "((4, 3), (4, 4), (4,), (4,), (1, 4), (1,))], backend='triton')\n    print('RAN', tuple(y.shape))\n"
+    "except RuntimeError as e:\n    print('ERROR', e)\n")
+
+
+def test_interpreter_switched_on_after_triton_was_imported_says_so():
+    out = run_python("-c", INTERPRET_LATE.format(imports=", triton"),
+                     env={"TRITON_INTERPRET": None, "CUDA_VISIBLE_DEVICES": ""})
     assert out.returncode == 0, out.stderr
     assert "ERROR" in out.stdout and "TRITON_INTERPRET=1 was set after triton was imported" in out.stdout, out.stdout
+
+
+def test_interpreter_switched_on_after_fused_rnn_but_before_triton_runs():
+    """import fused_rnn does not import triton (the kernels load on first use), so this still works."""
+    out = run_python("-c", INTERPRET_LATE.format(imports=", fused_rnn"),
+                     env={"TRITON_INTERPRET": None, "CUDA_VISIBLE_DEVICES": ""})
+    assert out.returncode == 0, out.stderr
+    assert "RAN (2, 1)" in out.stdout, out.stdout
 
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="the interpreter's global state; a GPU runs compiled kernels")
