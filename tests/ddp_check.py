@@ -44,6 +44,9 @@ def rank_main(rank, backend, init_file, out_file):
         grads = gradients(DistributedDataParallel(new_model(backend)), x[shard], target[shard])
         if rank == 0:
             torch.save(grads, out_file)
+        # Both ranks reach here before either tears gloo down: a rank leaving
+        # while the other still talks to it aborted the pair (SIGABRT) under load.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
