@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import DEVICE, TOL, as_float64, kernels, make_params
+from conftest import DEVICE, TOL, as_float64, make_params
 from fused_rnn import rnn_linear
 from fused_rnn.reference import rnn_linear_loop
 

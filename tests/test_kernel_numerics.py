@@ -88,7 +88,7 @@ def test_tanh_relative_accuracy_near_zero():
 
 def test_tanh_accuracy_across_the_switch():
     """Inputs on both sides of the series/exp switch at |x| = 1/8, and far into saturation."""
-    B, T, I, H, O = 1, 1, 16, 16, 1
+    T, I, H, O = 1, 16, 16, 1                 # one sequence per pre-activation value
     pre = torch.cat([torch.linspace(-0.3, 0.3, 200), torch.tensor([0.125, -0.125, 0.1249999, 9.0, -30.0])])
     x = pre.reshape(-1, 1, 1).expand(-1, T, I).contiguous() / I  # every unit's pre-activation is pre
     params = (torch.ones(H, I, device=DEVICE), torch.zeros(H, H, device=DEVICE), None, None,
