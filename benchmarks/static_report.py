@@ -130,13 +130,13 @@ _LABEL = re.compile(r"^\.(L_x_\d+):")
 
 
 def _nvdisasm():
+    """The nvdisasm triton bundles (beside its ptxas)."""
     from triton.backends.nvidia import compiler as nvidia
-    tools = Path(nvidia.__file__).parent / "bin"
-    return str(tools / "nvdisasm"), str(tools / "cuobjdump")
+    return str(Path(nvidia.__file__).parent / "bin" / "nvdisasm")
 
 
 def sass_of(cubin):
-    nvdisasm, _ = _nvdisasm()
+    nvdisasm = _nvdisasm()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "k.cubin")
         with open(path, "wb") as f:

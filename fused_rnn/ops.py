@@ -5,8 +5,6 @@ launches) → ``_RNNLinearFunction`` (autograd) → ``rnn_linear`` (checks and
 dispatch; this file) → ``fused_rnn.SimpleRNN`` (the drop-in module).
 """
 
-import threading
-
 import torch
 
 from .reference import rnn_linear_stock
@@ -17,12 +15,6 @@ KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 _KERNELS = None
-
-# The Triton interpreter patches triton.language's globals while a kernel runs,
-# so two interpreted launches from different threads break each other
-# (intermittent InterpreterErrors). Interpreted launches take this lock;
-# compiled launches on a GPU do not.
-_INTERPRETER_LOCK = threading.Lock()
 
 
 def _kernels():
@@ -257,14 +249,6 @@ def _under_functorch():
     return not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None
 
 
-def launch(fn, *args, **kwargs):
-    """Run a kernel launcher; interpreted launches one thread at a time (see _INTERPRETER_LOCK)."""
-    if _kernels().INTERPRETED:
-        with _INTERPRETER_LOCK:
-            return fn(*args, **kwargs)
-    return fn(*args, **kwargs)
-
-
 def save_for_backward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths, hs,
                       relu, allow_tf32):
     """Save on an autograd ctx what ``backward`` needs (eager Function and torch.library op alike)."""
@@ -396,8 +380,8 @@ class _RNNLinearFunction(torch.autograd.Function):
     def forward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0,
                 lengths, relu, allow_tf32):
         # The [B, T, H] states are kept only on this path, i.e. when a gradient is needed.
-        y, h_n, hs = launch(
-            _kernels().rnn_linear_fwd, x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths,
+        y, h_n, hs = _kernels().rnn_linear_fwd(
+            x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths,
             relu=relu, allow_tf32=allow_tf32, store_hn=True, store_hs=True)
         save_for_backward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths, hs,
                           relu, allow_tf32)
@@ -408,7 +392,7 @@ class _RNNLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dh_n):
         # Grad mode is on inside backward exactly when create_graph=True.
-        grads = backward(ctx, dy, dh_n, _sweep, differentiable=torch.is_grad_enabled())
+        grads = backward(ctx, dy, dh_n, _kernels().rnn_linear_bwd_sweep, differentiable=torch.is_grad_enabled())
         return *grads, None, None, None
 
     @staticmethod
@@ -416,9 +400,6 @@ class _RNNLinearFunction(torch.autograd.Function):
         raise RuntimeError("fused_rnn's Triton path has no forward-mode AD (torch.func.jvp, torch.autograd."
                            "forward_ad); use backend='auto' or 'torch'")
 
-
-def _sweep(*args, **kwargs):
-    return launch(_kernels().rnn_linear_bwd_sweep, *args, **kwargs)
 
 
 def _autocast(device_type, *tensors):
@@ -475,6 +456,7 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
 
     tensors = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    allow_tf32 = resolve_allow_tf32(allow_tf32)
     chosen = select_backend(backend, x, H, O, needs_grad, allow_tf32)
     if chosen != "torch" and _under_functorch():
         # The kernels' autograd.Function has no functorch rules (vmap, jvp) and
@@ -503,7 +485,6 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
         weights = [w.contiguous() if w is not None else None
                    for w in (weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias)]
         relu = nonlinearity == "relu"
-        allow_tf32 = resolve_allow_tf32(allow_tf32)
         if chosen == "cuda":
             from . import cuda
             h0 = h0.contiguous() if h0 is not None else None
@@ -514,8 +495,8 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
             y, h_n = _RNNLinearFunction.apply(x, *weights, h0, lengths, relu, allow_tf32)
         else:
             # Inference: no autograd node, no [B, T, H] buffer.
-            y, h_n, _ = launch(_kernels().rnn_linear_fwd,
-                               x, *weights, h0, lengths, relu=relu, allow_tf32=allow_tf32, store_hn=return_hidden)
+            y, h_n, _ = _kernels().rnn_linear_fwd(x, *weights, h0, lengths, relu=relu, allow_tf32=allow_tf32,
+                                                  store_hn=return_hidden)
     if return_hidden:
         return y, h_n.unsqueeze(0)
     return y

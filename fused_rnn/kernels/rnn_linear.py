@@ -199,6 +199,7 @@ def _rnn_linear_fwd(
     for t in range(T):
         x_t = x_next
         x_ptrs += stride_xt
+        # (t + 1 < T is broadcast to a tensor: the interpreter rejects a Python bool in a mask.)
         x_next = tl.load(x_ptrs, mask=x_mask & (seqs[None, :] * 0 + t + 1 < T), other=0.0)
         # The input projection first: it does not depend on h, so it is not
         # on the chain that waits for the previous step.
@@ -289,6 +290,7 @@ def _rnn_linear_bwd_kernel(
     for i in range(T):
         # h_{t-1} is loaded during step t, off the dependent chain.
         hs_ptrs -= H
+        # (i + 1 < T is broadcast to a tensor: the interpreter rejects a Python bool in a mask.)
         h_prev = tl.load(hs_ptrs, mask=h_mask & (seqs[None, :] * 0 + i + 1 < T), other=0.0)
         if RELU:
             # As ATen's relu backward (threshold_backward): 0 where h_t <= 0, so
@@ -377,8 +379,12 @@ def precision(dtype, allow_tf32, interpreted=None):
     return "low"
 
 
+# Precisions whose MMA operands are fp32 (see _mm); "low" keeps bf16/fp16 operands.
+FP32_OPERANDS = ("ieee", "tf32", "tf32x3")
+
+
 def _operand_dtype(dtype, prec):
-    return tl.float32 if prec in ("ieee", "tf32", "tf32x3") else _TL_DTYPES[dtype]
+    return tl.float32 if prec in FP32_OPERANDS else _TL_DTYPES[dtype]
 
 
 def num_warps(prec, block_h):
@@ -419,16 +425,15 @@ def smem_bytes(dtype, block_i, block_h, block_o, allow_tf32, *, store_hs=False, 
     "tf32x3"); the step's MMA operands (x and h, or g and dy) reuse one region,
     which also holds the fp32 [BLOCK_H, BLOCK_B] layout conversion of the
     stored states. "tf32x3" has two operand tiles per product (b_hi, b_lo),
-    which Triton stages differently for mma.sync and wgmma. Checked against every row of the static report
-    (benchmarks/results/static_sm90a_triton3.6.json, tests/test_static_report.py):
-    it never says a configuration fits that does not, refuses only a few
-    3xTF32 ones that just fit, and is never more than 10% below Triton's own
-    figure. Always the GPU's
-    figure, also under the interpreter, so that what launches does not depend
-    on where it is tested.
+    which Triton stages differently for mma.sync and wgmma. Checked against
+    every row of the static report (tests/test_static_report.py): it never says
+    a configuration fits that does not, refuses only a few 3xTF32 ones that
+    just fit, and is never more than 10% below Triton's own figure. Always the
+    GPU's figure, also under the interpreter, so that what launches does not
+    depend on where it is tested.
     """
     prec = precision(dtype, allow_tf32, interpreted=False)
-    item = 4 if prec in ("ieee", "tf32", "tf32x3") else dtype.itemsize
+    item = 4 if prec in FP32_OPERANDS else dtype.itemsize
     copies = 2 if prec == "tf32x3" else 1
     if backward:
         weights = block_h * block_h + block_h * block_o
@@ -457,7 +462,7 @@ def launch_unsupported_reason(dtype, input_size, hidden_size, output_size, allow
         need = max(need, smem_bytes(dtype, *blocks, allow_tf32, backward=True))
     if need > SMEM_LIMIT:
         return (f"input_size={input_size}, hidden_size={hidden_size}, output_size={output_size} in "
-                f"{str(dtype).removeprefix('torch.')} with {precision(dtype, allow_tf32, False)} products need "
+                f"{str(dtype).removeprefix('torch.')} with {precision(dtype, allow_tf32, interpreted=False)} products need "
                 f"{need} B of shared memory per block, more than the {SMEM_LIMIT} B a Hopper block may use")
     return None
 
