@@ -1,21 +1,32 @@
-"""``fused_rnn.RNN``: torch.nn.RNN's contract in a module torch.compile can trace.
+"""``fused_rnn.RNN``, ``GRU`` and ``LSTM``: torch.nn's recurrent modules as modules torch.compile can trace.
 
-Dynamo refuses ``nn.RNN``/``GRU``/``LSTM`` instances ("Attempted to wrap RNN,
-GRU, or LSTM"), so a model holding one cannot compile with ``fullgraph=True``
-nor read the RNN's live parameters. This class is a plain ``nn.Module`` with
-nn.RNN's constructor, parameter names, attributes, registration order (so
-``torch.manual_seed`` gives the same initial weights) and forward contract:
-``forward(input, hx=None) -> (output, h_n)``, PackedSequence in and out,
-unbatched 2-D input. Its forward runs the same ATen call nn.RNN.forward makes
-(``torch._VF.rnn_tanh`` / ``rnn_relu``), so results are bit-identical.
+Each class has its torch.nn namesake's constructor (with the same checks and
+messages), parameter names, shapes and registration order (so
+``torch.manual_seed`` gives the same initial weights and state_dicts load both
+ways), attributes, ``repr`` and forward contract: ``forward(input, hx=None)``
+returns ``(output, h_n)``, or ``(output, (h_n, c_n))`` for the LSTM;
+PackedSequence in, PackedSequence out (with the input's batch_sizes and
+indices); unbatched 2-D input; inter-layer dropout in training.
 
-It holds no cached list of weights (nn.RNN keeps ``_flat_weights`` in sync
-through ``__setattr__``): every forward reads the parameters by name, so weight
-reparametrizations, ``load_state_dict(assign=True)``, ``functional_call`` and
-compiled code all see the current tensors.
+Which path runs (``backend_for`` tells):
 
-``fused_kind`` says whether fused_rnn's kernels implement a configuration;
-``SimpleRNN`` uses it to decide whether to run its fused path.
+* the stock ATen call torch.nn makes (``Cell.stock``: ``torch._VF.rnn_tanh``,
+  ``rnn_relu``, ``gru``, ``lstm``), bit-identical to torch.nn, with
+  ``backend="torch"``; with ``"auto"`` on non-CUDA tensors outside
+  torch.compile; and for an LSTM with ``proj_size > 0``, which the kernels do
+  not implement (valid, so no error);
+* otherwise fused_rnn's layer driver (``fused_rnn.recurrence.run_layers``):
+  one fused time loop per layer and direction, when
+  ``recurrence.select_layer_backend`` picks the kernels ("auto" on CUDA where
+  they support the configuration; "triton" always, or a RuntimeError saying
+  why not). Under torch.compile the driver's registered ops run on every
+  device, so the graph stays whole (Dynamo refuses nn.RNN/GRU/LSTM instances:
+  "Attempted to wrap RNN, GRU, or LSTM").
+
+The classes hold no cached list of weights (torch.nn keeps ``_flat_weights``
+in sync through ``__setattr__``): every forward reads the parameters by name,
+so weight reparametrizations, ``load_state_dict(assign=True)``,
+``functional_call`` and compiled code all see the current tensors.
 """
 
 import math
@@ -23,32 +34,88 @@ import numbers
 import warnings
 
 import torch
-from torch import _VF, nn
+from torch import nn
 from torch.nn import init
-from torch.nn.utils.rnn import PackedSequence
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-MODES = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
+from .cells import BY_MODE, cell as cell_named
+
+LAYER_BACKENDS = ("auto", "triton", "torch")
+NONLINEARITY_CELLS = {"tanh": "rnn_tanh", "relu": "rnn_relu"}
+
+_RECURRENCE = None
 
 
-class RNN(nn.Module):
-    """An Elman RNN with ``torch.nn.RNN``'s exact interface and results (see the module docstring)."""
+def _recurrence():
+    """fused_rnn.recurrence, imported on first use (it is only needed off the stock path).
+
+    A plain global rather than functools.lru_cache, which torch.compile warns about.
+    """
+    global _RECURRENCE
+    if _RECURRENCE is None:
+        from . import recurrence
+        _RECURRENCE = recurrence
+    return _RECURRENCE
+
+
+def _under_functorch():
+    """Whether a torch.func transform (grad, vmap, jvp, ...) is active around this eager call."""
+    return not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None
+
+
+def pack_like(output, lengths, template, batch_first):
+    """The padded output [B, T, H] (or [T, B, H]) as a PackedSequence with template's exact structure.
+
+    pack_padded_sequence(enforce_sorted=False) would sort the lengths again and
+    could order equal lengths differently from the input's sorted_indices; here
+    the rows are put in the input's order first and packed as they stand.
+    """
+    batch_sizes, sorted_indices, unsorted_indices = (template.batch_sizes, template.sorted_indices,
+                                                     template.unsorted_indices)
+    if sorted_indices is not None:
+        output = output.index_select(0 if batch_first else 1, sorted_indices)
+        lengths = lengths.index_select(0, sorted_indices.to(lengths.device))
+    data, _ = torch._VF._pack_padded_sequence(output, lengths.cpu(), batch_first)
+    return PackedSequence(data, batch_sizes, sorted_indices, unsorted_indices)
+
+
+class RNNBase(nn.Module):
+    """torch.nn.RNNBase's constructor and contract for any cell of ``fused_rnn.cells`` (see the module docstring).
+
+    cell: "rnn_tanh", "rnn_relu", "gru" or "lstm". proj_size: LSTM only (it
+    runs the stock path). backend: "auto", "triton" or "torch".
+    allow_tf32: None (default) follows ``torch.backends.cudnn.allow_tf32`` at
+    call time, as torch.nn's modules do on cuDNN; True or False overrides it.
+    """
 
     __constants__ = ["mode", "input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
                      "bidirectional", "proj_size"]
 
-    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None):
+    def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, proj_size=0, device=None, dtype=None, *, backend="auto", allow_tf32=None):
         super().__init__()
-        if nonlinearity not in MODES:
-            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
-        # The same checks, in the same order, with the same messages as nn.RNNBase.
+        spec = cell_named(cell)
+        if backend not in LAYER_BACKENDS:
+            raise ValueError(f"backend must be one of {LAYER_BACKENDS}, got {backend!r}")
+        # The attributes, then the same checks in the same order with the same messages, as nn.RNNBase.
+        self.mode = spec.mode
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = proj_size
+        self.backend = backend
+        self.allow_tf32 = allow_tf32
         if not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1 or isinstance(dropout, bool):
             raise ValueError("dropout should be a number in range [0, 1] representing the probability of an "
                              "element being zeroed")
         if dropout > 0 and num_layers == 1:
             warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
                           f"expects num_layers greater than 1, but got dropout={dropout} and "
-                          f"num_layers={num_layers}", stacklevel=2)
+                          f"num_layers={num_layers}", stacklevel=3)
         if not isinstance(bias, bool):
             raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
         if not isinstance(batch_first, bool):
@@ -63,33 +130,34 @@ class RNN(nn.Module):
             raise ValueError("hidden_size must be greater than zero")
         if num_layers <= 0:
             raise ValueError("num_layers must be greater than zero")
-        self.nonlinearity = nonlinearity
-        self.mode = MODES[nonlinearity]
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.bias = bias
-        self.batch_first = batch_first
-        self.dropout = float(dropout)
-        self.bidirectional = bidirectional
-        self.proj_size = 0
+        if proj_size < 0:
+            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+        if proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
+
         factory = {"device": device, "dtype": dtype}
+        gate_size = spec.gates * hidden_size
+        real_hidden_size = proj_size if proj_size > 0 else hidden_size
         directions = 2 if bidirectional else 1
         self._flat_weights_names = []
         self._all_weights = []
         for layer in range(num_layers):
             for direction in range(directions):
-                layer_input = input_size if layer == 0 else hidden_size * directions
-                suffix = "_reverse" if direction == 1 else ""
-                # Created in nn.RNNBase's order (w_ih, w_hh, b_ih, b_hh, then registered),
+                layer_input = input_size if layer == 0 else real_hidden_size * directions
+                # Created in nn.RNNBase's order (w_ih, w_hh, b_ih, b_hh, w_hr, then registered),
                 # so reset_parameters draws the same numbers for the same seed.
-                tensors = [nn.Parameter(torch.empty((hidden_size, layer_input), **factory)),
-                           nn.Parameter(torch.empty((hidden_size, hidden_size), **factory)),
-                           nn.Parameter(torch.empty(hidden_size, **factory)),
-                           nn.Parameter(torch.empty(hidden_size, **factory))]
+                w_ih = nn.Parameter(torch.empty((gate_size, layer_input), **factory))
+                w_hh = nn.Parameter(torch.empty((gate_size, real_hidden_size), **factory))
+                b_ih = nn.Parameter(torch.empty(gate_size, **factory))
+                b_hh = nn.Parameter(torch.empty(gate_size, **factory))
+                params = [w_ih, w_hh] + ([b_ih, b_hh] if bias else [])
                 names = ["weight_ih_l{}{}", "weight_hh_l{}{}"] + (["bias_ih_l{}{}", "bias_hh_l{}{}"] if bias else [])
+                if proj_size > 0:
+                    params.append(nn.Parameter(torch.empty((proj_size, hidden_size), **factory)))
+                    names.append("weight_hr_l{}{}")
+                suffix = "_reverse" if direction == 1 else ""
                 names = [n.format(layer, suffix) for n in names]
-                for name, param in zip(names, tensors):
+                for name, param in zip(names, params):
                     setattr(self, name, param)
                 self._flat_weights_names.extend(names)
                 self._all_weights.append(names)
@@ -102,8 +170,13 @@ class RNN(nn.Module):
             init.uniform_(weight, -stdv, stdv)
 
     @property
+    def cell(self):
+        """The fused_rnn.cells.Cell this module runs, read from ``mode`` (so it follows a changed mode)."""
+        return BY_MODE[self.mode]
+
+    @property
     def _flat_weights(self):
-        """The weights in ATen's order, read now (nn.RNN keeps a cached copy of this list)."""
+        """The weights in ATen's order, read now (torch.nn keeps a cached copy of this list)."""
         return [getattr(self, name, None) for name in self._flat_weights_names]
 
     @property
@@ -111,7 +184,7 @@ class RNN(nn.Module):
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
     def flatten_parameters(self):
-        """As nn.RNN: put the weights in one cuDNN buffer when on a GPU with cuDNN; otherwise nothing."""
+        """As torch.nn: put the weights in one cuDNN buffer when on a GPU with cuDNN; otherwise nothing."""
         nn.RNNBase.flatten_parameters(self)
 
     def _apply(self, fn, recurse=True):
@@ -119,81 +192,235 @@ class RNN(nn.Module):
         self.flatten_parameters()   # as nn.RNNBase._apply, after .to() / .cuda()
         return result
 
-    def fused_kind(self):
-        """The configuration fused_rnn's kernels run ("tanh" or "relu"), or None.
-
-        Today: one layer, one direction, batch_first, with or without biases, any
-        dropout (it only acts between layers). Read as attributes so torch.compile guards on them.
-        """
-        if self.num_layers == 1 and not self.bidirectional and self.batch_first and self.proj_size == 0:
-            return "tanh" if self.mode == "RNN_TANH" else "relu" if self.mode == "RNN_RELU" else None
-        return None
-
     def extra_repr(self):
-        return nn.RNNBase.extra_repr(self)
+        s = nn.RNNBase.extra_repr(self)     # exactly torch.nn's for the default backend
+        if self.backend != "auto":
+            s += f", backend={self.backend!r}"
+        if self.allow_tf32 is not None:
+            s += f", allow_tf32={self.allow_tf32}"
+        return s
+
+    # --- which path runs -----------------------------------------------------------------------------
+
+    def _allow_tf32(self):
+        return bool(torch.backends.cudnn.allow_tf32) if self.allow_tf32 is None else bool(self.allow_tf32)
+
+    def _needs_grad(self, *tensors):
+        if not torch.is_grad_enabled():
+            return False
+        return any(t is not None and t.requires_grad for t in (*tensors, *self._flat_weights))
+
+    def _layer_backend(self, x, needs_grad):
+        """"torch" (the stock _VF call) or the backend to hand ``run_layers`` ("triton", or under compile any).
+
+        x: the padded (or packed data) input tensor.
+        """
+        if self.backend == "torch" or self.proj_size > 0:
+            return "torch"
+        compiling = torch.compiler.is_compiling()
+        if self.backend == "auto" and not x.is_cuda and not compiling:
+            return "torch"
+        chosen = _recurrence().select_layer_backend(self.cell.name, x, self.hidden_size, backend=self.backend,
+                                                    needs_grad=needs_grad, allow_tf32=self._allow_tf32())
+        if chosen != "torch" and _under_functorch():
+            # The kernels' autograd has no functorch rules; the stock math supports every transform.
+            if self.backend != "auto":
+                raise RuntimeError(f"backend={self.backend!r} cannot run inside torch.func transforms (grad, "
+                                   "vmap, jvp); use backend='auto' or 'torch', which run the stock math there")
+            return "torch"
+        if chosen == "torch" and not compiling:
+            return "torch"
+        return chosen
+
+    def backend_for(self, input, hx=None):
+        """Which path ``forward(input, hx)`` takes: "triton" (the fused layers) or "torch" (the stock _VF call).
+
+        Under torch.compile the driver's registered ops run whatever this says.
+        """
+        x = input.data if isinstance(input, PackedSequence) else input
+        hs = hx if isinstance(hx, (tuple, list)) else (hx,)
+        if x.numel() == 0:
+            return "torch"
+        return self._layer_backend(x, self._needs_grad(x, *hs))
+
+    # --- forward -------------------------------------------------------------------------------------
 
     def forward(self, input, hx=None):
-        """As ``torch.nn.RNN.forward``: (output, h_n); PackedSequence in, PackedSequence out."""
-        directions = 2 if self.bidirectional else 1
-        packed = isinstance(input, PackedSequence)
+        """As torch.nn's ``forward(input, hx=None)``: (output, h_n), or (output, (h_n, c_n)) for the LSTM."""
+        spec = self.cell
+        lstm = spec.has_cell_state
+        template = input if isinstance(input, PackedSequence) else None
         batched = True
-        if packed:
-            input, batch_sizes, sorted_indices, unsorted_indices = input
-            max_batch_size = batch_sizes[0]
+        batch_dim = 0 if self.batch_first else 1
+        if template is not None:
+            x, batch_sizes, sorted_indices, unsorted_indices = template
         else:
-            batch_sizes = sorted_indices = unsorted_indices = None
-            if input.dim() not in (2, 3):
-                raise ValueError(f"RNN: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
-            batched = input.dim() == 3
-            batch_dim = 0 if self.batch_first else 1
+            x, batch_sizes, sorted_indices, unsorted_indices = input, None, None, None
+            if x.dim() not in (2, 3):
+                # torch.nn's words: "RNN: ... 3D tensor instead", "GRU: ... 3D instead", "LSTM: ... 3D instead".
+                name = {"GRU": "GRU", "LSTM": "LSTM"}.get(self.mode, "RNN")
+                raise ValueError(f"{name}: Expected input to be 2D or 3D, got {x.dim()}D"
+                                 f"{' tensor' if name == 'RNN' else ''} instead")
+            batched = x.dim() == 3
             if not batched:
-                input = input.unsqueeze(batch_dim)
-                if hx is not None:
-                    if hx.dim() != 2:
-                        raise RuntimeError(
-                            f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor")
-                    hx = hx.unsqueeze(1)
-            elif hx is not None and hx.dim() != 3:
-                raise RuntimeError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
-            max_batch_size = input.size(0) if self.batch_first else input.size(1)
-        if hx is None:
-            hx = torch.zeros(self.num_layers * directions, max_batch_size, self.hidden_size,
-                             dtype=input.dtype, device=input.device)
-        elif sorted_indices is not None:
-            hx = hx.index_select(1, sorted_indices)
-        weights = self._flat_weights
-        self._check_forward_args(input, hx, batch_sizes, weights[0])
-        rnn = _VF.rnn_tanh if self.mode == "RNN_TANH" else _VF.rnn_relu
-        if batch_sizes is None:
-            output, hidden = rnn(input, hx, weights, self.bias, self.num_layers, self.dropout, self.training,
-                                 self.bidirectional, self.batch_first)
+                x = x.unsqueeze(batch_dim)
+            hx = self._hx_dims(hx, batched)
+        if hx is not None:
+            self._check_forward_args(x, hx, batch_sizes)
         else:
-            output, hidden = rnn(input, batch_sizes, hx, weights, self.bias, self.num_layers, self.dropout,
-                                 self.training, self.bidirectional)
-        if packed:
-            if unsorted_indices is not None:
-                hidden = hidden.index_select(1, unsorted_indices)
-            return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), hidden
+            self._check_input(x, batch_sizes)
+        hs = (hx if lstm else (hx,)) if hx is not None else ()
+        chosen = "torch" if x.numel() == 0 else self._layer_backend(x, self._needs_grad(x, *hs))
+        if chosen == "torch":
+            output, hidden = self._forward_stock(spec, x, hx, batch_sizes, sorted_indices, unsorted_indices)
+        else:
+            output, hidden = self._forward_layers(spec, x, hx, template, chosen)
+        if template is not None:
+            return output, hidden
         if not batched:
             output = output.squeeze(batch_dim)
-            hidden = hidden.squeeze(1)
+            hidden = tuple(h.squeeze(1) for h in hidden) if lstm else hidden.squeeze(1)
         return output, hidden
 
-    def _check_forward_args(self, input, hx, batch_sizes, weight):
-        # nn.RNNBase.check_forward_args's checks and messages.
-        if input.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():
-            raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({weight.dtype}). "
-                             f"Convert input: input.to({weight.dtype}), or convert model: model.to({input.dtype})")
+    def _hx_dims(self, hx, batched):
+        """torch.nn's checks of hx's dimensions; for unbatched input, hx with the batch dimension added."""
+        if hx is None:
+            return None
+        if self.cell.has_cell_state:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"LSTM hx must be a tuple (h_0, c_0) or None, got {type(hx).__name__}")
+            want = 3 if batched else 2
+            if hx[0].dim() != want or hx[1].dim() != want:
+                kind = "batched 3-D" if batched else "unbatched 2-D"
+                raise RuntimeError(f"For {kind} input, hx and cx should also be {want}-D but got "
+                                   f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+            return tuple(hx) if batched else (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        if not batched:
+            if hx.dim() != 2:
+                raise RuntimeError(f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor")
+            return hx.unsqueeze(1)
+        if hx.dim() != 3:
+            raise RuntimeError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
+        return hx
+
+    def _forward_stock(self, spec, x, hx, batch_sizes, sorted_indices, unsorted_indices):
+        """The ATen call torch.nn makes, with its zeros and permutations: bit-identical results."""
+        lstm = spec.has_cell_state
+        if hx is None:
+            rows = batch_sizes[0] if batch_sizes is not None else x.size(0 if self.batch_first else 1)
+            L = self.num_layers * (2 if self.bidirectional else 1)
+            h_size = self.proj_size if self.proj_size > 0 else self.hidden_size
+            h = torch.zeros(L, rows, h_size, dtype=x.dtype, device=x.device)
+            hx = (h, torch.zeros(L, rows, self.hidden_size, dtype=x.dtype, device=x.device)) if lstm else h
+        elif sorted_indices is not None:
+            hx = tuple(h.index_select(1, sorted_indices) for h in hx) if lstm else hx.index_select(1, sorted_indices)
+        weights = self._flat_weights
+        if batch_sizes is None:
+            result = spec.stock(x, hx, weights, self.bias, self.num_layers, self.dropout, self.training,
+                                self.bidirectional, self.batch_first)
+        else:
+            result = spec.stock(x, batch_sizes, hx, weights, self.bias, self.num_layers, self.dropout,
+                                self.training, self.bidirectional)
+        output, hidden = result[0], (tuple(result[1:]) if lstm else result[1])
+        if batch_sizes is not None:
+            output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+            if unsorted_indices is not None:
+                hidden = (tuple(h.index_select(1, unsorted_indices) for h in hidden) if lstm
+                          else hidden.index_select(1, unsorted_indices))
+        return output, hidden
+
+    def _forward_layers(self, spec, x, hx, template, backend):
+        """fused_rnn's layer driver: padded input with lengths in, the input's structure out."""
+        lengths = None
+        if template is not None:
+            # In the caller's batch order, as hx is: no permutation of the states needed.
+            x, lengths = pad_packed_sequence(template, batch_first=self.batch_first)
+        h0, c0 = (hx if spec.has_cell_state else (hx, None)) if hx is not None else (None, None)
+        weights = self._flat_weights
+        if x.device.type in ("cuda", "cpu") and torch.is_autocast_enabled(x.device.type):
+            # As torch.nn's RNNs under autocast: the whole recurrence in the autocast dtype.
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, h0, c0 = (t.to(dtype) if t is not None else None for t in (x, h0, c0))
+            weights = [w.to(dtype) if w is not None else None for w in weights]
+        output, h_n, c_n = _recurrence().run_layers(
+            spec.name, x, weights, h0, c0, lengths, num_layers=self.num_layers, bidirectional=self.bidirectional,
+            batch_first=self.batch_first, dropout=self.dropout, training=self.training,
+            allow_tf32=self._allow_tf32(), backend=backend)
+        if template is not None:
+            output = pack_like(output, lengths, template, self.batch_first)
+        return output, ((h_n, c_n) if spec.has_cell_state else h_n)
+
+    # --- torch.nn's argument checks, with its messages ----------------------------------------------
+
+    def _check_input(self, x, batch_sizes):
+        weight = getattr(self, self._flat_weights_names[0])
+        if x.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():
+            raise ValueError(f"RNN input dtype ({x.dtype}) does not match weight dtype ({weight.dtype}). "
+                             f"Convert input: input.to({weight.dtype}), or convert model: model.to({x.dtype})")
         expected_dim = 2 if batch_sizes is not None else 3
-        if input.dim() != expected_dim:
-            raise RuntimeError(f"input must have {expected_dim} dimensions, got {input.dim()}")
-        if self.input_size != input.size(-1):
+        if x.dim() != expected_dim:
+            raise RuntimeError(f"input must have {expected_dim} dimensions, got {x.dim()}")
+        if self.input_size != x.size(-1):
             raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
-                               f"got {input.size(-1)}")
+                               f"got {x.size(-1)}")
+
+    def _check_forward_args(self, x, hx, batch_sizes):
+        self._check_input(x, batch_sizes)
         if batch_sizes is not None:
             mini_batch = int(batch_sizes[0])
         else:
-            mini_batch = input.size(0) if self.batch_first else input.size(1)
-        expected = (self.num_layers * (2 if self.bidirectional else 1), mini_batch, self.hidden_size)
-        if hx.size() != expected:
-            raise RuntimeError(f"Expected hidden size {expected}, got {list(hx.size())}")
+            mini_batch = x.size(0) if self.batch_first else x.size(1)
+        L = self.num_layers * (2 if self.bidirectional else 1)
+        h_size = self.proj_size if self.proj_size > 0 else self.hidden_size
+        if self.cell.has_cell_state:
+            for i, (h, size) in enumerate(zip(hx, (h_size, self.hidden_size))):
+                if h.size() != (L, mini_batch, size):
+                    raise RuntimeError(f"Expected hidden[{i}] size {(L, mini_batch, size)}, got {list(h.size())}")
+        elif hx.size() != (L, mini_batch, h_size):
+            raise RuntimeError(f"Expected hidden size {(L, mini_batch, h_size)}, got {list(hx.size())}")
+
+
+class RNN(RNNBase):
+    """An Elman RNN with ``torch.nn.RNN``'s exact interface (see the module docstring).
+
+    ``RNN(input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, device=None, dtype=None, *, backend="auto", allow_tf32=None)``
+    """
+
+    def __init__(self, *args, **kwargs):
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if len(args) > 3:
+            nonlinearity = args[3]
+            args = args[:3] + args[4:]
+        else:
+            nonlinearity = kwargs.pop("nonlinearity", "tanh")
+        if nonlinearity not in NONLINEARITY_CELLS:
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        super().__init__(NONLINEARITY_CELLS[nonlinearity], *args, **kwargs)
+        self.nonlinearity = nonlinearity
+
+
+class GRU(RNNBase):
+    """A GRU with ``torch.nn.GRU``'s exact interface (gates r, z, n; see the module docstring).
+
+    ``GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+    bidirectional=False, device=None, dtype=None, *, backend="auto", allow_tf32=None)``
+    """
+
+    def __init__(self, *args, **kwargs):
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        super().__init__("gru", *args, **kwargs)
+
+
+class LSTM(RNNBase):
+    """An LSTM with ``torch.nn.LSTM``'s exact interface (gates i, f, g, o; see the module docstring).
+
+    ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+    bidirectional=False, proj_size=0, device=None, dtype=None, *, backend="auto", allow_tf32=None)``.
+    forward returns ``(output, (h_n, c_n))``. ``proj_size > 0`` runs the stock path on every device.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__("lstm", *args, **kwargs)
