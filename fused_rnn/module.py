@@ -1,12 +1,16 @@
-"""``SimpleRNN``: the seed model as a drop-in module backed by the fused kernel."""
+"""``SimpleRNN``: the seed model, generalized (layers, directions, cells), as a drop-in backed by fused kernels."""
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as _module
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .ops import BACKENDS, check_lengths, check_x, rnn_linear, select_backend
-from .rnn import RNN
+from .ops import BACKENDS, check_lengths, check_x, resolve_allow_tf32, rnn_linear, select_backend
+from .rnn import GRU, LSTM, RNN, _recurrence, _under_functorch
+
+CELL_CLASSES = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
+ELMAN_ACTIVATIONS = {"rnn_tanh": "tanh", "rnn_relu": "relu"}
 
 
 def _has_hooks(m):
@@ -19,77 +23,212 @@ def _global_hooks():
                 or _module._global_backward_hooks or _module._global_backward_pre_hooks)
 
 
+def _batched_state(h0):
+    """h0 [B, H] (or an LSTM's (h0, c0) pair of them) as [1, B, H], as rnn_linear accepts it."""
+    if isinstance(h0, (tuple, list)):
+        return tuple(h.unsqueeze(0) if h.dim() == 2 else h for h in h0)
+    return h0.unsqueeze(0) if h0 is not None and h0.dim() == 2 else h0
+
+
 class SimpleRNN(nn.Module):
-    """``nn.RNN(batch_first=True)`` + ``nn.Linear`` on the last step, run as one fused kernel.
+    """A recurrent network (``rnn``, batch_first) + ``nn.Linear`` (``fc``) on each sequence's last step.
 
-    A drop-in for the seed's ``SimpleRNN``: the same submodules (``rnn``, a
-    :class:`fused_rnn.RNN` with ``nn.RNN``'s contract, and ``fc``, an ``nn.Linear``)
-    created in the same order, so ``torch.manual_seed(s)`` gives the same weights
-    and state_dicts load both ways.
+    A drop-in for the user model::
 
-    ``forward`` runs the fused ``rnn_linear`` when ``rnn`` is a one-layer,
-    one-direction, batch_first :class:`fused_rnn.RNN`, ``fc`` an ``nn.Linear``, and
-    neither has hooks (weight_norm, spectral_norm, prune, torchinfo and
-    parametrizations all use hooks or subclasses). Anything else (a replaced
-    ``rnn``, a stock ``nn.RNN``, hooks) runs the seed's computation through the
-    submodules: ``out, h_n = self.rnn(x, h0); y = self.fc(out[:, -1])``. So does
-    ``backend="auto"`` on CPU tensors outside torch.compile: that is the stock
-    path, bit for bit the seed's.
+        self.rnn = nn.RNN / nn.GRU / nn.LSTM(input_size, hidden_size, num_layers=..., batch_first=True,
+                                             bidirectional=...)
+        self.fc = nn.Linear(hidden_size * num_directions, output_size)
+        out, _ = self.rnn(x, h0); y = self.fc(out[:, -1])
 
-    backend: as in :func:`fused_rnn.rnn_linear`. allow_tf32: None (default)
-    follows ``torch.backends.cudnn.allow_tf32`` at call time, as nn.RNN does.
+    with the same submodules created in the same order (``rnn`` is a
+    :class:`fused_rnn.RNN`, ``GRU`` or ``LSTM``), so ``torch.manual_seed(s)``
+    gives the same weights and state_dicts load both ways. ``cell``: "rnn"
+    (with ``nonlinearity`` "tanh" or "relu"), "gru" or "lstm".
+
+    ``forward`` runs the fused path when ``rnn`` is one of fused_rnn's
+    batch_first modules without projections, ``fc`` an ``nn.Linear`` of
+    matching width, and neither has hooks (weight_norm, spectral_norm, prune,
+    torchinfo and parametrizations all use hooks or subclasses):
+
+    * a one-layer, one-direction Elman RNN is one ``rnn_linear`` kernel (the
+      time loop and the head fused);
+    * otherwise the first L-1 layers run through ``recurrence.run_layers`` and
+      the last layer never writes its [B, T, D·H] output: one direction gives
+      its h_n to the head (an Elman last layer is again ``rnn_linear``, with
+      the previous layer's output as its input); with two, ``out[:, -1]`` is
+      the forward state at each sequence's last step next to the reverse
+      direction's state after its first step (one step from its h0 at that
+      position), computed as a one-step layer.
+
+    Anything else (a replaced ``rnn``, a stock ``nn.RNN``, hooks) runs the
+    seed's computation through the submodules:
+    ``out, h_n = self.rnn(x, h0); y = self.fc(out[:, -1])``. So does
+    ``backend="auto"`` on CPU tensors outside torch.compile: the stock path,
+    bit for bit the user model's.
+
+    backend: as in :func:`fused_rnn.rnn_linear` ("cuda" only for the
+    one-layer, one-direction Elman RNN). It picks the fused path's backend;
+    ``rnn`` is built with "torch" when it is "torch" (stock everywhere) and
+    with "auto" otherwise, so ``model.rnn(x)`` behaves as a user's module
+    would (the stock path on CPU). allow_tf32: None (default) follows
+    ``torch.backends.cudnn.allow_tf32`` at call time, as torch.nn does; ``rnn``
+    gets it too.
     """
 
-    def __init__(self, input_size, hidden_size, output_size, *, nonlinearity="tanh",
-                 backend="auto", allow_tf32=None):
+    def __init__(self, input_size, hidden_size, output_size, *, num_layers=1, bidirectional=False,
+                 nonlinearity="tanh", cell="rnn", backend="auto", allow_tf32=None):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if cell not in CELL_CLASSES:
+            raise ValueError(f"cell must be one of {tuple(CELL_CLASSES)}, got {cell!r}")
+        if cell != "rnn" and nonlinearity != "tanh":
+            raise ValueError(f"nonlinearity applies to cell='rnn' only, got nonlinearity={nonlinearity!r} with "
+                             f"cell={cell!r}")
+        if backend == "cuda" and (cell != "rnn" or num_layers != 1 or bidirectional):
+            raise ValueError("backend='cuda' runs only the one-layer, one-direction Elman RNN (cell='rnn'), got "
+                             f"cell={cell!r}, num_layers={num_layers}, bidirectional={bidirectional}; use "
+                             "'auto', 'triton' or 'torch'")
         self.hidden_size = hidden_size
-        self.rnn = RNN(input_size, hidden_size, num_layers=1, batch_first=True, nonlinearity=nonlinearity)
-        self.fc = nn.Linear(hidden_size, output_size)
+        options = dict(num_layers=num_layers, batch_first=True, bidirectional=bidirectional,
+                       backend="torch" if backend == "torch" else "auto", allow_tf32=allow_tf32)
+        if cell == "rnn":
+            options["nonlinearity"] = nonlinearity
+        self.rnn = CELL_CLASSES[cell](input_size, hidden_size, **options)
+        self.fc = nn.Linear(hidden_size * (2 if bidirectional else 1), output_size)
         self.backend = backend
         self.allow_tf32 = allow_tf32
 
     def forward(self, x, h0=None, *, lengths=None, return_hidden=False):
-        """x: [B, T, I], or a PackedSequence; h0: [1, B, H] or [B, H].
+        """x: [B, T, I], or a PackedSequence; h0: [L·D, B, H] (or [B, H] for one layer and direction);
+        an LSTM's h0 is the pair (h0, c0), as nn.LSTM takes it, or None.
 
         lengths: [B] valid steps per sequence (the Linear reads step lengths[b]).
-        Returns y: [B, O], or (y, h_n [1, B, H]) with ``return_hidden=True``.
+        Returns y: [B, O], or with ``return_hidden=True`` (y, h_n [L·D, B, H]), for an LSTM
+        (y, (h_n, c_n)).
         """
         backend = self.backend
         # The CPU stock path first and with the fewest checks: it should cost what the seed costs.
-        # (Under torch.compile "auto" takes the registered op instead, which keeps T dynamic.)
+        # (Under torch.compile "auto" takes the registered ops instead, which keep T dynamic.)
         on_cpu_auto = backend == "auto" and not getattr(x, "is_cuda", False) and not torch.compiler.is_compiling()
         if backend == "torch" or on_cpu_auto:
             return self._forward_submodules(x, h0, lengths, return_hidden)
         rnn, fc = self.rnn, self.fc
-        kind = self._fused_kind(rnn, fc)
-        if kind is None:
+        if not self._fusable(rnn, fc):
             return self._forward_submodules(x, h0, lengths, return_hidden)
         if isinstance(x, PackedSequence):
             if lengths is not None:
                 raise ValueError("lengths must be None when x is a PackedSequence (it carries its own)")
             x, lengths = pad_packed_sequence(x, batch_first=True)
-        biases = (rnn.bias_ih_l0, rnn.bias_hh_l0) if rnn.bias else (None, None)
-        return rnn_linear(x, rnn.weight_ih_l0, rnn.weight_hh_l0, *biases, fc.weight, fc.bias, h0,
-                          lengths=lengths, nonlinearity=kind, return_hidden=return_hidden,
-                          allow_tf32=self.allow_tf32, backend=backend)
+        activation = ELMAN_ACTIVATIONS.get(rnn.mode.lower())
+        if activation is not None and rnn.num_layers == 1 and not rnn.bidirectional:
+            biases = (rnn.bias_ih_l0, rnn.bias_hh_l0) if rnn.bias else (None, None)
+            return rnn_linear(x, rnn.weight_ih_l0, rnn.weight_hh_l0, *biases, fc.weight, fc.bias, h0,
+                              lengths=lengths, nonlinearity=activation, return_hidden=return_hidden,
+                              allow_tf32=self.allow_tf32, backend=backend)
+        return self._forward_layers(x, h0, lengths, return_hidden)
 
     @staticmethod
-    def _fused_kind(rnn, fc):
-        """The activation ("tanh" or "relu") when rnn_linear computes exactly what the submodules would, else None.
+    def _fusable(rnn, fc):
+        """Whether the fused path computes exactly what the submodules would.
 
         A few dict and attribute reads (~1 µs): no per-call walk over the modules.
         """
-        if type(rnn) is not RNN or type(fc) is not nn.Linear:   # parametrize swaps the class too
-            return None
+        if type(rnn) not in (RNN, GRU, LSTM) or type(fc) is not nn.Linear:   # parametrize swaps the class too
+            return False
         if _has_hooks(rnn) or _has_hooks(fc) or _global_hooks():
-            return None
-        return rnn.fused_kind()
+            return False
+        directions = 2 if rnn.bidirectional else 1
+        return rnn.batch_first and rnn.proj_size == 0 and fc.in_features == rnn.hidden_size * directions
+
+    def _forward_layers(self, x, h0, lengths, return_hidden):
+        """Layers 1..L-1 through run_layers, the last one into the head without writing its output."""
+        rnn, fc = self.rnn, self.fc
+        spec = rnn.cell
+        check_x(x, rnn.input_size)
+        if lengths is not None:
+            lengths = check_lengths(lengths, x)
+        hx = _batched_state(h0)
+        if hx is not None:
+            if spec.has_cell_state and not isinstance(hx, tuple):
+                raise TypeError(f"an LSTM's h0 must be a tuple (h0, c0) or None, got {type(h0).__name__}")
+            rnn._check_forward_args(x, hx, None)
+        h0, c0 = (hx if spec.has_cell_state else (hx, None)) if hx is not None else (None, None)
+        allow_tf32 = resolve_allow_tf32(self.allow_tf32)
+        tensors = (x, h0, c0, *rnn._flat_weights, fc.weight, fc.bias)
+        needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+        recurrence = _recurrence()
+        chosen = recurrence.select_layer_backend(spec.name, x, rnn.hidden_size, backend=self.backend,
+                                                 needs_grad=needs_grad, allow_tf32=allow_tf32)
+        if chosen != "torch" and _under_functorch():
+            if self.backend != "auto":
+                raise RuntimeError(f"backend={self.backend!r} cannot run inside torch.func transforms (grad, vmap, "
+                                   "jvp); use backend='auto' or 'torch', which run the stock math there")
+            chosen = "torch"
+        if x.shape[0] == 0 or (chosen == "torch" and not torch.compiler.is_compiling()):
+            return self._forward_submodules(x, hx, lengths, return_hidden)
+
+        L, D = rnn.num_layers, 2 if rnn.bidirectional else 1
+        weights = rnn._flat_weights
+        per_direction = len(weights) // (L * D)      # w_ih, w_hh[, b_ih, b_hh]
+        common = dict(allow_tf32=allow_tf32, backend=chosen)
+        h_ns, c_ns = [], []
+        inp = x
+        if L > 1:
+            below = (L - 1) * D
+            inp, h_n, c_n = recurrence.run_layers(
+                spec.name, x, weights[:below * per_direction], None if h0 is None else h0[:below],
+                None if c0 is None else c0[:below], lengths, num_layers=L - 1, bidirectional=rnn.bidirectional,
+                batch_first=True, dropout=rnn.dropout, training=rnn.training, **common)
+            # nn.RNN's dropout acts after every layer but the last, so also after layer L-1.
+            if rnn.training and rnn.dropout > 0:
+                inp = F.dropout(inp, rnn.dropout, True)
+            h_ns.append(h_n)
+            c_ns.append(c_n)
+
+        def last_layer(direction):
+            i = (L - 1) * D + direction
+            w = weights[i * per_direction:(i + 1) * per_direction]
+            biases = (w[2], w[3]) if per_direction == 4 else (None, None)
+            return (w[0], w[1], *biases, None if h0 is None else h0[i], None if c0 is None else c0[i])
+
+        activation = ELMAN_ACTIVATIONS.get(spec.name)
+        if D == 1 and activation is not None:
+            # The fused head again: rnn_linear with the previous layer's output as its input.
+            w_ih, w_hh, b_ih, b_hh, h_first, _ = last_layer(0)
+            y, h_last = rnn_linear(inp, w_ih, w_hh, b_ih, b_hh, fc.weight, fc.bias, h_first, lengths=lengths,
+                                   nonlinearity=activation, return_hidden=True, allow_tf32=allow_tf32,
+                                   backend=chosen)
+            h_ns.append(h_last)
+        else:
+            _, h_fwd, c_fwd = recurrence.layer(spec.name, inp, *last_layer(0), lengths, reverse=False,
+                                               store_out=False, **common)
+            h_ns.append(h_fwd[None])
+            c_ns.append(None if c_fwd is None else c_fwd[None])
+            if D == 1:
+                y = fc(h_fwd)
+            else:
+                # out[:, len_b - 1]'s reverse half: that direction's first step, from its h0, at position len_b - 1.
+                if lengths is None:
+                    last_input = inp[:, -1:]
+                else:
+                    rows = torch.arange(inp.shape[0], device=inp.device)
+                    last_input = inp[rows, lengths.to(inp.device) - 1][:, None]
+                _, h_rev_first, _ = recurrence.layer(spec.name, last_input, *last_layer(1), None, reverse=True,
+                                                     store_out=False, **common)
+                y = fc(torch.cat([h_fwd, h_rev_first], dim=-1))
+                if return_hidden:
+                    _, h_rev, c_rev = recurrence.layer(spec.name, inp, *last_layer(1), lengths, reverse=True,
+                                                       store_out=False, **common)
+                    h_ns.append(h_rev[None])
+                    c_ns.append(None if c_rev is None else c_rev[None])
+        if not return_hidden:
+            return y
+        h_n = torch.cat(h_ns)
+        return (y, (h_n, torch.cat(c_ns))) if spec.has_cell_state else (y, h_n)
 
     def _forward_submodules(self, x, h0, lengths, return_hidden):
-        """The seed's computation through self.rnn and self.fc, so hooks run and any rnn works."""
+        """The user model's computation through self.rnn and self.fc, so hooks run and any rnn works."""
         rnn = self.rnn
         if isinstance(x, PackedSequence):
             if lengths is not None:
@@ -101,8 +240,7 @@ class SimpleRNN(nn.Module):
             if lengths is not None and x.shape[0] > 0:
                 lengths = check_lengths(lengths, x)
                 packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        if h0 is not None and h0.dim() == 2:
-            h0 = h0.unsqueeze(0)        # [B, H] → [1, B, H], as rnn_linear accepts it
+        h0 = _batched_state(h0)
         if packed is None:
             out, h_n = rnn(x, h0)
             y = self.fc(out[:, -1, :])
@@ -114,10 +252,16 @@ class SimpleRNN(nn.Module):
 
     def backend_for(self, x):
         """The backend forward takes for input x [B, T, I]: "triton", "cuda" or "torch"."""
-        if self._fused_kind(self.rnn, self.fc) is None:
+        rnn = self.rnn
+        if not self._fusable(rnn, self.fc):
             return "torch"
-        return select_backend(self.backend, x, self.hidden_size, self.fc.out_features,
-                              allow_tf32=self.allow_tf32)
+        if ELMAN_ACTIVATIONS.get(rnn.mode.lower()) and rnn.num_layers == 1 and not rnn.bidirectional:
+            return select_backend(self.backend, x, self.hidden_size, self.fc.out_features,
+                                  allow_tf32=self.allow_tf32)
+        if self.backend == "torch" or (self.backend == "auto" and not x.is_cuda):
+            return "torch"
+        return _recurrence().select_layer_backend(rnn.cell.name, x, rnn.hidden_size, backend=self.backend,
+                                                  needs_grad=False, allow_tf32=resolve_allow_tf32(self.allow_tf32))
 
     def extra_repr(self):
         return f"backend={self.backend!r}"

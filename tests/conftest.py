@@ -85,3 +85,9 @@ def run_python(*args, env=None, timeout=600):
 
 def as_float64(*tensors):
     return [t.detach().double() if t is not None else None for t in tensors]
+
+
+@pytest.fixture
+def needs_recurrence():
+    """fused_rnn.recurrence, the layer driver the fused modules call: skip the test where it is absent."""
+    return pytest.importorskip("fused_rnn.recurrence")
