@@ -115,3 +115,192 @@ def test_demo():
         assert shown == pytest.approx(want, abs=1e-4), (shown, want)
     assert "total 661" in out.stdout and "rnn (RNN) 640, fc (Linear) 21" in out.stdout
     assert len(lines) <= 25, out.stdout        # a summary, not the 32 output rows
+
+
+# --- the generalized seed: layers, directions, cells (issues 13 and 14) ------------------------------------
+
+import itertools  # noqa: E402
+
+from torch import nn  # noqa: E402
+from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
+
+import fused_rnn  # noqa: E402
+
+STOCK_CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+
+class UserModel(nn.Module):
+    """The user code SimpleRNN replaces: a stock recurrent module (batch_first) and a Linear on out[:, -1]."""
+
+    def __init__(self, I, H, O, cell, num_layers, bidirectional):
+        super().__init__()
+        self.rnn = STOCK_CELLS[cell](I, H, num_layers=num_layers, batch_first=True, bidirectional=bidirectional)
+        self.fc = nn.Linear(H * (2 if bidirectional else 1), O)
+
+    def forward(self, x, h0=None):
+        out, _ = self.rnn(x, h0)
+        return self.fc(out[:, -1])
+
+
+GENERAL = list(itertools.product(["rnn", "gru", "lstm"], [1, 2], [False, True]))
+
+
+def general_pair(cell, layers, bidirectional, backend, I=4, H=5, O=3, seed=40):
+    torch.manual_seed(seed)
+    user = UserModel(I, H, O, cell, layers, bidirectional)
+    torch.manual_seed(seed)
+    ours = SimpleRNN(I, H, O, cell=cell, num_layers=layers, bidirectional=bidirectional, backend=backend)
+    return user, ours
+
+
+def initial_state(cell, L, D, B, H=5, seed=41):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(L * D, B, H, generator=g) * 0.5
+    return (h, torch.randn(L * D, B, H, generator=g) * 0.5) if cell == "lstm" else h
+
+
+@pytest.mark.parametrize("cell, layers, bidirectional", GENERAL)
+def test_general_seed_same_weights_keys_and_cpu_results(cell, layers, bidirectional):
+    """Seeded init, state_dict keys both ways, and the CPU stock path bit-identical to the user model."""
+    user, ours = general_pair(cell, layers, bidirectional, "auto")
+    assert type(ours.rnn) is {"rnn": fused_rnn.RNN, "gru": fused_rnn.GRU, "lstm": fused_rnn.LSTM}[cell]
+    assert list(ours.state_dict()) == list(user.state_dict())
+    for (name, p), q in zip(ours.named_parameters(), user.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    user.load_state_dict(ours.state_dict())
+    ours.load_state_dict(user.state_dict())
+    x = torch.randn(3, 6, 4)
+    h0 = initial_state(cell, layers, 2 if bidirectional else 1, 3)
+    for args in ((x,), (x, h0)):
+        got, want = ours(*args), user(*args)
+        assert torch.equal(got, want)
+        got.square().sum().backward()
+        want.square().sum().backward()
+        for (name, p), q in zip(ours.named_parameters(), user.parameters(), strict=True):
+            assert torch.equal(p.grad, q.grad), name
+        ours.zero_grad()
+        user.zero_grad()
+
+
+def leaf_copy(t):
+    if isinstance(t, tuple):
+        return tuple(leaf_copy(s) for s in t)
+    return None if t is None else t.detach().clone().requires_grad_()
+
+
+def flat(t):
+    if isinstance(t, tuple):
+        return [u for s in t for u in flat(s)]
+    return [] if t is None else [t]
+
+
+def fused_and_submodules(cell, layers, bidirectional, kind, with_h0, return_hidden, training=False, dropout=0.0):
+    """Run one call through the fused path (backend="triton") and the submodules (backend="torch"),
+    with the same weights and inputs; return both (outputs, gradients of inputs and parameters)."""
+    B, T, D = 5, 6, 2 if bidirectional else 1
+    _, fused = general_pair(cell, layers, bidirectional, "triton")
+    _, stock = general_pair(cell, layers, bidirectional, "torch")
+    results = []
+    torch.manual_seed(42)
+    x = torch.randn(B, T, 4)
+    lengths = torch.tensor([6, 2, 4, 1, 6])
+    h0 = initial_state(cell, layers, D, B) if with_h0 else None
+    for model in (fused, stock):
+        model.rnn.dropout = dropout
+        model.train(training)
+        model.to(DEVICE)
+        xs, hs = leaf_copy(x.to(DEVICE)), leaf_copy(tuple(h.to(DEVICE) for h in flat(h0)) or None)
+        h_arg = None if hs is None else (hs if cell == "lstm" else hs[0])
+        if kind == "packed":
+            call = (pack_padded_sequence(xs, lengths, batch_first=True, enforce_sorted=False), h_arg)
+            kwargs = {}
+        else:
+            call, kwargs = (xs, h_arg), ({"lengths": lengths} if kind == "lengths" else {})
+        result = model(*call, **kwargs, return_hidden=return_hidden)
+        outs = flat(result)
+        g = torch.Generator().manual_seed(43)
+        sum((o * torch.randn(o.shape, generator=g).to(o.device)).sum() for o in outs).backward()
+        grads = [xs.grad] + [h.grad for h in flat(hs)] + [p.grad for p in model.parameters()]
+        results.append((outs, grads))
+    return results
+
+
+@pytest.mark.parametrize("cell, layers, bidirectional", GENERAL)
+@pytest.mark.parametrize("kind, with_h0, return_hidden", [("plain", False, False), ("lengths", True, True),
+                                                          ("packed", True, False), ("packed", False, True)])
+def test_general_fused_path_matches_submodules(cell, layers, bidirectional, kind, with_h0, return_hidden,
+                                               needs_recurrence):
+    (outs, grads), (want_outs, want_grads) = fused_and_submodules(cell, layers, bidirectional, kind, with_h0,
+                                                                  return_hidden)
+    assert len(outs) == len(want_outs) == (1 if not return_hidden else 3 if cell == "lstm" else 2)
+    for i, (a, b) in enumerate(zip(outs, want_outs, strict=True)):
+        assert a.shape == b.shape, i
+        torch.testing.assert_close(a, b, **TOL[torch.float32], msg=lambda m: f"output {i}: {m}")
+    for i, (a, b) in enumerate(zip(grads, want_grads, strict=True)):
+        if b is None:       # fc gets no gradient when only h_n is used, and so on: the same on both sides
+            assert a is None, i
+            continue
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4, msg=lambda m: f"gradient {i}: {m}")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_general_fused_dropout_with_a_fixed_mask(cell, needs_recurrence):
+    """Training with dropout p=1 (every inter-layer input zeroed, also before the last layer) matches the
+    submodules; the mask then does not depend on the random stream."""
+    (outs, grads), (want_outs, want_grads) = fused_and_submodules(cell, 3, True, "lengths", True, True,
+                                                                  training=True, dropout=1.0)
+    for a, b in zip(outs + grads, want_outs + want_grads, strict=True):
+        if b is not None:
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cell, layers, bidirectional", [("rnn", 2, False), ("gru", 2, False), ("lstm", 2, True),
+                                                         ("rnn", 1, True)])
+def test_general_last_layer_never_writes_its_output(cell, layers, bidirectional, needs_recurrence, monkeypatch):
+    """Layers 1..L-1 through run_layers; the last layer only through store_out=False layers or rnn_linear."""
+    from fused_rnn import module as module_file
+    recurrence = needs_recurrence
+    calls = []
+    for name in ("run_layers", "layer"):
+        real = getattr(recurrence, name)
+
+        def spy(*args, _name=name, _real=real, **kwargs):
+            calls.append((_name, kwargs.get("num_layers"), kwargs.get("store_out", True),
+                          kwargs.get("store_last_output", True)))
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(recurrence, name, spy)
+    real_rnn_linear = module_file.rnn_linear
+    monkeypatch.setattr(module_file, "rnn_linear",
+                        lambda *a, **k: calls.append(("rnn_linear",)) or real_rnn_linear(*a, **k))
+    _, model = general_pair(cell, layers, bidirectional, "triton")
+    model(torch.randn(3, 4, 4, device=DEVICE).to(DEVICE))
+    top = [c for c in calls if c[0] in ("run_layers", "rnn_linear") or c[0] == "layer" and c[2] is False]
+    if layers > 1:
+        assert ("run_layers", layers - 1, True, True) in calls
+    if cell == "rnn" and not bidirectional:
+        assert ("rnn_linear",) in calls
+    else:
+        # The direct last-layer calls: forward, and for two directions the one-step reverse layer.
+        assert sum(1 for c in top if c[0] == "layer") == (2 if bidirectional else 1)
+
+
+def test_general_constructor_errors():
+    with pytest.raises(ValueError, match=r"cell must be one of \('rnn', 'gru', 'lstm'\), got 'lru'"):
+        SimpleRNN(2, 3, 1, cell="lru")
+    with pytest.raises(ValueError, match="nonlinearity applies to cell='rnn' only"):
+        SimpleRNN(2, 3, 1, cell="gru", nonlinearity="relu")
+    with pytest.raises(ValueError, match="backend='cuda' runs only the one-layer, one-direction Elman RNN"):
+        SimpleRNN(2, 3, 1, num_layers=2, backend="cuda")
+    model = SimpleRNN(2, 3, 1, cell="lstm", backend="torch")
+    assert model.rnn.backend == "torch"                  # "torch" means stock everywhere, model.rnn too
+    assert SimpleRNN(2, 3, 1, backend="triton").rnn.backend == "auto"
+
+
+def test_general_lstm_state_pairs_on_the_stock_path():
+    """An LSTM's h0 is (h0, c0), [B, H] accepted for one layer; return_hidden gives (y, (h_n, c_n))."""
+    _, model = general_pair("lstm", 1, False, "auto")
+    x = torch.randn(3, 6, 4)
+    h0, c0 = initial_state("lstm", 1, 1, 3)
+    y, (h_n, c_n) = model(x, (h0[0], c0[0]), return_hidden=True)
+    out, (h_s, c_s) = model.rnn(x, (h0, c0))
+    assert torch.equal(y, model.fc(out[:, -1])) and torch.equal(h_n, h_s) and torch.equal(c_n, c_s)

@@ -12,7 +12,7 @@ import itertools
 import pytest
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fused_rnn
 from conftest import DEVICE
@@ -347,11 +347,15 @@ def test_fused_dropout_in_training(cell, needs_recurrence):
 
 
 def test_packed_output_keeps_the_inputs_structure_with_equal_lengths(needs_recurrence):
-    """Equal lengths: re-sorting them could order the batch differently from the input's sorted_indices."""
+    """Equal lengths leave the sort order open: the output keeps the input's, not one re-sorted by length."""
     stock, ours = pair("gru", seed=19, device=DEVICE, bidirectional=True)
     ours.backend = "triton"
     x = torch.randn(T, 4, I, device=DEVICE)
-    packed = pack_padded_sequence(x, torch.tensor([3, 5, 3, 5]), enforce_sorted=False)
+    lengths = torch.tensor([3, 5, 3, 5])
+    sorted_indices = torch.tensor([3, 1, 2, 0], device=DEVICE)       # torch.sort would give 1, 3 first
+    assert not torch.equal(torch.sort(lengths, descending=True)[1].to(DEVICE), sorted_indices)
+    data, batch_sizes = torch._VF._pack_padded_sequence(x[:, sorted_indices], lengths[sorted_indices.cpu()], False)
+    packed = PackedSequence(data, batch_sizes, sorted_indices, torch.argsort(sorted_indices))
     compare(run(ours, packed, None), run(stock, packed, None), **FUSED_TOL)
 
 
