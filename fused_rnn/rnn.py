@@ -210,18 +210,20 @@ class RNNBase(nn.Module):
             return False
         return any(t is not None and t.requires_grad for t in (*tensors, *self._flat_weights))
 
-    def _layer_backend(self, x, needs_grad):
+    def _layer_backend(self, x, states):
         """"torch" (the stock _VF call) or the backend to hand ``run_layers`` ("triton", or under compile any).
 
-        x: the padded (or packed data) input tensor.
+        x: the padded (or packed data) input tensor; states: h0 (and c0) or none. The stock
+        path's cases are decided first, from attributes alone: on CPU it costs what nn.RNN's does.
         """
-        if self.backend == "torch" or self.proj_size > 0:
+        if self.backend == "torch" or self.proj_size > 0 or x.numel() == 0:
             return "torch"
         compiling = torch.compiler.is_compiling()
         if self.backend == "auto" and not x.is_cuda and not compiling:
             return "torch"
         chosen = _recurrence().select_layer_backend(self.cell.name, x, self.hidden_size, backend=self.backend,
-                                                    needs_grad=needs_grad, allow_tf32=self._allow_tf32())
+                                                    needs_grad=self._needs_grad(x, *states),
+                                                    allow_tf32=self._allow_tf32())
         if chosen != "torch" and _under_functorch():
             # The kernels' autograd has no functorch rules; the stock math supports every transform.
             if self.backend != "auto":
@@ -238,10 +240,7 @@ class RNNBase(nn.Module):
         Under torch.compile the driver's registered ops run whatever this says.
         """
         x = input.data if isinstance(input, PackedSequence) else input
-        hs = hx if isinstance(hx, (tuple, list)) else (hx,)
-        if x.numel() == 0:
-            return "torch"
-        return self._layer_backend(x, self._needs_grad(x, *hs))
+        return self._layer_backend(x, hx if isinstance(hx, (tuple, list)) else (hx,))
 
     # --- forward -------------------------------------------------------------------------------------
 
@@ -269,8 +268,7 @@ class RNNBase(nn.Module):
             self._check_forward_args(x, hx, batch_sizes)
         else:
             self._check_input(x, batch_sizes)
-        hs = (hx if lstm else (hx,)) if hx is not None else ()
-        chosen = "torch" if x.numel() == 0 else self._layer_backend(x, self._needs_grad(x, *hs))
+        chosen = self._layer_backend(x, (hx if lstm else (hx,)) if hx is not None else ())
         if chosen == "torch":
             output, hidden = self._forward_stock(spec, x, hx, batch_sizes, sorted_indices, unsorted_indices)
         else:

@@ -114,8 +114,9 @@ def test_positional_nonlinearity_and_factory_kwargs():
     assert meta.weight_ih_l0.is_meta
 
 
-def test_not_an_nn_rnn_so_dynamo_traces_it():
-    """Dynamo refuses nn.RNN instances; fused_rnn.RNN compiles with fullgraph and reads live weights."""
+def test_not_an_nn_rnn_so_dynamo_traces_it(needs_recurrence):
+    """Dynamo refuses nn.RNN instances; fused_rnn.RNN compiles with fullgraph (the layer driver's
+    registered ops) and reads live weights."""
     torch.manual_seed(1)
     ours = fused_rnn.RNN(3, 8, batch_first=True)
     assert not isinstance(ours, nn.RNNBase)
