@@ -304,3 +304,17 @@ def test_general_lstm_state_pairs_on_the_stock_path():
     y, (h_n, c_n) = model(x, (h0[0], c0[0]), return_hidden=True)
     out, (h_s, c_s) = model.rnn(x, (h0, c0))
     assert torch.equal(y, model.fc(out[:, -1])) and torch.equal(h_n, h_s) and torch.equal(c_n, c_s)
+
+
+def test_general_compile_fullgraph_with_lengths(needs_recurrence):
+    """A two-layer bidirectional LSTM seed model compiles whole (the stock nn.LSTM would be refused)."""
+    user, model = general_pair("lstm", 2, True, "auto")
+    x = torch.randn(5, 4, 4)
+    lengths = torch.tensor([4, 1, 3, 2, 4])
+    with pytest.raises(torch._dynamo.exc.Unsupported, match="Attempted to wrap RNN, GRU, or LSTM"):
+        torch.compile(user, fullgraph=True)(x)
+    compiled = torch.compile(model, fullgraph=True)
+    y, (h_n, c_n) = compiled(x, lengths=lengths, return_hidden=True)
+    want_y, (want_h, want_c) = model(x, lengths=lengths, return_hidden=True)      # CPU auto: the submodules
+    for got, want in ((y, want_y), (h_n, want_h), (c_n, want_c)):
+        torch.testing.assert_close(got, want, **TOL[torch.float32])
