@@ -251,6 +251,8 @@ class RNNBase(nn.Module):
         template = input if isinstance(input, PackedSequence) else None
         batched = True
         batch_dim = 0 if self.batch_first else 1
+        if lstm and hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+            raise TypeError(f"LSTM hx must be a tuple (h_0, c_0) or None, got {type(hx).__name__}")
         if template is not None:
             x, batch_sizes, sorted_indices, unsorted_indices = template
         else:
@@ -285,8 +287,6 @@ class RNNBase(nn.Module):
         if hx is None:
             return None
         if self.cell.has_cell_state:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError(f"LSTM hx must be a tuple (h_0, c_0) or None, got {type(hx).__name__}")
             want = 3 if batched else 2
             if hx[0].dim() != want or hx[1].dim() != want:
                 kind = "batched 3-D" if batched else "unbatched 2-D"

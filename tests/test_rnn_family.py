@@ -270,8 +270,20 @@ def test_lstm_checks_the_cell_state_too():
     for module in (stock, ours):
         with pytest.raises(RuntimeError, match=r"Expected hidden\[1\] size \(2, 3, 5\), got \[2, 4, 5\]"):
             module(x, hx)
-    with pytest.raises(TypeError, match="LSTM hx must be a tuple"):
-        ours(x, torch.randn(2, B, H))
+    for input in (x, pack_padded_sequence(x, torch.tensor(LENGTHS), enforce_sorted=False)):
+        with pytest.raises(TypeError, match="LSTM hx must be a tuple"):
+            ours(input, torch.randn(2, B, H))
+
+
+@pytest.mark.parametrize("cell, config", [("lstm", dict(proj_size=2, num_layers=2)), ("gru", dict(backend="torch"))])
+def test_compile_fullgraph_on_the_stock_path(cell, config):
+    """Configurations that run the stock _VF call (projections, backend="torch") compile whole too
+    (Inductor decomposes the call, so the sums round differently: a tolerance)."""
+    stock_config = {k: v for k, v in config.items() if k != "backend"}
+    stock, _ = pair(cell, seed=10, **stock_config)
+    _, ours = pair(cell, seed=10, **config)
+    input, _ = make_input("padded", False, seed=12)
+    compare(run(torch.compile(ours, fullgraph=True), input, None), run(stock, input, None), **FUSED_TOL)
 
 
 # --- torch.compile -------------------------------------------------------------------------------------
