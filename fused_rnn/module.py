@@ -7,7 +7,7 @@ from torch.nn.modules import module as _module
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .ops import BACKENDS, check_lengths, check_x, resolve_allow_tf32, rnn_linear, select_backend
-from .rnn import GRU, LSTM, RNN, _recurrence, _under_functorch
+from .rnn import GRU, LSTM, RNN, _recurrence
 
 CELL_CLASSES = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
 ELMAN_ACTIVATIONS = {"rnn_tanh": "tanh", "rnn_relu": "relu"}
@@ -158,13 +158,9 @@ class SimpleRNN(nn.Module):
         tensors = (x, h0, c0, *rnn._flat_weights, fc.weight, fc.bias)
         needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
         recurrence = _recurrence()
+        # "auto" under torch.func transforms is "torch" (the kernels' autograd has no functorch rules).
         chosen = recurrence.select_layer_backend(spec.name, x, rnn.hidden_size, backend=self.backend,
                                                  needs_grad=needs_grad, allow_tf32=allow_tf32)
-        if chosen != "torch" and _under_functorch():
-            if self.backend != "auto":
-                raise RuntimeError(f"backend={self.backend!r} cannot run inside torch.func transforms (grad, vmap, "
-                                   "jvp); use backend='auto' or 'torch', which run the stock math there")
-            chosen = "torch"
         if x.shape[0] == 0 or (chosen == "torch" and not torch.compiler.is_compiling()):
             return self._forward_submodules(x, hx, lengths, return_hidden)
 
@@ -180,9 +176,11 @@ class SimpleRNN(nn.Module):
                 spec.name, x, weights[:below * per_direction], None if h0 is None else h0[:below],
                 None if c0 is None else c0[:below], lengths, num_layers=L - 1, bidirectional=rnn.bidirectional,
                 batch_first=True, dropout=rnn.dropout, training=rnn.training, **common)
-            # nn.RNN's dropout acts after every layer but the last, so also after layer L-1.
+            # nn.RNN's dropout acts after every layer but the last, so also after layer L-1. Drawn over
+            # the [T, B, D·H] layout torch.nn's RNNs (and run_layers) draw it in: on CPU one seed gives
+            # the submodules' mask.
             if rnn.training and rnn.dropout > 0:
-                inp = F.dropout(inp, rnn.dropout, True)
+                inp = F.dropout(inp.transpose(0, 1).contiguous(), rnn.dropout, True).transpose(0, 1)
             h_ns.append(h_n)
             c_ns.append(c_n)
 

@@ -58,11 +58,6 @@ def _recurrence():
     return _RECURRENCE
 
 
-def _under_functorch():
-    """Whether a torch.func transform (grad, vmap, jvp, ...) is active around this eager call."""
-    return not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None
-
-
 def pack_like(output, lengths, template, batch_first):
     """The padded output [B, T, H] (or [T, B, H]) as a PackedSequence with template's exact structure.
 
@@ -221,15 +216,10 @@ class RNNBase(nn.Module):
         compiling = torch.compiler.is_compiling()
         if self.backend == "auto" and not x.is_cuda and not compiling:
             return "torch"
+        # "auto" under torch.func transforms is "torch" (the kernels' autograd has no functorch rules).
         chosen = _recurrence().select_layer_backend(self.cell.name, x, self.hidden_size, backend=self.backend,
                                                     needs_grad=self._needs_grad(x, *states),
                                                     allow_tf32=self._allow_tf32())
-        if chosen != "torch" and _under_functorch():
-            # The kernels' autograd has no functorch rules; the stock math supports every transform.
-            if self.backend != "auto":
-                raise RuntimeError(f"backend={self.backend!r} cannot run inside torch.func transforms (grad, "
-                                   "vmap, jvp); use backend='auto' or 'torch', which run the stock math there")
-            return "torch"
         if chosen == "torch" and not compiling:
             return "torch"
         return chosen

@@ -347,24 +347,24 @@ def test_fused_path_matches_torch_nn(cell, layers, bidirectional, kind, needs_re
 
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "gru", "lstm"])
-def test_fused_dropout_in_training(cell, needs_recurrence):
-    """Training with dropout p=1 zeroes every inter-layer input: a fixed mask, so it must match torch.nn;
-    p=0.5 must drop something (differ from eval) and keep the shapes."""
-    for p in (1.0, 0.5):
-        stock, ours = pair(cell, seed=17, device=DEVICE, num_layers=2, bidirectional=True, dropout=p)
-        ours.backend = "triton"
-        input, _ = make_input("packed", True, seed=18, device=DEVICE)
-        if p == 1.0:
-            compare(run(ours, input, None), run(stock, input, None), **FUSED_TOL)
-            continue
-        with torch.no_grad():
-            ours.eval()
-            evaluated = outputs(ours(input))
-            ours.train()
-            trained = outputs(ours(input))
-        assert [t.shape for t in trained] == [t.shape for t in evaluated]
-        assert not torch.equal(trained[0], evaluated[0])
-        torch.testing.assert_close(trained[1][0], evaluated[1][0], atol=0, rtol=0)   # layer 0's h_n: no dropout
+@pytest.mark.parametrize("p", [1.0, 0.5])
+def test_fused_dropout_in_training(cell, p, needs_recurrence):
+    """Training with inter-layer dropout: p=1 zeroes every inter-layer input (a mask independent of the
+    random stream); p=0.5 draws over the [T, B, D·H] layout torch.nn's RNNs draw in, so on CPU one seed
+    gives torch.nn's mask for padded input (a PackedSequence's is drawn over its packed rows)."""
+    stock, ours = pair(cell, seed=17, device=DEVICE, num_layers=3, bidirectional=True, dropout=p)
+    ours.backend = "triton"
+    input, _ = make_input("packed" if p == 1.0 else "padded", True, seed=18, device=DEVICE)
+    if p == 1.0 or DEVICE == "cpu":
+        compare(run(ours, input, None, seed=19), run(stock, input, None, seed=19), **FUSED_TOL)
+    with torch.no_grad():
+        ours.eval()
+        evaluated = outputs(ours(input))
+        ours.train()
+        trained = outputs(ours(input))
+    assert [t.shape for t in trained] == [t.shape for t in evaluated]
+    assert not torch.equal(trained[0], evaluated[0])
+    torch.testing.assert_close(trained[1][:2], evaluated[1][:2], atol=0, rtol=0)   # layer 0's h_n: no dropout
 
 
 def test_packed_output_keeps_the_inputs_structure_with_equal_lengths(needs_recurrence):
