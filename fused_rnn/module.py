@@ -120,7 +120,7 @@ class SimpleRNN(nn.Module):
             if lengths is not None:
                 raise ValueError("lengths must be None when x is a PackedSequence (it carries its own)")
             x, lengths = pad_packed_sequence(x, batch_first=True)
-        activation = ELMAN_ACTIVATIONS.get(rnn.mode.lower())
+        activation = ELMAN_ACTIVATIONS.get(rnn.cell.name)
         if activation is not None and rnn.num_layers == 1 and not rnn.bidirectional:
             biases = (rnn.bias_ih_l0, rnn.bias_hh_l0) if rnn.bias else (None, None)
             return rnn_linear(x, rnn.weight_ih_l0, rnn.weight_hh_l0, *biases, fc.weight, fc.bias, h0,
@@ -253,7 +253,7 @@ class SimpleRNN(nn.Module):
         rnn = self.rnn
         if not self._fusable(rnn, self.fc):
             return "torch"
-        if ELMAN_ACTIVATIONS.get(rnn.mode.lower()) and rnn.num_layers == 1 and not rnn.bidirectional:
+        if ELMAN_ACTIVATIONS.get(rnn.cell.name) and rnn.num_layers == 1 and not rnn.bidirectional:
             return select_backend(self.backend, x, self.hidden_size, self.fc.out_features,
                                   allow_tf32=self.allow_tf32)
         if self.backend == "torch" or (self.backend == "auto" and not x.is_cuda):
