@@ -323,8 +323,9 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
 
     tensors = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    allow_tf32 = resolve_allow_tf32(allow_tf32)
-    chosen = select_backend(backend, x, H, O, needs_grad, allow_tf32)
+    request = RnnLinearRequest.of(x, H, O, needs_grad=needs_grad, allow_tf32=allow_tf32, nonlinearity=nonlinearity)
+    allow_tf32 = request.allow_tf32
+    chosen = backends.select_backend(backend, request)
     if chosen != "torch" and _under_functorch():
         # The kernels' autograd.Function has no functorch rules (vmap, jvp) and
         # launches on unwrapped tensors only; the stock math supports every transform.
