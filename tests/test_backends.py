@@ -9,9 +9,10 @@ import types
 import pytest
 import torch
 
-from conftest import ROOT, kernels
+from conftest import kernels
 from fused_rnn import backends
 from fused_rnn.backends import RnnLinearRequest, select_backend
+from helpers import ROOT
 
 CUDA = torch.device("cuda")
 
