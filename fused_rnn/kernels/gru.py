@@ -1,0 +1,441 @@
+"""Triton kernels of the layer contract (fused_rnn/cells/__init__.py) for the GRU cell.
+
+One program per tile of ``BLOCK_B`` sequences walks the recurrence, gates r, z, n as torch.nn.GRU::
+
+    gh_t = W_hh h_{t-1} + b_hh                       (three [H, H] gate blocks: gh_r, gh_z, gh_n)
+    r = σ(xp_r + gh_r)    z = σ(xp_z + gh_z)    n = tanh(xp_n + r ⊙ gh_n)
+    h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
+
+with xp = x W_ihᵀ + b_ih computed by the caller. As in kernels/rnn_linear.py (whose helpers are
+reused) everything is transposed: the state is ``hᵀ`` [BLOCK_H, BLOCK_B] in fp32 registers, each
+gate block of W_hh is an MMA's A operand [BLOCK_H, BLOCK_H] (M = H: wgmma on Hopper at H ≥ 64),
+loaded into shared memory once before the loop, and xp_{t+1}'s three gate tiles are loaded during
+step t. Where H is padded (``MASK_H``) the padded rows of the state (forward) and of ∂L/∂gh
+(backward) are forced to 0 every step: an infinite value times a padded (zero) weight is NaN, which
+would otherwise reach real rows through W_hh.
+
+The backward walks the processing order in reverse and writes ∂L/∂xp and ∂L/∂gh (they differ in the
+n block by the factor r); the weight gradients are GEMMs over all steps, done by the caller.
+
+Positions: the forward's step s processes position ``p = s`` (``p = len_b - 1 - s`` when
+``reverse``) while s < len_b; at steps s ≥ len_b it writes 0 at position s, so every position of
+every output is written exactly once whatever the direction.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from . import rnn_linear
+from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, _launch, _load_tile, _mm,
+                         _operand_dtype, _tanh, block, num_warps, precision, split_tf32)
+
+CELL = "gru"
+GATES = 3
+# aux [B, T, AUX_ROWS·H] fp32 saved for the backward: r, z, n and gh_n, in that order.
+AUX_ROWS = 4
+
+
+# ----------------------------------------------------------------------------
+# Device helpers
+# ----------------------------------------------------------------------------
+
+@triton.jit
+def _sigmoid(x, FAST_TANH: tl.constexpr):
+    """σ(x) in fp32.
+
+    FAST_TANH: ``0.5 + 0.5·tanh(x/2)`` with the hardware's tanh.approx.f32 (one MUFU op; see
+    rnn_linear._tanh): absolute error below 0.5·2^-11 ≈ 2.5e-4, against the 2^-9 (bf16) and
+    2^-11 (fp16) rounding of the state as the next step's MMA operand and the ~2^-11 of a TF32
+    product. A gate multiplies values of size ≤ 1 (n, h and their difference), so its absolute
+    error is what reaches h.
+
+    Otherwise ``1 / (1 + exp(-x))``: relative error a few fp32 ulps (exp and one division) for
+    every x; exp(-x) = inf for x → -inf gives exactly 0, and NaN stays NaN.
+    """
+    if FAST_TANH:
+        y = 0.5 + 0.5 * _tanh(0.5 * x, True)
+    else:
+        y = 1.0 / (1.0 + tl.exp(-x))
+    return y
+
+
+@triton.jit
+def _bias_tile(b_ptr, offs_h, H, HAS_B: tl.constexpr, BLOCK_B: tl.constexpr):
+    """[BLOCK_H, BLOCK_B] fp32 tile of ``b[offs_h]`` repeated over the columns (0 without a bias)."""
+    tile = tl.zeros([offs_h.shape[0], BLOCK_B], dtype=tl.float32)
+    if HAS_B:
+        tile += tl.load(b_ptr + offs_h, mask=offs_h < H, other=0.0).to(tl.float32)[:, None]
+    return tile
+
+
+# ----------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------
+
+def _gru_fwd(
+    xp_ptr, w_hh_ptr, w_hh_lo_ptr, b_hh_ptr, h0_ptr, lengths_ptr,
+    out_ptr, hn_ptr, hs_ptr, aux_ptr,
+    B, T, H,
+    stride_xb, stride_xt, stride_xg,
+    stride_h0b, stride_h0h,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    HAS_B_HH: tl.constexpr, HAS_H0: tl.constexpr, HAS_LENGTHS: tl.constexpr, REVERSE: tl.constexpr,
+    STORE_OUT: tl.constexpr, STORE_SAVED: tl.constexpr,
+    MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+):
+    """xp: [B, T, 3H] (strides given); out: [B, T, H] xp's dtype; hn: [B, H] xp's dtype;
+    hs: [B, T, H] fp32 and aux: [B, T, 4H] fp32 (r, z, n, gh_n), written when STORE_SAVED."""
+    pid = tl.program_id(0)
+    # Columns are sequences. int64: B·T·3H may pass 2³¹.
+    seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    seq_ok = seqs < B
+    offs_h = tl.arange(0, BLOCK_H)
+    h_rows_ok = offs_h < H
+    h_mask = h_rows_ok[:, None] & seq_ok[None, :]
+
+    # Loop invariants: the three gate blocks of W_hh (and their TF32 remainders for "tf32x3",
+    # split on the host so that they too come straight from loads and stay in shared memory).
+    w_r = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, H, 1).to(OPERAND_DTYPE)
+    w_z = _load_tile(w_hh_ptr + H * H, offs_h, offs_h, H, H, H, 1).to(OPERAND_DTYPE)
+    w_n = _load_tile(w_hh_ptr + 2 * H * H, offs_h, offs_h, H, H, H, 1).to(OPERAND_DTYPE)
+    if PRECISION == "tf32x3":
+        w_r_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, H, 1)
+        w_z_lo = _load_tile(w_hh_lo_ptr + H * H, offs_h, offs_h, H, H, H, 1)
+        w_n_lo = _load_tile(w_hh_lo_ptr + 2 * H * H, offs_h, offs_h, H, H, H, 1)
+    else:
+        w_r_lo = w_r
+        w_z_lo = w_z
+        w_n_lo = w_n
+    b_r = _bias_tile(b_hh_ptr, offs_h, H, HAS_B_HH, BLOCK_B)
+    b_z = _bias_tile(b_hh_ptr + H, offs_h, H, HAS_B_HH, BLOCK_B)
+    b_n = _bias_tile(b_hh_ptr + 2 * H, offs_h, H, HAS_B_HH, BLOCK_B)
+
+    if HAS_H0:
+        h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + offs_h[:, None] * stride_h0h,
+                    mask=h_mask, other=0.0).to(tl.float32)
+    else:
+        h = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
+    if HAS_LENGTHS:
+        length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
+    else:
+        length = seqs * 0 + T
+
+    # xpᵀ gate tiles [BLOCK_H, BLOCK_B]. The pointers start at each sequence's first processed
+    # position and move one step per iteration (backwards when REVERSE); loads past a length
+    # are masked off, so padding (possibly non-finite) is never read.
+    if REVERSE:
+        first = length - 1
+        step_xt = -stride_xt
+    else:
+        first = seqs * 0
+        step_xt = stride_xt
+    xp_ptrs = xp_ptr + seqs[None, :] * stride_xb + first[None, :] * stride_xt + offs_h[:, None] * stride_xg
+    gate_stride = H * stride_xg
+    xr_next = tl.load(xp_ptrs, mask=h_mask & (0 < length)[None, :], other=0.0)
+    xz_next = tl.load(xp_ptrs + gate_stride, mask=h_mask & (0 < length)[None, :], other=0.0)
+    xn_next = tl.load(xp_ptrs + 2 * gate_stride, mask=h_mask & (0 < length)[None, :], other=0.0)
+    seq_rows = seqs[None, :] * T
+    for s in range(T):
+        xr = xr_next
+        xz = xz_next
+        xn = xn_next
+        xp_ptrs += step_xt
+        load_next = h_mask & (s + 1 < length)[None, :]
+        xr_next = tl.load(xp_ptrs, mask=load_next, other=0.0)
+        xz_next = tl.load(xp_ptrs + gate_stride, mask=load_next, other=0.0)
+        xn_next = tl.load(xp_ptrs + 2 * gate_stride, mask=load_next, other=0.0)
+
+        h_op = h.to(OPERAND_DTYPE)
+        # xp_r and xp_z enter as the accumulator; gh_n must stay apart (r multiplies it).
+        r = _sigmoid(_mm(w_r, w_r_lo, h_op, xr.to(tl.float32) + b_r, PRECISION), FAST_TANH)
+        z = _sigmoid(_mm(w_z, w_z_lo, h_op, xz.to(tl.float32) + b_z, PRECISION), FAST_TANH)
+        gh_n = _mm(w_n, w_n_lo, h_op, b_n, PRECISION)
+        n = _tanh(xn.to(tl.float32) + r * gh_n, FAST_TANH)
+        h_new = n + z * (h - n)
+        if MASK_H:
+            h_new = tl.where(h_rows_ok[:, None], h_new, 0.0)
+        valid = (s < length)[None, :]
+        # A finished sequence keeps its last state: h_n is the state after its own last step.
+        h = tl.where(valid, h_new, h)
+
+        # Where step s writes: its position, or (past the length) position s, with 0.
+        if REVERSE:
+            pos = tl.where(s < length, length - 1 - s, s)
+        else:
+            pos = seqs * 0 + s
+        row = (seq_rows + pos[None, :]) * H + offs_h[:, None]
+        if STORE_OUT:
+            tl.store(out_ptr + row, tl.where(valid, h, 0.0).to(out_ptr.dtype.element_ty), mask=h_mask)
+        if STORE_SAVED:
+            tl.store(hs_ptr + row, tl.where(valid, h, 0.0), mask=h_mask)
+            aux_row = (seq_rows + pos[None, :]) * (4 * H) + offs_h[:, None]
+            tl.store(aux_ptr + aux_row, tl.where(valid, r, 0.0), mask=h_mask)
+            tl.store(aux_ptr + aux_row + H, tl.where(valid, z, 0.0), mask=h_mask)
+            tl.store(aux_ptr + aux_row + 2 * H, tl.where(valid, n, 0.0), mask=h_mask)
+            tl.store(aux_ptr + aux_row + 3 * H, tl.where(valid, gh_n, 0.0), mask=h_mask)
+
+    tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
+
+
+# B and T are never specialized (Triton would compile a new kernel for B = 1, T = 1 and multiples
+# of 16). xp's batch and time strides are specialized only in the kernel for xp whose strides are
+# both multiples of 16 elements, as in rnn_linear: a contiguous xp's batch stride is T·3H, and
+# which kernel runs must not depend on T.
+_gru_fwd_kernel = triton.jit(do_not_specialize=["B", "T"])(_gru_fwd)
+_gru_fwd_kernel_any_stride = triton.jit(do_not_specialize=["B", "T", "stride_xb", "stride_xt"])(_gru_fwd)
+
+
+@triton.jit(do_not_specialize=["B", "T", "stride_db", "stride_dt"])
+def _gru_bwd_kernel(
+    hs_ptr, aux_ptr, w_hh_ptr, w_hh_lo_ptr, h0_ptr, dout_ptr, dhn_ptr, lengths_ptr,
+    dxp_ptr, dgh_ptr, dh0_ptr,
+    B, T, H,
+    stride_h0b, stride_h0h, stride_db, stride_dt, stride_dh, stride_dhnb, stride_dhnh,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    HAS_H0: tl.constexpr, HAS_DOUT: tl.constexpr, HAS_DHN: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    REVERSE: tl.constexpr, MASK_H: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+):
+    """Reverse sweep over the forward's processing order, steps s = T-1 … 0::
+
+        dh += dout_p
+        dn_pre = dh ⊙ (1 - z) ⊙ (1 - n²)
+        dr_pre = dn_pre ⊙ gh_n ⊙ r(1 - r)        dz_pre = dh ⊙ (h_prev - n) ⊙ z(1 - z)
+        dxp_p = [dr_pre, dz_pre, dn_pre]        dgh_p = [dr_pre, dz_pre, dn_pre ⊙ r]
+        dh = W_rᵀ dr_pre + W_zᵀ dz_pre + W_nᵀ (dn_pre ⊙ r) + dh ⊙ z
+
+    At steps past a length dxp and dgh are 0 (at position s) and dh passes unchanged.
+    hs: [B, T, H], aux: [B, T, 4H] fp32 from the forward; dxp, dgh: [B, T, 3H] fp32; dh0: [B, H] fp32.
+    """
+    pid = tl.program_id(0)
+    seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    seq_ok = seqs < B
+    offs_h = tl.arange(0, BLOCK_H)
+    h_rows_ok = offs_h < H
+    h_mask = h_rows_ok[:, None] & seq_ok[None, :]
+
+    # W_gᵀ[k, j] = W_g[j, k]: the MMA's A for dh_prev = W_gᵀ · dgh_g.
+    w_r_t = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+    w_z_t = _load_tile(w_hh_ptr + H * H, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+    w_n_t = _load_tile(w_hh_ptr + 2 * H * H, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+    if PRECISION == "tf32x3":
+        w_r_t_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, 1, H)
+        w_z_t_lo = _load_tile(w_hh_lo_ptr + H * H, offs_h, offs_h, H, H, 1, H)
+        w_n_t_lo = _load_tile(w_hh_lo_ptr + 2 * H * H, offs_h, offs_h, H, H, 1, H)
+    else:
+        w_r_t_lo = w_r_t
+        w_z_t_lo = w_z_t
+        w_n_t_lo = w_n_t
+
+    if HAS_LENGTHS:
+        length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
+    else:
+        length = seqs * 0 + T
+    if HAS_H0:
+        h0 = tl.load(h0_ptr + seqs[None, :] * stride_h0b + offs_h[:, None] * stride_h0h,
+                     mask=h_mask, other=0.0).to(tl.float32)
+    if HAS_DHN:
+        dh = tl.load(dhn_ptr + seqs[None, :] * stride_dhnb + offs_h[:, None] * stride_dhnh,
+                     mask=h_mask, other=0.0).to(tl.float32)
+    else:
+        dh = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
+
+    seq_rows = seqs[None, :] * T
+    # Step s's inputs are loaded during step s + 1 (off the dependent chain); first those of T - 1.
+    s_last = T - 1
+    valid_next = (s_last < length)[None, :]
+    if REVERSE:
+        pos_next = tl.where(s_last < length, length - 1 - s_last, s_last)
+        prev_next = pos_next + 1
+    else:
+        pos_next = seqs * 0 + s_last
+        prev_next = pos_next - 1
+    aux_next = aux_ptr + (seq_rows + pos_next[None, :]) * (4 * H) + offs_h[:, None]
+    m = h_mask & valid_next
+    r_next = tl.load(aux_next, mask=m, other=0.0)
+    z_next = tl.load(aux_next + H, mask=m, other=0.0)
+    n_next = tl.load(aux_next + 2 * H, mask=m, other=0.0)
+    ghn_next = tl.load(aux_next + 3 * H, mask=m, other=0.0)
+    hp_next = tl.load(hs_ptr + (seq_rows + prev_next[None, :]) * H + offs_h[:, None],
+                      mask=m & (seqs[None, :] * 0 + s_last >= 1), other=0.0)
+    if HAS_DOUT:
+        do_next = tl.load(dout_ptr + seqs[None, :] * stride_db + pos_next[None, :] * stride_dt
+                          + offs_h[:, None] * stride_dh, mask=m, other=0.0).to(tl.float32)
+    for i in range(T):
+        s = T - 1 - i
+        valid = valid_next
+        pos = pos_next
+        r = r_next
+        z = z_next
+        n = n_next
+        gh_n = ghn_next
+        h_prev = hp_next
+        if HAS_H0:
+            # The state before the first processed step is h0 (hs holds states after steps).
+            h_prev = tl.where((seqs[None, :] * 0 + s) == 0, h0, h_prev)
+        if HAS_DOUT:
+            d_out = do_next
+
+        # Prefetch step s - 1 (nothing is loaded when s = 0).
+        valid_next = ((s - 1) < length)[None, :] & (seqs[None, :] * 0 + s >= 1)
+        if REVERSE:
+            pos_next = tl.where(s - 1 < length, length - s, s - 1)
+            prev_next = pos_next + 1
+        else:
+            pos_next = seqs * 0 + s - 1
+            prev_next = pos_next - 1
+        aux_next = aux_ptr + (seq_rows + pos_next[None, :]) * (4 * H) + offs_h[:, None]
+        m = h_mask & valid_next
+        r_next = tl.load(aux_next, mask=m, other=0.0)
+        z_next = tl.load(aux_next + H, mask=m, other=0.0)
+        n_next = tl.load(aux_next + 2 * H, mask=m, other=0.0)
+        ghn_next = tl.load(aux_next + 3 * H, mask=m, other=0.0)
+        hp_next = tl.load(hs_ptr + (seq_rows + prev_next[None, :]) * H + offs_h[:, None],
+                          mask=m & (seqs[None, :] * 0 + s >= 2), other=0.0)
+        if HAS_DOUT:
+            do_next = tl.load(dout_ptr + seqs[None, :] * stride_db + pos_next[None, :] * stride_dt
+                              + offs_h[:, None] * stride_dh, mask=m, other=0.0).to(tl.float32)
+
+        if HAS_DOUT:
+            dh += d_out
+        dn_pre = dh * (1.0 - z) * (1.0 - n * n)
+        dr_pre = dn_pre * gh_n * r * (1.0 - r)
+        dz_pre = dh * (h_prev - n) * z * (1.0 - z)
+        dgh_n = dn_pre * r
+        # Past a length: 0 (dh there may be non-finite, and 0·inf is NaN). Padded rows: 0, so that
+        # they cannot reach real rows through W_hhᵀ's zero padding.
+        keep = valid
+        if MASK_H:
+            keep = keep & h_rows_ok[:, None]
+        dr_pre = tl.where(keep, dr_pre, 0.0)
+        dz_pre = tl.where(keep, dz_pre, 0.0)
+        dn_pre = tl.where(keep, dn_pre, 0.0)
+        dgh_n = tl.where(keep, dgh_n, 0.0)
+
+        row = (seq_rows + pos[None, :]) * (3 * H) + offs_h[:, None]
+        tl.store(dxp_ptr + row, dr_pre, mask=h_mask)
+        tl.store(dxp_ptr + row + H, dz_pre, mask=h_mask)
+        tl.store(dxp_ptr + row + 2 * H, dn_pre, mask=h_mask)
+        tl.store(dgh_ptr + row, dr_pre, mask=h_mask)
+        tl.store(dgh_ptr + row + H, dz_pre, mask=h_mask)
+        tl.store(dgh_ptr + row + 2 * H, dgh_n, mask=h_mask)
+
+        dh_prev = _mm(w_n_t, w_n_t_lo, dgh_n.to(OPERAND_DTYPE), dh * z, PRECISION)
+        dh_prev = _mm(w_z_t, w_z_t_lo, dz_pre.to(OPERAND_DTYPE), dh_prev, PRECISION)
+        dh_prev = _mm(w_r_t, w_r_t_lo, dr_pre.to(OPERAND_DTYPE), dh_prev, PRECISION)
+        dh = tl.where(valid, dh_prev, dh)
+
+    tl.store(dh0_ptr + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
+
+
+# ----------------------------------------------------------------------------
+# Host side: limits and launches. Inputs are assumed already checked by the caller (shapes,
+# dtypes, devices); w_hh must be contiguous.
+# ----------------------------------------------------------------------------
+
+def _check_cell(cell):
+    if cell != CELL:
+        raise ValueError(f"fused_rnn.kernels.gru runs the cell {CELL!r}, got {cell!r}")
+
+
+def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False):
+    """Shared memory one program needs, in bytes (Triton's figure for sm_90; see rnn_linear.smem_bytes).
+
+    The three gate blocks of W_hh stay resident (twice, hi and lo, for "tf32x3"); the step's MMA
+    operand (hᵀ, or the three parts of ∂L/∂gh in the backward) and the fp32 [BLOCK_H, BLOCK_B]
+    layout conversions of what is loaded and stored each step reuse one region.
+    """
+    prec = precision(dtype, allow_tf32, interpreted=False)
+    item = 4 if prec in FP32_OPERANDS else dtype.itemsize
+    copies = 2 if prec == "tf32x3" else 1
+    weights = GATES * block_h * block_h
+    operand = item * block_h * BLOCK_B * (2 if prec == "tf32x3" else 1)
+    states = 4 * block_h * BLOCK_B
+    return item * copies * weights + max(operand, states) + 1024
+
+
+def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
+    """Why these kernels cannot launch this configuration (a sentence), or None if they can."""
+    _check_cell(cell)
+    if block(hidden_size) > MAX_BLOCK:
+        return f"the Triton GRU kernel holds hidden sizes up to {MAX_BLOCK}, got hidden_size={hidden_size}"
+    need = smem_bytes(dtype, block(hidden_size), allow_tf32, store_saved=needs_grad)
+    if needs_grad:
+        need = max(need, smem_bytes(dtype, block(hidden_size), allow_tf32, backward=True))
+    if need > SMEM_LIMIT:
+        return (f"the GRU kernels at hidden_size={hidden_size} in {str(dtype).removeprefix('torch.')} with "
+                f"{precision(dtype, allow_tf32, interpreted=False)} products need {need} B of shared memory "
+                f"per block, more than the {SMEM_LIMIT} B a Hopper block may use")
+    return None
+
+
+def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, store_out=True,
+                   store_saved=False, wrap=None):
+    """The layer contract's forward for the GRU (see fused_rnn/cells/__init__.py); c0 is ignored.
+
+    Returns (out [B, T, H] xp.dtype or None, h_n [B, H] xp.dtype, None, hs [B, T, H] fp32 or None,
+    aux [B, T, 4H] fp32 (r, z, n, gh_n) or None).
+    """
+    _check_cell(cell)
+    B, T, _ = xp.shape
+    H = w_hh.shape[1]
+    new_empty = rnn_linear.new_empty   # looked up per call: the tests poison it
+    out = new_empty((B, T, H), device=xp.device, dtype=xp.dtype) if store_out else None
+    h_n = new_empty((B, H), device=xp.device, dtype=xp.dtype)
+    hs = new_empty((B, T, H), device=xp.device, dtype=torch.float32) if store_saved else None
+    aux = new_empty((B, T, AUX_ROWS * H), device=xp.device, dtype=torch.float32) if store_saved else None
+    block_h = block(H)
+    prec = precision(xp.dtype, allow_tf32)
+    w_hh_lo = None
+    if prec == "tf32x3":
+        w_hh, w_hh_lo = split_tf32(w_hh)
+    aligned = xp.stride(0) % 16 == 0 and xp.stride(1) % 16 == 0
+    _launch(
+        _gru_fwd_kernel if aligned else _gru_fwd_kernel_any_stride, (triton.cdiv(B, BLOCK_B),), wrap,
+        xp, w_hh, w_hh_lo, b_hh, h0, lengths,
+        out, h_n, hs, aux,
+        B, T, H,
+        xp.stride(0), xp.stride(1), xp.stride(2),
+        h0.stride(0) if h0 is not None else 0, h0.stride(1) if h0 is not None else 0,
+        BLOCK_B=BLOCK_B, BLOCK_H=block_h,
+        HAS_B_HH=b_hh is not None, HAS_H0=h0 is not None, HAS_LENGTHS=lengths is not None, REVERSE=reverse,
+        STORE_OUT=store_out, STORE_SAVED=store_saved,
+        MASK_H=H != block_h, FAST_TANH=not INTERPRETED and prec in ("tf32", "low"),
+        PRECISION=prec, OPERAND_DTYPE=_operand_dtype(xp.dtype, prec),
+        num_warps=num_warps(prec, block_h),
+    )
+    return out, h_n, None, hs, aux
+
+
+def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, *, reverse, allow_tf32,
+                   wrap=None):
+    """The layer contract's backward sweep for the GRU; b_hh, c0 and dc_n are not needed (gh_n is in aux).
+
+    Returns (dxp, dgh [B, T, 3H] fp32, two tensors; dh0 [B, H] fp32; None).
+    """
+    _check_cell(cell)
+    B, T, H = hs.shape
+    new_empty = rnn_linear.new_empty
+    dxp = new_empty((B, T, GATES * H), device=hs.device, dtype=torch.float32)
+    dgh = new_empty((B, T, GATES * H), device=hs.device, dtype=torch.float32)
+    dh0 = new_empty((B, H), device=hs.device, dtype=torch.float32)
+    block_h = block(H)
+    prec = precision(w_hh.dtype, allow_tf32)
+    w_hh_lo = None
+    if prec == "tf32x3":
+        w_hh, w_hh_lo = split_tf32(w_hh)
+    _launch(
+        _gru_bwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
+        hs, aux, w_hh, w_hh_lo, h0, dout, dh_n, lengths,
+        dxp, dgh, dh0,
+        B, T, H,
+        h0.stride(0) if h0 is not None else 0, h0.stride(1) if h0 is not None else 0,
+        *(dout.stride() if dout is not None else (0, 0, 0)),
+        *(dh_n.stride() if dh_n is not None else (0, 0)),
+        BLOCK_B=BLOCK_B, BLOCK_H=block_h,
+        HAS_H0=h0 is not None, HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None,
+        HAS_LENGTHS=lengths is not None, REVERSE=reverse, MASK_H=H != block_h,
+        PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
+        num_warps=num_warps(prec, block_h),
+    )
+    return dxp, dgh, dh0, None
