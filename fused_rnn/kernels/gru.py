@@ -61,11 +61,12 @@ def _sigmoid(x, FAST_TANH: tl.constexpr):
 
 
 @triton.jit
-def _bias_tile(b_ptr, offs_h, H, HAS_B: tl.constexpr, BLOCK_B: tl.constexpr):
-    """[BLOCK_H, BLOCK_B] fp32 tile of ``b[offs_h]`` repeated over the columns (0 without a bias)."""
+def _bias_tile(b_ptr, gate, offs_h, H, HAS_B: tl.constexpr, BLOCK_B: tl.constexpr):
+    """[BLOCK_H, BLOCK_B] fp32 tile of gate ``gate``'s bias ``b[gate·H + offs_h]`` repeated over the columns
+    (0 without a bias)."""
     tile = tl.zeros([offs_h.shape[0], BLOCK_B], dtype=tl.float32)
     if HAS_B:
-        tile += tl.load(b_ptr + offs_h, mask=offs_h < H, other=0.0).to(tl.float32)[:, None]
+        tile += tl.load(b_ptr + gate * H + offs_h, mask=offs_h < H, other=0.0).to(tl.float32)[:, None]
     return tile
 
 
@@ -107,9 +108,9 @@ def _gru_fwd(
         w_r_lo = w_r
         w_z_lo = w_z
         w_n_lo = w_n
-    b_r = _bias_tile(b_hh_ptr, offs_h, H, HAS_B_HH, BLOCK_B)
-    b_z = _bias_tile(b_hh_ptr + H, offs_h, H, HAS_B_HH, BLOCK_B)
-    b_n = _bias_tile(b_hh_ptr + 2 * H, offs_h, H, HAS_B_HH, BLOCK_B)
+    b_r = _bias_tile(b_hh_ptr, 0, offs_h, H, HAS_B_HH, BLOCK_B)
+    b_z = _bias_tile(b_hh_ptr, 1, offs_h, H, HAS_B_HH, BLOCK_B)
+    b_n = _bias_tile(b_hh_ptr, 2, offs_h, H, HAS_B_HH, BLOCK_B)
 
     if HAS_H0:
         h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + offs_h[:, None] * stride_h0h,
