@@ -32,8 +32,12 @@ from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, MAX_BLOCK, SMEM_LI
 
 CELL = "gru"
 GATES = 3
-# aux [B, T, AUX_ROWS·H] fp32 saved for the backward: r, z, n and gh_n, in that order.
-AUX_ROWS = 4
+# aux [B, T, AUX_ROWS·H] fp32, saved by the forward for the backward: the gates r and z and the
+# three factors the backward multiplies by (so it reads neither hs nor n nor gh_n):
+#   a = (1 - z)(1 - n²) = ∂h_t/∂n_pre,  q = gh_n·r(1 - r) = ∂n_pre/∂r_pre,
+#   c = (h_{t-1} - n)·z(1 - z) = ∂h_t/∂z_pre.
+AUX_R, AUX_Z, AUX_A, AUX_Q, AUX_C = (tl.constexpr(i) for i in range(5))
+AUX_ROWS = tl.constexpr(5)
 
 
 # ----------------------------------------------------------------------------
@@ -86,7 +90,7 @@ def _gru_fwd(
     MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     """xp: [B, T, 3H] (strides given); out: [B, T, H] xp's dtype; hn: [B, H] xp's dtype;
-    hs: [B, T, H] fp32 and aux: [B, T, 4H] fp32 (r, z, n, gh_n), written when STORE_SAVED."""
+    hs: [B, T, H] fp32 and aux: [B, T, 5H] fp32 (see AUX_ROWS), written when STORE_SAVED."""
     pid = tl.program_id(0)
     # Columns are sequences. int64: B·T·3H may pass 2³¹.
     seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
@@ -153,7 +157,8 @@ def _gru_fwd(
         z = _sigmoid(_mm(w_z, w_z_lo, h_op, xz.to(tl.float32) + b_z, PRECISION), FAST_TANH)
         gh_n = _mm(w_n, w_n_lo, h_op, b_n, PRECISION)
         n = _tanh(xn.to(tl.float32) + r * gh_n, FAST_TANH)
-        h_new = n + z * (h - n)
+        h_minus_n = h - n
+        h_new = n + z * h_minus_n
         if MASK_H:
             h_new = tl.where(h_rows_ok[:, None], h_new, 0.0)
         valid = (s < length)[None, :]
@@ -170,11 +175,12 @@ def _gru_fwd(
             tl.store(out_ptr + row, tl.where(valid, h, 0.0).to(out_ptr.dtype.element_ty), mask=h_mask)
         if STORE_SAVED:
             tl.store(hs_ptr + row, tl.where(valid, h, 0.0), mask=h_mask)
-            aux_row = (seq_rows + pos[None, :]) * (4 * H) + offs_h[:, None]
-            tl.store(aux_ptr + aux_row, tl.where(valid, r, 0.0), mask=h_mask)
-            tl.store(aux_ptr + aux_row + H, tl.where(valid, z, 0.0), mask=h_mask)
-            tl.store(aux_ptr + aux_row + 2 * H, tl.where(valid, n, 0.0), mask=h_mask)
-            tl.store(aux_ptr + aux_row + 3 * H, tl.where(valid, gh_n, 0.0), mask=h_mask)
+            aux_row = aux_ptr + (seq_rows + pos[None, :]) * (AUX_ROWS * H) + offs_h[:, None]
+            tl.store(aux_row + AUX_R * H, tl.where(valid, r, 0.0), mask=h_mask)
+            tl.store(aux_row + AUX_Z * H, tl.where(valid, z, 0.0), mask=h_mask)
+            tl.store(aux_row + AUX_A * H, tl.where(valid, (1.0 - z) * (1.0 - n * n), 0.0), mask=h_mask)
+            tl.store(aux_row + AUX_Q * H, tl.where(valid, gh_n * r * (1.0 - r), 0.0), mask=h_mask)
+            tl.store(aux_row + AUX_C * H, tl.where(valid, h_minus_n * z * (1.0 - z), 0.0), mask=h_mask)
 
     tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
 
@@ -189,24 +195,23 @@ _gru_fwd_kernel_any_stride = triton.jit(do_not_specialize=["B", "T", "stride_xb"
 
 @triton.jit(do_not_specialize=["B", "T", "stride_db", "stride_dt"])
 def _gru_bwd_kernel(
-    hs_ptr, aux_ptr, w_hh_ptr, w_hh_lo_ptr, h0_ptr, dout_ptr, dhn_ptr, lengths_ptr,
+    aux_ptr, w_hh_ptr, w_hh_lo_ptr, dout_ptr, dhn_ptr, lengths_ptr,
     dxp_ptr, dgh_ptr, dh0_ptr,
     B, T, H,
-    stride_h0b, stride_h0h, stride_db, stride_dt, stride_dh, stride_dhnb, stride_dhnh,
+    stride_db, stride_dt, stride_dh, stride_dhnb, stride_dhnh,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-    HAS_H0: tl.constexpr, HAS_DOUT: tl.constexpr, HAS_DHN: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    HAS_DOUT: tl.constexpr, HAS_DHN: tl.constexpr, HAS_LENGTHS: tl.constexpr,
     REVERSE: tl.constexpr, MASK_H: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
-    """Reverse sweep over the forward's processing order, steps s = T-1 … 0::
+    """Reverse sweep over the forward's processing order, steps s = T-1 … 0, from the factors in aux::
 
         dh += dout_p
-        dn_pre = dh ⊙ (1 - z) ⊙ (1 - n²)
-        dr_pre = dn_pre ⊙ gh_n ⊙ r(1 - r)        dz_pre = dh ⊙ (h_prev - n) ⊙ z(1 - z)
+        dn_pre = dh ⊙ a        dr_pre = dn_pre ⊙ q        dz_pre = dh ⊙ c
         dxp_p = [dr_pre, dz_pre, dn_pre]        dgh_p = [dr_pre, dz_pre, dn_pre ⊙ r]
         dh = W_rᵀ dr_pre + W_zᵀ dz_pre + W_nᵀ (dn_pre ⊙ r) + dh ⊙ z
 
     At steps past a length dxp and dgh are 0 (at position s) and dh passes unchanged.
-    hs: [B, T, H], aux: [B, T, 4H] fp32 from the forward; dxp, dgh: [B, T, 3H] fp32; dh0: [B, H] fp32.
+    aux: [B, T, 5H] fp32 (see AUX); dxp, dgh: [B, T, 3H] fp32; dh0: [B, H] fp32.
     """
     pid = tl.program_id(0)
     seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
@@ -232,9 +237,6 @@ def _gru_bwd_kernel(
         length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
     else:
         length = seqs * 0 + T
-    if HAS_H0:
-        h0 = tl.load(h0_ptr + seqs[None, :] * stride_h0b + offs_h[:, None] * stride_h0h,
-                     mask=h_mask, other=0.0).to(tl.float32)
     if HAS_DHN:
         dh = tl.load(dhn_ptr + seqs[None, :] * stride_dhnb + offs_h[:, None] * stride_dhnh,
                      mask=h_mask, other=0.0).to(tl.float32)
@@ -242,66 +244,58 @@ def _gru_bwd_kernel(
         dh = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
 
     seq_rows = seqs[None, :] * T
-    # Step s's inputs are loaded during step s + 1 (off the dependent chain); first those of T - 1.
+    # Step s's factors are loaded during step s + 1 (off the dependent chain); first those of T - 1.
+    # Past a length nothing is loaded (padding may hold anything).
     s_last = T - 1
     valid_next = (s_last < length)[None, :]
     if REVERSE:
         pos_next = tl.where(s_last < length, length - 1 - s_last, s_last)
-        prev_next = pos_next + 1
     else:
         pos_next = seqs * 0 + s_last
-        prev_next = pos_next - 1
-    aux_next = aux_ptr + (seq_rows + pos_next[None, :]) * (4 * H) + offs_h[:, None]
+    aux_next = aux_ptr + (seq_rows + pos_next[None, :]) * (AUX_ROWS * H) + offs_h[:, None]
     m = h_mask & valid_next
-    r_next = tl.load(aux_next, mask=m, other=0.0)
-    z_next = tl.load(aux_next + H, mask=m, other=0.0)
-    n_next = tl.load(aux_next + 2 * H, mask=m, other=0.0)
-    ghn_next = tl.load(aux_next + 3 * H, mask=m, other=0.0)
-    hp_next = tl.load(hs_ptr + (seq_rows + prev_next[None, :]) * H + offs_h[:, None],
-                      mask=m & (seqs[None, :] * 0 + s_last >= 1), other=0.0)
+    r_next = tl.load(aux_next + AUX_R * H, mask=m, other=0.0)
+    z_next = tl.load(aux_next + AUX_Z * H, mask=m, other=0.0)
+    a_next = tl.load(aux_next + AUX_A * H, mask=m, other=0.0)
+    q_next = tl.load(aux_next + AUX_Q * H, mask=m, other=0.0)
+    c_next = tl.load(aux_next + AUX_C * H, mask=m, other=0.0)
     if HAS_DOUT:
         do_next = tl.load(dout_ptr + seqs[None, :] * stride_db + pos_next[None, :] * stride_dt
-                          + offs_h[:, None] * stride_dh, mask=m, other=0.0).to(tl.float32)
+                          + offs_h[:, None] * stride_dh, mask=m, other=0.0)
     for i in range(T):
         s = T - 1 - i
         valid = valid_next
         pos = pos_next
         r = r_next
         z = z_next
-        n = n_next
-        gh_n = ghn_next
-        h_prev = hp_next
-        if HAS_H0:
-            # The state before the first processed step is h0 (hs holds states after steps).
-            h_prev = tl.where((seqs[None, :] * 0 + s) == 0, h0, h_prev)
+        a = a_next
+        q = q_next
+        c = c_next
         if HAS_DOUT:
-            d_out = do_next
+            d_out = do_next.to(tl.float32)
 
         # Prefetch step s - 1 (nothing is loaded when s = 0).
         valid_next = ((s - 1) < length)[None, :] & (seqs[None, :] * 0 + s >= 1)
         if REVERSE:
             pos_next = tl.where(s - 1 < length, length - s, s - 1)
-            prev_next = pos_next + 1
         else:
             pos_next = seqs * 0 + s - 1
-            prev_next = pos_next - 1
-        aux_next = aux_ptr + (seq_rows + pos_next[None, :]) * (4 * H) + offs_h[:, None]
+        aux_next = aux_ptr + (seq_rows + pos_next[None, :]) * (AUX_ROWS * H) + offs_h[:, None]
         m = h_mask & valid_next
-        r_next = tl.load(aux_next, mask=m, other=0.0)
-        z_next = tl.load(aux_next + H, mask=m, other=0.0)
-        n_next = tl.load(aux_next + 2 * H, mask=m, other=0.0)
-        ghn_next = tl.load(aux_next + 3 * H, mask=m, other=0.0)
-        hp_next = tl.load(hs_ptr + (seq_rows + prev_next[None, :]) * H + offs_h[:, None],
-                          mask=m & (seqs[None, :] * 0 + s >= 2), other=0.0)
+        r_next = tl.load(aux_next + AUX_R * H, mask=m, other=0.0)
+        z_next = tl.load(aux_next + AUX_Z * H, mask=m, other=0.0)
+        a_next = tl.load(aux_next + AUX_A * H, mask=m, other=0.0)
+        q_next = tl.load(aux_next + AUX_Q * H, mask=m, other=0.0)
+        c_next = tl.load(aux_next + AUX_C * H, mask=m, other=0.0)
         if HAS_DOUT:
             do_next = tl.load(dout_ptr + seqs[None, :] * stride_db + pos_next[None, :] * stride_dt
-                              + offs_h[:, None] * stride_dh, mask=m, other=0.0).to(tl.float32)
+                              + offs_h[:, None] * stride_dh, mask=m, other=0.0)
 
         if HAS_DOUT:
             dh += d_out
-        dn_pre = dh * (1.0 - z) * (1.0 - n * n)
-        dr_pre = dn_pre * gh_n * r * (1.0 - r)
-        dz_pre = dh * (h_prev - n) * z * (1.0 - z)
+        dn_pre = dh * a
+        dr_pre = dn_pre * q
+        dz_pre = dh * c
         dgh_n = dn_pre * r
         # Past a length: 0 (dh there may be non-finite, and 0·inf is NaN). Padded rows: 0, so that
         # they cannot reach real rows through W_hhᵀ's zero padding.
@@ -375,7 +369,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
     """The layer contract's forward for the GRU (see fused_rnn/cells/__init__.py); c0 is ignored.
 
     Returns (out [B, T, H] xp.dtype or None, h_n [B, H] xp.dtype, None, hs [B, T, H] fp32 or None,
-    aux [B, T, 4H] fp32 (r, z, n, gh_n) or None).
+    aux [B, T, 5H] fp32 (see AUX_ROWS) or None).
     """
     _check_cell(cell)
     B, T, _ = xp.shape
@@ -384,7 +378,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
     out = new_empty((B, T, H), device=xp.device, dtype=xp.dtype) if store_out else None
     h_n = new_empty((B, H), device=xp.device, dtype=xp.dtype)
     hs = new_empty((B, T, H), device=xp.device, dtype=torch.float32) if store_saved else None
-    aux = new_empty((B, T, AUX_ROWS * H), device=xp.device, dtype=torch.float32) if store_saved else None
+    aux = new_empty((B, T, AUX_ROWS.value * H), device=xp.device, dtype=torch.float32) if store_saved else None
     block_h = block(H)
     prec = precision(xp.dtype, allow_tf32)
     w_hh_lo = None
@@ -410,7 +404,8 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
 
 def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, *, reverse, allow_tf32,
                    wrap=None):
-    """The layer contract's backward sweep for the GRU; b_hh, c0 and dc_n are not needed (gh_n is in aux).
+    """The layer contract's backward sweep for the GRU; hs, b_hh, h0, c0 and dc_n are not needed (aux holds
+    what it multiplies by).
 
     Returns (dxp, dgh [B, T, 3H] fp32, two tensors; dh0 [B, H] fp32; None).
     """
@@ -427,14 +422,13 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         w_hh, w_hh_lo = split_tf32(w_hh)
     _launch(
         _gru_bwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
-        hs, aux, w_hh, w_hh_lo, h0, dout, dh_n, lengths,
+        aux, w_hh, w_hh_lo, dout, dh_n, lengths,
         dxp, dgh, dh0,
         B, T, H,
-        h0.stride(0) if h0 is not None else 0, h0.stride(1) if h0 is not None else 0,
         *(dout.stride() if dout is not None else (0, 0, 0)),
         *(dh_n.stride() if dh_n is not None else (0, 0)),
         BLOCK_B=BLOCK_B, BLOCK_H=block_h,
-        HAS_H0=h0 is not None, HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None,
+        HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None,
         HAS_LENGTHS=lengths is not None, REVERSE=reverse, MASK_H=H != block_h,
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
         num_warps=num_warps(prec, block_h),
