@@ -45,22 +45,22 @@ AUX_ROWS = tl.constexpr(5)
 # ----------------------------------------------------------------------------
 
 @triton.jit
-def _sigmoid(x, FAST_TANH: tl.constexpr):
-    """σ(x) in fp32.
+def _sigmoid_of_double(u, FAST_TANH: tl.constexpr):
+    """σ(2u) in fp32: a gate from half its pre-activation (the launcher halves W_hr, W_hz; the kernel b and xp).
 
-    FAST_TANH: ``0.5 + 0.5·tanh(x/2)`` with the hardware's tanh.approx.f32 (one MUFU op; see
-    rnn_linear._tanh): absolute error below 0.5·2^-11 ≈ 2.5e-4, against the 2^-9 (bf16) and
-    2^-11 (fp16) rounding of the state as the next step's MMA operand and the ~2^-11 of a TF32
-    product. A gate multiplies values of size ≤ 1 (n, h and their difference), so its absolute
-    error is what reaches h.
+    FAST_TANH: ``0.5 + 0.5·tanh(u)`` with the hardware's tanh.approx.f32 (one MUFU op and one FFMA; see
+    rnn_linear._tanh): absolute error below 0.5·2^-11 ≈ 2.5e-4, against the 2^-9 (bf16) and 2^-11
+    (fp16) rounding of the state as the next step's MMA operand and the ~2^-11 of a TF32 product. A
+    gate multiplies values of size ≤ 2 (n, h and their difference), so its absolute error is what
+    reaches h.
 
-    Otherwise ``1 / (1 + exp(-x))``: relative error a few fp32 ulps (exp and one division) for
-    every x; exp(-x) = inf for x → -inf gives exactly 0, and NaN stays NaN.
+    Otherwise ``1 / (1 + exp(-2u))``: relative error a few fp32 ulps (exp and one division) for every
+    u; exp(-2u) = inf for u → -inf gives exactly 0, and NaN stays NaN.
     """
     if FAST_TANH:
-        y = 0.5 + 0.5 * _tanh(0.5 * x, True)
+        y = 0.5 + 0.5 * _tanh(u, True)
     else:
-        y = 1.0 / (1.0 + tl.exp(-x))
+        y = 1.0 / (1.0 + tl.exp(-2.0 * u))
     return y
 
 
@@ -112,8 +112,10 @@ def _gru_fwd(
         w_r_lo = w_r
         w_z_lo = w_z
         w_n_lo = w_n
-    b_r = _bias_tile(b_hh_ptr, 0, offs_h, H, HAS_B_HH, BLOCK_B)
-    b_z = _bias_tile(b_hh_ptr, 1, offs_h, H, HAS_B_HH, BLOCK_B)
+    # r and z are computed from half their pre-activations (see _sigmoid_of_double): W_hr and W_hz come
+    # halved from the launcher, xp_r and xp_z are halved as they enter the accumulator.
+    b_r_half = 0.5 * _bias_tile(b_hh_ptr, 0, offs_h, H, HAS_B_HH, BLOCK_B)
+    b_z_half = 0.5 * _bias_tile(b_hh_ptr, 1, offs_h, H, HAS_B_HH, BLOCK_B)
     b_n = _bias_tile(b_hh_ptr, 2, offs_h, H, HAS_B_HH, BLOCK_B)
 
     if HAS_H0:
@@ -153,8 +155,8 @@ def _gru_fwd(
 
         h_op = h.to(OPERAND_DTYPE)
         # xp_r and xp_z enter as the accumulator; gh_n must stay apart (r multiplies it).
-        r = _sigmoid(_mm(w_r, w_r_lo, h_op, xr.to(tl.float32) + b_r, PRECISION), FAST_TANH)
-        z = _sigmoid(_mm(w_z, w_z_lo, h_op, xz.to(tl.float32) + b_z, PRECISION), FAST_TANH)
+        r = _sigmoid_of_double(_mm(w_r, w_r_lo, h_op, 0.5 * xr.to(tl.float32) + b_r_half, PRECISION), FAST_TANH)
+        z = _sigmoid_of_double(_mm(w_z, w_z_lo, h_op, 0.5 * xz.to(tl.float32) + b_z_half, PRECISION), FAST_TANH)
         gh_n = _mm(w_n, w_n_lo, h_op, b_n, PRECISION)
         n = _tanh(xn.to(tl.float32) + r * gh_n, FAST_TANH)
         h_minus_n = h - n
@@ -378,6 +380,17 @@ def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
     return None
 
 
+def _halve_rz(w_hh):
+    """W_hh with its r and z blocks halved, as the forward kernel takes it (see _sigmoid_of_double).
+
+    A power-of-two scaling is exact (for weights above 2^-125, below which a bf16/fp32 weight loses a
+    bit), so the kernel's σ(2u) is σ of the same pre-activation; it saves the kernel a multiply per
+    gate element per step (32 of the ~590 issue slots per step at H = 128).
+    """
+    H = w_hh.shape[1]
+    return torch.cat([w_hh[:2 * H] * 0.5, w_hh[2 * H:]])
+
+
 def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, store_out=True,
                    store_saved=False, wrap=None):
     """The layer contract's forward for the GRU (see fused_rnn/cells/__init__.py); c0 is ignored.
@@ -395,6 +408,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
     aux = new_empty((B, T, AUX_ROWS.value * H), device=xp.device, dtype=torch.float32) if store_saved else None
     block_h = block(H)
     prec = precision(xp.dtype, allow_tf32)
+    w_hh = _halve_rz(w_hh)
     w_hh_lo = None
     if prec == "tf32x3":
         w_hh, w_hh_lo = split_tf32(w_hh)
