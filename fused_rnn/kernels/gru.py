@@ -344,44 +344,46 @@ def _check_cell(cell):
         raise ValueError(f"fused_rnn.kernels.gru runs the cell {CELL!r}, got {cell!r}")
 
 
-def num_warps(prec, block_h, saves):
-    """Warps per program: rnn_linear's choice, except 8 from H = 128 for the launches that save or read the
-    backward's factors (``saves``: the training forward and the backward). With 4 their many [128, 16]
-    fp32 tiles per step need more than 255 registers per thread and spill (static, sm_90, bf16: 52 B in
-    the training forward, 376 B in the backward; none with 8)."""
-    if saves and block_h >= 128:
-        return 8
-    return rnn_linear.num_warps(prec, block_h)
+def num_warps(block_h):
+    """Warps per program, the choice with the fewest issue slots per SM sub-partition per step and no spills
+    (static, sm_90, triton 3.6, B64 T1024): 4 up to H = 64 (bf16 forward at H = 64: 245 against 358
+    with 8), 8 from H = 128 (bf16 forward: 540 against 575; with 4 the training forward and the
+    backward spill at bf16, and every fp32 launch spills).
+    """
+    return 8 if block_h >= 128 else 4
 
 
-def smem_bytes(dtype, block_h, allow_tf32, *, backward=False):
+def smem_bytes(dtype, block_h, allow_tf32):
     """Shared memory one program needs, in bytes: what decides whether a configuration launches.
 
-    The three gate blocks of W_hh stay resident (twice, hi and lo, for "tf32x3"); on top of them Triton
-    stages the step's MMA operand and the layout conversions of the tiles loaded and stored each step,
-    at most 3 (forward) or 4 (backward) fp32 [BLOCK_H, BLOCK_B] tiles in every configuration compiled for
-    sm_90 with triton 3.6 (H = 16 … 128; fp32 with TF32 and 3xTF32, bf16, fp16; forward with and without
-    the saved tensors, backward). This figure is never below Triton's there, at most 23% above it from
-    H = 64 (bf16 backward at H = 128: 131072 B against 106496) and a few KiB above below that. It lets fp32
-    with TF32 at H = 128 launch (backward: exactly Triton's 229376 B of 232448) and refuses 3xTF32 at
-    H = 128 and bf16/fp16 at H = 256, whose weights alone pass the limit. Always the
-    GPU's figure, also under the interpreter, so that what launches does not depend on where it is tested.
+    The three gate blocks of W_hh stay resident (twice, hi and lo, for "tf32x3"); beside them Triton
+    stages the step's MMA operands and the layout conversions of what is loaded and stored each step:
+    at most 4 fp32 [BLOCK_H, BLOCK_B] tiles, 6 for "tf32x3" below H = 64 (mma.sync stages b_hi and
+    b_lo apart), in every configuration compiled for sm_90 with triton 3.6 (H = 16 … 128; fp32 with
+    TF32 and 3xTF32, bf16, fp16; forward with and without the saved tensors, and backward, which need
+    about the same). The figure is never below Triton's there, at most 8 KiB above it up to H = 64 and
+    23% above at H = 128 (bf16: 131072 B against 106496). It lets fp32 with TF32 at
+    H = 128 launch (backward: exactly Triton's 229376 B of 232448) and refuses 3xTF32 at H = 128 and
+    bf16/fp16 at H = 256, whose weights alone pass the limit. Always the GPU's figure, also under the
+    interpreter, so that what launches does not depend on where it is tested.
     """
     prec = precision(dtype, allow_tf32, interpreted=False)
     item = 4 if prec in FP32_OPERANDS else dtype.itemsize
     copies = 2 if prec == "tf32x3" else 1
-    staged_tiles = 4 if backward else 3
+    staged_tiles = 6 if prec == "tf32x3" and block_h < 64 else 4
     return item * copies * GATES * block_h * block_h + staged_tiles * 4 * block_h * BLOCK_B
 
 
 def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
-    """Why these kernels cannot launch this configuration (a sentence), or None if they can."""
+    """Why these kernels cannot launch this configuration (a sentence), or None if they can.
+
+    ``needs_grad`` changes nothing: the training forward and the backward need what the forward does
+    (see smem_bytes).
+    """
     _check_cell(cell)
     if block(hidden_size) > MAX_BLOCK:
         return f"the Triton GRU kernel holds hidden sizes up to {MAX_BLOCK}, got hidden_size={hidden_size}"
     need = smem_bytes(dtype, block(hidden_size), allow_tf32)
-    if needs_grad:
-        need = max(need, smem_bytes(dtype, block(hidden_size), allow_tf32, backward=True))
     if need > SMEM_LIMIT:
         return (f"the GRU kernels at hidden_size={hidden_size} in {str(dtype).removeprefix('torch.')} with "
                 f"{precision(dtype, allow_tf32, interpreted=False)} products need {need} B of shared memory "
@@ -434,7 +436,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         STORE_OUT=store_out, STORE_SAVED=store_saved,
         MASK_H=H != block_h, FAST_TANH=not INTERPRETED and prec in ("tf32", "low"),
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(xp.dtype, prec),
-        num_warps=num_warps(prec, block_h, saves=store_saved),
+        num_warps=num_warps(block_h),
     )
     return out, h_n, None, hs, aux
 
@@ -468,6 +470,6 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None,
         HAS_LENGTHS=lengths is not None, REVERSE=reverse, MASK_H=H != block_h,
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
-        num_warps=num_warps(prec, block_h, saves=True),
+        num_warps=num_warps(block_h),
     )
     return dxp, dgh, dh0, None
