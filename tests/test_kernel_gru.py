@@ -124,8 +124,8 @@ def test_forward_matches_oracle(reverse, with_lengths, with_h0, with_b_hh):
 
 
 def reference_grads(xp, w, b, h0, lengths, reverse, dout, dh_n):
-    """Autograd on the float64 oracle: ∂L/∂xp, ∂L/∂W_hh, ∂L/∂b_hh (a zero bias if None), ∂L/∂h0 (zeros if None),
-    for L = Σ out ⊙ dout + Σ h_n ⊙ dh_n; and the oracle's out (for h_{t-1})."""
+    """Autograd on the float64 oracle for L = Σ out ⊙ dout + Σ h_n ⊙ dh_n: ∂L/∂xp, ∂L/∂W_hh,
+    ∂L/∂b_hh (of a zero bias if None), ∂L/∂h0 (of zeros if None); and the oracle's out (for h_{t-1})."""
     B, T, _ = xp.shape
     H = w.shape[1]
     xp64, w64 = f64(xp).requires_grad_(), f64(w).requires_grad_()
@@ -268,8 +268,8 @@ def test_non_finite_padding_does_not_leak(reverse, value):
     assert_close(dh0, ref_dh0, tol)
 
 
-def test_non_finite_state_stays_in_its_sequence():
-    """An infinite h0 in one sequence (padded H = 20 → 32) poisons that sequence as in the oracle, not others."""
+def test_non_finite_state_matches_the_oracle():
+    """An infinite h0 entry (H = 20 padded to 32) gives the oracle's NaNs in its own sequence and nowhere else."""
     B, T, H = 5, 4, 20
     xp, w, b, h0 = make_inputs(B, T, H, seed=16)
     h0[1, 3] = float("inf")
@@ -291,6 +291,7 @@ def test_unsupported_reason():
     assert "shared memory" in reason("gru", torch.float32, 128, False, False)
     assert "shared memory" in reason("gru", torch.bfloat16, 256, True, False)
     assert "hidden_size=300" in reason("gru", torch.bfloat16, 300, True, False)
+    assert "float64" in reason("gru", torch.float64, 20, True, False)
     with pytest.raises(ValueError, match="'lstm'"):
         reason("lstm", torch.float32, 20, True, False)
 

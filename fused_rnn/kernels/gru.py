@@ -7,12 +7,12 @@ One program per tile of ``BLOCK_B`` sequences walks the recurrence, gates r, z, 
     h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
 
 with xp = x W_ihᵀ + b_ih computed by the caller. As in kernels/rnn_linear.py (whose helpers are
-reused) everything is transposed: the state is ``hᵀ`` [BLOCK_H, BLOCK_B] in fp32 registers, each
-gate block of W_hh is an MMA's A operand [BLOCK_H, BLOCK_H] (M = H: wgmma on Hopper at H ≥ 64),
-loaded into shared memory once before the loop, and xp_{t+1}'s three gate tiles are loaded during
-step t. Where H is padded (``MASK_H``) the padded rows of the state (forward) and of ∂L/∂gh
-(backward) are forced to 0 every step: an infinite value times a padded (zero) weight is NaN, which
-would otherwise reach real rows through W_hh.
+reused) everything is transposed: the state is ``hᵀ`` [BLOCK_H, BLOCK_B] in fp32 registers, W_hh is
+the MMAs' A operand (the r and z blocks stacked as one [2·BLOCK_H, BLOCK_H] tile, the n block as
+another; M ≥ H: wgmma on Hopper at H ≥ 64), loaded into shared memory once before the loop, and
+xp_{t+1}'s gate tiles are loaded during step t. Where H is padded (``MASK_H``) the padded rows of
+the state (forward) and of ∂L/∂gh (backward) are forced to 0 every step: an infinite value times a
+padded (zero) weight is NaN, which would otherwise reach real rows through W_hh.
 
 The backward walks the processing order in reverse and writes ∂L/∂xp and ∂L/∂gh (they differ in the
 n block by the factor r); the weight gradients are GEMMs over all steps, done by the caller.
@@ -32,6 +32,7 @@ from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, MAX_BLOCK, SMEM_LI
 
 CELL = "gru"
 GATES = 3
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # aux [B, T, AUX_ROWS·H] fp32, saved by the forward for the backward: the gates r and z and the
 # three factors the backward multiplies by (so it reads neither hs nor n nor gh_n):
 #   a = (1 - z)(1 - n²) = ∂h_t/∂n_pre,  q = gh_n·r(1 - r) = ∂n_pre/∂r_pre,
@@ -50,9 +51,9 @@ def _sigmoid_of_double(u, FAST_TANH: tl.constexpr):
 
     FAST_TANH: ``0.5 + 0.5·tanh(u)`` with the hardware's tanh.approx.f32 (one MUFU op and one FFMA; see
     rnn_linear._tanh): absolute error below 0.5·2^-11 ≈ 2.5e-4, against the 2^-9 (bf16) and 2^-11
-    (fp16) rounding of the state as the next step's MMA operand and the ~2^-11 of a TF32 product. A
-    gate multiplies values of size ≤ 2 (n, h and their difference), so its absolute error is what
-    reaches h.
+    (fp16) rounding of the state as the next step's MMA operand and the ~2^-11 of a TF32 product.
+    The absolute error is what matters: z's reaches h through z·(h - n), |h - n| ≤ 2, and r's
+    reaches n's pre-activation through r·gh_n, as gh_n's own ~2^-11 relative error does.
 
     Otherwise ``1 / (1 + exp(-2u))``: relative error a few fp32 ulps (exp and one division) for every
     u; exp(-2u) = inf for u → -inf gives exactly 0, and NaN stays NaN.
@@ -101,8 +102,9 @@ def _gru_fwd(
 
     # r and z come from one product with M = 2·BLOCK_H (rows: W_hr, then W_hz), n from its own (r
     # multiplies gh_n): one wgmma sequence and one xp tile fewer per step than three gate products
-    # (516 issue slots per step against 558 at H = 128, bf16, 8 warps). rz_rows: the row of W_hh,
-    # b_hh and xp's last dimension behind each row of the stacked tile.
+    # (static, sm_90, bf16, H = 128, 8 warps, no out: 510 issue slots per SM sub-partition per step
+    # against 558). rz_rows: the row of W_hh, b_hh and xp's last dimension behind each row of the
+    # stacked tile.
     rz = tl.arange(0, 2 * BLOCK_H)
     rz_rows = (rz // BLOCK_H) * H + rz % BLOCK_H
     rz_ok = (rz % BLOCK_H) < H
@@ -222,7 +224,7 @@ def _gru_bwd_kernel(
         dh = W_rᵀ dr_pre + W_zᵀ dz_pre + W_nᵀ (dn_pre ⊙ r) + dh ⊙ z
 
     At steps past a length dxp and dgh are 0 (at position s) and dh passes unchanged.
-    aux: [B, T, 5H] fp32 (see AUX); dxp, dgh: [B, T, 3H] fp32; dh0: [B, H] fp32.
+    aux: [B, T, 5H] fp32 (see AUX_ROWS); dxp, dgh: [B, T, 3H] fp32; dh0: [B, H] fp32.
     """
     pid = tl.program_id(0)
     seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
@@ -381,6 +383,8 @@ def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
     (see smem_bytes).
     """
     _check_cell(cell)
+    if dtype not in KERNEL_DTYPES:
+        return f"the Triton GRU kernels take float32, float16 or bfloat16, got {dtype}"
     if block(hidden_size) > MAX_BLOCK:
         return f"the Triton GRU kernel holds hidden sizes up to {MAX_BLOCK}, got hidden_size={hidden_size}"
     need = smem_bytes(dtype, block(hidden_size), allow_tf32)
