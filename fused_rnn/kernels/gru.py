@@ -133,10 +133,11 @@ def _gru_fwd(
                     mask=h_mask, other=0.0).to(tl.float32)
     else:
         h = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
+    # int32 (lengths ≤ T < 2³¹): the per-step comparisons with s are then one instruction, not two.
     if HAS_LENGTHS:
-        length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
+        length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0).to(tl.int32)
     else:
-        length = seqs * 0 + T
+        length = tl.zeros([BLOCK_B], dtype=tl.int32) + T
 
     # xpᵀ tiles: [2·BLOCK_H, BLOCK_B] for r and z, [BLOCK_H, BLOCK_B] for n. The pointers start at
     # each sequence's first processed position and move one step per iteration (backwards when
@@ -246,10 +247,11 @@ def _gru_bwd_kernel(
         w_z_t_lo = w_z_t
         w_n_t_lo = w_n_t
 
+    # int32 (lengths ≤ T < 2³¹): the per-step comparisons with s are then one instruction, not two.
     if HAS_LENGTHS:
-        length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
+        length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0).to(tl.int32)
     else:
-        length = seqs * 0 + T
+        length = tl.zeros([BLOCK_B], dtype=tl.int32) + T
     if HAS_DHN:
         dh = tl.load(dhn_ptr + seqs[None, :] * stride_dhnb + offs_h[:, None] * stride_dhnh,
                      mask=h_mask, other=0.0).to(tl.float32)
