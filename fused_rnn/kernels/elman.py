@@ -1,0 +1,381 @@
+"""Triton kernels of the layer contract (fused_rnn/cells/__init__.py) for the Elman cell.
+
+Forward, one program per tile of ``BLOCK_B`` sequences, from the caller's
+input projection ``xp = x W_ihᵀ + b_ih``::
+
+    h_t = act(xp_t + W_hh h_{t-1} + b_hh)         act = tanh or relu
+
+Transposed as in kernels.rnn_linear: the state tile is ``hᵀ`` ``[BLOCK_H,
+BLOCK_B]``, H the MMA's M dimension (wgmma at H ≥ 64 with 4 warps), W_hh read
+by the tensor core from shared memory where it is stored once before the loop.
+The step's only product is ``W_hh · hᵀ``; ``xpᵀ_t`` is loaded one step ahead,
+off the dependent chain.
+
+Processing step s (s = 0 … T-1) of sequence b is at position
+``p = s`` (forward) or ``p = len_b - 1 - s`` (reverse), for s < len_b. At
+s ≥ len_b the state is held and position s (one of the padding positions
+len_b … T-1, each met exactly once) is written with 0, so every position of
+``out`` and ``hs`` is written once.
+
+Backward walks the processing steps in reverse (s = T-1 … 0)::
+
+    dh += dout_p;  g_p = dh ⊙ act'(h_p);  dh = W_hhᵀ g_p
+
+and writes ``g = ∂L/∂xp = ∂L/∂gh``; the weight gradients are GEMMs over all
+steps done by the caller.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from . import rnn_linear
+from .rnn_linear import (BLOCK_B, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, FP32_OPERANDS, _act, _launch, _load_tile,
+                         _mm, _operand_dtype, block, num_warps, precision, split_tf32)
+
+CELLS = ("rnn_tanh", "rnn_relu")
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+# ----------------------------------------------------------------------------
+# Device helpers
+# ----------------------------------------------------------------------------
+
+@triton.jit
+def _position(s, T, length, zeros_b, HAS_LENGTHS: tl.constexpr, REVERSE: tl.constexpr):
+    """(valid, position) of processing step s for each sequence of the tile, both [BLOCK_B].
+
+    valid: s < len_b (s < T without lengths). position: where step s reads xp
+    and writes out; past a length, s itself (a padding position, written 0).
+    ``zeros_b`` (int64 [BLOCK_B]) broadcasts s to a tensor: the interpreter
+    rejects a Python bool in a mask.
+    """
+    s_b = zeros_b + s
+    if HAS_LENGTHS:
+        valid = s_b < length
+        if REVERSE:
+            pos = tl.where(valid, length - 1 - s_b, s_b)
+        else:
+            pos = s_b
+    else:
+        valid = s_b < T
+        if REVERSE:
+            pos = T - 1 - s_b
+        else:
+            pos = s_b
+    return valid, pos
+
+
+# ----------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------
+
+def _elman_fwd(
+    xp_ptr, h0_ptr, lengths_ptr, w_hh_ptr, w_hh_lo_ptr, b_hh_ptr,
+    out_ptr, hn_ptr, hs_ptr,
+    B, T, H,
+    stride_xb, stride_xt, stride_xh,
+    stride_h0b, stride_h0h,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    HAS_H0: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_B_HH: tl.constexpr,
+    STORE_OUT: tl.constexpr, STORE_HS: tl.constexpr, REVERSE: tl.constexpr,
+    RELU: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr,
+    PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    # Columns are sequences. int64: B·T·H may pass 2³¹.
+    seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    seq_ok = seqs < B
+    zeros_b = tl.zeros([BLOCK_B], dtype=tl.int64)
+    offs_h = tl.arange(0, BLOCK_H)
+    h_rows_ok = offs_h < H
+    h_mask = h_rows_ok[:, None] & seq_ok[None, :]
+
+    # Loop invariants, loaded before the first step: a tile straight from a
+    # load stays in shared memory for wgmma (see rnn_linear: the TF32
+    # remainder comes ready-made from the host for that reason).
+    w_hh = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, H, 1).to(OPERAND_DTYPE)
+    if PRECISION == "tf32x3":
+        w_hh_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, H, 1)
+    else:
+        w_hh_lo = w_hh
+    bias_tile = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
+    if HAS_B_HH:
+        bias_tile += tl.load(b_hh_ptr + offs_h, mask=h_rows_ok, other=0.0).to(tl.float32)[:, None]
+
+    if HAS_H0:
+        h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + offs_h[:, None] * stride_h0h,
+                    mask=h_mask, other=0.0).to(tl.float32)
+    else:
+        h = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
+    if HAS_LENGTHS:
+        length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
+    else:
+        length = zeros_b
+
+    # xpᵀ tiles [BLOCK_H, BLOCK_B] through xp's own strides (a time-major
+    # caller passes a transposed view). Masked by validity: xp at padding
+    # positions is never read, so an inf or NaN there cannot reach h.
+    xp_base = xp_ptr + seqs[None, :] * stride_xb + offs_h[:, None] * stride_xh
+    # out and hs: [B, T, H] contiguous, same offsets.
+    y_base = seqs[None, :] * T * H + offs_h[:, None]
+    valid_next, pos_next = _position(0, T, length, zeros_b, HAS_LENGTHS, REVERSE)
+    xp_next = tl.load(xp_base + pos_next[None, :] * stride_xt, mask=h_mask & valid_next[None, :], other=0.0)
+    for s in range(T):
+        xp_t = xp_next
+        valid = valid_next
+        pos = pos_next
+        # xp of step s+1, loaded during step s (masked off past T).
+        valid_next, pos_next = _position(s + 1, T, length, zeros_b, HAS_LENGTHS, REVERSE)
+        xp_next = tl.load(xp_base + pos_next[None, :] * stride_xt, mask=h_mask & valid_next[None, :],
+                          other=0.0)
+        pre = _mm(w_hh, w_hh_lo, h.to(OPERAND_DTYPE), xp_t.to(tl.float32) + bias_tile, PRECISION)
+        h_new = _act(pre, RELU, FAST_TANH)
+        if MASK_H:
+            # inf in xp or h0 times a padded (zero) weight is NaN in a padded
+            # row, which W_hh would carry into real rows next step.
+            h_new = tl.where(h_rows_ok[:, None], h_new, 0.0)
+        if HAS_LENGTHS:
+            # A finished sequence keeps its last state (h_n as a PackedSequence's)
+            # and writes 0 at padding position s.
+            h = tl.where(valid[None, :], h_new, h)
+            h_out = tl.where(valid[None, :], h_new, 0.0)
+        else:
+            h = h_new
+            h_out = h_new
+        y_offs = y_base + pos[None, :] * H
+        if STORE_OUT:
+            tl.store(out_ptr + y_offs, h_out.to(out_ptr.dtype.element_ty), mask=h_mask)
+        if STORE_HS:
+            tl.store(hs_ptr + y_offs, h_out, mask=h_mask)
+
+    tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
+
+
+# B and T are never specialized (Triton would compile anew for B = 1, T = 1 and
+# multiples of 16). xp's batch and time strides are specialized only in the
+# kernel for strides that are multiples of 16 elements (16-byte aligned rows,
+# vectorized loads); elsewhere, e.g. a contiguous xp with H = 20 whose batch
+# stride T·H is a multiple of 16 for some T only, they are not, so T never
+# recompiles.
+_elman_fwd_kernel = triton.jit(do_not_specialize=["B", "T"])(_elman_fwd)
+_elman_fwd_kernel_any_stride = triton.jit(do_not_specialize=["B", "T", "stride_xb", "stride_xt"])(_elman_fwd)
+
+
+def _elman_bwd(
+    hs_ptr, lengths_ptr, w_hh_ptr, w_hh_lo_ptr, dout_ptr, dhn_ptr,
+    g_ptr, dh0_ptr,
+    B, T, H,
+    stride_db, stride_dt, stride_dh,
+    stride_nb, stride_nh,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, HAS_DOUT: tl.constexpr, HAS_DHN: tl.constexpr, REVERSE: tl.constexpr,
+    RELU: tl.constexpr, MASK_H: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+):
+    """hs, g: [B, T, H] fp32 contiguous; dout: [B, T, H] any strides; dhn: [B, H]; dh0: [B, H] fp32.
+
+    Transposed like the forward: dhᵀ [BLOCK_H, BLOCK_B], W_hhᵀ the MMA's A.
+    """
+    pid = tl.program_id(0)
+    seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    seq_ok = seqs < B
+    zeros_b = tl.zeros([BLOCK_B], dtype=tl.int64)
+    offs_h = tl.arange(0, BLOCK_H)
+    h_rows_ok = offs_h < H
+    h_mask = h_rows_ok[:, None] & seq_ok[None, :]
+
+    # W_hhᵀ[k, j] = W_hh[j, k].
+    w_hh_t = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+    if PRECISION == "tf32x3":
+        w_hh_t_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, 1, H)
+    else:
+        w_hh_t_lo = w_hh_t
+    if HAS_DHN:
+        dh = tl.load(dhn_ptr + seqs[None, :] * stride_nb + offs_h[:, None] * stride_nh,
+                     mask=h_mask, other=0.0).to(tl.float32)
+    else:
+        dh = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
+    if HAS_LENGTHS:
+        length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
+    else:
+        length = zeros_b
+
+    hs_base = seqs[None, :] * T * H + offs_h[:, None]
+    if HAS_DOUT:
+        dout_base = dout_ptr + seqs[None, :] * stride_db + offs_h[:, None] * stride_dh
+    # The last processing step's h and dout, then each step loads the previous
+    # step's during its own. Masked by validity: padding positions hold 0 in hs
+    # and are never read from dout, so a NaN there cannot reach dh.
+    valid_next, pos_next = _position(T - 1, T, length, zeros_b, HAS_LENGTHS, REVERSE)
+    valid_next = valid_next & (zeros_b < T)  # T = 0: no step, and position -1 is not read
+    load_mask = h_mask & valid_next[None, :]
+    h_next = tl.load(hs_ptr + hs_base + pos_next[None, :] * H, mask=load_mask, other=0.0)
+    if HAS_DOUT:
+        dout_next = tl.load(dout_base + pos_next[None, :] * stride_dt, mask=load_mask, other=0.0)
+    for i in range(T):
+        valid = valid_next
+        pos = pos_next
+        h_t = h_next
+        if HAS_DOUT:
+            dh += dout_next.to(tl.float32)
+        # Step s - 1 = T - 2 - i, loaded during step s = T - 1 - i (masked off
+        # before step 0; i + 1 < T as a tensor, see _position).
+        valid_next, pos_next = _position(T - 2 - i, T, length, zeros_b, HAS_LENGTHS, REVERSE)
+        valid_next = valid_next & (zeros_b + i + 1 < T)
+        load_mask = h_mask & valid_next[None, :]
+        h_next = tl.load(hs_ptr + hs_base + pos_next[None, :] * H, mask=load_mask, other=0.0)
+        if HAS_DOUT:
+            dout_next = tl.load(dout_base + pos_next[None, :] * stride_dt, mask=load_mask, other=0.0)
+        if RELU:
+            # As ATen's threshold_backward: 0 where h <= 0, so a NaN state
+            # passes the gradient on, as in stock nn.RNN.
+            g = tl.where(h_t <= 0, 0.0, dh)
+        else:
+            g = dh * (1.0 - h_t * h_t)
+        if MASK_H:
+            # An infinite dh times a padded (zero) weight is NaN in a padded
+            # row; g there must stay 0 so it cannot reach real rows.
+            g = tl.where(h_rows_ok[:, None], g, 0.0)
+        if HAS_LENGTHS:
+            # Past a length the step was an identity: no gradient to xp, dh unchanged.
+            g = tl.where(valid[None, :], g, 0.0)
+            dh_prev = _mm(w_hh_t, w_hh_t_lo, g.to(OPERAND_DTYPE), tl.zeros_like(dh), PRECISION)
+            dh = tl.where(valid[None, :], dh_prev, dh)
+        else:
+            dh = _mm(w_hh_t, w_hh_t_lo, g.to(OPERAND_DTYPE), tl.zeros_like(dh), PRECISION)
+        tl.store(g_ptr + hs_base + pos[None, :] * H, g, mask=h_mask)
+
+    tl.store(dh0_ptr + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
+
+
+# As the forward: dout's strides are specialized only when both are multiples of 16.
+_elman_bwd_kernel = triton.jit(do_not_specialize=["B", "T"])(_elman_bwd)
+_elman_bwd_kernel_any_stride = triton.jit(do_not_specialize=["B", "T", "stride_db", "stride_dt"])(_elman_bwd)
+
+
+# ----------------------------------------------------------------------------
+# Host side. Inputs are assumed checked by the caller (fused_rnn.recurrence):
+# shapes, dtypes, devices; w_hh contiguous.
+# ----------------------------------------------------------------------------
+
+def _check_cell(cell):
+    if cell not in CELLS:
+        raise ValueError(f"the Elman kernels run cells {CELLS}, got {cell!r}")
+
+
+def smem_bytes(dtype, block_h, allow_tf32, *, store_hs=False, backward=False):
+    """Shared memory one program needs, in bytes (the GPU's figure, also under the interpreter).
+
+    W_hh (and its TF32 remainder for "tf32x3") stays resident for the whole
+    loop; the step's B operand (h, or g) is staged through shared memory
+    (twice, hi and lo, for "tf32x3"), a region that also holds the fp32
+    [BLOCK_H, BLOCK_B] layout conversion of stored states. Checked against
+    Triton's own figure for sm_90 (see tests/test_kernel_elman.py's module
+    docstring for the compiled numbers).
+    """
+    prec = precision(dtype, allow_tf32, interpreted=False)
+    item = 4 if prec in FP32_OPERANDS else dtype.itemsize
+    copies = 2 if prec == "tf32x3" else 1
+    weights = item * copies * block_h * block_h
+    operands = item * copies * block_h * BLOCK_B
+    states = 4 * block_h * BLOCK_B if (store_hs or backward) else 0
+    return weights + max(operands, states) + 1024
+
+
+def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
+    """A sentence saying why these kernels cannot launch this configuration, or None if they can."""
+    _check_cell(cell)
+    if dtype not in DTYPES:
+        return f"the Triton kernels take {', '.join(str(d).removeprefix('torch.') for d in DTYPES)}, got {dtype}"
+    if block(hidden_size) > MAX_BLOCK:
+        return f"the Triton kernels hold hidden sizes up to {MAX_BLOCK}, got hidden_size={hidden_size}"
+    block_h = block(hidden_size)
+    need = smem_bytes(dtype, block_h, allow_tf32, store_hs=needs_grad)
+    if needs_grad:
+        need = max(need, smem_bytes(dtype, block_h, allow_tf32, backward=True))
+    if need > SMEM_LIMIT:
+        return (f"hidden_size={hidden_size} in {str(dtype).removeprefix('torch.')} with "
+                f"{precision(dtype, allow_tf32, interpreted=False)} products needs {need} B of shared memory "
+                f"per block, more than the {SMEM_LIMIT} B a Hopper block may use")
+    return None
+
+
+def _aligned(t):
+    return t.stride(0) % 16 == 0 and t.stride(1) % 16 == 0
+
+
+def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, store_out=True,
+                   store_saved=False, wrap=None):
+    """The layer contract's forward (fused_rnn/cells/__init__.py): returns (out, h_n, None, hs, None).
+
+    xp: [B, T, H] any strides; w_hh: [H, H] contiguous; b_hh: [H] or None;
+    h0: [B, H] or None; c0: ignored (None); lengths: [B] int64 or None.
+    ``wrap``: torch.library.wrap_triton inside a triton_op.
+    """
+    _check_cell(cell)
+    B, T, H = xp.shape
+    device = xp.device
+    out = rnn_linear.new_empty((B, T, H), device=device, dtype=xp.dtype) if store_out else None
+    h_n = rnn_linear.new_empty((B, H), device=device, dtype=xp.dtype)
+    hs = rnn_linear.new_empty((B, T, H), device=device, dtype=torch.float32) if store_saved else None
+    if B == 0:
+        return out, h_n, None, hs, None
+    block_h = block(H)
+    prec = precision(xp.dtype, allow_tf32)
+    w_hh_lo = None
+    if prec == "tf32x3":
+        w_hh, w_hh_lo = split_tf32(w_hh)
+    _launch(
+        _elman_fwd_kernel if _aligned(xp) else _elman_fwd_kernel_any_stride,
+        (triton.cdiv(B, BLOCK_B),), wrap,
+        xp, h0, lengths, w_hh, w_hh_lo, b_hh,
+        out, h_n, hs,
+        B, T, H,
+        xp.stride(0), xp.stride(1), xp.stride(2),
+        h0.stride(0) if h0 is not None else 0, h0.stride(1) if h0 is not None else 0,
+        BLOCK_B=BLOCK_B, BLOCK_H=block_h,
+        HAS_H0=h0 is not None, HAS_LENGTHS=lengths is not None, HAS_B_HH=b_hh is not None,
+        STORE_OUT=store_out, STORE_HS=store_saved, REVERSE=bool(reverse),
+        RELU=cell == "rnn_relu", MASK_H=H != block_h,
+        FAST_TANH=not INTERPRETED and prec in ("tf32", "low"),
+        PRECISION=prec, OPERAND_DTYPE=_operand_dtype(xp.dtype, prec),
+        num_warps=num_warps(prec, block_h),
+    )
+    return out, h_n, None, hs, None
+
+
+def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, *, reverse, allow_tf32,
+                   wrap=None):
+    """The layer contract's backward sweep: returns (dxp, dgh, dh0, None), dxp and dgh the same tensor.
+
+    hs: [B, T, H] fp32 from recurrence_fwd(store_saved=True); dout: [B, T, H]
+    any strides, or None; dh_n: [B, H] or None. aux, b_hh, h0, c0, dc_n are
+    not needed (act' is read from the states alone).
+    """
+    _check_cell(cell)
+    B, T, H = hs.shape
+    device = hs.device
+    g = rnn_linear.new_empty((B, T, H), device=device, dtype=torch.float32)
+    dh0 = rnn_linear.new_empty((B, H), device=device, dtype=torch.float32)
+    if B == 0:
+        return g, g, dh0, None
+    block_h = block(H)
+    prec = precision(w_hh.dtype, allow_tf32)
+    w_hh_lo = None
+    if prec == "tf32x3":
+        w_hh, w_hh_lo = split_tf32(w_hh)
+    _launch(
+        _elman_bwd_kernel if dout is None or _aligned(dout) else _elman_bwd_kernel_any_stride,
+        (triton.cdiv(B, BLOCK_B),), wrap,
+        hs, lengths, w_hh, w_hh_lo, dout, dh_n,
+        g, dh0,
+        B, T, H,
+        *(dout.stride() if dout is not None else (0, 0, 0)),
+        *(dh_n.stride() if dh_n is not None else (0, 0)),
+        BLOCK_B=BLOCK_B, BLOCK_H=block_h,
+        HAS_LENGTHS=lengths is not None, HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None,
+        REVERSE=bool(reverse), RELU=cell == "rnn_relu", MASK_H=H != block_h,
+        PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
+        num_warps=num_warps(prec, block_h),
+    )
+    return g, g, dh0, None
