@@ -267,17 +267,21 @@ def smem_bytes(dtype, block_h, allow_tf32, *, store_hs=False, backward=False):
     """Shared memory one program needs, in bytes (the GPU's figure, also under the interpreter).
 
     W_hh (and its TF32 remainder for "tf32x3") stays resident for the whole
-    loop; the step's B operand (h, or g) is staged through shared memory
-    (twice, hi and lo, for "tf32x3"), a region that also holds the fp32
-    [BLOCK_H, BLOCK_B] layout conversion of stored states. Checked against
-    Triton's own figure for sm_90 (see tests/test_kernel_elman.py's module
-    docstring for the compiled numbers).
+    loop. Each step stages the MMA's B operand (h, or g: twice, hi and lo, for
+    "tf32x3") and, in the forward, converts the xpᵀ tile from its load layout
+    to the accumulator's, both through shared memory; the fp32 [BLOCK_H,
+    BLOCK_B] conversion of stored states (hs, or the backward's hs, dout and g)
+    reuses that region. Against Triton 3.6's figure for sm_90a at BLOCK_H =
+    128 and 256 (bf16 forward, with and without hs; fp32 forward on TF32 and
+    3xTF32; backward in each): never below it, at most 5120 B above it.
     """
     prec = precision(dtype, allow_tf32, interpreted=False)
     item = 4 if prec in FP32_OPERANDS else dtype.itemsize
     copies = 2 if prec == "tf32x3" else 1
     weights = item * copies * block_h * block_h
     operands = item * copies * block_h * BLOCK_B
+    if not backward:
+        operands += dtype.itemsize * block_h * BLOCK_B  # the xpᵀ tile's conversion
     states = 4 * block_h * BLOCK_B if (store_hs or backward) else 0
     return weights + max(operands, states) + 1024
 
