@@ -46,15 +46,15 @@ def _position(s, T, length, zeros_b, HAS_LENGTHS: tl.constexpr, REVERSE: tl.cons
     """(valid, position) of processing step s for each sequence of the tile, both [BLOCK_B].
 
     valid: s < len_b (s < T without lengths). position: where step s reads xp
-    and writes out; past a length, s itself (a padding position, written 0).
-    ``zeros_b`` (int64 [BLOCK_B]) broadcasts s to a tensor: the interpreter
-    rejects a Python bool in a mask.
+    and writes out, meaningful only where valid (nothing is read or written
+    elsewhere). ``zeros_b`` (int64 [BLOCK_B]) broadcasts s to a tensor: the
+    interpreter rejects a Python bool in a mask.
     """
     s_b = zeros_b + s
     if HAS_LENGTHS:
         valid = s_b < length
         if REVERSE:
-            pos = tl.where(valid, length - 1 - s_b, s_b)
+            pos = length - 1 - s_b
         else:
             pos = s_b
     else:
@@ -64,6 +64,27 @@ def _position(s, T, length, zeros_b, HAS_LENGTHS: tl.constexpr, REVERSE: tl.cons
         else:
             pos = s_b
     return valid, pos
+
+
+@triton.jit
+def _steps(length, seq_ok, T, HAS_LENGTHS: tl.constexpr):
+    """(steps, first_padding): the tile's longest length (steps past it are identities for every
+    sequence, so the loop stops there), and its shortest (padding positions start there)."""
+    if HAS_LENGTHS:
+        steps = tl.max(length).to(tl.int32)
+        first_padding = tl.min(tl.where(seq_ok, length, T)).to(tl.int32)
+    else:
+        steps = T
+        first_padding = T
+    return steps, first_padding
+
+
+@triton.jit
+def _zero_padding(ptr, offs, length, mask, first_padding, T, H, zeros_b):
+    """Write 0 at positions p >= len_b of a [B, T, H] contiguous tensor (``offs``: its tile at p = 0)."""
+    zeros = tl.zeros(offs.shape, dtype=ptr.dtype.element_ty)
+    for p in range(first_padding, T):
+        tl.store(ptr + offs + p * H, zeros, mask=mask & (zeros_b + p >= length)[None, :])
 
 
 # ----------------------------------------------------------------------------
@@ -99,9 +120,9 @@ def _elman_fwd(
         w_hh_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, H, 1)
     else:
         w_hh_lo = w_hh
-    bias_tile = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
     if HAS_B_HH:
-        bias_tile += tl.load(b_hh_ptr + offs_h, mask=h_rows_ok, other=0.0).to(tl.float32)[:, None]
+        bias_tile = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32) + \
+            tl.load(b_hh_ptr + offs_h, mask=h_rows_ok, other=0.0).to(tl.float32)[:, None]
 
     if HAS_H0:
         h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + offs_h[:, None] * stride_h0h,
@@ -119,37 +140,46 @@ def _elman_fwd(
     xp_base = xp_ptr + seqs[None, :] * stride_xb + offs_h[:, None] * stride_xh
     # out and hs: [B, T, H] contiguous, same offsets.
     y_base = seqs[None, :] * T * H + offs_h[:, None]
+    steps, first_padding = _steps(length, seq_ok, T, HAS_LENGTHS)
     valid_next, pos_next = _position(0, T, length, zeros_b, HAS_LENGTHS, REVERSE)
     xp_next = tl.load(xp_base + pos_next[None, :] * stride_xt, mask=h_mask & valid_next[None, :], other=0.0)
-    for s in range(T):
+    for s in range(steps):
         xp_t = xp_next
         valid = valid_next
         pos = pos_next
-        # xp of step s+1, loaded during step s (masked off past T).
+        # xp of step s+1, loaded during step s (masked off past the last step).
         valid_next, pos_next = _position(s + 1, T, length, zeros_b, HAS_LENGTHS, REVERSE)
         xp_next = tl.load(xp_base + pos_next[None, :] * stride_xt, mask=h_mask & valid_next[None, :],
                           other=0.0)
-        pre = _mm(w_hh, w_hh_lo, h.to(OPERAND_DTYPE), xp_t.to(tl.float32) + bias_tile, PRECISION)
+        acc = xp_t.to(tl.float32)
+        if HAS_B_HH:
+            acc += bias_tile
+        pre = _mm(w_hh, w_hh_lo, h.to(OPERAND_DTYPE), acc, PRECISION)
         h_new = _act(pre, RELU, FAST_TANH)
         if MASK_H:
             # inf in xp or h0 times a padded (zero) weight is NaN in a padded
             # row, which W_hh would carry into real rows next step.
             h_new = tl.where(h_rows_ok[:, None], h_new, 0.0)
         if HAS_LENGTHS:
-            # A finished sequence keeps its last state (h_n as a PackedSequence's)
-            # and writes 0 at padding position s.
+            # A finished sequence keeps its last state (h_n as a PackedSequence's).
             h = tl.where(valid[None, :], h_new, h)
-            h_out = tl.where(valid[None, :], h_new, 0.0)
+            y_mask = h_mask & valid[None, :]
         else:
             h = h_new
-            h_out = h_new
+            y_mask = h_mask
         y_offs = y_base + pos[None, :] * H
         if STORE_OUT:
-            tl.store(out_ptr + y_offs, h_out.to(out_ptr.dtype.element_ty), mask=h_mask)
+            tl.store(out_ptr + y_offs, h_new.to(out_ptr.dtype.element_ty), mask=y_mask)
         if STORE_HS:
-            tl.store(hs_ptr + y_offs, h_out, mask=h_mask)
+            tl.store(hs_ptr + y_offs, h_new, mask=y_mask)
 
     tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
+    if HAS_LENGTHS:
+        # Padding positions, off the time loop: exactly 0, as pad_packed_sequence gives.
+        if STORE_OUT:
+            _zero_padding(out_ptr, y_base, length, h_mask, first_padding, T, H, zeros_b)
+        if STORE_HS:
+            _zero_padding(hs_ptr, y_base, length, h_mask, first_padding, T, H, zeros_b)
 
 
 # B and T are never specialized (Triton would compile anew for B = 1, T = 1 and
@@ -206,22 +236,23 @@ def _elman_bwd(
     # The last processing step's h and dout, then each step loads the previous
     # step's during its own. Masked by validity: padding positions hold 0 in hs
     # and are never read from dout, so a NaN there cannot reach dh.
-    valid_next, pos_next = _position(T - 1, T, length, zeros_b, HAS_LENGTHS, REVERSE)
-    valid_next = valid_next & (zeros_b < T)  # T = 0: no step, and position -1 is not read
+    steps, first_padding = _steps(length, seq_ok, T, HAS_LENGTHS)
+    valid_next, pos_next = _position(steps - 1, T, length, zeros_b, HAS_LENGTHS, REVERSE)
+    valid_next = valid_next & (zeros_b < steps)  # no step at all: step -1 is not read
     load_mask = h_mask & valid_next[None, :]
     h_next = tl.load(hs_ptr + hs_base + pos_next[None, :] * H, mask=load_mask, other=0.0)
     if HAS_DOUT:
         dout_next = tl.load(dout_base + pos_next[None, :] * stride_dt, mask=load_mask, other=0.0)
-    for i in range(T):
+    for i in range(steps):
         valid = valid_next
         pos = pos_next
         h_t = h_next
         if HAS_DOUT:
             dh += dout_next.to(tl.float32)
-        # Step s - 1 = T - 2 - i, loaded during step s = T - 1 - i (masked off
-        # before step 0; i + 1 < T as a tensor, see _position).
-        valid_next, pos_next = _position(T - 2 - i, T, length, zeros_b, HAS_LENGTHS, REVERSE)
-        valid_next = valid_next & (zeros_b + i + 1 < T)
+        # Step s - 1, loaded during step s = steps - 1 - i (masked off before
+        # step 0; i + 1 < steps as a tensor, see _position).
+        valid_next, pos_next = _position(steps - 2 - i, T, length, zeros_b, HAS_LENGTHS, REVERSE)
+        valid_next = valid_next & (zeros_b + i + 1 < steps)
         load_mask = h_mask & valid_next[None, :]
         h_next = tl.load(hs_ptr + hs_base + pos_next[None, :] * H, mask=load_mask, other=0.0)
         if HAS_DOUT:
@@ -237,15 +268,21 @@ def _elman_bwd(
             # row; g there must stay 0 so it cannot reach real rows.
             g = tl.where(h_rows_ok[:, None], g, 0.0)
         if HAS_LENGTHS:
-            # Past a length the step was an identity: no gradient to xp, dh unchanged.
-            g = tl.where(valid[None, :], g, 0.0)
+            # Past a length the step was an identity: dh passes unchanged (the
+            # MMA's columns are independent, so what it made of this column's g
+            # is simply dropped).
             dh_prev = _mm(w_hh_t, w_hh_t_lo, g.to(OPERAND_DTYPE), tl.zeros_like(dh), PRECISION)
             dh = tl.where(valid[None, :], dh_prev, dh)
+            g_mask = h_mask & valid[None, :]
         else:
             dh = _mm(w_hh_t, w_hh_t_lo, g.to(OPERAND_DTYPE), tl.zeros_like(dh), PRECISION)
-        tl.store(g_ptr + hs_base + pos[None, :] * H, g, mask=h_mask)
+            g_mask = h_mask
+        tl.store(g_ptr + hs_base + pos[None, :] * H, g, mask=g_mask)
 
     tl.store(dh0_ptr + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
+    if HAS_LENGTHS:
+        # No gradient reaches xp at padding positions.
+        _zero_padding(g_ptr, hs_base, length, h_mask, first_padding, T, H, zeros_b)
 
 
 # As the forward: dout's strides are specialized only when both are multiples of 16.
