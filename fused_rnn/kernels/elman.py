@@ -42,28 +42,34 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # ----------------------------------------------------------------------------
 
 @triton.jit
-def _position(s, T, length, zeros_b, HAS_LENGTHS: tl.constexpr, REVERSE: tl.constexpr):
-    """(valid, position) of processing step s for each sequence of the tile, both [BLOCK_B].
+def _valid(s, T, length, zeros_b, HAS_LENGTHS: tl.constexpr):
+    """[BLOCK_B]: whether processing step s is a real step of each sequence (s < len_b, or s < T).
 
-    valid: s < len_b (s < T without lengths). position: where step s reads xp
-    and writes out, meaningful only where valid (nothing is read or written
-    elsewhere). ``zeros_b`` (int64 [BLOCK_B]) broadcasts s to a tensor: the
-    interpreter rejects a Python bool in a mask.
+    ``zeros_b`` (int64 [BLOCK_B]) broadcasts s to a tensor: the interpreter
+    rejects a Python bool in a mask.
     """
-    s_b = zeros_b + s
     if HAS_LENGTHS:
-        valid = s_b < length
-        if REVERSE:
-            pos = length - 1 - s_b
-        else:
-            pos = s_b
+        valid = zeros_b + s < length
     else:
-        valid = s_b < T
-        if REVERSE:
-            pos = T - 1 - s_b
+        valid = zeros_b + s < T
+    return valid
+
+
+@triton.jit
+def _position(s, T, length, zeros_b, HAS_LENGTHS: tl.constexpr, REVERSE: tl.constexpr):
+    """[BLOCK_B] int64: the time position of processing step s, meaningful where _valid.
+
+    s (forward), len_b - 1 - s or T - 1 - s (reverse). Computed once, for the
+    first step; the loop then moves pointers by one position per step.
+    """
+    if REVERSE:
+        if HAS_LENGTHS:
+            pos = length - 1 - s
         else:
-            pos = s_b
-    return valid, pos
+            pos = zeros_b + (T - 1 - s)
+    else:
+        pos = zeros_b + s
+    return pos
 
 
 @triton.jit
@@ -141,16 +147,26 @@ def _elman_fwd(
     # out and hs: [B, T, H] contiguous, same offsets.
     y_base = seqs[None, :] * T * H + offs_h[:, None]
     steps, first_padding = _steps(length, seq_ok, T, HAS_LENGTHS)
-    valid_next, pos_next = _position(0, T, length, zeros_b, HAS_LENGTHS, REVERSE)
-    xp_next = tl.load(xp_base + pos_next[None, :] * stride_xt, mask=h_mask & valid_next[None, :], other=0.0)
+    # Pointers start at step 0's position and move one position per step:
+    # +1 forward, -1 reverse (64-bit pointer arithmetic, no index to overflow).
+    pos = _position(0, T, length, zeros_b, HAS_LENGTHS, REVERSE)
+    xp_ptrs = xp_base + pos[None, :] * stride_xt
+    y_offs = y_base + pos[None, :] * H
+    if REVERSE:
+        xp_step = -stride_xt
+        y_step = -H
+    else:
+        xp_step = stride_xt
+        y_step = H
+    valid_next = _valid(0, T, length, zeros_b, HAS_LENGTHS)
+    xp_next = tl.load(xp_ptrs, mask=h_mask & valid_next[None, :], other=0.0)
     for s in range(steps):
         xp_t = xp_next
         valid = valid_next
-        pos = pos_next
         # xp of step s+1, loaded during step s (masked off past the last step).
-        valid_next, pos_next = _position(s + 1, T, length, zeros_b, HAS_LENGTHS, REVERSE)
-        xp_next = tl.load(xp_base + pos_next[None, :] * stride_xt, mask=h_mask & valid_next[None, :],
-                          other=0.0)
+        valid_next = _valid(s + 1, T, length, zeros_b, HAS_LENGTHS)
+        xp_ptrs += xp_step
+        xp_next = tl.load(xp_ptrs, mask=h_mask & valid_next[None, :], other=0.0)
         acc = xp_t.to(tl.float32)
         if HAS_B_HH:
             acc += bias_tile
@@ -167,11 +183,11 @@ def _elman_fwd(
         else:
             h = h_new
             y_mask = h_mask
-        y_offs = y_base + pos[None, :] * H
         if STORE_OUT:
             tl.store(out_ptr + y_offs, h_new.to(out_ptr.dtype.element_ty), mask=y_mask)
         if STORE_HS:
             tl.store(hs_ptr + y_offs, h_new, mask=y_mask)
+        y_offs += y_step
 
     tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
     if HAS_LENGTHS:
@@ -237,26 +253,39 @@ def _elman_bwd(
     # step's during its own. Masked by validity: padding positions hold 0 in hs
     # and are never read from dout, so a NaN there cannot reach dh.
     steps, first_padding = _steps(length, seq_ok, T, HAS_LENGTHS)
-    valid_next, pos_next = _position(steps - 1, T, length, zeros_b, HAS_LENGTHS, REVERSE)
+    # Pointers start at the last step's position and move back one processing
+    # step at a time: -1 position forward, +1 reverse.
+    pos = _position(steps - 1, T, length, zeros_b, HAS_LENGTHS, REVERSE)
+    h_offs = hs_base + pos[None, :] * H
+    if REVERSE:
+        h_step = H
+        dout_step = stride_dt
+    else:
+        h_step = -H
+        dout_step = -stride_dt
+    valid_next = _valid(steps - 1, T, length, zeros_b, HAS_LENGTHS)
     valid_next = valid_next & (zeros_b < steps)  # no step at all: step -1 is not read
     load_mask = h_mask & valid_next[None, :]
-    h_next = tl.load(hs_ptr + hs_base + pos_next[None, :] * H, mask=load_mask, other=0.0)
+    h_next = tl.load(hs_ptr + h_offs, mask=load_mask, other=0.0)
     if HAS_DOUT:
-        dout_next = tl.load(dout_base + pos_next[None, :] * stride_dt, mask=load_mask, other=0.0)
+        dout_ptrs = dout_base + pos[None, :] * stride_dt
+        dout_next = tl.load(dout_ptrs, mask=load_mask, other=0.0)
     for i in range(steps):
         valid = valid_next
-        pos = pos_next
+        g_offs = h_offs
         h_t = h_next
         if HAS_DOUT:
             dh += dout_next.to(tl.float32)
         # Step s - 1, loaded during step s = steps - 1 - i (masked off before
-        # step 0; i + 1 < steps as a tensor, see _position).
-        valid_next, pos_next = _position(steps - 2 - i, T, length, zeros_b, HAS_LENGTHS, REVERSE)
+        # step 0; i + 1 < steps as a tensor, see _valid).
+        valid_next = _valid(steps - 2 - i, T, length, zeros_b, HAS_LENGTHS)
         valid_next = valid_next & (zeros_b + i + 1 < steps)
         load_mask = h_mask & valid_next[None, :]
-        h_next = tl.load(hs_ptr + hs_base + pos_next[None, :] * H, mask=load_mask, other=0.0)
+        h_offs += h_step
+        h_next = tl.load(hs_ptr + h_offs, mask=load_mask, other=0.0)
         if HAS_DOUT:
-            dout_next = tl.load(dout_base + pos_next[None, :] * stride_dt, mask=load_mask, other=0.0)
+            dout_ptrs += dout_step
+            dout_next = tl.load(dout_ptrs, mask=load_mask, other=0.0)
         if RELU:
             # As ATen's threshold_backward: 0 where h <= 0, so a NaN state
             # passes the gradient on, as in stock nn.RNN.
@@ -277,7 +306,7 @@ def _elman_bwd(
         else:
             dh = _mm(w_hh_t, w_hh_t_lo, g.to(OPERAND_DTYPE), tl.zeros_like(dh), PRECISION)
             g_mask = h_mask
-        tl.store(g_ptr + hs_base + pos[None, :] * H, g, mask=g_mask)
+        tl.store(g_ptr + g_offs, g, mask=g_mask)
 
     tl.store(dh0_ptr + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
     if HAS_LENGTHS:
