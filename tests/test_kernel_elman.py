@@ -291,11 +291,12 @@ def test_empty_batch_and_zero_steps():
 # benchmarks/static_report.py does, B = 64, T = 1024:
 # (dtype, BLOCK_H, allow_tf32, store_hs, backward) -> bytes.
 COMPILED_SMEM = {
-    (torch.bfloat16, 128, True, False, False): 38912,
+    (torch.bfloat16, 128, True, False, False): 36864,
     (torch.bfloat16, 128, True, True, False): 40960,
     (torch.float32, 128, True, False, False): 81920,
     (torch.float32, 128, False, False, False): 155648,
-    (torch.bfloat16, 256, True, False, False): 143360,
+    (torch.bfloat16, 256, True, False, False): 139264,
+    (torch.float16, 256, True, True, False): 147456,
     (torch.bfloat16, 128, True, False, True): 40960,
     (torch.float32, 128, True, False, True): 73728,
     (torch.float32, 128, False, False, True): 147456,
@@ -307,7 +308,7 @@ COMPILED_SMEM = {
 def test_smem_estimate_never_below_compiled(config):
     dtype, block_h, allow_tf32, store_hs, backward = config
     estimate = elman.smem_bytes(dtype, block_h, allow_tf32, store_hs=store_hs, backward=backward)
-    assert COMPILED_SMEM[config] <= estimate <= COMPILED_SMEM[config] + 5120
+    assert COMPILED_SMEM[config] <= estimate <= COMPILED_SMEM[config] + 9216
 
 
 def test_unsupported_reason():

@@ -348,7 +348,7 @@ def smem_bytes(dtype, block_h, allow_tf32, *, store_hs=False, backward=False):
     BLOCK_B] conversion of stored states (hs, or the backward's hs, dout and g)
     reuses that region. Against Triton 3.6's figure for sm_90a at BLOCK_H =
     128 and 256 (bf16 forward, with and without hs; fp32 forward on TF32 and
-    3xTF32; backward in each): never below it, at most 5120 B above it.
+    3xTF32; backward in each): never below it, at most 9216 B above it.
     """
     prec = precision(dtype, allow_tf32, interpreted=False)
     item = 4 if prec in FP32_OPERANDS else dtype.itemsize
