@@ -1,7 +1,8 @@
 """Triton kernels of the layer contract (fused_rnn/cells/__init__.py) for the Elman cell.
 
-Forward, one program per tile of ``BLOCK_B`` sequences, from the caller's
-input projection ``xp = x W_ihᵀ + b_ih``::
+Forward, one program per tile of ``BLOCK_B`` sequences (and per direction,
+grid axis 1, for both directions of a bidirectional layer in one launch),
+from the caller's input projection ``xp = x W_ihᵀ + b_ih``::
 
     h_t = act(xp_t + W_hh h_{t-1} + b_hh)         act = tanh or relu
 
@@ -11,13 +12,13 @@ by the tensor core from shared memory where it is stored once before the loop.
 The step's only product is ``W_hh · hᵀ``; ``xpᵀ_t`` is loaded one step ahead,
 off the dependent chain.
 
-Processing step s (s = 0 … T-1) of sequence b is at position
-``p = s`` (forward) or ``p = len_b - 1 - s`` (reverse), for s < len_b. At
-s ≥ len_b the state is held and position s (one of the padding positions
-len_b … T-1, each met exactly once) is written with 0, so every position of
-``out`` and ``hs`` is written once.
+Processing step s of sequence b is at position ``p = s`` (forward) or
+``p = len_b - 1 - s`` (reverse), for s < len_b. The loop runs the tile's
+longest length; past its own length a sequence's state is held and nothing is
+read or written. The padding positions len_b … T-1 are written with 0 after
+the loop, so every position of ``out`` and ``hs`` is written exactly once.
 
-Backward walks the processing steps in reverse (s = T-1 … 0)::
+Backward walks the processing steps in reverse::
 
     dh += dout_p;  g_p = dh ⊙ act'(h_p);  dh = W_hhᵀ g_p
 
@@ -95,24 +96,50 @@ def _steps(lengths_ptr, length, seq_ok, pid, B, T, BLOCK_B: tl.constexpr, HAS_LE
 
 
 @triton.jit
-def _zero_padding(ptr, offs, length, mask, first_padding, T, H, zeros_b):
-    """Write 0 at positions p >= len_b of a [B, T, H] contiguous tensor (``offs``: its tile at p = 0)."""
+def _zero_padding(ptr, offs, length, mask, first_padding, T, row, zeros_b):
+    """Write 0 at positions p >= len_b (``offs``: the tile's offsets at p = 0; ``row``: elements per position)."""
     zeros = tl.zeros(offs.shape, dtype=ptr.dtype.element_ty)
     for p in range(first_padding, T):
-        tl.store(ptr + offs + p * H, zeros, mask=mask & (zeros_b + p >= length)[None, :])
+        tl.store(ptr + offs + p * row, zeros, mask=mask & (zeros_b + p >= length)[None, :])
+
+
+@triton.jit
+def _direction(length, zeros_b, first_step, T, DIRECTIONS: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+               REVERSE: tl.constexpr):
+    """(d, d64, sign, pos): the direction this program runs (grid axis 1 when DIRECTIONS = 2: 0
+    forward, 1 reverse; d64 the same in int64, for offsets past 2³¹), the way positions move per
+    processing step (+1 forward, -1 reverse) and the position of processing step ``first_step``."""
+    if DIRECTIONS == 2:
+        d = tl.program_id(1)
+        d64 = d.to(tl.int64)
+        sign = 1 - 2 * d
+        pos = tl.where(d == 1, _position(first_step, T, length, zeros_b, HAS_LENGTHS, True),
+                       _position(first_step, T, length, zeros_b, HAS_LENGTHS, False))
+    else:
+        d = 0
+        d64 = 0
+        if REVERSE:
+            sign = -1
+        else:
+            sign = 1
+        pos = _position(first_step, T, length, zeros_b, HAS_LENGTHS, REVERSE)
+    return d, d64, sign, pos
 
 
 # ----------------------------------------------------------------------------
-# Kernels
+# Kernels. With DIRECTIONS = 2, program (i, d) runs direction d of a
+# bidirectional layer: xp and out hold both directions side by side
+# ([B, T, 2·H], d's at columns d·H …), w_hh, b_hh, h0, h_n, hs, dh_n, dh0 stack
+# them in a leading dimension of 2. With DIRECTIONS = 1 every d-offset is 0.
 # ----------------------------------------------------------------------------
 
 def _elman_fwd(
     xp_ptr, h0_ptr, lengths_ptr, w_hh_ptr, w_hh_lo_ptr, b_hh_ptr,
     out_ptr, hn_ptr, hs_ptr,
     B, T, H,
-    stride_xb, stride_xt, stride_xh,
-    stride_h0b, stride_h0h,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    stride_xb, stride_xt, stride_xh, stride_xd,
+    stride_h0d, stride_h0b, stride_h0h,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, DIRECTIONS: tl.constexpr,
     HAS_H0: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_B_HH: tl.constexpr,
     STORE_OUT: tl.constexpr, STORE_HS: tl.constexpr, REVERSE: tl.constexpr,
     RELU: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr,
@@ -126,47 +153,46 @@ def _elman_fwd(
     offs_h = tl.arange(0, BLOCK_H)
     h_rows_ok = offs_h < H
     h_mask = h_rows_ok[:, None] & seq_ok[None, :]
-
-    # Loop invariants, loaded before the first step: a tile straight from a
-    # load stays in shared memory for wgmma (see rnn_linear: the TF32
-    # remainder comes ready-made from the host for that reason).
-    w_hh = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, H, 1).to(OPERAND_DTYPE)
-    if PRECISION == "tf32x3":
-        w_hh_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, H, 1)
-    else:
-        w_hh_lo = w_hh
-    if HAS_B_HH:
-        bias_tile = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32) + \
-            tl.load(b_hh_ptr + offs_h, mask=h_rows_ok, other=0.0).to(tl.float32)[:, None]
-
-    if HAS_H0:
-        h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + offs_h[:, None] * stride_h0h,
-                    mask=h_mask, other=0.0).to(tl.float32)
-    else:
-        h = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
     else:
         length = zeros_b
+    d, d64, sign, pos = _direction(length, zeros_b, 0, T, DIRECTIONS, HAS_LENGTHS, REVERSE)
+
+    # Loop invariants, loaded before the first step: a tile straight from a
+    # load stays in shared memory for wgmma (see rnn_linear: the TF32
+    # remainder comes ready-made from the host for that reason).
+    w_hh = _load_tile(w_hh_ptr + d * H * H, offs_h, offs_h, H, H, H, 1).to(OPERAND_DTYPE)
+    if PRECISION == "tf32x3":
+        w_hh_lo = _load_tile(w_hh_lo_ptr + d * H * H, offs_h, offs_h, H, H, H, 1)
+    else:
+        w_hh_lo = w_hh
+    if HAS_B_HH:
+        bias_tile = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32) + \
+            tl.load(b_hh_ptr + d * H + offs_h, mask=h_rows_ok, other=0.0).to(tl.float32)[:, None]
+
+    if HAS_H0:
+        h = tl.load(h0_ptr + d * stride_h0d + seqs[None, :] * stride_h0b + offs_h[:, None] * stride_h0h,
+                    mask=h_mask, other=0.0).to(tl.float32)
+    else:
+        h = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
 
     # xpᵀ tiles [BLOCK_H, BLOCK_B] through xp's own strides (a time-major
     # caller passes a transposed view). Masked by validity: xp at padding
     # positions is never read, so an inf or NaN there cannot reach h.
-    xp_base = xp_ptr + seqs[None, :] * stride_xb + offs_h[:, None] * stride_xh
-    # out and hs: [B, T, H] contiguous, same offsets.
-    y_base = seqs[None, :] * T * H + offs_h[:, None]
+    # Pointers start at step 0's position and move one position per step
+    # (64-bit pointer arithmetic, no index to overflow).
+    xp_ptrs = xp_ptr + d * stride_xd + seqs[None, :] * stride_xb + offs_h[:, None] * stride_xh \
+        + pos[None, :] * stride_xt
+    xp_step = sign * stride_xt
+    # out: [B, T, DIRECTIONS·H] contiguous; hs: [DIRECTIONS, B, T, H] fp32 contiguous.
+    out_base = seqs[None, :] * T * (DIRECTIONS * H) + d * H + offs_h[:, None]
+    out_offs = out_base + pos[None, :] * (DIRECTIONS * H)
+    out_step = sign * (DIRECTIONS * H)
+    if DIRECTIONS == 2:
+        hs_base = d64 * B * T * H + seqs[None, :] * T * H + offs_h[:, None]
+        hs_offs = hs_base + pos[None, :] * H
     steps, first_padding = _steps(lengths_ptr, length, seq_ok, pid, B, T, BLOCK_B, HAS_LENGTHS)
-    # Pointers start at step 0's position and move one position per step:
-    # +1 forward, -1 reverse (64-bit pointer arithmetic, no index to overflow).
-    pos = _position(0, T, length, zeros_b, HAS_LENGTHS, REVERSE)
-    xp_ptrs = xp_base + pos[None, :] * stride_xt
-    y_offs = y_base + pos[None, :] * H
-    if REVERSE:
-        xp_step = -stride_xt
-        y_step = -H
-    else:
-        xp_step = stride_xt
-        y_step = H
     valid_next = _valid(0, T, length, zeros_b, HAS_LENGTHS)
     xp_next = tl.load(xp_ptrs, mask=h_mask & valid_next[None, :], other=0.0)
     for s in range(steps):
@@ -193,18 +219,26 @@ def _elman_fwd(
             h = h_new
             y_mask = h_mask
         if STORE_OUT:
-            tl.store(out_ptr + y_offs, h_new.to(out_ptr.dtype.element_ty), mask=y_mask)
+            tl.store(out_ptr + out_offs, h_new.to(out_ptr.dtype.element_ty), mask=y_mask)
         if STORE_HS:
-            tl.store(hs_ptr + y_offs, h_new, mask=y_mask)
-        y_offs += y_step
+            if DIRECTIONS == 2:
+                tl.store(hs_ptr + hs_offs, h_new, mask=y_mask)
+                hs_offs += sign * H
+            else:
+                tl.store(hs_ptr + out_offs, h_new, mask=y_mask)
+        out_offs += out_step
 
-    tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
+    hn_offs = d64 * B * H + seqs[None, :] * H + offs_h[:, None]
+    tl.store(hn_ptr + hn_offs, h.to(hn_ptr.dtype.element_ty), mask=h_mask)
     if HAS_LENGTHS:
         # Padding positions, off the time loop: exactly 0, as pad_packed_sequence gives.
         if STORE_OUT:
-            _zero_padding(out_ptr, y_base, length, h_mask, first_padding, T, H, zeros_b)
+            _zero_padding(out_ptr, out_base, length, h_mask, first_padding, T, DIRECTIONS * H, zeros_b)
         if STORE_HS:
-            _zero_padding(hs_ptr, y_base, length, h_mask, first_padding, T, H, zeros_b)
+            if DIRECTIONS == 2:
+                _zero_padding(hs_ptr, hs_base, length, h_mask, first_padding, T, H, zeros_b)
+            else:
+                _zero_padding(hs_ptr, out_base, length, h_mask, first_padding, T, H, zeros_b)
 
 
 # B and T are never specialized (Triton would compile anew for B = 1, T = 1 and
@@ -221,13 +255,14 @@ def _elman_bwd(
     hs_ptr, lengths_ptr, w_hh_ptr, w_hh_lo_ptr, dout_ptr, dhn_ptr,
     g_ptr, dh0_ptr,
     B, T, H,
-    stride_db, stride_dt, stride_dh,
-    stride_nb, stride_nh,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    stride_db, stride_dt, stride_dh, stride_dd,
+    stride_nd, stride_nb, stride_nh,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, DIRECTIONS: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, HAS_DOUT: tl.constexpr, HAS_DHN: tl.constexpr, REVERSE: tl.constexpr,
     RELU: tl.constexpr, MASK_H: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
-    """hs, g: [B, T, H] fp32 contiguous; dout: [B, T, H] any strides; dhn: [B, H]; dh0: [B, H] fp32.
+    """hs: [DIRECTIONS, B, T, H] fp32; g: [B, T, DIRECTIONS·H] fp32; dout: [B, T, DIRECTIONS·H] any
+    strides; dhn: [DIRECTIONS, B, H]; dh0: [DIRECTIONS, B, H] fp32 (the leading dimension absent for 1).
 
     Transposed like the forward: dhᵀ [BLOCK_H, BLOCK_B], W_hhᵀ the MMA's A.
     """
@@ -238,50 +273,53 @@ def _elman_bwd(
     offs_h = tl.arange(0, BLOCK_H)
     h_rows_ok = offs_h < H
     h_mask = h_rows_ok[:, None] & seq_ok[None, :]
-
-    # W_hhᵀ[k, j] = W_hh[j, k].
-    w_hh_t = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
-    if PRECISION == "tf32x3":
-        w_hh_t_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, 1, H)
-    else:
-        w_hh_t_lo = w_hh_t
-    if HAS_DHN:
-        dh = tl.load(dhn_ptr + seqs[None, :] * stride_nb + offs_h[:, None] * stride_nh,
-                     mask=h_mask, other=0.0).to(tl.float32)
-    else:
-        dh = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
     else:
         length = zeros_b
-
-    hs_base = seqs[None, :] * T * H + offs_h[:, None]
-    if HAS_DOUT:
-        dout_base = dout_ptr + seqs[None, :] * stride_db + offs_h[:, None] * stride_dh
-    # The last processing step's h and dout, then each step loads the previous
-    # step's during its own. Masked by validity: padding positions hold 0 in hs
-    # and are never read from dout, so a NaN there cannot reach dh.
     steps, first_padding = _steps(lengths_ptr, length, seq_ok, pid, B, T, BLOCK_B, HAS_LENGTHS)
     # Pointers start at the last step's position and move back one processing
     # step at a time: -1 position forward, +1 reverse.
-    pos = _position(steps - 1, T, length, zeros_b, HAS_LENGTHS, REVERSE)
-    h_offs = hs_base + pos[None, :] * H
-    if REVERSE:
-        h_step = H
-        dout_step = stride_dt
+    d, d64, sign, pos = _direction(length, zeros_b, steps - 1, T, DIRECTIONS, HAS_LENGTHS, REVERSE)
+
+    # W_hhᵀ[k, j] = W_hh[j, k].
+    w_hh_t = _load_tile(w_hh_ptr + d * H * H, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+    if PRECISION == "tf32x3":
+        w_hh_t_lo = _load_tile(w_hh_lo_ptr + d * H * H, offs_h, offs_h, H, H, 1, H)
     else:
-        h_step = -H
-        dout_step = -stride_dt
+        w_hh_t_lo = w_hh_t
+    if HAS_DHN:
+        dh = tl.load(dhn_ptr + d * stride_nd + seqs[None, :] * stride_nb + offs_h[:, None] * stride_nh,
+                     mask=h_mask, other=0.0).to(tl.float32)
+    else:
+        dh = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
+
+    # hs: [DIRECTIONS, B, T, H]; g: [B, T, DIRECTIONS·H], the same offsets for one direction.
+    hs_base = d64 * B * T * H + seqs[None, :] * T * H + offs_h[:, None]
+    h_offs = hs_base + pos[None, :] * H
+    h_step = -sign * H
+    g_base = seqs[None, :] * T * (DIRECTIONS * H) + d * H + offs_h[:, None]
+    if DIRECTIONS == 2:
+        g_offs_next = g_base + pos[None, :] * (DIRECTIONS * H)
+    # The last processing step's h and dout, then each step loads the previous
+    # step's during its own. Masked by validity: padding positions hold 0 in hs
+    # and are never read from dout, so a NaN there cannot reach dh.
     valid_next = _valid(steps - 1, T, length, zeros_b, HAS_LENGTHS)
     valid_next = valid_next & (zeros_b < steps)  # no step at all: step -1 is not read
     load_mask = h_mask & valid_next[None, :]
     h_next = tl.load(hs_ptr + h_offs, mask=load_mask, other=0.0)
     if HAS_DOUT:
-        dout_ptrs = dout_base + pos[None, :] * stride_dt
+        dout_ptrs = dout_ptr + d * stride_dd + seqs[None, :] * stride_db + offs_h[:, None] * stride_dh \
+            + pos[None, :] * stride_dt
+        dout_step = -sign * stride_dt
         dout_next = tl.load(dout_ptrs, mask=load_mask, other=0.0)
     for i in range(steps):
         valid = valid_next
-        g_offs = h_offs
+        if DIRECTIONS == 2:
+            g_offs = g_offs_next
+            g_offs_next += -sign * (DIRECTIONS * H)
+        else:
+            g_offs = h_offs
         h_t = h_next
         if HAS_DOUT:
             dh += dout_next.to(tl.float32)
@@ -317,10 +355,10 @@ def _elman_bwd(
             g_mask = h_mask
         tl.store(g_ptr + g_offs, g, mask=g_mask)
 
-    tl.store(dh0_ptr + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
+    tl.store(dh0_ptr + d64 * B * H + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
     if HAS_LENGTHS:
         # No gradient reaches xp at padding positions.
-        _zero_padding(g_ptr, hs_base, length, h_mask, first_padding, T, H, zeros_b)
+        _zero_padding(g_ptr, g_base, length, h_mask, first_padding, T, DIRECTIONS * H, zeros_b)
 
 
 # As the forward: dout's strides are specialized only when both are multiples of 16.
@@ -383,20 +421,16 @@ def _aligned(t):
     return t.stride(0) % 16 == 0 and t.stride(1) % 16 == 0
 
 
-def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, store_out=True,
-                   store_saved=False, wrap=None):
-    """The layer contract's forward (fused_rnn/cells/__init__.py): returns (out, h_n, None, hs, None).
-
-    xp: [B, T, H] any strides; w_hh: [H, H] contiguous; b_hh: [H] or None;
-    h0: [B, H] or None; c0: ignored (None); lengths: [B] int64 or None.
-    ``wrap``: torch.library.wrap_triton inside a triton_op.
-    """
+def _forward(cell, xp, w_hh, b_hh, h0, lengths, directions, reverse, allow_tf32, store_out, store_saved, wrap):
+    """Launch the forward for one direction (shapes as recurrence_fwd) or both (as bidirectional_fwd)."""
     _check_cell(cell)
-    B, T, H = xp.shape
+    B, T = xp.shape[:2]
+    H = w_hh.shape[-1]
     device = xp.device
-    out = rnn_linear.new_empty((B, T, H), device=device, dtype=xp.dtype) if store_out else None
-    h_n = rnn_linear.new_empty((B, H), device=device, dtype=xp.dtype)
-    hs = rnn_linear.new_empty((B, T, H), device=device, dtype=torch.float32) if store_saved else None
+    lead = () if directions == 1 else (directions,)
+    out = rnn_linear.new_empty((B, T, directions * H), device=device, dtype=xp.dtype) if store_out else None
+    h_n = rnn_linear.new_empty((*lead, B, H), device=device, dtype=xp.dtype)
+    hs = rnn_linear.new_empty((*lead, B, T, H), device=device, dtype=torch.float32) if store_saved else None
     if B == 0:
         return out, h_n, None, hs, None
     block_h = block(H)
@@ -406,13 +440,13 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         w_hh, w_hh_lo = split_tf32(w_hh)
     _launch(
         _elman_fwd_kernel if _aligned(xp) else _elman_fwd_kernel_any_stride,
-        (triton.cdiv(B, BLOCK_B),), wrap,
+        (triton.cdiv(B, BLOCK_B), directions), wrap,
         xp, h0, lengths, w_hh, w_hh_lo, b_hh,
         out, h_n, hs,
         B, T, H,
-        xp.stride(0), xp.stride(1), xp.stride(2),
-        h0.stride(0) if h0 is not None else 0, h0.stride(1) if h0 is not None else 0,
-        BLOCK_B=BLOCK_B, BLOCK_H=block_h,
+        xp.stride(0), xp.stride(1), xp.stride(2), H * xp.stride(2) if directions == 2 else 0,
+        *((0,) * 3 if h0 is None else (0, *h0.stride()) if directions == 1 else h0.stride()),
+        BLOCK_B=BLOCK_B, BLOCK_H=block_h, DIRECTIONS=directions,
         HAS_H0=h0 is not None, HAS_LENGTHS=lengths is not None, HAS_B_HH=b_hh is not None,
         STORE_OUT=store_out, STORE_HS=store_saved, REVERSE=bool(reverse),
         RELU=cell == "rnn_relu", MASK_H=H != block_h,
@@ -423,19 +457,14 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
     return out, h_n, None, hs, None
 
 
-def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, *, reverse, allow_tf32,
-                   wrap=None):
-    """The layer contract's backward sweep: returns (dxp, dgh, dh0, None), dxp and dgh the same tensor.
-
-    hs: [B, T, H] fp32 from recurrence_fwd(store_saved=True); dout: [B, T, H]
-    any strides, or None; dh_n: [B, H] or None. aux, b_hh, h0, c0, dc_n are
-    not needed (act' is read from the states alone).
-    """
+def _backward(cell, hs, w_hh, dout, dh_n, lengths, directions, reverse, allow_tf32, wrap):
+    """Launch the backward sweep for one direction (shapes as recurrence_bwd) or both (as bidirectional_bwd)."""
     _check_cell(cell)
-    B, T, H = hs.shape
+    B, T, H = hs.shape[-3:]
     device = hs.device
-    g = rnn_linear.new_empty((B, T, H), device=device, dtype=torch.float32)
-    dh0 = rnn_linear.new_empty((B, H), device=device, dtype=torch.float32)
+    lead = () if directions == 1 else (directions,)
+    g = rnn_linear.new_empty((B, T, directions * H), device=device, dtype=torch.float32)
+    dh0 = rnn_linear.new_empty((*lead, B, H), device=device, dtype=torch.float32)
     if B == 0:
         return g, g, dh0, None
     block_h = block(H)
@@ -445,16 +474,64 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         w_hh, w_hh_lo = split_tf32(w_hh)
     _launch(
         _elman_bwd_kernel if dout is None or _aligned(dout) else _elman_bwd_kernel_any_stride,
-        (triton.cdiv(B, BLOCK_B),), wrap,
+        (triton.cdiv(B, BLOCK_B), directions), wrap,
         hs, lengths, w_hh, w_hh_lo, dout, dh_n,
         g, dh0,
         B, T, H,
-        *(dout.stride() if dout is not None else (0, 0, 0)),
-        *(dh_n.stride() if dh_n is not None else (0, 0)),
-        BLOCK_B=BLOCK_B, BLOCK_H=block_h,
+        *((0,) * 4 if dout is None else (*dout.stride(), H * dout.stride(2) if directions == 2 else 0)),
+        *((0,) * 3 if dh_n is None else (0, *dh_n.stride()) if directions == 1 else dh_n.stride()),
+        BLOCK_B=BLOCK_B, BLOCK_H=block_h, DIRECTIONS=directions,
         HAS_LENGTHS=lengths is not None, HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None,
         REVERSE=bool(reverse), RELU=cell == "rnn_relu", MASK_H=H != block_h,
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
         num_warps=num_warps(prec, block_h),
     )
     return g, g, dh0, None
+
+
+def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, store_out=True,
+                   store_saved=False, wrap=None):
+    """The layer contract's forward (fused_rnn/cells/__init__.py): returns (out, h_n, None, hs, None).
+
+    xp: [B, T, H] any strides; w_hh: [H, H] contiguous; b_hh: [H] or None;
+    h0: [B, H] or None; c0: ignored (None); lengths: [B] int64 or None.
+    ``wrap``: torch.library.wrap_triton inside a triton_op.
+    """
+    return _forward(cell, xp, w_hh, b_hh, h0, lengths, 1, reverse, allow_tf32, store_out, store_saved, wrap)
+
+
+def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, *, reverse, allow_tf32,
+                   wrap=None):
+    """The layer contract's backward sweep: returns (dxp, dgh, dh0, None), dxp and dgh the same tensor.
+
+    hs: [B, T, H] fp32 from recurrence_fwd(store_saved=True); dout: [B, T, H]
+    any strides, or None; dh_n: [B, H] or None. aux, b_hh, h0, c0, dc_n are
+    not needed (act' is read from the states alone).
+    """
+    return _backward(cell, hs, w_hh, dout, dh_n, lengths, 1, reverse, allow_tf32, wrap)
+
+
+def bidirectional_fwd(cell, xp, w_hh, b_hh, h0, lengths, *, allow_tf32, store_out=True, store_saved=False,
+                      wrap=None):
+    """Both directions of a bidirectional layer in one launch (grid axis 1 = direction).
+
+    xp: [B, T, 2·H] any strides: the forward direction's projection in
+    [..., :H], the reverse's in [..., H:] (one GEMM with both directions'
+    W_ih stacked); w_hh: [2, H, H] contiguous; b_hh: [2, H] or None; h0:
+    [2, B, H] or None; lengths: [B] int64 or None.
+    Returns (out [B, T, 2·H] in xp.dtype, the layer's output, or None when
+    not store_out; h_n [2, B, H]; None; hs [2, B, T, H] fp32 or None; None),
+    each direction as recurrence_fwd gives it.
+    """
+    return _forward(cell, xp, w_hh, b_hh, h0, lengths, 2, False, allow_tf32, store_out, store_saved, wrap)
+
+
+def bidirectional_bwd(cell, hs, w_hh, dout, dh_n, lengths, *, allow_tf32, wrap=None):
+    """The backward sweeps of both directions in one launch.
+
+    hs: [2, B, T, H] fp32 from bidirectional_fwd(store_saved=True); dout:
+    [B, T, 2·H] any strides, or None; dh_n: [2, B, H] or None.
+    Returns (dxp, dgh, dh0, None): dxp = dgh [B, T, 2·H] fp32 (laid out as
+    xp, so dW_ih of both directions is one GEMM), dh0 [2, B, H] fp32.
+    """
+    return _backward(cell, hs, w_hh, dout, dh_n, lengths, 2, False, allow_tf32, wrap)
