@@ -96,54 +96,74 @@ def previous_states(hs, h0, lengths, reverse):
     return prev
 
 
-def check_backward(cell, xp, w_hh, b_hh, h0, lengths, *, reverse, allow_tf32=False, with_dout=True,
-                   with_dh_n=True, dout_time_major=False, poison_padding=False, equal_nan=False, seed=1):
-    """The kernel's dxp, dh0 and the caller's dW_hh, db_hh from its dgh, against autograd on the oracle."""
-    B, T, H = xp.shape
-    _, _, hs = forward(cell, xp, w_hh, b_hh, h0, lengths, reverse=reverse, allow_tf32=allow_tf32,
-                       store_out=False)
+def make_gradients(B, T, H, dtype, *, with_dout=True, with_dh_n=True, dout_time_major=False, lengths=None,
+                   poison_padding=False, seed=1, directions=1):
+    """(dout [B, T, D·H] or None, dh_n [B, H] / [D, B, H] or None); NaN in dout past lengths if poison_padding."""
     torch.manual_seed(seed)
     dout = dh_n = None
     if with_dout:
-        dout = (torch.randn(T, B, H, device=xp.device).transpose(0, 1) if dout_time_major
-                else torch.randn(B, T, H, device=xp.device)).to(xp.dtype)
+        W = directions * H
+        dout = (torch.randn(T, B, W, device=DEVICE).transpose(0, 1) if dout_time_major
+                else torch.randn(B, T, W, device=DEVICE)).to(dtype)
         if poison_padding:  # out is 0 there whatever the inputs: its gradient must not be read
-            past = torch.arange(T, device=xp.device)[None, :] >= lengths[:, None]
+            past = torch.arange(T, device=DEVICE)[None, :] >= lengths[:, None]
             dout[past] = float("nan")
     if with_dh_n:
-        dh_n = torch.randn(B, H, device=xp.device).to(xp.dtype)
+        dh_n = torch.randn(*((directions,) if directions > 1 else ()), B, H, device=DEVICE).to(dtype)
+    return dout, dh_n
 
-    dxp, dgh, dh0, dc0 = elman.recurrence_bwd(cell, hs, None, w_hh, b_hh, h0, None, dout, dh_n, None, lengths,
-                                              reverse=reverse, allow_tf32=allow_tf32)
-    assert dgh is dxp and dc0 is None
-    assert dxp.dtype == torch.float32 and dxp.shape == (B, T, H) and dh0.dtype == torch.float32
 
+def reference_gradients(cell, xp, w_hh, b_hh, h0, lengths, reverse, dout, dh_n):
+    """Autograd on the float64 oracle: ∂L/∂xp, ∂L/∂h0, ∂L/∂W_hh, ∂L/∂b_hh (None without b_hh)
+    for L = Σ out·dout + Σ h_n·dh_n, NaN in dout at padding positions ignored (out is constant 0 there)."""
+    B = xp.shape[0]
     xp64, w64 = double(xp).requires_grad_(), double(w_hh).requires_grad_()
     b64 = double(b_hh).requires_grad_() if b_hh is not None else None
-    h064 = (double(h0) if h0 is not None else xp64.new_zeros(B, H)).requires_grad_()
+    h064 = (double(h0) if h0 is not None else xp64.new_zeros(B, w_hh.shape[1])).requires_grad_()
     out_ref, h_ref, _ = recurrence_loop(cell, xp64, w64, b64, h064, None,
                                         lengths.cpu() if lengths is not None else None, reverse)
     loss = 0 * h_ref.sum()  # a graph even with neither gradient
     if dout is not None:
-        loss = loss + (out_ref * double(dout)).nansum() if poison_padding else loss + (out_ref * double(dout)).sum()
+        loss = loss + (out_ref * double(dout)).nansum()
     if dh_n is not None:
         loss = loss + (h_ref * double(dh_n)).sum()
     inputs = [xp64, h064, w64] + ([b64] if b64 is not None else [])
     grads = torch.autograd.grad(loss, inputs, allow_unused=True)
     grads = [g if g is not None else torch.zeros_like(t) for g, t in zip(grads, inputs)]
+    return grads + [None] * (4 - len(grads))
 
-    tol = tolerance(xp.dtype, allow_tf32)
-    torch.testing.assert_close(dxp.double(), grads[0], equal_nan=equal_nan, **tol)
-    torch.testing.assert_close(dh0.double(), grads[1], equal_nan=equal_nan, **tol)
+
+def assert_gradients(dxp, dh0, hs, h0, lengths, reverse, reference, tol, equal_nan=False):
+    """The kernel's dxp (= dgh) and dh0, and the caller's dW_hh = Σ_t dgh_tᵀ h_{t-1} and db_hh = Σ_t dgh_t
+    formed from them, against reference_gradients."""
+    dxp_ref, dh0_ref, dw_ref, db_ref = reference
+    torch.testing.assert_close(dxp.double(), dxp_ref, equal_nan=equal_nan, **tol)
+    torch.testing.assert_close(dh0.double(), dh0_ref, equal_nan=equal_nan, **tol)
     if lengths is not None:
-        past = torch.arange(T, device=xp.device)[None, :] >= lengths[:, None]
+        past = torch.arange(dxp.shape[1], device=dxp.device)[None, :] >= lengths[:, None]
         assert (dxp[past] == 0).all()
     if not equal_nan:
         prev = previous_states(hs, h0, lengths, reverse)
-        dw = torch.einsum("bti,btj->ij", dgh.double(), prev)
-        torch.testing.assert_close(dw, grads[2], **tol)
-        if b_hh is not None:
-            torch.testing.assert_close(dgh.double().sum((0, 1)), grads[3], **tol)
+        torch.testing.assert_close(torch.einsum("bti,btj->ij", dxp.double(), prev), dw_ref, **tol)
+        if db_ref is not None:
+            torch.testing.assert_close(dxp.double().sum((0, 1)), db_ref, **tol)
+
+
+def check_backward(cell, xp, w_hh, b_hh, h0, lengths, *, reverse, allow_tf32=False, with_dout=True,
+                   with_dh_n=True, dout_time_major=False, poison_padding=False, equal_nan=False, seed=1):
+    """The kernel's backward after its own forward (store_saved) against autograd on the oracle."""
+    B, T, H = xp.shape
+    _, _, hs = forward(cell, xp, w_hh, b_hh, h0, lengths, reverse=reverse, allow_tf32=allow_tf32,
+                       store_out=False)
+    dout, dh_n = make_gradients(B, T, H, xp.dtype, with_dout=with_dout, with_dh_n=with_dh_n,
+                                dout_time_major=dout_time_major, lengths=lengths,
+                                poison_padding=poison_padding, seed=seed)
+    dxp, dgh, dh0, dc0 = elman.recurrence_bwd(cell, hs, None, w_hh, b_hh, h0, None, dout, dh_n, None, lengths,
+                                              reverse=reverse, allow_tf32=allow_tf32)
+    assert dgh is dxp and dc0 is None
+    assert dxp.dtype == torch.float32 and dxp.shape == (B, T, H) and dh0.dtype == torch.float32
+    reference = reference_gradients(cell, xp, w_hh, b_hh, h0, lengths, reverse, dout, dh_n)
+    assert_gradients(dxp, dh0, hs, h0, lengths, reverse, reference, tolerance(xp.dtype, allow_tf32), equal_nan)
     return dxp, dh0
 
 
@@ -347,3 +367,67 @@ def test_infinite_gradient_with_padded_hidden():
     assert (dxp[0, :T - 1] == float("inf")).all() and (dh0[0] == float("inf")).all()
     assert not dxp.isnan().any()
     torch.testing.assert_close(dxp[1], torch.zeros_like(dxp[1]), rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------
+# Both directions of a bidirectional layer in one launch, against each direction's oracle.
+# ----------------------------------------------------------------------------
+
+def bidirectional_inputs(cell, B, T, H, *, dtype=torch.float32, h0=True, bias=True, lengths=None,
+                         time_major=False, seed=20):
+    """xp [B, T, 2·H] (directions side by side), w_hh [2, H, H], b_hh [2, H], h0 [2, B, H], lengths."""
+    forward_, reverse_ = (make_inputs(cell, B, T, H, dtype=dtype, h0=h0, bias=bias, lengths=lengths, seed=seed + d)
+                          for d in range(2))
+    xp = torch.cat([forward_[0], reverse_[0]], -1)
+    if time_major:
+        xp = xp.transpose(0, 1).contiguous().transpose(0, 1)
+    stack = (lambda a, b: torch.stack([a, b]) if a is not None else None)
+    return xp, stack(forward_[1], reverse_[1]), stack(forward_[2], reverse_[2]), stack(forward_[3], reverse_[3]), \
+        forward_[4]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("B, T, H, lengths, time_major, dtype", [
+    (5, 7, 20, RAGGED, False, torch.float32),   # 3xTF32: both W_hh halves split on the host
+    (17, 4, 16, None, True, torch.float32),     # two tiles, time-major views
+    (3, 5, 33, [5, 2, 1], False, torch.bfloat16),
+], ids=["ragged", "B17_time_major", "bf16"])
+def test_bidirectional_matches_each_direction(cell, B, T, H, lengths, time_major, dtype):
+    xp, w_hh, b_hh, h0, lengths = bidirectional_inputs(cell, B, T, H, dtype=dtype, lengths=lengths,
+                                                       time_major=time_major)
+    out, h_n, c_n, hs, aux = elman.bidirectional_fwd(cell, xp, w_hh, b_hh, h0, lengths, allow_tf32=False,
+                                                     store_saved=True)
+    assert c_n is None and aux is None
+    assert out.shape == (B, T, 2 * H) and out.dtype == dtype and out.is_contiguous()
+    assert h_n.shape == (2, B, H) and hs.shape == (2, B, T, H) and hs.dtype == torch.float32
+    tol = TOL[dtype]
+    dout, dh_n = make_gradients(B, T, H, dtype, lengths=lengths, directions=2, dout_time_major=time_major,
+                                poison_padding=lengths is not None)
+    dxp, dgh, dh0, dc0 = elman.bidirectional_bwd(cell, hs, w_hh, dout, dh_n, lengths, allow_tf32=False)
+    assert dgh is dxp and dc0 is None and dxp.shape == (B, T, 2 * H) and dh0.shape == (2, B, H)
+    for d in range(2):
+        inputs = (xp[..., d * H:(d + 1) * H], w_hh[d], b_hh[d], h0[d], lengths)
+        out_ref, h_ref = oracle_forward(cell, *inputs, d == 1)
+        torch.testing.assert_close(out[..., d * H:(d + 1) * H].double(), out_ref, **tol)
+        torch.testing.assert_close(h_n[d].double(), h_ref, **tol)
+        torch.testing.assert_close(hs[d].double(), out_ref, **tol)
+        reference = reference_gradients(cell, *inputs, d == 1, dout[..., d * H:(d + 1) * H], dh_n[d])
+        assert_gradients(dxp[..., d * H:(d + 1) * H], dh0[d], hs[d], h0[d], lengths, d == 1, reference, tol)
+
+
+def test_bidirectional_without_optional_inputs():
+    """No h0, b_hh, out (store_out=False) or dout: h_n and the gradients through dh_n alone."""
+    cell, B, T, H = "rnn_tanh", 5, 7, 20
+    xp, w_hh, _, _, lengths = bidirectional_inputs(cell, B, T, H, h0=False, bias=False, lengths=RAGGED, seed=30)
+    out, h_n, _, hs, _ = elman.bidirectional_fwd(cell, xp, w_hh, None, None, lengths, allow_tf32=True,
+                                                 store_out=False, store_saved=True)
+    assert out is None
+    _, dh_n = make_gradients(B, T, H, xp.dtype, with_dout=False, directions=2, seed=31)
+    dxp, _, dh0, _ = elman.bidirectional_bwd(cell, hs, w_hh, None, dh_n, lengths, allow_tf32=True)
+    for d in range(2):
+        inputs = (xp[..., d * H:(d + 1) * H], w_hh[d], None, None, lengths)
+        out_ref, h_ref = oracle_forward(cell, *inputs, d == 1)
+        torch.testing.assert_close(h_n[d].double(), h_ref, **TF32_TOL)
+        torch.testing.assert_close(hs[d].double(), out_ref, **TF32_TOL)
+        reference = reference_gradients(cell, *inputs, d == 1, None, dh_n[d])
+        assert_gradients(dxp[..., d * H:(d + 1) * H], dh0[d], hs[d], None, lengths, d == 1, reference, TF32_TOL)
