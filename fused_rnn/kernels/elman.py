@@ -100,7 +100,8 @@ def _zero_padding(ptr, offs, length, mask, first_padding, T, row, zeros_b):
     """Write 0 at positions p >= len_b (``offs``: the tile's offsets at p = 0; ``row``: elements per position)."""
     zeros = tl.zeros(offs.shape, dtype=ptr.dtype.element_ty)
     for p in range(first_padding, T):
-        tl.store(ptr + offs + p * row, zeros, mask=mask & (zeros_b + p >= length)[None, :])
+        p_b = zeros_b + p  # int64: p·row may pass 2³¹
+        tl.store(ptr + offs + p_b[None, :] * row, zeros, mask=mask & (p_b >= length)[None, :])
 
 
 @triton.jit
