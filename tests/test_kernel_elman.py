@@ -4,8 +4,9 @@ Forward: out, h_n and the saved states hs against tests/oracles.py's
 recurrence_loop on the same (rounded) inputs. Backward: dxp and dh0 against
 autograd on that oracle, and the weight gradients the caller would form from
 the kernel's dgh (dW_hh = Σ_t dgh_tᵀ h_{t-1}, db_hh = Σ_t dgh_t) against the
-oracle's. Every kernel output starts NaN (conftest), so a lane the kernel
-forgot to write fails.
+oracle's. The bidirectional launch (both directions, grid axis 1) is checked
+direction by direction against the same references. Every kernel output starts
+NaN (conftest), so a lane the kernel forgot to write fails.
 """
 
 import pytest
