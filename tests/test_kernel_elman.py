@@ -308,28 +308,29 @@ def test_empty_batch_and_zero_steps():
     torch.testing.assert_close(dh0, dh_n, rtol=0, atol=0)
 
 
-# Triton 3.6's shared memory per block for sm_90a (metadata.shared), compiled without a GPU as
+# Shared memory per block for sm_90a (metadata.shared) from Triton 3.6 and 3.9, compiled without a GPU as
 # benchmarks/static_report.py does, B = 64, T = 1024:
-# (dtype, BLOCK_H, allow_tf32, store_hs, backward) -> bytes.
+# (dtype, BLOCK_H, allow_tf32, store_hs, backward) -> (bytes with 3.6, bytes with 3.9).
 COMPILED_SMEM = {
-    (torch.bfloat16, 128, True, False, False): 36864,
-    (torch.bfloat16, 128, True, True, False): 40960,
-    (torch.float32, 128, True, False, False): 81920,
-    (torch.float32, 128, False, False, False): 155648,
-    (torch.bfloat16, 256, True, False, False): 139264,
-    (torch.float16, 256, True, True, False): 147456,
-    (torch.bfloat16, 128, True, False, True): 40960,
-    (torch.float32, 128, True, False, True): 73728,
-    (torch.float32, 128, False, False, True): 147456,
-    (torch.bfloat16, 256, True, False, True): 147456,
+    (torch.bfloat16, 128, True, False, False): (36864, 45056),
+    (torch.bfloat16, 128, True, True, False): (40960, 45056),
+    (torch.float32, 128, True, False, False): (81920, 81920),
+    (torch.float32, 128, False, False, False): (155648, 155648),
+    (torch.bfloat16, 256, True, False, False): (139264, 155648),
+    (torch.float16, 256, True, True, False): (147456, 155648),
+    (torch.bfloat16, 128, True, False, True): (40960, 40960),
+    (torch.float32, 128, True, False, True): (73728, 73728),
+    (torch.float32, 128, False, False, True): (147456, 147456),
+    (torch.bfloat16, 256, True, False, True): (147456, 147456),
 }
 
 
 @pytest.mark.parametrize("config", list(COMPILED_SMEM), ids=str)
 def test_smem_estimate_never_below_compiled(config):
+    """What unsupported_reason decides with: never below what Triton allocates, and not far above."""
     dtype, block_h, allow_tf32, store_hs, backward = config
     estimate = elman.smem_bytes(dtype, block_h, allow_tf32, store_hs=store_hs, backward=backward)
-    assert COMPILED_SMEM[config] <= estimate <= COMPILED_SMEM[config] + 9216
+    assert max(COMPILED_SMEM[config]) <= estimate <= min(COMPILED_SMEM[config]) + 17408
 
 
 def test_unsupported_reason():

@@ -382,12 +382,13 @@ def smem_bytes(dtype, block_h, allow_tf32, *, store_hs=False, backward=False):
 
     W_hh (and its TF32 remainder for "tf32x3") stays resident for the whole
     loop. Each step stages the MMA's B operand (h, or g: twice, hi and lo, for
-    "tf32x3") and, in the forward, converts the xpᵀ tile from its load layout
-    to the accumulator's, both through shared memory; the fp32 [BLOCK_H,
-    BLOCK_B] conversion of stored states (hs, or the backward's hs, dout and g)
-    reuses that region. Against Triton 3.6's figure for sm_90a at BLOCK_H =
-    128 and 256 (bf16 forward, with and without hs; fp32 forward on TF32 and
-    3xTF32; backward in each): never below it, at most 9216 B above it.
+    "tf32x3") through shared memory and, in the forward, converts the xpᵀ tile
+    from its load layout to the accumulator's and out from the accumulator's to
+    its store layout (Triton 3.9 gives each of these its own region, 3.6 shares
+    them); the fp32 [BLOCK_H, BLOCK_B] conversion of stored states (hs, or the
+    backward's hs, dout and g) reuses that space. Against Triton 3.6's and
+    3.9's figures for sm_90a at BLOCK_H = 128 and 256 (tests/test_kernel_elman.py):
+    never below either, at most 17408 B above 3.6's.
     """
     prec = precision(dtype, allow_tf32, interpreted=False)
     item = 4 if prec in FP32_OPERANDS else dtype.itemsize
@@ -395,7 +396,7 @@ def smem_bytes(dtype, block_h, allow_tf32, *, store_hs=False, backward=False):
     weights = item * copies * block_h * block_h
     operands = item * copies * block_h * BLOCK_B
     if not backward:
-        operands += dtype.itemsize * block_h * BLOCK_B  # the xpᵀ tile's conversion
+        operands += 2 * dtype.itemsize * block_h * BLOCK_B  # the xpᵀ and out tiles' conversions
     states = 4 * block_h * BLOCK_B if (store_hs or backward) else 0
     return weights + max(operands, states) + 1024
 
