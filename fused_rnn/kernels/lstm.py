@@ -199,9 +199,9 @@ def _lstm_fwd(
         c_new = f * c + i * g
         h_new = o * _tanh(c_new, FAST_TANH)
         if MASK_H:
-            # Padded rows must stay 0: an infinite input times a padded (zero)
-            # weight is NaN, which would reach real rows through W_hh.
-            c_new = tl.where(h_rows_ok[:, None], c_new, 0.0)
+            # h's padded rows must stay 0: an infinite h0 times a padded (zero)
+            # weight row is NaN there, which would reach real rows through W_hh.
+            # (c's padded rows only ever reach h's, and are never stored.)
             h_new = tl.where(h_rows_ok[:, None], h_new, 0.0)
         keep = valid_s[None, :]
         if STORE_SAVED:
