@@ -47,24 +47,24 @@ AUX_BLOCKS = 5
 # ----------------------------------------------------------------------------
 
 @triton.jit
-def _sigmoid(x, FAST_TANH: tl.constexpr):
-    """σ(x) in fp32.
+def _sigmoid_of_half(u, FAST_TANH: tl.constexpr):
+    """σ(2u) in fp32, from u = a/2 (the forward's accumulator holds half the pre-activation).
 
-    FAST_TANH: ``½ + ½·tanh.approx(x/2)``, one MUFU op; tanh.approx's absolute
+    FAST_TANH: ``½ + ½·tanh.approx(u)``, one MUFU op; tanh.approx's absolute
     error is at most ~2^-11 (|tanh| ≤ 1, relative error 2^-11), so σ's is at
     most ~2^-12 absolute: below bf16's 2^-8 and at fp16's 2^-11 rounding of
     the state, and at a TF32 product's 2^-11. It is absolute, not relative:
     σ(-20) = 2e-9 comes out as 0, which changes c by at most 2e-9·|c|.
 
-    Otherwise ``1 / (1 + e^-x)``: e^-x's relative error ε (a few ulp) moves
-    the result by at most ε·e/(1+e)² / (1/(1+e)) ≤ ε relative, so σ is good to
-    a few fp32 ulp over the whole range; e^-x = inf (x < -88) gives exactly 0
-    and NaN stays NaN, as torch.sigmoid.
+    Otherwise ``1 / (1 + e^-2u)``: e^-2u's relative error ε (a few ulp) moves
+    the result by at most ε·e/(1+e) ≤ ε relative, so σ is good to a few fp32
+    ulp over the whole range; e^-2u = inf (2u < -88) gives exactly 0 and NaN
+    stays NaN, as torch.sigmoid.
     """
     if FAST_TANH:
-        y = 0.5 + 0.5 * _tanh(0.5 * x, True)
+        y = 0.5 + 0.5 * _tanh(u, True)
     else:
-        y = 1.0 / (1.0 + tl.exp(-x))
+        y = 1.0 / (1.0 + tl.exp(-2.0 * u))
     return y
 
 
@@ -91,6 +91,15 @@ def _position(s, length, cols, T, HAS_LENGTHS: tl.constexpr, REVERSE: tl.constex
         else:
             pos = s_cols
     return pos, valid
+
+
+@triton.jit
+def _load_xp(ptrs, rows_ok, MASK_H: tl.constexpr):
+    if MASK_H:
+        xp = tl.load(ptrs, mask=rows_ok[:, None], other=0.0)
+    else:
+        xp = tl.load(ptrs)
+    return xp
 
 
 @triton.jit
@@ -127,30 +136,34 @@ def _lstm_fwd(
     h_rows_ok = offs_h < H
     h_mask = h_rows_ok[:, None] & seq_ok[None, :]
 
-    # The four gate blocks of W_hh, loaded once: straight from loads they stay
-    # in shared memory, where wgmma reads them (the TF32 remainders come from
-    # the host for the same reason, see rnn_linear.split_tf32).
-    HH = H * H
-    w_i = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, H, 1).to(OPERAND_DTYPE)
-    w_f = _load_tile(w_hh_ptr + HH, offs_h, offs_h, H, H, H, 1).to(OPERAND_DTYPE)
-    w_g = _load_tile(w_hh_ptr + 2 * HH, offs_h, offs_h, H, H, H, 1).to(OPERAND_DTYPE)
-    w_o = _load_tile(w_hh_ptr + 3 * HH, offs_h, offs_h, H, H, H, 1).to(OPERAND_DTYPE)
-    if PRECISION == "tf32x3":
-        w_i_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, H, 1)
-        w_f_lo = _load_tile(w_hh_lo_ptr + HH, offs_h, offs_h, H, H, H, 1)
-        w_g_lo = _load_tile(w_hh_lo_ptr + 2 * HH, offs_h, offs_h, H, H, H, 1)
-        w_o_lo = _load_tile(w_hh_lo_ptr + 3 * HH, offs_h, offs_h, H, H, H, 1)
-    else:
-        w_i_lo, w_f_lo, w_g_lo, w_o_lo = w_i, w_f, w_g, w_o
-    zero = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
-    if HAS_B_HH:
-        b_i = zero + tl.load(b_hh_ptr + offs_h, mask=h_rows_ok, other=0.0).to(tl.float32)[:, None]
-        b_f = zero + tl.load(b_hh_ptr + H + offs_h, mask=h_rows_ok, other=0.0).to(tl.float32)[:, None]
-        b_g = zero + tl.load(b_hh_ptr + 2 * H + offs_h, mask=h_rows_ok, other=0.0).to(tl.float32)[:, None]
-        b_o = zero + tl.load(b_hh_ptr + 3 * H + offs_h, mask=h_rows_ok, other=0.0).to(tl.float32)[:, None]
-    else:
-        b_i, b_f, b_g, b_o = zero, zero, zero, zero
+    # Rows of the stacked gate product: row k·BLOCK_H + u is unit u of gate k
+    # (i, f, g, o), i.e. row k·H + u of W_hh and column k·H + u of xp.
+    offs_a = tl.arange(0, 4 * BLOCK_H)
+    unit = offs_a % BLOCK_H
+    a_rows = (offs_a // BLOCK_H) * H + unit
+    a_rows_ok = unit < H
+    is_g = (offs_a // BLOCK_H) == 2
 
+    # W_hh as one [4·BLOCK_H, BLOCK_H] tile, loaded once: straight from a load
+    # it stays in shared memory, where wgmma reads it (the TF32 remainder comes
+    # from the host for the same reason, see rnn_linear.split_tf32). The host
+    # has halved the rows of the sigmoid gates (see recurrence_fwd).
+    w_mask = a_rows_ok[:, None] & h_rows_ok[None, :]
+    w_ptrs = a_rows[:, None] * H + offs_h[None, :]
+    w = tl.load(w_hh_ptr + w_ptrs, mask=w_mask, other=0.0).to(OPERAND_DTYPE)
+    if PRECISION == "tf32x3":
+        w_lo = tl.load(w_hh_lo_ptr + w_ptrs, mask=w_mask, other=0.0)
+    else:
+        w_lo = w
+    # The accumulator starts at scale·(xp + b_hh): the halved pre-activation
+    # a/2 of the sigmoid gates (σ(a) = ½ + ½·tanh(a/2)), a itself for g.
+    scale = tl.where(is_g, 1.0, 0.5)
+    if HAS_B_HH:
+        bias = scale * tl.load(b_hh_ptr + a_rows, mask=a_rows_ok, other=0.0).to(tl.float32)
+    else:
+        bias = scale * 0.0
+
+    zero = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
     if HAS_H0:
         h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + offs_h[:, None] * stride_h0h,
                     mask=h_mask, other=0.0).to(tl.float32)
@@ -166,36 +179,35 @@ def _lstm_fwd(
     else:
         length = seqs * 0 + T
 
-    # xpᵀ gate tiles: column b, row r of gate k is xp[b, pos, k·H + r]. The
-    # tiles of step s+1 are loaded during step s, off the dependent chain; a
-    # step that processes nothing loads nothing (padding may hold anything).
-    xp_rows = xp_ptr + seqs[None, :] * stride_xb + offs_h[:, None] * stride_xg
-    # int64 as a tensor (H may be specialized to the constant 1).
-    gate_stride = (seqs * 0 + H)[None, :] * stride_xg
+    # xpᵀ as one [4·BLOCK_H, BLOCK_B] tile. The tile of step s+1 is loaded
+    # during step s, off the dependent chain. The loads need no mask (a masked
+    # load zeroes its registers every step first): columns past B read
+    # sequence B-1, and a step that processes nothing reads position 0 of
+    # its sequence, never padding (which may hold anything); both results are
+    # discarded. Only padded rows (unit ≥ H) are masked: they would read the
+    # next gate's columns, or past the end of xp.
+    xp_rows = xp_ptr + tl.minimum(seqs, B - 1)[None, :] * stride_xb + (a_rows * stride_xg)[:, None]
     pos, valid = _position(0, length, seqs, T, HAS_LENGTHS, REVERSE)
-    xp_i, xp_f, xp_g, xp_o = _load_gates(xp_rows + (pos * stride_xt)[None, :], gate_stride,
-                                         h_mask & valid[None, :])
+    xp_next = _load_xp(xp_rows + (tl.where(valid, pos, 0) * stride_xt)[None, :], a_rows_ok, MASK_H)
     # [B, T, H] rows of out and hs, [B, T, 5H] rows of aux.
     state_rows = seqs[None, :] * T * H + offs_h[:, None]
     aux_rows = seqs[None, :] * T * (5 * H) + offs_h[:, None]
     for s in range(T):
-        a_i = xp_i + b_i
-        a_f = xp_f + b_f
-        a_g = xp_g + b_g
-        a_o = xp_o + b_o
+        acc = xp_next.to(tl.float32) * scale[:, None] + bias[:, None]
         pos_s, valid_s = pos, valid
         pos, valid = _position(s + 1, length, seqs, T, HAS_LENGTHS, REVERSE)
-        xp_i, xp_f, xp_g, xp_o = _load_gates(xp_rows + (pos * stride_xt)[None, :], gate_stride,
-                                             h_mask & valid[None, :])
-        h_op = h.to(OPERAND_DTYPE)
-        a_i = _mm(w_i, w_i_lo, h_op, a_i, PRECISION)
-        a_f = _mm(w_f, w_f_lo, h_op, a_f, PRECISION)
-        a_g = _mm(w_g, w_g_lo, h_op, a_g, PRECISION)
-        a_o = _mm(w_o, w_o_lo, h_op, a_o, PRECISION)
-        i = _sigmoid(a_i, FAST_TANH)
-        f = _sigmoid(a_f, FAST_TANH)
+        xp_next = _load_xp(xp_rows + (tl.where(valid, pos, 0) * stride_xt)[None, :], a_rows_ok, MASK_H)
+        acc = _mm(w, w_lo, h.to(OPERAND_DTYPE), acc, PRECISION)
+        # [4·BLOCK_H, BLOCK_B] -> four [BLOCK_H, BLOCK_B]: gate k = 2·k1 + k2
+        # sits in the accumulator's registers, so the split moves no data.
+        acc = tl.permute(tl.reshape(acc, [2, 2, BLOCK_H, BLOCK_B]), [2, 3, 0, 1])
+        acc_k2_0, acc_k2_1 = tl.split(acc)
+        u_i, a_g = tl.split(acc_k2_0)
+        u_f, u_o = tl.split(acc_k2_1)
+        i = _sigmoid_of_half(u_i, FAST_TANH)
+        f = _sigmoid_of_half(u_f, FAST_TANH)
         g = _tanh(a_g, FAST_TANH)
-        o = _sigmoid(a_o, FAST_TANH)
+        o = _sigmoid_of_half(u_o, FAST_TANH)
         c_new = f * c + i * g
         h_new = o * _tanh(c_new, FAST_TANH)
         if MASK_H:
@@ -412,6 +424,19 @@ def _fast_tanh(prec):
     return not INTERPRETED and prec in ("tf32", "low")
 
 
+def _halve_sigmoid_rows(w_hh):
+    """W_hh with the rows of gates i, f and o halved: the forward kernel's product is then a/2 for them.
+
+    Exact (a power of two) in every dtype down to its smallest normal number,
+    and so is the product: h·(w/2) = (h·w)/2 and fp32 sums of halved terms
+    round as the whole ones do.
+    """
+    H = w_hh.shape[1]
+    w = w_hh.reshape(GATES, H, H).clone()
+    w[[0, 1, 3]] *= 0.5
+    return w.reshape(GATES * H, H)
+
+
 def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, store_out=True,
                    store_saved=False, wrap=None):
     """The contract's forward (see /fused_rnn/cells/__init__.py): (out, h_n, c_n, hs, aux).
@@ -429,6 +454,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
     aux = new_empty((B, T, AUX_BLOCKS * H), device=xp.device, dtype=torch.float32) if store_saved else None
     block_h = block(H)
     prec = precision(xp.dtype, allow_tf32)
+    w_hh = _halve_sigmoid_rows(w_hh)
     w_hh_lo = None
     if prec == "tf32x3":
         w_hh, w_hh_lo = split_tf32(w_hh)
