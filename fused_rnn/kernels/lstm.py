@@ -35,7 +35,7 @@ import triton.language as tl
 
 from . import rnn_linear
 from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, SMEM_LIMIT, _launch, _load_tile, _mm, _tanh, block,
-                         num_warps, precision, split_tf32)
+                         precision, split_tf32)
 
 GATES = 4
 # aux's blocks of H per position: the activated gates i, f, g, o, then c_{t-1}.
@@ -378,26 +378,47 @@ def _lstm_bwd_kernel(
 # Host side: the layer contract
 # ----------------------------------------------------------------------------
 
-def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False):
-    """Shared memory one program needs, in bytes (as rnn_linear.smem_bytes, for four gate blocks).
+def smem_bytes(dtype, block_h, allow_tf32):
+    """Shared memory one program needs, in bytes: what decides whether a configuration launches.
 
-    The four [BLOCK_H, BLOCK_H] gate blocks of W_hh stay resident (twice, hi
-    and lo, for "tf32x3"); the step's MMA operand (h, or the four da) and the
-    fp32 [BLOCK_H, BLOCK_B] layout conversions of what is stored each step
-    reuse one region. Always the GPU's figure, also under the interpreter.
+    W_hh's four [BLOCK_H, BLOCK_H] gate blocks stay resident for the whole
+    loop (twice, hi and lo, for "tf32x3"). Beside them Triton stages the
+    step's MMA operands and layout conversions (the xp tile, the forward's h
+    or the backward's four da, the stored tiles): never more than six fp32
+    [BLOCK_H, BLOCK_B] tiles plus 1 KiB in Triton 3.6's sm_90 builds of both
+    kernels at BLOCK_H = 16 … 128, bf16, fp16 and fp32 (TF32 and 3xTF32),
+    with and without saving, on the warps _num_warps picks or the other
+    choice (at most 384·BLOCK_H bytes were seen: 3xTF32 at 64). The weights
+    take 4x what they do for an Elman cell, so fp32 stops at BLOCK_H = 64 and
+    bf16/fp16 at 128. Always the GPU's figure, also under the interpreter.
     """
     prec = precision(dtype, allow_tf32, interpreted=False)
     item = 4 if prec in FP32_OPERANDS else dtype.itemsize
     copies = 2 if prec == "tf32x3" else 1
     weights = item * copies * GATES * block_h * block_h
-    operand_tiles = GATES if backward else 1
-    operands = item * copies * operand_tiles * block_h * BLOCK_B
-    states = 4 * block_h * BLOCK_B if (store_saved or backward) else 0
-    return weights + max(operands, states) + 1024
+    return weights + 6 * 4 * block_h * BLOCK_B + 1024
+
+
+def _num_warps(prec, block_h, backward):
+    """Warps per program: the fewest issue slots per SM sub-partition without spills (sm_90, Triton 3.6).
+
+    Up to BLOCK_H = 64 one warpgroup (4 warps): 8 warps take 1.1x to 1.8x the
+    slots there. At 128 two warpgroups, each running half of the [4H, H]
+    product: bf16 forward 680 slots per step against 742 on 4 warps, whose
+    wgmma descriptors outgrow the uniform registers, and 4 warps spill when
+    the forward saves for the backward (48 B) and in the backward (620 B).
+    The 3xTF32 backward at 64 spills on 4 warps (252 B) and not on 8.
+    """
+    if block_h >= 128 or (backward and prec == "tf32x3" and block_h >= 64):
+        return 8
+    return 4
 
 
 def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
-    """A sentence saying why these kernels cannot launch this configuration, or None if they can."""
+    """A sentence saying why these kernels cannot launch this configuration, or None if they can.
+
+    needs_grad changes nothing: one shared-memory bound covers both kernels (see smem_bytes).
+    """
     if cell != "lstm":
         return f"fused_rnn.kernels.lstm runs the 'lstm' cell, got {cell!r}"
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -405,9 +426,7 @@ def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
     block_h = block(hidden_size)
     if block_h > rnn_linear.MAX_BLOCK:
         return f"the LSTM kernels hold hidden sizes up to {rnn_linear.MAX_BLOCK}, got hidden_size={hidden_size}"
-    need = smem_bytes(dtype, block_h, allow_tf32, store_saved=needs_grad)
-    if needs_grad:
-        need = max(need, smem_bytes(dtype, block_h, allow_tf32, backward=True))
+    need = smem_bytes(dtype, block_h, allow_tf32)
     if need > SMEM_LIMIT:
         return (f"hidden_size={hidden_size} in {str(dtype).removeprefix('torch.')} with "
                 f"{precision(dtype, allow_tf32, interpreted=False)} products needs {need} B of shared memory "
@@ -472,7 +491,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         HAS_B_HH=b_hh is not None, REVERSE=bool(reverse), STORE_OUT=bool(store_out),
         STORE_SAVED=bool(store_saved), MASK_H=H != block_h, FAST_TANH=_fast_tanh(prec),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(xp.dtype, prec),
-        num_warps=num_warps(prec, block_h),
+        num_warps=_num_warps(prec, block_h, backward=False),
     )
     return out, h_n, c_n, hs, aux
 
@@ -508,6 +527,6 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         HAS_LENGTHS=lengths is not None, REVERSE=bool(reverse), MASK_H=H != block_h,
         FAST_TANH=_fast_tanh(prec),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(w_hh.dtype, prec),
-        num_warps=num_warps(prec, block_h),
+        num_warps=_num_warps(prec, block_h, backward=True),
     )
     return dxp, dxp, dh0, dc0
