@@ -399,17 +399,20 @@ def smem_bytes(dtype, block_h, allow_tf32):
     return weights + 6 * 4 * block_h * BLOCK_B + 1024
 
 
-def _num_warps(prec, block_h, backward):
+def _num_warps(prec, block_h, padded, backward):
     """Warps per program: the fewest issue slots per SM sub-partition without spills (sm_90, Triton 3.6).
 
-    Up to BLOCK_H = 64 one warpgroup (4 warps): 8 warps take 1.1x to 1.8x the
-    slots there. At 128 two warpgroups, each running half of the [4H, H]
-    product: bf16 forward 680 slots per step against 742 on 4 warps, whose
-    wgmma descriptors outgrow the uniform registers, and 4 warps spill when
-    the forward saves for the backward (48 B) and in the backward (620 B).
-    The 3xTF32 backward at 64 spills on 4 warps (252 B) and not on 8.
+    The forward up to BLOCK_H = 64 on one warpgroup (4 warps): 8 warps take
+    1.04x to 1.8x the slots there. At 128 on two warpgroups, each running half
+    of the [4H, H] product: bf16 680 slots per step against 742 on 4 warps,
+    whose wgmma descriptors outgrow the uniform registers, and 4 warps spill
+    when the forward saves for the backward (48 B). With H padded (``padded``)
+    xp's rows are not 16-byte aligned and its tile is loaded element by element:
+    the pointers spill on 4 warps at 64 (480 to 860 B). The backward, with its
+    four da tiles and the saved gates in flight, spills on 4 warps from 64 on
+    (24 to 60 B with H padded, 252 B for 3xTF32, 620 B at 128 in bf16).
     """
-    if block_h >= 128 or (backward and prec == "tf32x3" and block_h >= 64):
+    if block_h >= 128 or (block_h >= 64 and (backward or padded)):
         return 8
     return 4
 
@@ -491,7 +494,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         HAS_B_HH=b_hh is not None, REVERSE=bool(reverse), STORE_OUT=bool(store_out),
         STORE_SAVED=bool(store_saved), MASK_H=H != block_h, FAST_TANH=_fast_tanh(prec),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(xp.dtype, prec),
-        num_warps=_num_warps(prec, block_h, backward=False),
+        num_warps=_num_warps(prec, block_h, H != block_h, backward=False),
     )
     return out, h_n, c_n, hs, aux
 
@@ -527,6 +530,6 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         HAS_LENGTHS=lengths is not None, REVERSE=bool(reverse), MASK_H=H != block_h,
         FAST_TANH=_fast_tanh(prec),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(w_hh.dtype, prec),
-        num_warps=_num_warps(prec, block_h, backward=True),
+        num_warps=_num_warps(prec, block_h, H != block_h, backward=True),
     )
     return dxp, dxp, dh0, dc0
