@@ -49,8 +49,9 @@ def make_inputs(B, T, H, *, dtype=torch.float32, with_h0=True, with_c0=True, wit
     xp = randn(T, B, 4 * H).transpose(0, 1) if time_major else randn(B, T, 4 * H)
     w_hh = randn(4 * H, H, scale=H ** -0.5)
     b_hh = randn(4 * H, scale=0.3) if with_b else None
-    h0 = randn(B, H, scale=0.5) if with_h0 else None
-    c0 = randn(B, H) if with_c0 else None
+    # [B, H] states as views of [H, B] tensors with time_major: strides the kernels must honour.
+    h0 = (randn(H, B, scale=0.5).t() if time_major else randn(B, H, scale=0.5)) if with_h0 else None
+    c0 = (randn(H, B).t() if time_major else randn(B, H)) if with_c0 else None
     return xp, w_hh, b_hh, h0, c0
 
 
@@ -81,9 +82,17 @@ def check(B, T, H, *, dtype=torch.float32, allow_tf32=False, reverse=False, leng
                                          time_major=time_major, seed=seed)
     lengths_t = as_lengths(lengths)
     gen = torch.Generator().manual_seed(seed + 1)
-    dout = torch.randn(B, T, H, generator=gen).to(DEVICE) if use_dout else None
-    dhn = torch.randn(B, H, generator=gen).to(DEVICE) if use_dhn else None
-    dcn = torch.randn(B, H, generator=gen).to(DEVICE) if use_dcn else None
+
+    def grad_like(*shape):
+        """A gradient in fp32, or with time_major a transposed view in xp's dtype (the kernel takes either)."""
+        if not time_major:
+            return torch.randn(*shape, generator=gen).to(DEVICE)
+        return torch.randn(*reversed(shape), generator=gen).to(device=DEVICE, dtype=dtype).permute(
+            *reversed(range(len(shape))))
+
+    dout = grad_like(B, T, H) if use_dout else None
+    dhn = grad_like(B, H) if use_dhn else None
+    dcn = grad_like(B, H) if use_dcn else None
     if poison_padding and lengths is not None:
         # Values at padded positions are never read: NaN there must not reach any output.
         for b, n in enumerate(lengths):
@@ -164,9 +173,11 @@ def test_batch_crossing_a_tile():
     check(17, 5, 20, lengths=[1 + (3 * b) % 5 for b in range(17)], reverse=True, seed=4)
 
 
-def test_time_major_view():
-    """xp as the transposed view a batch_first=False caller passes: batch stride 4H, time stride B·4H."""
-    check(5, 6, 20, time_major=True, lengths=[6, 3, 1, 6, 4], seed=5)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_strided_views(reverse):
+    """xp as the transposed view a batch_first=False caller passes (batch stride 4H, time stride B·4H);
+    h0, c0, dout, dh_n, dc_n as transposed views too."""
+    check(5, 6, 20, time_major=True, reverse=reverse, lengths=[6, 3, 1, 6, 4], seed=5)
 
 
 @pytest.mark.parametrize("H", [16, 33])

@@ -7,13 +7,14 @@ gates i, f, g, o in torch.nn.LSTM's order::
     c_t = σ(a_f) ⊙ c_{t-1} + σ(a_i) ⊙ tanh(a_g)      h_t = σ(a_o) ⊙ tanh(c_t)
 
 Transposed as kernels/rnn_linear.py is: the state ``hᵀ`` is ``[BLOCK_H, BLOCK_B]``
-so H is the MMA's M dimension (wgmma on Hopper at H ≥ 64), and the four gate
-blocks of W_hh are loaded once, before the loop, into shared memory. The gate
-product is four ``[BLOCK_H, BLOCK_H] · [BLOCK_H, BLOCK_B]`` MMAs, i.e. the one
-``[4H, H]`` product split along M, which is how the tensor core runs it anyway
-(M is issued in tiles of 64 rows); each gate's accumulator lands in the same
-register layout as h and c, so the gate math needs no data movement. h and c
-stay in fp32 registers for the whole sequence.
+so H is the MMA's M dimension (wgmma on Hopper at H ≥ 64). W_hh is loaded
+once, before the loop, into shared memory as one ``[4·BLOCK_H, BLOCK_H]`` tile
+(gate k's rows at k·BLOCK_H), so each step is one product
+``[4·BLOCK_H, BLOCK_H] · [BLOCK_H, BLOCK_B]`` accumulating onto xp's tile; its
+result splits into the four gates without moving data (see _split_gates), each
+in the same register layout as h and c. h and c stay in fp32 registers for the
+whole sequence. The sigmoid gates' rows of W_hh are halved on the host, so that
+σ(a) = ½ + ½·tanh(a/2) costs one MUFU op on a GPU (see _sigmoid_of_half).
 
 Saved for the backward (``store_saved``): ``hs`` (fp32 h_t) and ``aux``
 ``[B, T, 5H]`` fp32 = the activated gates i, f, g, o and c_{t-1} at each
@@ -95,11 +96,28 @@ def _position(s, length, cols, T, HAS_LENGTHS: tl.constexpr, REVERSE: tl.constex
 
 @triton.jit
 def _load_xp(ptrs, rows_ok, MASK_H: tl.constexpr):
+    """xp's stacked tile, its columns all in bounds: masked (zeroed) only in padded rows."""
     if MASK_H:
         xp = tl.load(ptrs, mask=rows_ok[:, None], other=0.0)
     else:
         xp = tl.load(ptrs)
     return xp
+
+
+@triton.jit
+def _split_gates(x, BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr):
+    """[4·BLOCK_H, BLOCK_B] (row k·BLOCK_H + u: unit u of gate k) -> the four gates' [BLOCK_H, BLOCK_B].
+
+    Gate k = 2·k1 + k2 becomes two trailing dimensions of size 2, which in the
+    MMA accumulator's layout are register indices (the rows of a 64-row tile
+    repeat over registers): the split moves no data (no shared memory in the
+    sm_90 build).
+    """
+    x = tl.permute(tl.reshape(x, [2, 2, BLOCK_H, BLOCK_B]), [2, 3, 0, 1])
+    k2_is_0, k2_is_1 = tl.split(x)
+    i, g = tl.split(k2_is_0)
+    f, o = tl.split(k2_is_1)
+    return i, f, g, o
 
 
 @triton.jit
@@ -198,12 +216,7 @@ def _lstm_fwd(
         pos, valid = _position(s + 1, length, seqs, T, HAS_LENGTHS, REVERSE)
         xp_next = _load_xp(xp_rows + (tl.where(valid, pos, 0) * stride_xt)[None, :], a_rows_ok, MASK_H)
         acc = _mm(w, w_lo, h.to(OPERAND_DTYPE), acc, PRECISION)
-        # [4·BLOCK_H, BLOCK_B] -> four [BLOCK_H, BLOCK_B]: gate k = 2·k1 + k2
-        # sits in the accumulator's registers, so the split moves no data.
-        acc = tl.permute(tl.reshape(acc, [2, 2, BLOCK_H, BLOCK_B]), [2, 3, 0, 1])
-        acc_k2_0, acc_k2_1 = tl.split(acc)
-        u_i, a_g = tl.split(acc_k2_0)
-        u_f, u_o = tl.split(acc_k2_1)
+        u_i, u_f, a_g, u_o = _split_gates(acc, BLOCK_H, BLOCK_B)
         i = _sigmoid_of_half(u_i, FAST_TANH)
         f = _sigmoid_of_half(u_f, FAST_TANH)
         g = _tanh(a_g, FAST_TANH)
