@@ -216,6 +216,19 @@ def test_store_out_false():
     torch.testing.assert_close(c_n.double(), c_ref, **TOL[torch.float32])
 
 
+def test_no_steps():
+    """T = 0: the states pass through, nothing is read past the (empty) xp."""
+    xp, w_hh, b_hh, h0, c0 = make_inputs(3, 0, 20, seed=16)
+    out, h_n, c_n, hs, aux = lstm.recurrence_fwd("lstm", xp, w_hh, b_hh, h0, c0, None, reverse=False,
+                                                 allow_tf32=False, store_saved=True)
+    assert out.shape == hs.shape == (3, 0, 20) and aux.shape == (3, 0, 100)
+    assert torch.equal(h_n, h0) and torch.equal(c_n, c0)
+    dh_n = torch.randn(3, 20, device=DEVICE)
+    dxp, _, dh0, dc0 = lstm.recurrence_bwd("lstm", hs, aux, w_hh, b_hh, h0, c0, None, dh_n, None, None,
+                                           reverse=False, allow_tf32=False)
+    assert dxp.shape == (3, 0, 80) and torch.equal(dh0, dh_n) and torch.equal(dc0, torch.zeros_like(dc0))
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 def test_non_finite_padding_does_not_leak(reverse):
     """NaN in xp and inf in dout past each length: never read, all results as the oracle's (finite)."""

@@ -487,6 +487,11 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
     c_n = new_empty((B, H), device=xp.device, dtype=xp.dtype)
     hs = new_empty((B, T, H), device=xp.device, dtype=torch.float32) if store_saved else None
     aux = new_empty((B, T, AUX_BLOCKS * H), device=xp.device, dtype=torch.float32) if store_saved else None
+    if T == 0:
+        # No step: the states pass through (the kernel would prefetch position 0, which does not exist).
+        h_n.copy_(h0 if h0 is not None else 0.0)
+        c_n.copy_(c0 if c0 is not None else 0.0)
+        return out, h_n, c_n, hs, aux
     block_h = block(H)
     prec = precision(xp.dtype, allow_tf32)
     w_hh = _halve_sigmoid_rows(w_hh)
@@ -525,6 +530,10 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
     dxp = new_empty((B, T, GATES * H), device=aux.device, dtype=torch.float32)
     dh0 = new_empty((B, H), device=aux.device, dtype=torch.float32)
     dc0 = new_empty((B, H), device=aux.device, dtype=torch.float32)
+    if T == 0:
+        dh0.copy_(dh_n if dh_n is not None else 0.0)
+        dc0.copy_(dc_n if dc_n is not None else 0.0)
+        return dxp, dxp, dh0, dc0
     block_h = block(H)
     prec = precision(w_hh.dtype, allow_tf32)
     w_hh_lo = None
