@@ -3,10 +3,12 @@
 The same functions, with the same arguments and results, as the Triton kernel
 modules (fused_rnn/kernels/elman.py, gru.py, lstm.py): ``recurrence_fwd`` and
 ``recurrence_bwd``. It is what the registered ops (fused_rnn/recurrence.py) run
-off CUDA, so that torch.compile and torch.export work on CPU. Each step is the
-cell's own ``step`` (fused_rnn.cells); the backward differentiates that one step
-with torch.func.vjp (a custom op's body runs with autograd off, and vjp works
-there), so a new cell needs no backward written here.
+off CUDA, so that torch.compile and torch.export work on CPU. The forward
+steps with the cell's own ``step`` (fused_rnn.cells); the backward steps with
+the derivatives of that step written out below (``STEP_BACKWARD``, one
+function per cell, checked against autograd on the float64 oracle): a custom
+op's body runs with autograd excluded, and torch.func.vjp there breaks any
+TorchDispatchMode (FlopCounterMode, opcheck's schema check) around the call.
 
 ``recurrence_unrolled`` is the same forward as a loop of differentiable ops:
 backend="torch" runs it under autograd, and it gives double backward
@@ -86,15 +88,15 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
     """
     with torch.autocast(xp.device.type, enabled=False):   # the state stays wide, as in the kernels
         states, h_n, c_n, cs = recurrence_unrolled(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse)
-    out = states.to(xp.dtype, copy=True) if store_out else None   # copy: out and hs never alias
+    # Fresh contiguous results, as the kernels give: none aliases another or an input.
+    def fresh(t, dtype):
+        return t.to(dtype, memory_format=torch.contiguous_format, copy=True) if t is not None else None
+
     hs = aux = None
     if store_saved:
-        hs = states
-        aux = xp.to(states.dtype, copy=True)
-        if cs is not None:
-            aux = torch.cat([aux, cs], dim=2)
-    return (out, h_n.to(xp.dtype, copy=True), c_n.to(xp.dtype, copy=True) if c_n is not None else None,
-            hs, aux)
+        hs = fresh(states, states.dtype)
+        aux = fresh(xp, states.dtype) if cs is None else torch.cat([xp.to(states.dtype), cs], dim=2).contiguous()
+    return (fresh(states, xp.dtype) if store_out else None, fresh(h_n, xp.dtype), fresh(c_n, xp.dtype), hs, aux)
 
 
 def _state_before(first_state, states, lengths, t, reverse):
@@ -132,11 +134,7 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
     if spec.has_cell_state:
         c_first = c0.to(wide) if c0 is not None else hs.new_zeros(B, H)
         dc = dc_n.to(wide) if dc_n is not None else hs.new_zeros(B, H)
-
-    def one_step(xp_t, gh_t, h, *c):
-        h, c = spec.step(xp_t, gh_t, h, *(c or (None,)))
-        return (h, c) if spec.has_cell_state else h
-
+    step_backward = STEP_BACKWARD[spec.name]
     dxp, dgh = [None] * T, [None] * T
     # The processing order backwards: the forward's last step first.
     for t in _steps(T, not reverse):
@@ -148,19 +146,58 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
             dout_t = dout[:, t].to(wide)
             dh_t = dh_t + (dout_t if valid is None else torch.where(valid, dout_t, 0))
         xp_t = xp[:, t] if valid is None else torch.where(valid, xp[:, t], 0)
-        primals = (xp_t, F.linear(h_prev, w_hh, b_hh), h_prev) + ((c_prev,) if c_prev is not None else ())
-        _, vjp = torch.func.vjp(one_step, *primals)
-        grads = vjp((dh_t, dc) if spec.has_cell_state else dh_t)
-        dxp_t, dgh_t, dh_prev = grads[:3]
+        dxp_t, dgh_t, dh_prev, dc_prev = step_backward(xp_t, F.linear(h_prev, w_hh, b_hh), h_prev, c_prev,
+                                                       dh_t, dc)
         dh_prev = dh_prev + dgh_t @ w_hh
         if valid is None:
-            dxp[t], dgh[t], dh = dxp_t, dgh_t, dh_prev
-            if dc is not None:
-                dc = grads[3]
+            dxp[t], dgh[t], dh, dc = dxp_t, dgh_t, dh_prev, dc_prev
         else:
             # Past a length the state was held: its gradient passes through unchanged.
             dxp[t], dgh[t] = torch.where(valid, dxp_t, 0), torch.where(valid, dgh_t, 0)
             dh = torch.where(valid, dh_prev, dh)
             if dc is not None:
-                dc = torch.where(valid, grads[3], dc)
-    return torch.stack(dxp, 1), torch.stack(dgh, 1), dh, dc
+                dc = torch.where(valid, dc_prev, dc)
+    return (torch.stack(dxp, 1).contiguous(), torch.stack(dgh, 1).contiguous(), dh.contiguous(),
+            dc.contiguous() if dc is not None else None)
+
+
+# --- the derivatives of each cell's step ----------------------------------------------------------------------
+# (xp_t, gh_t, h, c, dh, dc) -> (∂L/∂xp_t, ∂L/∂gh_t, ∂L/∂h through the step's direct use of h, ∂L/∂c or None),
+# for the step h', c' = cell.step(xp_t, gh_t, h, c) with dh = ∂L/∂h', dc = ∂L/∂c' (see fused_rnn/cells/).
+
+def _elman_tanh_backward(xp_t, gh_t, h, c, dh, dc):
+    h_new = torch.tanh(xp_t + gh_t)
+    da = dh * (1 - h_new * h_new)
+    return da, da, torch.zeros_like(h), None
+
+
+def _elman_relu_backward(xp_t, gh_t, h, c, dh, dc):
+    da = torch.where(xp_t + gh_t > 0, dh, 0)   # relu'(0) = 0, as torch.relu's backward
+    return da, da, torch.zeros_like(h), None
+
+
+def _gru_backward(xp_t, gh_t, h, c, dh, dc):
+    xr, xz, xn = xp_t.chunk(3, dim=-1)
+    hr, hz, hn = gh_t.chunk(3, dim=-1)
+    r = torch.sigmoid(xr + hr)
+    z = torch.sigmoid(xz + hz)
+    n = torch.tanh(xn + r * hn)
+    da_n = dh * (1 - z) * (1 - n * n)
+    da_z = dh * (h - n) * z * (1 - z)
+    da_r = da_n * hn * r * (1 - r)
+    # gh_n enters through r ⊙ gh_n: ∂L/∂gh differs from ∂L/∂xp by the factor r in the n block.
+    return torch.cat([da_r, da_z, da_n], -1), torch.cat([da_r, da_z, da_n * r], -1), dh * z, None
+
+
+def _lstm_backward(xp_t, gh_t, h, c, dh, dc):
+    a_i, a_f, a_g, a_o = (xp_t + gh_t).chunk(4, dim=-1)
+    i, f, g, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
+    tanh_c = torch.tanh(f * c + i * g)
+    dc_new = dc + dh * o * (1 - tanh_c * tanh_c)
+    da = torch.cat([dc_new * g * i * (1 - i), dc_new * c * f * (1 - f), dc_new * i * (1 - g * g),
+                    dh * tanh_c * o * (1 - o)], -1)
+    return da, da, torch.zeros_like(h), dc_new * f
+
+
+STEP_BACKWARD = {"rnn_tanh": _elman_tanh_backward, "rnn_relu": _elman_relu_backward, "gru": _gru_backward,
+                 "lstm": _lstm_backward}
