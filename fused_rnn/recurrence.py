@@ -23,6 +23,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from torch.compiler import is_compiling
 from torch.library import wrap_triton
 
 from . import recurrence_stock as stock
@@ -363,7 +364,7 @@ def recurrence(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, ba
     allow_tf32 = resolve_allow_tf32(allow_tf32)
     # Under torch.compile the registered op keeps the graph whole (and T symbolic
     # off CUDA); meta tensors take it too, for its shape-only fake.
-    use_op = xp.is_meta or (torch.compiler.is_compiling() and (backend == "triton" or xp.device.type != "cuda"))
+    use_op = xp.is_meta or (is_compiling() and (backend == "triton" or xp.device.type != "cuda"))
     if backend == "torch" and not use_op:
         with torch.autocast(xp.device.type, enabled=False):   # the state stays wide, as in the kernels
             out, h_n, c_n, _ = stock.recurrence_unrolled(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse,
@@ -509,7 +510,10 @@ def run_layers(cell, x, weights, h0, c0, lengths, *, num_layers, bidirectional, 
         else:
             layer_input = torch.cat(outs, dim=2)
         if not last and training and dropout > 0:
-            layer_input = F.dropout(layer_input, dropout, training=True)
+            # Drawn over the [T, B, D·H] layout torch.nn's RNNs draw it in, so that one
+            # seed gives the same mask on CPU (a copy when the layer wrote [B, T]).
+            time_major_input = layer_input.transpose(0, 1).contiguous()
+            layer_input = F.dropout(time_major_input, dropout, training=True).transpose(0, 1)
     out = layer_input
     if out is not None and time_major:
         out = out.transpose(0, 1)
