@@ -18,7 +18,7 @@ so T stays symbolic. Both autograd paths share ``save_for_backward`` and
 weight gradients are one GEMM over all B·T steps.
 """
 
-import importlib
+import importlib.util
 from typing import Optional
 
 import torch
@@ -36,10 +36,26 @@ BACKENDS = ("auto", "triton", "torch")
 # Cell name -> its Triton kernel module under fused_rnn.kernels.
 KERNEL_MODULE_NAMES = {"rnn_tanh": "elman", "rnn_relu": "elman", "gru": "gru", "lstm": "lstm"}
 
-# Cell name -> kernel module, or the sentence saying why it cannot be imported.
+# Which of those exist, looked up once without importing them (nor triton).
+KERNEL_MODULE_EXISTS = {name: importlib.util.find_spec(f"fused_rnn.kernels.{name}") is not None
+                        for name in set(KERNEL_MODULE_NAMES.values())}
+
+# Cell name -> kernel module, or the sentence saying why it cannot be used.
 # Imported on first use (importing triton costs ~1 s); a plain dict rather than
 # functools.lru_cache, which torch.compile warns about.
 _KERNEL_MODULES = {}
+
+
+def _import_kernel_module(name):
+    # Import statements, which torch.compile traces (importlib.import_module
+    # would break the graph when the first call is a compiled one).
+    if name == "elman":
+        from .kernels import elman as module
+    elif name == "gru":
+        from .kernels import gru as module
+    else:
+        from .kernels import lstm as module
+    return module
 
 
 def kernel_module(cell):
@@ -47,14 +63,13 @@ def kernel_module(cell):
     module = _KERNEL_MODULES.get(cell)
     if module is None:
         module = _kernels()   # triton itself (and the interpreter switch), shared with rnn_linear
-        if not isinstance(module, str):
-            name = f"fused_rnn.kernels.{KERNEL_MODULE_NAMES[cell]}"
-            try:
-                module = importlib.import_module(name)
-            except ModuleNotFoundError as e:
-                if e.name != name:
-                    raise
-                module = f"there is no Triton kernel for cell {cell!r} yet ({name} does not exist)"
+        name = KERNEL_MODULE_NAMES[cell]
+        if isinstance(module, str):
+            pass
+        elif not KERNEL_MODULE_EXISTS[name]:
+            module = f"there is no Triton kernel for cell {cell!r} yet (fused_rnn/kernels/{name}.py)"
+        else:
+            module = _import_kernel_module(name)
         _KERNEL_MODULES[cell] = module
     return module
 
