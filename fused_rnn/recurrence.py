@@ -475,8 +475,8 @@ def run_layers(cell, x, weights, h0, c0, lengths, *, num_layers, bidirectional, 
     device) or None: sequence b ends at step lengths[b], as a PackedSequence.
     Each layer's input is the previous layer's output ([fwd, rev] on the
     feature dim when bidirectional), with F.dropout(p=dropout) between layers
-    in training. Returns out [B, T, D·H] (or [T, B, D·H], a view of batch-major
-    storage where D = 1; 0 past each length; None without store_last_output),
+    in training. Returns out [B, T, D·H] (or [T, B, D·H]), contiguous, 0 past each
+    length, None without store_last_output,
     h_n [L·D, B, H] and, for lstm, c_n [L·D, B, H] (each sequence's state at its last step).
     """
     spec = get_cell(cell)
@@ -531,5 +531,7 @@ def run_layers(cell, x, weights, h0, c0, lengths, *, num_layers, bidirectional, 
             layer_input = F.dropout(time_major_input, dropout, training=True).transpose(0, 1)
     out = layer_input
     if out is not None and time_major:
-        out = out.transpose(0, 1)
+        # Contiguous [T, B, D·H], as torch.nn returns it (callers view it as [T·B, ·]): free after a
+        # bidirectional layer's cat, one copy after a single direction's [B, T, H].
+        out = out.transpose(0, 1).contiguous()
     return out, torch.stack(h_n), (torch.stack(c_n) if spec.has_cell_state else None)
