@@ -414,12 +414,14 @@ def layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *, reverse, allow_tf
     """One layer in one direction: (out [B, T, H] or None, h_n [B, H], c_n [B, H] or None), x's dtype.
 
     x: [B, T, I], any strides; w_ih: [G·H, I], w_hh: [G·H, H], b_ih, b_hh: [G·H] or None;
-    h0, c0: [B, H] or None (zeros); lengths: [B] int64 on x's device or None;
+    h0, c0: [B, H] or None (zeros); lengths: [B] integers in [1, T] (checked by the caller) or None;
     backend: "auto", "triton" or "torch" (see select_layer_backend).
     """
     allow_tf32 = resolve_allow_tf32(allow_tf32)
     chosen = select_layer_backend(cell, x, w_hh.shape[1], backend=backend, allow_tf32=allow_tf32,
                                   needs_grad=_needs_grad(x, w_ih, w_hh, b_ih, b_hh, h0, c0))
+    if lengths is not None:   # what the kernels read; no copy when run_layers already made it so
+        lengths = lengths.to(device=x.device, dtype=torch.int64).contiguous()
     if chosen == "triton":
         w_hh, b_hh, h0, c0 = (t.contiguous() if t is not None else None for t in (w_hh, b_hh, h0, c0))
     xp = input_projection(x, w_ih, b_ih)
@@ -497,8 +499,6 @@ def run_layers(cell, x, weights, h0, c0, lengths, *, num_layers, bidirectional, 
     chosen = select_layer_backend(cell, x, H, backend=backend, needs_grad=needs_grad, allow_tf32=allow_tf32)
     if x.shape[0] == 0:
         chosen, lengths = "torch", None   # no sequences: nothing to launch
-    if chosen == "triton" and lengths is not None:
-        lengths = lengths.contiguous()
 
     h_n, c_n = [], []
     layer_input = x
