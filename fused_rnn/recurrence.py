@@ -238,14 +238,15 @@ def _op_sweep(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, *, r
 
 # --- autograd, shared by the eager Function and the op --------------------------------------------------------
 
-def save_for_backward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, hs, aux, reverse, allow_tf32):
+def save_for_backward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, hs, aux, reverse, allow_tf32, projection=None):
     """Save on an autograd ctx what ``backward`` needs (eager Function and registered op alike).
 
-    xp is kept for double backward only (the sweep does not read it), at
-    B·T·G·H elements of x's dtype: about half of what hs and a gate aux take.
+    projection: (x, w_ih, b_ih), what xp was computed from, for double backward
+    (which recomputes xp). Not xp itself: it would keep B·T·G·H more elements
+    alive per layer and direction, while F.linear's backward holds x and w_ih anyway.
     """
-    ctx.save_for_backward(xp, w_hh, b_hh, h0, c0, lengths, hs, aux)
-    ctx.cell, ctx.reverse, ctx.allow_tf32 = cell, reverse, allow_tf32
+    ctx.save_for_backward(w_hh, b_hh, h0, c0, lengths, hs, aux, *(projection or (None, None, None)))
+    ctx.cell, ctx.reverse, ctx.allow_tf32, ctx.xp_dtype = cell, reverse, allow_tf32, xp.dtype
 
 
 def states_before(hs, h0, lengths, reverse):
@@ -277,7 +278,7 @@ def backward(ctx, dout, dh_n, dc_n, sweep, differentiable=False):
     """
     if differentiable:
         return _differentiable_backward(ctx, dout, dh_n, dc_n)
-    xp, w_hh, b_hh, h0, c0, lengths, hs, aux = ctx.saved_tensors
+    w_hh, b_hh, h0, c0, lengths, hs, aux = ctx.saved_tensors[:7]
     need_xp, need_w_hh, need_b_hh, need_h0, need_c0 = ctx.needs_input_grad[1:6]
     dxp, dgh, dh0, dc0 = sweep(ctx.cell, hs, _present(aux), w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
                                reverse=ctx.reverse, allow_tf32=ctx.allow_tf32)
@@ -288,7 +289,7 @@ def backward(ctx, dout, dh_n, dc_n, sweep, differentiable=False):
         dw_hh = (dgh.reshape(B * T, -1).T @ before.reshape(B * T, H)).to(w_hh.dtype)
     if need_b_hh and b_hh is not None:
         db_hh = dgh.sum((0, 1)).to(b_hh.dtype)
-    return (dxp.to(xp.dtype) if need_xp else None, dw_hh, db_hh,
+    return (dxp.to(ctx.xp_dtype) if need_xp else None, dw_hh, db_hh,
             dh0.to(h0.dtype) if need_h0 else None,
             dc0.to(c0.dtype) if need_c0 and dc0 is not None else None)
 
@@ -296,13 +297,19 @@ def backward(ctx, dout, dh_n, dc_n, sweep, differentiable=False):
 def _differentiable_backward(ctx, dout, dh_n, dc_n):
     """backward's gradients as differentiable functions of the inputs and of dout, dh_n, dc_n.
 
-    Recomputes the layer with recurrence_stock.recurrence_unrolled (fp32, or
-    float64 for float64) and differentiates it with create_graph=True.
+    Recomputes xp from the saved projection and the layer with
+    recurrence_stock.recurrence_unrolled (fp32, or float64 for float64), and
+    differentiates it with create_graph=True.
     """
-    xp, w_hh, b_hh, h0, c0, lengths, _, _ = ctx.saved_tensors
-    inputs = (xp, w_hh, b_hh, h0, c0)
+    w_hh, b_hh, h0, c0, lengths, _, _, x, w_ih, b_ih = ctx.saved_tensors
+    if x is None:
+        raise RuntimeError("double backward (create_graph=True) does not go through fused_rnn::recurrence, the op "
+                           "torch.compile calls (compiled graphs have no double backward either); run the model "
+                           "eagerly for higher-order gradients")
     wanted = [i for i, need in enumerate(ctx.needs_input_grad[1:6]) if need]
     with torch.enable_grad():
+        xp = input_projection(x, w_ih, b_ih)
+        inputs = (xp, w_hh, b_hh, h0, c0)
         results = stock.recurrence_unrolled(ctx.cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=ctx.reverse)
         outputs, grad_outputs = [], []
         for result, grad in zip(results, (dout, dh_n, dc_n)):
@@ -334,18 +341,21 @@ recurrence_op.register_autograd(_op_backward, setup_context=_setup_context)
 
 
 class _RecurrenceFunction(torch.autograd.Function):
-    """The kernels' forward and backward (eager), in the registered op's argument order.
+    """The kernels' forward and backward (eager), in the registered op's argument order, then x, w_ih, b_ih.
 
     Returns (out or None, h_n, c_n or None). Its backward is differentiable
     (double backward) when autograd asks for a graph (create_graph=True).
     """
 
     @staticmethod
-    def forward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, store_out):
+    def forward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, store_out, x, w_ih, b_ih):
+        # x, w_ih, b_ih: what xp was computed from, kept for double backward only
+        # (their gradients reach them through xp's own graph).
         out, h_n, c_n, hs, aux = kernel_module(cell).recurrence_fwd(
             cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32, store_out=store_out,
             store_saved=True)
-        save_for_backward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, hs, aux, reverse, allow_tf32)
+        save_for_backward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, hs, aux, reverse, allow_tf32,
+                          (x, w_ih, b_ih))
         # An unused output's gradient arrives as None instead of a zero tensor.
         ctx.set_materialize_grads(False)
         return out, h_n, c_n
@@ -355,7 +365,7 @@ class _RecurrenceFunction(torch.autograd.Function):
         # Grad mode is on inside backward exactly when create_graph=True.
         grads = backward(ctx, dout, dh_n, dc_n, kernel_module(ctx.cell).recurrence_bwd,
                          differentiable=torch.is_grad_enabled())
-        return None, *grads, None, None, None, None
+        return None, *grads, None, None, None, None, None, None, None
 
     @staticmethod
     def jvp(ctx, *tangents):
@@ -369,11 +379,13 @@ def _needs_grad(*tensors):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def recurrence(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, backend, store_out=True):
+def recurrence(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, backend, store_out=True,
+               projection):
     """One layer's recurrence in one direction, with autograd: (out or None, h_n, c_n or None) in xp's dtype.
 
     backend: "triton" or "torch", as select_layer_backend chose. The kernels read
     a contiguous w_hh, b_hh, h0, c0 and int64 lengths on xp's device.
+    projection: (x, w_ih, b_ih) with xp = input_projection(x, w_ih, b_ih), for double backward.
     """
     spec = get_cell(cell)
     allow_tf32 = resolve_allow_tf32(allow_tf32)
@@ -391,7 +403,8 @@ def recurrence(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, ba
                                             needs_grad)
         return (out if store_out else None), h_n, (c_n if spec.has_cell_state else None)
     if needs_grad:
-        return _RecurrenceFunction.apply(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, store_out)
+        return _RecurrenceFunction.apply(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, store_out,
+                                         *projection)
     # Inference: no autograd node, no saved states.
     out, h_n, c_n, _, _ = kernel_module(cell).recurrence_fwd(
         cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32, store_out=store_out)
@@ -426,7 +439,7 @@ def layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *, reverse, allow_tf
         w_hh, b_hh, h0, c0 = (t.contiguous() if t is not None else None for t in (w_hh, b_hh, h0, c0))
     xp = input_projection(x, w_ih, b_ih)
     return recurrence(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32,
-                      backend=chosen, store_out=store_out)
+                      backend=chosen, store_out=store_out, projection=(x, w_ih, b_ih))
 
 
 def _autocast(device_type, tensors):

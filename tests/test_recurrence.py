@@ -362,58 +362,59 @@ def autograd_nodes(t):
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_double_backward_through_the_function(cell, monkeypatch):
-    """gradcheck and gradgradcheck of one layer-direction through the eager Function (kernel path)."""
+    """gradcheck and gradgradcheck of one layer (input GEMM and recurrence) through the eager Function."""
     stand_in_kernels(monkeypatch)
+    monkeypatch.setattr(driver, "KERNEL_DTYPES", (torch.float64,))   # gradcheck's finite differences need it
     torch.manual_seed(8)
     G = GATES[cell]
-    xp = torch.randn(3, 3, G * 2, dtype=torch.float64, requires_grad=True)
-    w_hh = torch.randn(G * 2, 2, dtype=torch.float64, requires_grad=True)
-    b_hh = torch.randn(G * 2, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
-    c0 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True) if cell == "lstm" else None
+
+    def rand(*shape):
+        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+
+    x, w_ih, w_hh, b_ih, b_hh, h0 = rand(3, 3, 2), rand(G * 2, 2), rand(G * 2, 2), rand(G * 2), rand(G * 2), rand(3, 2)
+    c0 = rand(3, 2) if cell == "lstm" else None
     lengths = torch.tensor([3, 1, 2])
     for reverse in (False, True):
-        def one_layer(xp, w_hh, b_hh, h0, *c0):
-            out, h_n, c_n = driver.recurrence(cell, xp, w_hh, b_hh, h0, c0[0] if c0 else None, lengths,
-                                              reverse=reverse, allow_tf32=False, backend="triton")
-            assert out.grad_fn.name().endswith("_RecurrenceFunctionBackward")
+        def one_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *c0):
+            out, h_n, c_n = layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0[0] if c0 else None, lengths,
+                                  reverse=reverse, allow_tf32=False, backend="triton")
+            assert "_RecurrenceFunctionBackward" in autograd_nodes(out)
             return (out, h_n) if c_n is None else (out, h_n, c_n)
 
-        inputs = (xp, w_hh, b_hh, h0) + ((c0,) if c0 is not None else ())
+        inputs = (x, w_ih, w_hh, b_ih, b_hh, h0) + ((c0,) if c0 is not None else ())
         assert torch.autograd.gradcheck(one_layer, inputs)
         assert torch.autograd.gradgradcheck(one_layer, inputs)
 
 
-@pytest.mark.parametrize("cell", ["lstm"])   # the op's backward is the same for every cell; lstm has the most inputs
-def test_double_backward_through_the_op(cell, monkeypatch):
-    """gradcheck and gradgradcheck of a 2-layer bidirectional stack through fused_rnn::recurrence.
+def test_gradients_through_the_op(monkeypatch):
+    """gradcheck of a 2-layer bidirectional stack through fused_rnn::recurrence; double backward: a clear error.
 
-    Eager calls take the op only for meta tensors and under torch.compile; it is forced here.
+    Eager calls take the op only for meta tensors and under torch.compile (which
+    has no double backward); it is forced here.
     """
     monkeypatch.setattr(driver, "is_compiling", lambda: True)
     torch.manual_seed(8)
-    module_type, kwargs = MODULES[cell]
-    weights = list(module_type(2, 2, num_layers=2, bidirectional=True, batch_first=True, **kwargs).double()
-                   ._flat_weights)
+    weights = list(torch.nn.LSTM(2, 2, num_layers=2, bidirectional=True, batch_first=True).double()._flat_weights)
     x = torch.randn(3, 3, 2, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
-    c0 = torch.randn(4, 3, 2, dtype=torch.float64) if cell == "lstm" else None
+    c0 = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
     lengths = torch.tensor([3, 1, 2])
-    # Gradcheck's cost grows with the inputs: x, h0 and one weight of each kind, of the two layers and directions.
+    # Gradcheck's cost grows with the inputs: x, h0, c0 and one weight of each kind, of both layers and directions.
     checked = {1: "w_hh l0", 7: "b_hh l0 reverse", 8: "w_ih l1"}
 
-    def stack(x, h0, *checked_weights):
+    def stack(x, h0, c0, *checked_weights):
         tensors = [w.detach() for w in weights]
         for index, w in zip(checked, checked_weights):
             tensors[index] = w
-        out, h_n, c_n = run_layers(cell, x, tensors, h0, c0, lengths, num_layers=2, bidirectional=True,
+        out, h_n, c_n = run_layers("lstm", x, tensors, h0, c0, lengths, num_layers=2, bidirectional=True,
                                    batch_first=True, dropout=0.0, training=False, allow_tf32=False, backend="torch")
         assert any("fused_rnn_recurrence" in name for name in autograd_nodes(out))
-        return (out, h_n) if c_n is None else (out, h_n, c_n)
+        return out, h_n, c_n
 
-    inputs = (x, h0, *(weights[i].detach().requires_grad_() for i in checked))
+    inputs = (x, h0, c0, *(weights[i].detach().requires_grad_() for i in checked))
     assert torch.autograd.gradcheck(stack, inputs)
-    assert torch.autograd.gradgradcheck(stack, inputs)
+    with pytest.raises(RuntimeError, match="double backward .* does not go through fused_rnn::recurrence"):
+        dx, = torch.autograd.grad(stack(*inputs)[0].sum(), x, create_graph=True)
 
 
 # --- registered ops ---------------------------------------------------------------------------------------------
@@ -452,7 +453,7 @@ def test_meta_tensors_take_the_op():
     xp, w_hh, b_hh, h0, c0 = (t.to("meta") if t is not None else None
                               for t in contract_inputs("lstm", torch.float32, requires_grad=False))
     out, h_n, c_n = driver.recurrence("lstm", xp, w_hh, b_hh, h0, c0, None, reverse=False, allow_tf32=False,
-                                      backend="torch")
+                                      backend="torch", projection=None)
     assert out.shape == (B, T, H) and h_n.shape == c_n.shape == (B, H) and out.is_meta
 
 
