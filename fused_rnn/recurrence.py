@@ -11,13 +11,14 @@ recurrence) → ``run_layers`` (num_layers × directions, dropout between layers
 
 Eager calls launch the kernels directly (no dispatcher); under torch.compile
 the ops keep the graph whole, one op per layer and direction. On CUDA the ops'
-bodies call the kernels; elsewhere they call plain custom ops with shape-only
-fakes (``fused_rnn::recurrence_torch``, ``fused_rnn::recurrence_bwd_torch``),
-so T stays symbolic. Both autograd paths share ``save_for_backward`` and
+bodies call the kernels; elsewhere, and on CUDA for backend "torch" (``plain``),
+they call plain custom ops with shape-only fakes (``fused_rnn::recurrence_torch``,
+``fused_rnn::recurrence_bwd_torch``), so T stays symbolic. Both autograd paths share ``save_for_backward`` and
 ``backward``: the sweep (kernel or op) gives ∂L/∂xp and ∂L/∂gh, and the
 weight gradients are one GEMM over all B·T steps.
 """
 
+import functools
 import importlib.util
 from typing import Optional
 
@@ -133,6 +134,7 @@ def _present(t):
 
 
 def _fill_forward(xp, out, h_n, c_n, hs, aux):
+    """recurrence_fwd's results with an empty tensor for each None."""
     wide = stock.wide_dtype(xp.dtype)
     return (out if out is not None else _empty(xp), h_n, c_n if c_n is not None else _empty(xp),
             hs if hs is not None else _empty(xp, wide), aux if aux is not None else _empty(xp, wide))
@@ -195,14 +197,15 @@ def _cuda_kernels(cell):
 def recurrence_op(
     cell: str, xp: torch.Tensor, w_hh: torch.Tensor, b_hh: Optional[torch.Tensor], h0: Optional[torch.Tensor],
     c0: Optional[torch.Tensor], lengths: Optional[torch.Tensor], reverse: bool, allow_tf32: bool,
-    store_out: bool, store_saved: bool,
+    store_out: bool, store_saved: bool, plain: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One layer's recurrence in one direction (the kernels' recurrence_fwd, contract.md).
 
     Returns (out, h_n, c_n, hs, aux), an empty tensor for each absent one
     (out without store_out, c_n for cells without c, hs and aux without store_saved).
+    plain: the plain-PyTorch contract on CUDA too (backend "torch": a configuration the kernels do not take).
     """
-    if xp.device.type == "cuda":
+    if xp.device.type == "cuda" and not plain:
         return _fill_forward(xp, *_cuda_kernels(cell).recurrence_fwd(
             cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32, store_out=store_out,
             store_saved=store_saved, wrap=wrap_triton))
@@ -214,14 +217,14 @@ def recurrence_bwd_op(
     cell: str, hs: torch.Tensor, aux: torch.Tensor, w_hh: torch.Tensor, b_hh: Optional[torch.Tensor],
     h0: Optional[torch.Tensor], c0: Optional[torch.Tensor], dout: Optional[torch.Tensor],
     dh_n: Optional[torch.Tensor], dc_n: Optional[torch.Tensor], lengths: Optional[torch.Tensor], reverse: bool,
-    allow_tf32: bool,
+    allow_tf32: bool, plain: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reverse-time sweep (the kernels' recurrence_bwd): (dxp, dgh, dh0, dc0).
 
     dgh is empty where it equals dxp (outputs of a custom op may not alias), and
-    dc0 for cells without c.
+    dc0 for cells without c. plain: as fused_rnn::recurrence's.
     """
-    if hs.device.type == "cuda":
+    if hs.device.type == "cuda" and not plain:
         dxp, dgh, dh0, dc0 = _cuda_kernels(cell).recurrence_bwd(
             cell, hs, _present(aux), w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, reverse=reverse,
             allow_tf32=allow_tf32, wrap=wrap_triton)
@@ -229,10 +232,10 @@ def recurrence_bwd_op(
     return recurrence_bwd_torch_op(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, reverse)
 
 
-def _op_sweep(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, *, reverse, allow_tf32):
+def _op_sweep(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, *, reverse, allow_tf32, plain):
     """recurrence_bwd through the registered op, with the kernel modules' results (None, dgh is dxp)."""
     dxp, dgh, dh0, dc0 = recurrence_bwd_op(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, reverse,
-                                           allow_tf32)
+                                           allow_tf32, plain)
     return dxp, _present(dgh) if _present(dgh) is not None else dxp, dh0, _present(dc0)
 
 
@@ -325,16 +328,18 @@ def _differentiable_backward(ctx, dout, dh_n, dc_n):
 
 
 def _setup_context(ctx, inputs, output):
-    cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, _, _ = inputs
+    cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, _, _, plain = inputs
     save_for_backward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, output[3], output[4], reverse, allow_tf32)
+    ctx.plain = plain
 
 
 def _op_backward(ctx, dout, dh_n, dc_n, _dhs, _daux):
     if ctx.saved_tensors[6].dim() != 3:
         raise RuntimeError("fused_rnn::recurrence was called with store_saved=False and cannot be differentiated")
-    grads = backward(ctx, _present(dout), dh_n, _present(dc_n), _op_sweep, differentiable=torch.is_grad_enabled())
+    grads = backward(ctx, _present(dout), dh_n, _present(dc_n), functools.partial(_op_sweep, plain=ctx.plain),
+                     differentiable=torch.is_grad_enabled())
     # In the op's argument order: cell, then the five tensors; lengths and the flags get none.
-    return None, *grads, None, None, None, None, None
+    return None, *grads, None, None, None, None, None, None
 
 
 recurrence_op.register_autograd(_op_backward, setup_context=_setup_context)
@@ -389,9 +394,9 @@ def recurrence(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, ba
     """
     spec = get_cell(cell)
     allow_tf32 = resolve_allow_tf32(allow_tf32)
-    # Under torch.compile the registered op keeps the graph whole (and T symbolic
-    # off CUDA); meta tensors take it too, for its shape-only fake.
-    use_op = xp.is_meta or (is_compiling() and (backend == "triton" or xp.device.type != "cuda"))
+    # Under torch.compile the registered op keeps the graph whole and T symbolic,
+    # for either backend; meta tensors take it too, for its shape-only fake.
+    use_op = xp.is_meta or is_compiling()
     if backend == "torch" and not use_op:
         with torch.autocast(xp.device.type, enabled=False):   # the state stays wide, as in the kernels
             out, h_n, c_n, _ = stock.recurrence_unrolled(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse,
@@ -400,7 +405,7 @@ def recurrence(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, ba
     needs_grad = _needs_grad(xp, w_hh, b_hh, h0, c0)
     if use_op:
         out, h_n, c_n, _, _ = recurrence_op(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, store_out,
-                                            needs_grad)
+                                            needs_grad, backend == "torch")
         return (out if store_out else None), h_n, (c_n if spec.has_cell_state else None)
     if needs_grad:
         return _RecurrenceFunction.apply(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, store_out,

@@ -425,7 +425,7 @@ def test_registered_ops(cell):
     xp, w_hh, b_hh, h0, c0 = contract_inputs(cell, seed=9)
     lengths = torch.tensor(LENGTHS)
     out, h_n, c_n, hs, aux = torch.ops.fused_rnn.recurrence(cell, xp, w_hh, b_hh, h0, c0, lengths, True, False,
-                                                            True, True)
+                                                            True, True, False)
     want_out, want_h, want_c = recurrence_loop(cell, xp, w_hh, b_hh, h0, c0, lengths, True)
     torch.testing.assert_close(out, want_out, **TOLERANCES[torch.float64])
     torch.testing.assert_close(h_n, want_h, **TOLERANCES[torch.float64])
@@ -434,19 +434,20 @@ def test_registered_ops(cell):
         torch.testing.assert_close(c_n, want_c, **TOLERANCES[torch.float64])
     if cell == "rnn_relu":
         return   # opcheck's ~20 runs per op: gru (G = 3), lstm (c) and rnn_tanh (G = 1) cover the fakes' shapes
-    opcheck(torch.ops.fused_rnn.recurrence.default, (cell, xp, w_hh, b_hh, h0, c0, lengths, True, False, True, True))
+    opcheck(torch.ops.fused_rnn.recurrence.default,
+            (cell, xp, w_hh, b_hh, h0, c0, lengths, True, False, True, True, False))
     plain = [t.detach().float() if t is not None else None for t in (xp, w_hh, b_hh, h0, c0)]
     opcheck(torch.ops.fused_rnn.recurrence.default, (cell, plain[0], plain[1], None, None, None, None, False, False,
-                                                     False, False))
+                                                     False, False, True))
     saved = [t.detach() if t is not None else None for t in (hs, aux, w_hh, b_hh, h0, c0)]
     dc_n = torch.randn(B, H, dtype=torch.float64) if cell == "lstm" else None
     opcheck(torch.ops.fused_rnn.recurrence_bwd.default,
             (cell, *saved, torch.randn(B, T, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64), dc_n,
-             lengths, True, False))
+             lengths, True, False, False))
     with pytest.raises(RuntimeError, match="store_saved=False"):
         xp_grad = plain[0].requires_grad_()
         torch.ops.fused_rnn.recurrence(cell, xp_grad, plain[1], None, None, None, None, False, False, True,
-                                       False)[1].sum().backward()
+                                       False, False)[1].sum().backward()
 
 
 def test_meta_tensors_take_the_op():
