@@ -473,6 +473,9 @@ def _check_arguments(spec, x, weights, h0, c0, num_layers, directions):
     if per_layer not in (2, 4) or len(weights) != per_layer * num_layers * directions:
         raise ValueError(f"weights must hold 2 or 4 tensors per layer and direction (w_ih, w_hh[, b_ih, b_hh]) "
                          f"for num_layers={num_layers} × {directions} directions, got {len(weights)}")
+    if not isinstance(weights[1], torch.Tensor) or weights[1].dim() != 2:
+        raise ValueError(f"weights[1] must be the first weight_hh, a 2-D tensor, got "
+                         f"{tuple(weights[1].shape) if isinstance(weights[1], torch.Tensor) else weights[1]!r}")
     H = weights[1].shape[1]
     if weights[1].shape[0] != spec.gates * H:
         raise ValueError(f"{spec.name} has {spec.gates} gates: weight_hh must be ({spec.gates * H}, {H}), "

@@ -257,6 +257,8 @@ def test_bad_input_raises_before_running():
         run_layers("lstm", x, weights[:-1], None, None, None, **args)
     with pytest.raises(ValueError, match=r"gru has 3 gates: weight_hh must be \(18, 6\), got \(24, 6\)"):
         run_layers("gru", x, weights, None, None, None, **args)   # wrong cell for these weights
+    with pytest.raises(ValueError, match=r"weights\[1\] must be the first weight_hh, a 2-D tensor, got \(24,\)"):
+        run_layers("lstm", x, [weights[0], weights[2]] * 4, None, None, None, **args)
     with pytest.raises(ValueError, match=r"h0 must have shape \(2, 5, 6\)"):
         run_layers("lstm", x, weights, torch.zeros(1, B, H), None, None, **args)
     with pytest.raises(ValueError, match="c0 is for cells with a cell state"):
