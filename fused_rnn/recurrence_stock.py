@@ -3,7 +3,8 @@
 The same functions, with the same arguments and results, as the Triton kernel
 modules (fused_rnn/kernels/elman.py, gru.py, lstm.py): ``recurrence_fwd`` and
 ``recurrence_bwd``. It is what the registered ops (fused_rnn/recurrence.py) run
-off CUDA, so that torch.compile and torch.export work on CPU. The forward
+off CUDA (and for backend "torch" on CUDA), so that torch.compile and
+torch.export work there with T symbolic. The forward
 steps with the cell's own ``step`` (fused_rnn.cells); the backward steps with
 the derivatives of that step written out below (``STEP_BACKWARD``, one
 function per cell, checked against autograd on the float64 oracle): a custom
@@ -88,6 +89,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
     """
     with torch.autocast(xp.device.type, enabled=False):   # the state stays wide, as in the kernels
         states, h_n, c_n, cs = recurrence_unrolled(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse)
+
     # Fresh contiguous results, as the kernels give: none aliases another or an input.
     def fresh(t, dtype):
         return t.to(dtype, memory_format=torch.contiguous_format, copy=True) if t is not None else None
