@@ -404,8 +404,11 @@ def recurrence(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, ba
         return tuple(t.to(xp.dtype) if t is not None else None for t in (out, h_n, c_n))
     needs_grad = _needs_grad(xp, w_hh, b_hh, h0, c0)
     if use_op:
+        # plain only where the choice was made on a CUDA tensor: a program exported on
+        # CPU (where "auto" is always "torch") still runs the kernels on CUDA.
+        plain = backend == "torch" and xp.device.type == "cuda"
         out, h_n, c_n, _, _ = recurrence_op(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, store_out,
-                                            needs_grad, backend == "torch")
+                                            needs_grad, plain)
         return (out if store_out else None), h_n, (c_n if spec.has_cell_state else None)
     if needs_grad:
         return _RecurrenceFunction.apply(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, store_out,

@@ -538,3 +538,28 @@ def test_compile_keeps_T_dynamic():
         for g, w in zip(got[:2], want[:2]):
             torch.testing.assert_close(g, w, **TOLERANCES[torch.float32])
     assert counter["stats"]["unique_graphs"] <= 2
+
+
+def test_export_with_dynamic_T():
+    """torch.export sees one fused_rnn::recurrence per layer and direction, and the program takes any T."""
+    torch.manual_seed(13)
+    module = torch.nn.LSTM(I, H, bidirectional=True, batch_first=True)
+
+    class Stack(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = torch.nn.ParameterList(module._flat_weights)
+
+        def forward(self, x):
+            return run_layers("lstm", x, list(self.weights), None, None, None, num_layers=1, bidirectional=True,
+                              batch_first=True, dropout=0.0, training=False, allow_tf32=False, backend="auto")
+
+    stack = Stack()
+    program = torch.export.export(stack, (torch.randn(B, 4, I),),
+                                  dynamic_shapes={"x": {1: torch.export.Dim("T", min=2)}})
+    calls = [n.target for n in program.graph.nodes if n.op == "call_function"]
+    assert calls.count(torch.ops.fused_rnn.recurrence.default) == 2
+    for steps in (3, 9):
+        x = torch.randn(B, steps, I)
+        for got, want in zip(program.module()(x), stack(x)):
+            torch.testing.assert_close(got, want, **TOLERANCES[torch.float32])
