@@ -13,9 +13,8 @@ NaN, ±Inf with padded H, tanh's cancellation near 0) have their own tests below
 import pytest
 import torch
 
-from conftest import DEVICE, TOL
 from fused_rnn import rnn_linear
-from fused_rnn.reference import rnn_linear_loop
+from helpers import DEVICE, TOL, rnn_linear_loop
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
