@@ -3,8 +3,10 @@
 Truths: tests/oracles.py (float64 loops per cell) and torch.nn.RNN / GRU / LSTM
 with the same flat weights (PackedSequence for lengths). The kernel path's
 autograd (the eager Function, shared backward, double backward) is exercised
-with the plain contract standing in for a cell's kernel module: the same
-functions a Triton module provides, so what is tested is the driver around them.
+with the plain contract standing in for a cell's kernel module (the same
+functions a Triton module provides, so what is tested is the driver around
+them), and with the real kernel modules through the Triton interpreter for the
+cells whose kernels are in the checkout.
 """
 
 import types
