@@ -130,7 +130,7 @@ def test_what_is_left_stock():
     assert fused_rnn.convert(plain_weight) is plain_weight
 
 
-def test_compiles_with_fullgraph_after_convert(needs_recurrence):
+def test_compiles_with_fullgraph_after_convert():
     """The point of convert for torch.compile users: a model Dynamo refused now compiles whole."""
     torch._dynamo.reset()          # RNNBase.forward was compiled for other configurations by other tests
     model, x = model_and_input(5)

@@ -13,8 +13,8 @@ from torch.nn.utils import parametrizations
 
 import fused_rnn
 import seed_model
-from conftest import DEVICE, TOL
 from fused_rnn import SimpleRNN
+from helpers import DEVICE, TOL
 
 B, T, I, H, O = 5, 6, 4, 12, 3
 
@@ -110,15 +110,13 @@ def test_torchinfo_sees_both_layers():
     dict(num_layers=1, batch_first=True, bidirectional=True),
 ])
 @pytest.mark.parametrize("cls", [nn.RNN, fused_rnn.RNN])
-def test_replaced_rnn_runs_as_the_seed_would(replacement, cls, request):
+def test_replaced_rnn_runs_as_the_seed_would(replacement, cls):
     """A different rnn computes what the seed's code would: out, _ = rnn(x); fc(out[:, -1]).
 
     A stock nn.RNN, or a batch_first=False one, runs through the submodules (bit for bit); a batch_first
     fused_rnn.RNN of any depth and direction takes the fused layers (fp32 tolerance).
     """
     fused = cls is fused_rnn.RNN and replacement["batch_first"]
-    if fused:
-        request.getfixturevalue("needs_recurrence")
     _, ours = models()
     torch.manual_seed(8)
     ours.rnn = cls(I, H, **replacement).to(DEVICE)

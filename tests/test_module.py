@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import seed_model
-from conftest import DEVICE, TOL, run_python
 from fused_rnn import SimpleRNN
+from helpers import DEVICE, TOL, run_python
 
 SEED_KEYS = ["rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0", "fc.weight", "fc.bias"]
 
@@ -229,8 +229,7 @@ def fused_and_submodules(cell, layers, bidirectional, kind, with_h0, return_hidd
 @pytest.mark.parametrize("cell, layers, bidirectional", GENERAL)
 @pytest.mark.parametrize("kind, with_h0, return_hidden", [("plain", False, False), ("lengths", True, True),
                                                           ("packed", True, False), ("packed", False, True)])
-def test_general_fused_path_matches_submodules(cell, layers, bidirectional, kind, with_h0, return_hidden,
-                                               needs_recurrence):
+def test_general_fused_path_matches_submodules(cell, layers, bidirectional, kind, with_h0, return_hidden):
     (outs, grads), (want_outs, want_grads) = fused_and_submodules(cell, layers, bidirectional, kind, with_h0,
                                                                   return_hidden)
     assert len(outs) == len(want_outs) == (1 if not return_hidden else 3 if cell == "lstm" else 2)
@@ -246,7 +245,7 @@ def test_general_fused_path_matches_submodules(cell, layers, bidirectional, kind
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("p", [1.0, 0.5])
-def test_general_fused_dropout_matches_submodules(cell, p, needs_recurrence):
+def test_general_fused_dropout_matches_submodules(cell, p):
     """Training with inter-layer dropout, also before the last layer: p=1 zeroes every inter-layer input
     (a mask independent of the random stream); p=0.5 draws as torch.nn does, so on CPU one seed gives the
     submodules' masks for padded input without lengths (with lengths they are drawn over packed rows)."""
@@ -261,10 +260,10 @@ def test_general_fused_dropout_matches_submodules(cell, p, needs_recurrence):
 
 @pytest.mark.parametrize("cell, layers, bidirectional", [("rnn", 2, False), ("gru", 2, False), ("lstm", 2, True),
                                                          ("rnn", 1, True)])
-def test_general_last_layer_never_writes_its_output(cell, layers, bidirectional, needs_recurrence, monkeypatch):
+def test_general_last_layer_never_writes_its_output(cell, layers, bidirectional, monkeypatch):
     """Layers 1..L-1 through run_layers; the last layer only through store_out=False layers or rnn_linear."""
     from fused_rnn import module as module_file
-    recurrence = needs_recurrence
+    from fused_rnn import recurrence
     calls = []
     for name in ("run_layers", "layer"):
         real = getattr(recurrence, name)
@@ -311,7 +310,7 @@ def test_general_lstm_state_pairs_on_the_stock_path():
     assert torch.equal(y, model.fc(out[:, -1])) and torch.equal(h_n, h_s) and torch.equal(c_n, c_s)
 
 
-def test_general_compile_fullgraph_with_lengths(needs_recurrence):
+def test_general_compile_fullgraph_with_lengths():
     """A two-layer bidirectional LSTM seed model compiles whole (the stock nn.LSTM would be refused)."""
     torch._dynamo.reset()          # RNNBase.forward was compiled for other configurations by other tests
     user, model = general_pair("lstm", 2, True, "auto")

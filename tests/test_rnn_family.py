@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fused_rnn
-from conftest import DEVICE
+from helpers import DEVICE
 
 B, T, I, H = 3, 5, 3, 5           # odd sizes, tiny: the interpreter runs the kernels
 LENGTHS = [5, 2, 4]               # unsorted, so packing permutes the batch
@@ -296,7 +296,7 @@ def test_stock_lstm_is_refused_by_dynamo_in_fullgraph(fresh_dynamo):
 @pytest.mark.parametrize("cell, config", [("rnn_tanh", dict(num_layers=2, batch_first=True)),
                                           ("gru", dict(bidirectional=True)),
                                           ("lstm", dict(num_layers=2, bidirectional=True, batch_first=True))])
-def test_compile_fullgraph_matches_torch_nn(cell, config, needs_recurrence, fresh_dynamo):
+def test_compile_fullgraph_matches_torch_nn(cell, config, fresh_dynamo):
     stock, ours = pair(cell, seed=11, **config)
     compiled = torch.compile(ours, fullgraph=True)
     D = 2 if config.get("bidirectional") else 1
@@ -330,7 +330,7 @@ FUSED_GRID = [(cell, layers, bidirectional, kind)
 
 
 @pytest.mark.parametrize("cell, layers, bidirectional, kind", FUSED_GRID)
-def test_fused_path_matches_torch_nn(cell, layers, bidirectional, kind, needs_recurrence):
+def test_fused_path_matches_torch_nn(cell, layers, bidirectional, kind):
     """backend="triton" against torch.nn; batch_first, bias and h0 rotate so that each value meets every cell."""
     index = FUSED_GRID.index((cell, layers, bidirectional, kind))
     batch_first, bias, with_h0 = index % 2 == 0, index % 3 != 1, index % 4 < 2
@@ -348,7 +348,7 @@ def test_fused_path_matches_torch_nn(cell, layers, bidirectional, kind, needs_re
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "gru", "lstm"])
 @pytest.mark.parametrize("p", [1.0, 0.5])
-def test_fused_dropout_in_training(cell, p, needs_recurrence):
+def test_fused_dropout_in_training(cell, p):
     """Training with inter-layer dropout: p=1 zeroes every inter-layer input (a mask independent of the
     random stream); p=0.5 draws over the [T, B, D·H] layout torch.nn's RNNs draw in, so on CPU one seed
     gives torch.nn's mask for padded input (a PackedSequence's is drawn over its packed rows)."""
@@ -367,7 +367,7 @@ def test_fused_dropout_in_training(cell, p, needs_recurrence):
     torch.testing.assert_close(trained[1][:2], evaluated[1][:2], atol=0, rtol=0)   # layer 0's h_n: no dropout
 
 
-def test_packed_output_keeps_the_inputs_structure_with_equal_lengths(needs_recurrence):
+def test_packed_output_keeps_the_inputs_structure_with_equal_lengths():
     """Equal lengths leave the sort order open: the output keeps the input's, not one re-sorted by length."""
     stock, ours = pair("gru", seed=19, device=DEVICE, bidirectional=True)
     ours.backend = "triton"
@@ -380,7 +380,7 @@ def test_packed_output_keeps_the_inputs_structure_with_equal_lengths(needs_recur
     compare(run(ours, packed, None), run(stock, packed, None), **FUSED_TOL)
 
 
-def test_backend_choice_on_cpu(needs_recurrence):
+def test_backend_choice_on_cpu():
     _, ours = pair("lstm")
     x, _ = make_input("padded", False, seed=2)
     assert ours.backend_for(x) == "torch"         # auto on CPU: stock

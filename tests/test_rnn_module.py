@@ -114,7 +114,7 @@ def test_positional_nonlinearity_and_factory_kwargs():
     assert meta.weight_ih_l0.is_meta
 
 
-def test_not_an_nn_rnn_so_dynamo_traces_it(needs_recurrence):
+def test_not_an_nn_rnn_so_dynamo_traces_it():
     """Dynamo refuses nn.RNN instances; fused_rnn.RNN compiles with fullgraph (the layer driver's
     registered ops) and reads live weights."""
     torch.manual_seed(1)
