@@ -204,9 +204,12 @@ GRID = list(itertools.product(["rnn_tanh", "rnn_relu", "gru", "lstm"], [1, 2], [
 
 @pytest.mark.parametrize("cell, layers, bidirectional, kind", GRID)
 def test_stock_path_bit_identical(cell, layers, bidirectional, kind):
-    """Every combination of batch_first × bias × h0, eval and train (dropout 0.4 between layers, same seed)."""
+    """Every combination of batch_first × bias × h0, eval and (with layers) train: dropout 0.4 between
+    layers, the same seed, so the same masks."""
     D = 2 if bidirectional else 1
-    for batch_first, bias, with_h0, training in itertools.product([False, True], repeat=4):
+    # Training matters only through dropout, which acts between layers.
+    for batch_first, bias, with_h0, training in itertools.product([False, True], [False, True], [False, True],
+                                                                  [False, True] if layers > 1 else [False]):
         dropout = 0.4 if layers > 1 else 0.0
         stock, ours = pair(cell, seed=5, **options(cell, layers, bidirectional, batch_first, bias, dropout))
         stock.train(training)
@@ -352,7 +355,7 @@ def test_fused_dropout_in_training(cell, p):
     """Training with inter-layer dropout: p=1 zeroes every inter-layer input (a mask independent of the
     random stream); p=0.5 draws over the [T, B, D·H] layout torch.nn's RNNs draw in, so on CPU one seed
     gives torch.nn's mask for padded input (a PackedSequence's is drawn over its packed rows)."""
-    stock, ours = pair(cell, seed=17, device=DEVICE, num_layers=3, bidirectional=True, dropout=p)
+    stock, ours = pair(cell, seed=17, device=DEVICE, num_layers=2, bidirectional=True, dropout=p)
     ours.backend = "triton"
     input, _ = make_input("packed" if p == 1.0 else "padded", True, seed=18, device=DEVICE)
     if p == 1.0 or DEVICE == "cpu":
