@@ -391,3 +391,21 @@ def test_backend_choice_on_cpu():
     assert ours.backend_for(x) == "triton"
     ours.backend = "torch"
     assert ours.backend_for(x) == "torch"
+
+
+@pytest.mark.parametrize("backend", ["auto", "triton"])
+def test_reads_live_parameters_functional_call_and_copies(backend):
+    """No cached weight list: functional_call, a replaced Parameter, deepcopy and pickle all see the current weights."""
+    import copy
+    import pickle
+    stock, ours = pair("lstm", seed=20, num_layers=2, backend=backend)
+    x, _ = make_input("padded", False, seed=21)
+    tol = FUSED_TOL if backend == "triton" else dict(atol=0, rtol=0)
+    params = {name: p.detach() * 0.5 for name, p in stock.named_parameters()}
+    got = torch.func.functional_call(ours, params, (x,))
+    want = torch.func.functional_call(stock, params, (x,))
+    torch.testing.assert_close(outputs(got), outputs(want), **tol)
+    ours.weight_hh_l1 = nn.Parameter(torch.randn(4 * H, H))
+    stock.weight_hh_l1 = nn.Parameter(ours.weight_hh_l1.detach().clone())
+    for copied in (copy.deepcopy(ours), pickle.loads(pickle.dumps(ours))):
+        torch.testing.assert_close(outputs(copied(x)), outputs(stock(x)), **tol)
