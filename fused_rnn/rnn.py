@@ -90,6 +90,8 @@ class RNNBase(nn.Module):
                  bidirectional=False, proj_size=0, device=None, dtype=None, *, backend="auto", allow_tf32=None):
         super().__init__()
         spec = cell_named(cell)
+        if proj_size and not spec.has_cell_state:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         if backend not in LAYER_BACKENDS:
             raise ValueError(f"backend must be one of {LAYER_BACKENDS}, got {backend!r}")
         # The attributes, then the same checks in the same order with the same messages, as nn.RNNBase.

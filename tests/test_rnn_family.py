@@ -187,6 +187,19 @@ def test_constructor_errors_match_stock(cls, kwargs):
     assert str(ours_error.value) == str(stock_error.value)
 
 
+def test_rnn_base_takes_a_cell_name():
+    torch.manual_seed(0)
+    stock = nn.GRU(3, 4, num_layers=2)
+    torch.manual_seed(0)
+    ours = fused_rnn.rnn.RNNBase("gru", 3, 4, num_layers=2)
+    assert ours.cell.name == "gru" and ours.mode == "GRU"
+    assert all(torch.equal(p, q) for p, q in zip(ours.parameters(), stock.parameters(), strict=True))
+    with pytest.raises(ValueError, match=r"cell must be one of \('rnn_tanh', 'rnn_relu', 'gru', 'lstm'\), got 'lru'"):
+        fused_rnn.rnn.RNNBase("lru", 3, 4)
+    with pytest.raises(ValueError, match="proj_size argument is only supported for LSTM"):
+        fused_rnn.rnn.RNNBase("rnn_relu", 3, 4, proj_size=2)
+
+
 def test_dropout_warning_and_backend_argument():
     with pytest.warns(UserWarning, match="non-zero dropout expects num_layers greater than 1"):
         fused_rnn.GRU(3, 4, dropout=0.5)
