@@ -326,14 +326,9 @@ class RNNBase(nn.Module):
             # In the caller's batch order, as hx is: no permutation of the states needed.
             x, lengths = pad_packed_sequence(template, batch_first=self.batch_first)
         h0, c0 = (hx if spec.has_cell_state else (hx, None)) if hx is not None else (None, None)
-        weights = self._flat_weights
-        if x.device.type in ("cuda", "cpu") and torch.is_autocast_enabled(x.device.type):
-            # As torch.nn's RNNs under autocast: the whole recurrence in the autocast dtype.
-            dtype = torch.get_autocast_dtype(x.device.type)
-            x, h0, c0 = (t.to(dtype) if t is not None else None for t in (x, h0, c0))
-            weights = [w.to(dtype) if w is not None else None for w in weights]
+        # Under autocast run_layers casts everything to the autocast dtype, as torch.nn's RNNs run.
         output, h_n, c_n = _recurrence().run_layers(
-            spec.name, x, weights, h0, c0, lengths, num_layers=self.num_layers, bidirectional=self.bidirectional,
+            spec.name, x, self._flat_weights, h0, c0, lengths, num_layers=self.num_layers, bidirectional=self.bidirectional,
             batch_first=self.batch_first, dropout=self.dropout, training=self.training,
             allow_tf32=self._allow_tf32(), backend=backend)
         if template is not None:

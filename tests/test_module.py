@@ -323,3 +323,19 @@ def test_general_compile_fullgraph_with_lengths():
     want_y, (want_h, want_c) = model(x, lengths=lengths, return_hidden=True)      # CPU auto: the submodules
     for got, want in ((y, want_y), (h_n, want_h), (c_n, want_c)):
         torch.testing.assert_close(got, want, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("cell, layers, bidirectional", [("gru", 1, False), ("lstm", 2, True), ("rnn", 2, False)])
+def test_general_fused_path_under_autocast(cell, layers, bidirectional):
+    """bf16 autocast through run_layers, the last layer's direct calls and the head: bf16 y, fp32 gradients."""
+    _, model = general_pair(cell, layers, bidirectional, "triton")
+    model.to(DEVICE)
+    x = torch.randn(3, 5, 4, device=DEVICE)
+    with torch.no_grad():
+        expected = model(x)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        y = model(x)
+    assert y.dtype == torch.bfloat16
+    y.float().square().sum().backward()
+    assert all(p.grad.dtype == torch.float32 for p in model.parameters())
+    torch.testing.assert_close(y.float(), expected, **TOL[torch.bfloat16])

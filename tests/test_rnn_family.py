@@ -422,3 +422,19 @@ def test_reads_live_parameters_functional_call_and_copies(backend):
     stock.weight_hh_l1 = nn.Parameter(ours.weight_hh_l1.detach().clone())
     for copied in (copy.deepcopy(ours), pickle.loads(pickle.dumps(ours))):
         torch.testing.assert_close(outputs(copied(x)), outputs(stock(x)), **tol)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_fused_path_under_autocast(cell):
+    """Under autocast the layers run in bf16 (fp32 state inside): bf16 outputs, fp32 parameter gradients."""
+    _, ours = pair(cell, seed=22, device=DEVICE, num_layers=2, bidirectional=True, backend="triton")
+    x, _ = make_input("padded", False, seed=23, device=DEVICE)
+    with torch.no_grad():
+        expected = outputs(ours(x))
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        got = outputs(ours(x))
+    assert all(t.dtype == torch.bfloat16 for t in got)
+    loss([t.float() for t in got]).backward()
+    assert all(p.grad.dtype == torch.float32 for p in ours.parameters())
+    # bf16 inputs and weights against fp32: their rounding (2^-8 relative) dominates.
+    torch.testing.assert_close([t.float() for t in got], expected, atol=3e-2, rtol=3e-2)
