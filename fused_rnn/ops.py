@@ -128,7 +128,12 @@ def check_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, 
     if h0 is not None:
         if not isinstance(h0, torch.Tensor):
             raise TypeError(f"h0 must be a torch.Tensor or None, got {type(h0).__name__}")
-        if _shape(h0) not in ((1, B, H), (B, H)):
+        # Sizes compared one by one: Dynamo answers ``tuple in (tuples)`` False for
+        # equal symbolic sizes (B and H become symbolic after compiles at other sizes).
+        lead = h0.dim() - 2
+        shape_ok = (h0.dim() in (2, 3) and (lead == 0 or h0.shape[0] == 1)
+                    and h0.shape[lead] == B and h0.shape[lead + 1] == H)
+        if not shape_ok:
             raise ValueError(f"h0 must have shape (1, {B}, {H}) or ({B}, {H}), got {_shape(h0)}")
         _check_tensor("h0", h0, h0.dim(), x)
         h0 = h0.reshape(B, H)

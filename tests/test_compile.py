@@ -112,3 +112,21 @@ def test_ddp_two_processes_match_one(backend):
     out = run_python("tests/ddp_check.py", backend, env={"TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""})
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     assert "largest gradient difference" in out.stdout
+
+
+def test_compile_h0_check_with_automatic_dynamic_shapes():
+    """After compiles at other sizes Dynamo makes B and H symbolic; the h0 shape check must still pass.
+
+    It compared shape tuples with ``in``, which Dynamo answered False for equal
+    symbolic sizes: "h0 must have shape (1, 6, 16) ... got (1, 6, 16)".
+    """
+    torch._dynamo.reset()
+    torch.manual_seed(31)
+    for i, h in ((10, 20), (10, 24)):
+        torch.compile(SimpleRNN(i, h, 1), fullgraph=True)(torch.randn(3, 5, i))
+    model, x = model_and_input("cpu")
+    compiled = torch.compile(model, fullgraph=True)
+    for h0 in (torch.randn(1, B, H), torch.randn(B, H)):
+        torch.testing.assert_close(compiled(x, h0=h0), model(x, h0=h0), **TOL[torch.float32])
+    with pytest.raises(Exception, match="h0 must have shape"):
+        compiled(x, h0=torch.randn(2, B, H))
