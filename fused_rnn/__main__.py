@@ -10,7 +10,7 @@ comparison are the same stock math and the summary says so.
 import torch
 
 from fused_rnn import SimpleRNN
-from fused_rnn.ops import kernel_unsupported_reason
+from fused_rnn.backends import RnnLinearRequest, triton
 
 INPUT_SIZE, HIDDEN_SIZE, OUTPUT_SIZE, SEQ_LENGTH, BATCH = 10, 20, 1, 5, 32
 SHOWN_VALUES = 4
@@ -31,7 +31,8 @@ def backend_line(model, x):
     if x.device.type != "cuda":
         why = 'backend="auto" runs the fused kernel on CUDA tensors only, and there is no GPU here'
     else:
-        why = kernel_unsupported_reason(x, model.hidden_size, model.fc.out_features) or "sizes above auto's limit"
+        request = RnnLinearRequest.of(x, model.hidden_size, model.fc.out_features, allow_tf32=model.allow_tf32)
+        why = triton.unsupported_reason(request, auto=True)
     return f"backend: stock nn.RNN + nn.Linear on {x.device.type} ({why})"
 
 

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch._library.triton import set_wrap_triton_enabled
 from torch.library import custom_op, infer_schema, wrap_triton
 
+from .backends.stock import rnn_bwd_sweep_loop, rnn_states_stock
 from .ops import _kernels, backward, save_for_backward
-from .reference import rnn_bwd_sweep_loop, rnn_states_stock
 
 
 def fused_op(name):

@@ -1,126 +1,30 @@
-"""``rnn_linear``: input checks, backend choice and autograd around the kernels.
+"""``rnn_linear``: input checks, dispatch and autograd around the kernels.
 
 Layers, from the bottom: ``fused_rnn.kernels`` (Triton kernels and their
 launches) → ``_RNNLinearFunction`` (autograd) → ``rnn_linear`` (checks and
-dispatch; this file) → ``fused_rnn.SimpleRNN`` (the drop-in module).
+dispatch; this file) → ``fused_rnn.SimpleRNN`` (the drop-in module). Which
+backend runs a call, and the stock path itself, are in ``fused_rnn.backends``.
 """
 
 import torch
 
-from .reference import rnn_linear_stock
+from . import backends
+from .backends import BACKENDS, KERNEL_DTYPES, RnnLinearRequest, resolve_allow_tf32  # noqa: F401  (re-exported)
+from .backends.stock import rnn_linear_stock, rnn_linear_unrolled
+from .backends.triton import kernels as _kernels
 
-BACKENDS = ("auto", "triton", "cuda", "torch")
 NONLINEARITIES = ("tanh", "relu")
-KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-_KERNELS = None
-
-
-def _kernels():
-    """The kernels module, or the reason it cannot be used (a string).
-
-    Imported on first use: importing triton costs ~1 s and is not needed for the
-    stock path (nor possible where triton is not installed: macOS, Windows).
-    A plain global rather than functools.lru_cache, which torch.compile warns about.
-    """
-    global _KERNELS
-    if _KERNELS is None:
-        try:
-            from .kernels import rnn_linear as kernels
-        except ImportError as e:  # triton missing or broken
-            kernels = f"triton could not be imported ({e}); install it with `pip install triton` (Linux)"
-        else:
-            kernels = _interpreter_mismatch(kernels) or kernels   # decided once, at definition
-        _KERNELS = kernels
-    return _KERNELS
-
-
-def kernel_unsupported_reason(x, hidden_size, output_size, allow_tf32=False, needs_grad=False):
-    """Why the Triton kernel cannot run this call (a sentence), or None if it can.
-
-    x: [B, T, I]. The kernel holds I, H and O padded to a power of two ≥ 16, at
-    most ``MAX_BLOCK`` (256), with its weight tiles in shared memory (see
-    kernels.launch_unsupported_reason); beyond that "auto" runs the stock path
-    and a forced "triton" raises before anything launches.
-    """
-    kernels = _kernels()
-    if isinstance(kernels, str):
-        return kernels
-    if x.device.type == "cpu" and not kernels.INTERPRETED:
-        return ("the Triton kernel runs on CPU tensors only through the Triton interpreter: set "
-                "TRITON_INTERPRET=1 in the environment before triton is imported, or use backend='auto' "
-                "or 'torch'")
-    if x.device.type not in ("cuda", "cpu"):
-        return f"the Triton kernel runs on CUDA tensors, got a tensor on {x.device}"
-    if x.dtype not in KERNEL_DTYPES:
-        return f"the Triton kernel takes float32, float16 or bfloat16, got {x.dtype}"
-    reason = kernels.launch_unsupported_reason(x.dtype, x.shape[2], hidden_size, output_size, allow_tf32,
-                                               needs_grad)
-    if reason is not None:
-        return f"{reason}; use backend='auto' or 'torch'"
-    return None
-
-
-def _interpreter_mismatch(kernels):
-    """A sentence if TRITON_INTERPRET was switched on after triton was imported, else None.
-
-    triton decides interpreted or compiled per @triton.jit function when it is
-    defined: triton.language's own helpers at ``import triton`` (which
-    ``import fused_rnn`` does), ours when the kernels are first used. A kernel
-    interpreted with compiled helpers fails inside the interpreter with
-    "Cannot call @triton.jit'd outside of the scope of a kernel".
-    """
-    import triton.language as tl
-    helpers_interpreted = type(tl.standard.sigmoid).__name__ == "InterpretedFunction"
-    if kernels.INTERPRETED and not helpers_interpreted:
-        return ("TRITON_INTERPRET=1 was set after triton was imported (import fused_rnn imports it); set it in "
-                "the environment before Python starts, or before the first import of triton or fused_rnn")
-    return None
-
-
-def cuda_unsupported_reason(x, needs_grad):
-    """Why the CUDA C++ cluster kernel (csrc/) cannot run this call, or None if it can."""
-    if x.device.type != "cuda":
-        return f"it runs on CUDA tensors, got a tensor on {x.device}"
-    if x.dtype not in KERNEL_DTYPES:
-        return f"it takes float32, float16 or bfloat16, got {x.dtype}"
-    if needs_grad:
-        return "it has no backward yet; train with backend='triton' or 'torch'"
-    from . import cuda
-    extension = cuda.extension()
-    return extension if isinstance(extension, str) else None
 
 
 def select_backend(backend, x, hidden_size, output_size, needs_grad=False, allow_tf32=None):
-    """The backend that runs for this call: "triton", "cuda" or "torch".
+    """The backend that runs for input x [B, T, I]: "triton", "cuda" or "torch" (see backends.select_backend).
 
-    "auto" never picks "cuda": that kernel is not yet proven on a GPU. A forced
-    "triton" or "cuda" that cannot run raises a RuntimeError saying why.
-    allow_tf32 is rnn_linear's (None follows torch.backends.cudnn.allow_tf32):
-    with 3xTF32 the weight tiles take twice the shared memory.
+    Only x's device, dtype and shape are read. allow_tf32 is rnn_linear's (None
+    follows torch.backends.cudnn.allow_tf32): with 3xTF32 the weight tiles take
+    twice the shared memory.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "torch":
-        return "torch"
-    if backend == "cuda":
-        reason = cuda_unsupported_reason(x, needs_grad)
-        if reason is not None:
-            raise RuntimeError(f"backend='cuda' cannot run this call: {reason}")
-        return "cuda"
-    if backend == "auto" and x.device.type != "cuda":
-        return "torch"
-    allow_tf32 = resolve_allow_tf32(allow_tf32)
-    reason = kernel_unsupported_reason(x, hidden_size, output_size, allow_tf32, needs_grad)
-    if backend == "auto":
-        # kernels.auto_takes: up to AUTO_MAX_BLOCK, where the static report shows no spills.
-        efficient = reason is None and _kernels().auto_takes(x.dtype, x.shape[2], hidden_size, output_size,
-                                                             allow_tf32, needs_grad)
-        return "triton" if efficient else "torch"
-    if reason is not None:
-        raise RuntimeError(f"backend='triton' cannot run this call: {reason}")
-    return "triton"
+    request = RnnLinearRequest.of(x, hidden_size, output_size, needs_grad=needs_grad, allow_tf32=allow_tf32)
+    return backends.select_backend(backend, request)
 
 
 def _shape(t):
@@ -234,13 +138,6 @@ def check_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, 
     return h0, lengths
 
 
-def resolve_allow_tf32(allow_tf32):
-    """None follows torch.backends.cudnn.allow_tf32 now, as nn.RNN does (a guard under torch.compile)."""
-    if allow_tf32 is None:
-        return bool(torch.backends.cudnn.allow_tf32)
-    return bool(allow_tf32)
-
-
 def _under_functorch():
     """Whether a torch.func transform (grad, jvp, vmap, ...) is active around this eager call.
 
@@ -339,36 +236,6 @@ def _differentiable_backward(ctx, dy, dh_n):
     return tuple(result)
 
 
-def rnn_linear_unrolled(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths, relu):
-    """rnn_linear as a loop of differentiable ops (any order of derivative); (y [B, O], h_n [B, H]) in x's dtype.
-
-    With lengths only the sequences still running step, so padding (even NaN)
-    reaches neither the outputs nor any gradient, as with a PackedSequence.
-    """
-    B, T, _ = x.shape
-    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
-    w_ih, w_hh, fc_w = weight_ih.to(wide), weight_hh.to(wide), fc_weight.to(wide)
-    bias = (bias_ih.to(wide) + bias_hh.to(wide)) if bias_ih is not None else None
-    h = h0.to(wide) if h0 is not None else x.new_zeros(B, weight_hh.shape[0], dtype=wide)
-
-    def step(x_t, h):
-        pre = x_t.to(wide) @ w_ih.T + h @ w_hh.T
-        if bias is not None:
-            pre = pre + bias
-        return torch.relu(pre) if relu else torch.tanh(pre)
-
-    for t in range(T):
-        if lengths is None:
-            h = step(x[:, t], h)
-        else:
-            rows = torch.nonzero(t < lengths).flatten()
-            h = h.index_put((rows,), step(x[rows, t], h[rows]))
-    y = h @ fc_w.T
-    if fc_bias is not None:
-        y = y + fc_bias.to(wide)
-    return y.to(x.dtype), h.to(x.dtype)
-
-
 class _RNNLinearFunction(torch.autograd.Function):
     """Triton forward and backward (eager), in the registered op's argument order.
 
@@ -456,8 +323,9 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
 
     tensors = (x, h0, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    allow_tf32 = resolve_allow_tf32(allow_tf32)
-    chosen = select_backend(backend, x, H, O, needs_grad, allow_tf32)
+    request = RnnLinearRequest.of(x, H, O, needs_grad=needs_grad, allow_tf32=allow_tf32, nonlinearity=nonlinearity)
+    allow_tf32 = request.allow_tf32
+    chosen = backends.select_backend(backend, request)
     if chosen != "torch" and _under_functorch():
         # The kernels' autograd.Function has no functorch rules (vmap, jvp) and
         # launches on unwrapped tensors only; the stock math supports every transform.

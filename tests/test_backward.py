@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import seed_model
-from conftest import DEVICE, kernels, make_params
+from conftest import kernels
 from fused_rnn import SimpleRNN, rnn_linear
-from fused_rnn.reference import rnn_linear_loop
+from helpers import DEVICE, make_params, rnn_linear_loop
 
 NAMES = ["x", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "fc_weight", "fc_bias", "h0"]
 

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from conftest import DEVICE, kernels, make_params
+from conftest import kernels
 from fused_rnn import SimpleRNN, rnn_linear
+from helpers import DEVICE, make_params
 
 B, T, I, H, O = 4, 5, 10, 20, 1
 

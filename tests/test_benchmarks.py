@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_python
+from helpers import ROOT, run_python
 
 sys.path.insert(0, str(ROOT))    # the benchmarks package lives in the checkout, not in the install
 from benchmarks import grid, gpu_proof, harness, report, timing  # noqa: E402

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.library import opcheck
 
-from conftest import TOL, run_python
 from fused_rnn import SimpleRNN
+from helpers import TOL, run_python
 
 B, T, I, H, O = 6, 5, 4, 16, 2
 

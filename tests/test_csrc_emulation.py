@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TOL, as_float64
-from fused_rnn.reference import rnn_linear_loop
+from helpers import TOL, as_float64, rnn_linear_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 2}  # fused_rnn::DType

@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import DEVICE, TOL, as_float64, make_params
 from fused_rnn import SimpleRNN, rnn_linear
 from fused_rnn.cuda import CSRC, NVCC_FLAGS
-from fused_rnn.reference import rnn_linear_loop
+from helpers import DEVICE, TOL, as_float64, make_params, rnn_linear_loop
 
 NVCC = shutil.which("nvcc")
 

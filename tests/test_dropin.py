@@ -13,8 +13,8 @@ from torch.nn.utils import parametrizations
 
 import fused_rnn
 import seed_model
-from conftest import DEVICE, TOL
 from fused_rnn import SimpleRNN
+from helpers import DEVICE, TOL
 
 B, T, I, H, O = 5, 6, 4, 12, 3
 

@@ -6,9 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from conftest import DEVICE, TOL, as_float64, make_params, run_python
 from fused_rnn import SimpleRNN, rnn_linear
-from fused_rnn.reference import rnn_linear_loop
+from helpers import DEVICE, TOL, as_float64, make_params, rnn_linear_loop, run_python
 
 B, T, I, H, O = 4, 5, 3, 16, 2
 

@@ -4,9 +4,8 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from conftest import DEVICE, TOL, as_float64, make_params
 from fused_rnn import SimpleRNN, rnn_linear
-from fused_rnn.reference import rnn_linear_loop
+from helpers import DEVICE, TOL, as_float64, make_params, rnn_linear_loop
 from test_backward import grads_vs_float64
 
 BACKENDS = ["triton", "torch"]

@@ -1,11 +1,10 @@
-"""The fused forward kernel against a float64 loop (fused_rnn.reference.rnn_linear_loop)."""
+"""The fused forward kernel against a float64 loop (helpers.rnn_linear_loop)."""
 
 import pytest
 import torch
 
-from conftest import DEVICE, TOL, as_float64, make_params
 from fused_rnn import rnn_linear
-from fused_rnn.reference import rnn_linear_loop
+from helpers import DEVICE, TOL, as_float64, make_params, rnn_linear_loop
 
 # (B, T, I, H, O)
 SHAPES = [

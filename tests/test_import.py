@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from conftest import run_python
+from helpers import run_python
 
 HEAVY = ["torch._inductor", "torch._dynamo", "triton"]
 

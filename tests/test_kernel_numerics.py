@@ -7,9 +7,9 @@ computes tanh to fp32 accuracy near 0; the kernel must do the same.
 import pytest
 import torch
 
-from conftest import DEVICE, TOL, as_float64, kernels, make_params, run_python
+from conftest import kernels
 from fused_rnn import rnn_linear
-from fused_rnn.reference import rnn_linear_loop
+from helpers import DEVICE, TOL, as_float64, make_params, rnn_linear_loop, run_python
 
 
 def kernel_and_loop(x, params, h0=None, nonlinearity="tanh", **kwargs):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import seed_model
-from conftest import DEVICE, TOL, run_python
 from fused_rnn import SimpleRNN
+from helpers import DEVICE, TOL, run_python
 
 SEED_KEYS = ["rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0", "fc.weight", "fc.bias"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import fused_rnn
-from conftest import ROOT, run_python
+from helpers import ROOT, run_python
 
 pytest.importorskip("build", reason="the test extra installs build: pip install -e '.[test]'")
 

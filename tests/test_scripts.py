@@ -1,6 +1,6 @@
 """The runnable scripts: the training example, and the benchmark's refusal to write nowhere."""
 
-from conftest import run_python
+from helpers import run_python
 
 
 def test_train_sum_example_learns():

@@ -14,8 +14,9 @@ import types
 import pytest
 import torch
 
-from conftest import DEVICE, ROOT, kernels, make_params, run_python
+from conftest import kernels
 from fused_rnn import rnn_linear
+from helpers import DEVICE, ROOT, make_params, run_python
 
 REPORT = ROOT / "benchmarks" / "results" / "static_sm90a_triton3.6.json"
 KERNEL_SOURCE = ROOT / "fused_rnn" / "kernels" / "rnn_linear.py"

@@ -1,53 +1,23 @@
-"""Plain-PyTorch truths for ``rnn_linear``.
+"""The stock backend: what ``nn.RNN(batch_first=True)`` followed by ``nn.Linear`` computes.
 
-``rnn_linear_loop`` is an explicit Python loop, written from the equations and
-sharing no code with the kernels or with nn.RNN: the tests run it in float64.
-``rnn_linear_stock`` is exactly what ``nn.RNN(batch_first=True)`` followed by
-``nn.Linear`` computes (the same ATen call nn.RNN makes), so on CPU it matches
-the seed model bit for bit.
-``rnn_states_stock`` and ``rnn_bwd_sweep_loop`` are the stock math the
-registered op (fused_rnn/library.py) runs off CUDA: traceable with fake
-tensors, so torch.compile and torch.export work on CPU.
+``rnn_linear_stock`` makes the same ATen call nn.RNN makes, so on CPU it
+matches the seed model bit for bit. ``rnn_states_stock`` and
+``rnn_bwd_sweep_loop`` are the stock math the registered ops
+(fused_rnn/library.py) run off CUDA: traceable with fake tensors, so
+torch.compile and torch.export work on CPU. ``rnn_linear_unrolled`` is the
+differentiable loop double backward differentiates.
 """
 
 import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
+NAME = "torch"
 
-def rnn_linear_loop(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0=None,
-                    lengths=None, nonlinearity="tanh"):
-    """y[b] = fc(h_{len_b}[b]) for h_t = act(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh).
 
-    x: [B, T, I]; h0: [B, H] or None (zeros); lengths: [B] or None (all T).
-    Returns (y [B, O], h_n [B, H]); h_n is each sequence's state at its last valid step.
-    """
-    B, T, _ = x.shape
-    H = weight_hh.shape[0]
-    act = torch.tanh if nonlinearity == "tanh" else torch.relu
-    h = x.new_zeros(B, H) if h0 is None else h0
-
-    def step(x_t, h):
-        pre = x_t @ weight_ih.T + h @ weight_hh.T
-        if bias_ih is not None:
-            pre = pre + bias_ih
-        if bias_hh is not None:
-            pre = pre + bias_hh
-        return act(pre)
-
-    for t in range(T):
-        if lengths is None:
-            h = step(x[:, t], h)
-        else:
-            # Only the sequences still running step; the others' states are held
-            # and their padding is never read, by the outputs or by any gradient
-            # (a torch.where over all rows would send 0 · NaN back through them).
-            rows = torch.nonzero(t < lengths.to(x.device)).flatten()
-            h = h.index_put((rows,), step(x[rows, t], h[rows]))
-    y = h @ fc_weight.T
-    if fc_bias is not None:
-        y = y + fc_bias
-    return y, h
+def unsupported_reason(request, *, auto=False):
+    """None: the stock path runs every call (any device, dtype and size), for "auto" too."""
+    return None
 
 
 def rnn_linear_stock(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0=None,
@@ -120,3 +90,33 @@ def rnn_bwd_sweep_loop(hs, weight_hh, fc_weight, dy, dh_n=None, lengths=None, no
             dh = torch.where(valid, g @ w_hh, dh)
         gs.append(g)
     return torch.stack(gs[::-1], dim=1), dh
+
+
+def rnn_linear_unrolled(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths, relu):
+    """rnn_linear as a loop of differentiable ops (any order of derivative); (y [B, O], h_n [B, H]) in x's dtype.
+
+    With lengths only the sequences still running step, so padding (even NaN)
+    reaches neither the outputs nor any gradient, as with a PackedSequence.
+    """
+    B, T, _ = x.shape
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+    w_ih, w_hh, fc_w = weight_ih.to(wide), weight_hh.to(wide), fc_weight.to(wide)
+    bias = (bias_ih.to(wide) + bias_hh.to(wide)) if bias_ih is not None else None
+    h = h0.to(wide) if h0 is not None else x.new_zeros(B, weight_hh.shape[0], dtype=wide)
+
+    def step(x_t, h):
+        pre = x_t.to(wide) @ w_ih.T + h @ w_hh.T
+        if bias is not None:
+            pre = pre + bias
+        return torch.relu(pre) if relu else torch.tanh(pre)
+
+    for t in range(T):
+        if lengths is None:
+            h = step(x[:, t], h)
+        else:
+            rows = torch.nonzero(t < lengths).flatten()
+            h = h.index_put((rows,), step(x[rows, t], h[rows]))
+    y = h @ fc_w.T
+    if fc_bias is not None:
+        y = y + fc_bias.to(wide)
+    return y.to(x.dtype), h.to(x.dtype)

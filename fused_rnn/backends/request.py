@@ -1,0 +1,44 @@
+"""``RnnLinearRequest``: one ``rnn_linear`` call as the backends see it.
+
+Every backend's ``unsupported_reason`` and ``select_backend`` take this one
+object instead of x and the sizes threaded positionally: a new field (a cell,
+a layer count) is one line here, not an edit of every signature.
+"""
+
+from typing import NamedTuple
+
+import torch
+
+# The dtypes the fused kernels (Triton and CUDA) take; float64 runs the stock path.
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def resolve_allow_tf32(allow_tf32):
+    """None follows torch.backends.cudnn.allow_tf32 now, as nn.RNN does (a guard under torch.compile)."""
+    if allow_tf32 is None:
+        return bool(torch.backends.cudnn.allow_tf32)
+    return bool(allow_tf32)
+
+
+class RnnLinearRequest(NamedTuple):
+    """Where a call runs, in what dtype, at what sizes, and with which options.
+
+    A NamedTuple (immutable) rather than a frozen dataclass: the request is built
+    inside ``rnn_linear``, which torch.compile traces, and Dynamo traces a
+    NamedTuple's construction as a tuple's.
+    """
+
+    device: torch.device
+    dtype: torch.dtype
+    input_size: int
+    hidden_size: int
+    output_size: int
+    needs_grad: bool = False
+    allow_tf32: bool = False      # resolved: never None
+    nonlinearity: str = "tanh"
+
+    @classmethod
+    def of(cls, x, hidden_size, output_size, *, needs_grad=False, allow_tf32=None, nonlinearity="tanh"):
+        """The request for input x [B, T, I] (only its device, dtype and shape are read)."""
+        return cls(x.device, x.dtype, x.shape[2], hidden_size, output_size, bool(needs_grad),
+                   resolve_allow_tf32(allow_tf32), nonlinearity)

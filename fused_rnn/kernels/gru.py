@@ -1,0 +1,481 @@
+"""Triton kernels of the layer contract (fused_rnn/cells/__init__.py) for the GRU cell.
+
+One program per tile of ``BLOCK_B`` sequences walks the recurrence, gates r, z, n as torch.nn.GRU::
+
+    gh_t = W_hh h_{t-1} + b_hh                       (three [H, H] gate blocks: gh_r, gh_z, gh_n)
+    r = σ(xp_r + gh_r)    z = σ(xp_z + gh_z)    n = tanh(xp_n + r ⊙ gh_n)
+    h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
+
+with xp = x W_ihᵀ + b_ih computed by the caller. As in kernels/rnn_linear.py (whose helpers are
+reused) everything is transposed: the state is ``hᵀ`` [BLOCK_H, BLOCK_B] in fp32 registers, W_hh is
+the MMAs' A operand (the r and z blocks stacked as one [2·BLOCK_H, BLOCK_H] tile, the n block as
+another; M ≥ H: wgmma on Hopper at H ≥ 64), loaded into shared memory once before the loop, and
+xp_{t+1}'s gate tiles are loaded during step t. Where H is padded (``MASK_H``) the padded rows of
+the state (forward) and of ∂L/∂gh (backward) are forced to 0 every step: an infinite value times a
+padded (zero) weight is NaN, which would otherwise reach real rows through W_hh.
+
+The backward walks the processing order in reverse and writes ∂L/∂xp and ∂L/∂gh (they differ in the
+n block by the factor r); the weight gradients are GEMMs over all steps, done by the caller.
+
+Positions: the forward's step s processes position ``p = s`` (``p = len_b - 1 - s`` when
+``reverse``) while s < len_b; at steps s ≥ len_b it writes 0 at position s, so every position of
+every output is written exactly once whatever the direction.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from . import rnn_linear
+from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, _launch, _load_tile, _mm,
+                         _operand_dtype, _tanh, block, precision, split_tf32)
+
+CELL = "gru"
+GATES = 3
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# aux [B, T, AUX_ROWS·H] fp32, saved by the forward for the backward: the gates r and z and the
+# three factors the backward multiplies by (so it reads neither hs nor n nor gh_n):
+#   a = (1 - z)(1 - n²) = ∂h_t/∂n_pre,  q = gh_n·r(1 - r) = ∂n_pre/∂r_pre,
+#   c = (h_{t-1} - n)·z(1 - z) = ∂h_t/∂z_pre.
+AUX_R, AUX_Z, AUX_A, AUX_Q, AUX_C = (tl.constexpr(i) for i in range(5))
+AUX_ROWS = tl.constexpr(5)
+
+
+# ----------------------------------------------------------------------------
+# Device helpers
+# ----------------------------------------------------------------------------
+
+@triton.jit
+def _sigmoid_of_double(u, FAST_TANH: tl.constexpr):
+    """σ(2u) in fp32: a gate from half its pre-activation (the launcher halves W_hr, W_hz; the kernel b and xp).
+
+    FAST_TANH: ``0.5 + 0.5·tanh(u)`` with the hardware's tanh.approx.f32 (one MUFU op and one FFMA; see
+    rnn_linear._tanh): absolute error below 0.5·2^-11 ≈ 2.5e-4, against the 2^-9 (bf16) and 2^-11
+    (fp16) rounding of the state as the next step's MMA operand and the ~2^-11 of a TF32 product.
+    The absolute error is what matters: z's reaches h through z·(h - n), |h - n| ≤ 2, and r's
+    reaches n's pre-activation through r·gh_n, as gh_n's own ~2^-11 relative error does.
+
+    Otherwise ``1 / (1 + exp(-2u))``: relative error a few fp32 ulps (exp and one division) for every
+    u; exp(-2u) = inf for u → -inf gives exactly 0, and NaN stays NaN.
+    """
+    if FAST_TANH:
+        y = 0.5 + 0.5 * _tanh(u, True)
+    else:
+        y = 1.0 / (1.0 + tl.exp(-2.0 * u))
+    return y
+
+
+@triton.jit
+def _bias_tile(b_ptr, gate, offs_h, H, HAS_B: tl.constexpr, BLOCK_B: tl.constexpr):
+    """[BLOCK_H, BLOCK_B] fp32 tile of gate ``gate``'s bias ``b[gate·H + offs_h]`` repeated over the columns
+    (0 without a bias)."""
+    tile = tl.zeros([offs_h.shape[0], BLOCK_B], dtype=tl.float32)
+    if HAS_B:
+        tile += tl.load(b_ptr + gate * H + offs_h, mask=offs_h < H, other=0.0).to(tl.float32)[:, None]
+    return tile
+
+
+# ----------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------
+
+def _gru_fwd(
+    xp_ptr, w_hh_ptr, w_hh_lo_ptr, b_hh_ptr, h0_ptr, lengths_ptr,
+    out_ptr, hn_ptr, hs_ptr, aux_ptr,
+    B, T, H,
+    stride_xb, stride_xt, stride_xg,
+    stride_h0b, stride_h0h,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    HAS_B_HH: tl.constexpr, HAS_H0: tl.constexpr, HAS_LENGTHS: tl.constexpr, REVERSE: tl.constexpr,
+    STORE_OUT: tl.constexpr, STORE_SAVED: tl.constexpr,
+    MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+):
+    """xp: [B, T, 3H] (strides given); out: [B, T, H] xp's dtype; hn: [B, H] xp's dtype;
+    hs: [B, T, H] fp32 and aux: [B, T, 5H] fp32 (see AUX_ROWS), written when STORE_SAVED."""
+    pid = tl.program_id(0)
+    # Columns are sequences. int64: B·T·3H may pass 2³¹.
+    seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    seq_ok = seqs < B
+    offs_h = tl.arange(0, BLOCK_H)
+    h_rows_ok = offs_h < H
+    h_mask = h_rows_ok[:, None] & seq_ok[None, :]
+
+    # r and z come from one product with M = 2·BLOCK_H (rows: W_hr, then W_hz), n from its own (r
+    # multiplies gh_n): one wgmma sequence and one xp tile fewer per step than three gate products
+    # (static, sm_90, bf16, H = 128, 8 warps, no out: 510 issue slots per SM sub-partition per step
+    # against 558). rz_rows: the row of W_hh, b_hh and xp's last dimension behind each row of the
+    # stacked tile.
+    rz = tl.arange(0, 2 * BLOCK_H)
+    rz_rows = (rz // BLOCK_H) * H + rz % BLOCK_H
+    rz_ok = (rz % BLOCK_H) < H
+    # Loop invariants: the gate blocks of W_hh (and their TF32 remainders for "tf32x3", split on the
+    # host so that they too come straight from loads and stay in shared memory).
+    # (Padded rows of the stacked tile would point at the next gate's real rows: the mask zeroes them.)
+    w_rz_mask = rz_ok[:, None] & h_rows_ok[None, :]
+    w_rz_offs = rz_rows[:, None] * H + offs_h[None, :]
+    w_rz = tl.load(w_hh_ptr + w_rz_offs, mask=w_rz_mask, other=0.0).to(OPERAND_DTYPE)
+    w_n = _load_tile(w_hh_ptr + 2 * H * H, offs_h, offs_h, H, H, H, 1).to(OPERAND_DTYPE)
+    if PRECISION == "tf32x3":
+        w_rz_lo = tl.load(w_hh_lo_ptr + w_rz_offs, mask=w_rz_mask, other=0.0)
+        w_n_lo = _load_tile(w_hh_lo_ptr + 2 * H * H, offs_h, offs_h, H, H, H, 1)
+    else:
+        w_rz_lo = w_rz
+        w_n_lo = w_n
+    # r and z are computed from half their pre-activations (see _sigmoid_of_double): W_hr and W_hz come
+    # halved from the launcher, xp_r, xp_z and their biases are halved here.
+    b_rz_half = tl.zeros([2 * BLOCK_H, BLOCK_B], dtype=tl.float32)
+    if HAS_B_HH:
+        b_rz_half += 0.5 * tl.load(b_hh_ptr + rz_rows, mask=rz_ok, other=0.0).to(tl.float32)[:, None]
+    b_n = _bias_tile(b_hh_ptr, 2, offs_h, H, HAS_B_HH, BLOCK_B)
+
+    if HAS_H0:
+        h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + offs_h[:, None] * stride_h0h,
+                    mask=h_mask, other=0.0).to(tl.float32)
+    else:
+        h = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
+    # int32 (lengths ≤ T < 2³¹): the per-step comparisons with s are then one instruction, not two.
+    if HAS_LENGTHS:
+        length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0).to(tl.int32)
+    else:
+        length = tl.zeros([BLOCK_B], dtype=tl.int32) + T
+
+    # xpᵀ tiles: [2·BLOCK_H, BLOCK_B] for r and z, [BLOCK_H, BLOCK_B] for n. The pointers start at
+    # each sequence's first processed position and move one step per iteration (backwards when
+    # REVERSE); loads past a length are masked off, so padding (possibly non-finite) is never read.
+    if REVERSE:
+        first = length - 1
+        step_xt = -stride_xt
+    else:
+        first = seqs * 0
+        step_xt = stride_xt
+    seq_ptrs = xp_ptr + seqs[None, :] * stride_xb + first[None, :] * stride_xt
+    rz_ptrs = seq_ptrs + rz_rows[:, None] * stride_xg
+    xp_ptrs = seq_ptrs + (2 * H + offs_h[:, None]) * stride_xg
+    rz_mask = rz_ok[:, None] & seq_ok[None, :]
+    xrz_next = tl.load(rz_ptrs, mask=rz_mask & (0 < length)[None, :], other=0.0)
+    xn_next = tl.load(xp_ptrs, mask=h_mask & (0 < length)[None, :], other=0.0)
+    seq_rows = seqs[None, :] * T
+    for s in range(T):
+        xrz = xrz_next
+        xn = xn_next
+        rz_ptrs += step_xt
+        xp_ptrs += step_xt
+        load_next = (s + 1 < length)[None, :]
+        xrz_next = tl.load(rz_ptrs, mask=rz_mask & load_next, other=0.0)
+        xn_next = tl.load(xp_ptrs, mask=h_mask & load_next, other=0.0)
+
+        h_op = h.to(OPERAND_DTYPE)
+        # xp_r and xp_z enter as the accumulator; gh_n must stay apart (r multiplies it).
+        rz_gates = _sigmoid_of_double(_mm(w_rz, w_rz_lo, h_op, 0.5 * xrz.to(tl.float32) + b_rz_half, PRECISION),
+                                      FAST_TANH)
+        r, z = tl.split(tl.permute(tl.reshape(rz_gates, [2, BLOCK_H, BLOCK_B]), [1, 2, 0]))
+        gh_n = _mm(w_n, w_n_lo, h_op, b_n, PRECISION)
+        n = _tanh(xn.to(tl.float32) + r * gh_n, FAST_TANH)
+        h_minus_n = h - n
+        h_new = n + z * h_minus_n
+        if MASK_H:
+            h_new = tl.where(h_rows_ok[:, None], h_new, 0.0)
+        valid = (s < length)[None, :]
+        # A finished sequence keeps its last state: h_n is the state after its own last step.
+        h = tl.where(valid, h_new, h)
+
+        # Where step s writes: its position, or (past the length) position s, with 0.
+        if REVERSE:
+            pos = tl.where(s < length, length - 1 - s, s)
+        else:
+            pos = seqs * 0 + s
+        row = (seq_rows + pos[None, :]) * H + offs_h[:, None]
+        if STORE_OUT:
+            tl.store(out_ptr + row, tl.where(valid, h, 0.0).to(out_ptr.dtype.element_ty), mask=h_mask)
+        if STORE_SAVED:
+            tl.store(hs_ptr + row, tl.where(valid, h, 0.0), mask=h_mask)
+            aux_row = aux_ptr + (seq_rows + pos[None, :]) * (AUX_ROWS * H) + offs_h[:, None]
+            tl.store(aux_row + AUX_R * H, tl.where(valid, r, 0.0), mask=h_mask)
+            tl.store(aux_row + AUX_Z * H, tl.where(valid, z, 0.0), mask=h_mask)
+            tl.store(aux_row + AUX_A * H, tl.where(valid, (1.0 - z) * (1.0 - n * n), 0.0), mask=h_mask)
+            tl.store(aux_row + AUX_Q * H, tl.where(valid, gh_n * r * (1.0 - r), 0.0), mask=h_mask)
+            tl.store(aux_row + AUX_C * H, tl.where(valid, h_minus_n * z * (1.0 - z), 0.0), mask=h_mask)
+
+    tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
+
+
+# B and T are never specialized (Triton would compile a new kernel for B = 1, T = 1 and multiples
+# of 16). xp's batch and time strides are specialized only in the kernel for xp whose strides are
+# both multiples of 16 elements, as in rnn_linear: a contiguous xp's batch stride is T·3H, and
+# which kernel runs must not depend on T.
+_gru_fwd_kernel = triton.jit(do_not_specialize=["B", "T"])(_gru_fwd)
+_gru_fwd_kernel_any_stride = triton.jit(do_not_specialize=["B", "T", "stride_xb", "stride_xt"])(_gru_fwd)
+
+
+@triton.jit(do_not_specialize=["B", "T", "stride_db", "stride_dt"])
+def _gru_bwd_kernel(
+    aux_ptr, w_hh_ptr, w_hh_lo_ptr, dout_ptr, dhn_ptr, lengths_ptr,
+    dxp_ptr, dgh_ptr, dh0_ptr,
+    B, T, H,
+    stride_db, stride_dt, stride_dh, stride_dhnb, stride_dhnh,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    HAS_DOUT: tl.constexpr, HAS_DHN: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    REVERSE: tl.constexpr, MASK_H: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+):
+    """Reverse sweep over the forward's processing order, steps s = T-1 … 0, from the factors in aux::
+
+        dh += dout_p
+        dn_pre = dh ⊙ a        dr_pre = dn_pre ⊙ q        dz_pre = dh ⊙ c
+        dxp_p = [dr_pre, dz_pre, dn_pre]        dgh_p = [dr_pre, dz_pre, dn_pre ⊙ r]
+        dh = W_rᵀ dr_pre + W_zᵀ dz_pre + W_nᵀ (dn_pre ⊙ r) + dh ⊙ z
+
+    At steps past a length dxp and dgh are 0 (at position s) and dh passes unchanged.
+    aux: [B, T, 5H] fp32 (see AUX_ROWS); dxp, dgh: [B, T, 3H] fp32; dh0: [B, H] fp32.
+    """
+    pid = tl.program_id(0)
+    seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    seq_ok = seqs < B
+    offs_h = tl.arange(0, BLOCK_H)
+    h_rows_ok = offs_h < H
+    h_mask = h_rows_ok[:, None] & seq_ok[None, :]
+
+    # W_gᵀ[k, j] = W_g[j, k]: the MMA's A for dh_prev = W_gᵀ · dgh_g.
+    w_r_t = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+    w_z_t = _load_tile(w_hh_ptr + H * H, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+    w_n_t = _load_tile(w_hh_ptr + 2 * H * H, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+    if PRECISION == "tf32x3":
+        w_r_t_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, 1, H)
+        w_z_t_lo = _load_tile(w_hh_lo_ptr + H * H, offs_h, offs_h, H, H, 1, H)
+        w_n_t_lo = _load_tile(w_hh_lo_ptr + 2 * H * H, offs_h, offs_h, H, H, 1, H)
+    else:
+        w_r_t_lo = w_r_t
+        w_z_t_lo = w_z_t
+        w_n_t_lo = w_n_t
+
+    # int32 (lengths ≤ T < 2³¹): the per-step comparisons with s are then one instruction, not two.
+    if HAS_LENGTHS:
+        length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0).to(tl.int32)
+    else:
+        length = tl.zeros([BLOCK_B], dtype=tl.int32) + T
+    if HAS_DHN:
+        dh = tl.load(dhn_ptr + seqs[None, :] * stride_dhnb + offs_h[:, None] * stride_dhnh,
+                     mask=h_mask, other=0.0).to(tl.float32)
+    else:
+        dh = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
+
+    seq_rows = seqs[None, :] * T
+    # Step s's factors are loaded during step s + 1 (off the dependent chain); first those of T - 1.
+    # Past a length nothing is loaded (padding may hold anything).
+    s_last = T - 1
+    valid_next = (s_last < length)[None, :]
+    if REVERSE:
+        pos_next = tl.where(s_last < length, length - 1 - s_last, s_last)
+    else:
+        pos_next = seqs * 0 + s_last
+    aux_next = aux_ptr + (seq_rows + pos_next[None, :]) * (AUX_ROWS * H) + offs_h[:, None]
+    m = h_mask & valid_next
+    r_next = tl.load(aux_next + AUX_R * H, mask=m, other=0.0)
+    z_next = tl.load(aux_next + AUX_Z * H, mask=m, other=0.0)
+    a_next = tl.load(aux_next + AUX_A * H, mask=m, other=0.0)
+    q_next = tl.load(aux_next + AUX_Q * H, mask=m, other=0.0)
+    c_next = tl.load(aux_next + AUX_C * H, mask=m, other=0.0)
+    if HAS_DOUT:
+        do_next = tl.load(dout_ptr + seqs[None, :] * stride_db + pos_next[None, :] * stride_dt
+                          + offs_h[:, None] * stride_dh, mask=m, other=0.0)
+    for i in range(T):
+        s = T - 1 - i
+        valid = valid_next
+        pos = pos_next
+        r = r_next
+        z = z_next
+        a = a_next
+        q = q_next
+        c = c_next
+        if HAS_DOUT:
+            d_out = do_next.to(tl.float32)
+
+        # Prefetch step s - 1 (nothing is loaded when s = 0).
+        valid_next = ((s - 1) < length)[None, :] & (seqs[None, :] * 0 + s >= 1)
+        if REVERSE:
+            pos_next = tl.where(s - 1 < length, length - s, s - 1)
+        else:
+            pos_next = seqs * 0 + s - 1
+        aux_next = aux_ptr + (seq_rows + pos_next[None, :]) * (AUX_ROWS * H) + offs_h[:, None]
+        m = h_mask & valid_next
+        r_next = tl.load(aux_next + AUX_R * H, mask=m, other=0.0)
+        z_next = tl.load(aux_next + AUX_Z * H, mask=m, other=0.0)
+        a_next = tl.load(aux_next + AUX_A * H, mask=m, other=0.0)
+        q_next = tl.load(aux_next + AUX_Q * H, mask=m, other=0.0)
+        c_next = tl.load(aux_next + AUX_C * H, mask=m, other=0.0)
+        if HAS_DOUT:
+            do_next = tl.load(dout_ptr + seqs[None, :] * stride_db + pos_next[None, :] * stride_dt
+                              + offs_h[:, None] * stride_dh, mask=m, other=0.0)
+
+        if HAS_DOUT:
+            dh += d_out
+        dn_pre = dh * a
+        dr_pre = dn_pre * q
+        dz_pre = dh * c
+        dgh_n = dn_pre * r
+        # Past a length: 0 (dh there may be non-finite, and 0·inf is NaN). Padded rows: 0, so that
+        # they cannot reach real rows through W_hhᵀ's zero padding.
+        keep = valid
+        if MASK_H:
+            keep = keep & h_rows_ok[:, None]
+        dr_pre = tl.where(keep, dr_pre, 0.0)
+        dz_pre = tl.where(keep, dz_pre, 0.0)
+        dn_pre = tl.where(keep, dn_pre, 0.0)
+        dgh_n = tl.where(keep, dgh_n, 0.0)
+
+        row = (seq_rows + pos[None, :]) * (3 * H) + offs_h[:, None]
+        tl.store(dxp_ptr + row, dr_pre, mask=h_mask)
+        tl.store(dxp_ptr + row + H, dz_pre, mask=h_mask)
+        tl.store(dxp_ptr + row + 2 * H, dn_pre, mask=h_mask)
+        tl.store(dgh_ptr + row, dr_pre, mask=h_mask)
+        tl.store(dgh_ptr + row + H, dz_pre, mask=h_mask)
+        tl.store(dgh_ptr + row + 2 * H, dgh_n, mask=h_mask)
+
+        dh_prev = _mm(w_n_t, w_n_t_lo, dgh_n.to(OPERAND_DTYPE), dh * z, PRECISION)
+        dh_prev = _mm(w_z_t, w_z_t_lo, dz_pre.to(OPERAND_DTYPE), dh_prev, PRECISION)
+        dh_prev = _mm(w_r_t, w_r_t_lo, dr_pre.to(OPERAND_DTYPE), dh_prev, PRECISION)
+        dh = tl.where(valid, dh_prev, dh)
+
+    tl.store(dh0_ptr + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
+
+
+# ----------------------------------------------------------------------------
+# Host side: limits and launches. Inputs are assumed already checked by the caller (shapes,
+# dtypes, devices); w_hh must be contiguous.
+# ----------------------------------------------------------------------------
+
+def _check_cell(cell):
+    if cell != CELL:
+        raise ValueError(f"fused_rnn.kernels.gru runs the cell {CELL!r}, got {cell!r}")
+
+
+def num_warps(block_h):
+    """Warps per program, the choice with the fewest issue slots per SM sub-partition per step and no spills
+    (static, sm_90, triton 3.6, B64 T1024): 4 up to H = 64 (bf16 forward at H = 64: 245 against 358
+    with 8), 8 from H = 128 (bf16 forward: 540 against 575; with 4 the training forward and the
+    backward spill at bf16, and every fp32 launch spills).
+    """
+    return 8 if block_h >= 128 else 4
+
+
+def smem_bytes(dtype, block_h, allow_tf32):
+    """Shared memory one program needs, in bytes: what decides whether a configuration launches.
+
+    The three gate blocks of W_hh stay resident (twice, hi and lo, for "tf32x3"); beside them Triton
+    stages the step's MMA operands and the layout conversions of what is loaded and stored each step:
+    at most 4 fp32 [BLOCK_H, BLOCK_B] tiles, 6 for "tf32x3" below H = 64 (mma.sync stages b_hi and
+    b_lo apart), in every configuration compiled for sm_90 with triton 3.6 (H = 16 … 128; fp32 with
+    TF32 and 3xTF32, bf16, fp16; forward with and without the saved tensors, and backward, which need
+    about the same). The figure is never below Triton's there, at most 8 KiB above it up to H = 64 and
+    23% above at H = 128 (bf16: 131072 B against 106496). It lets fp32 with TF32 at
+    H = 128 launch (backward: exactly Triton's 229376 B of 232448) and refuses 3xTF32 at H = 128 and
+    bf16/fp16 at H = 256, whose weights alone pass the limit. Always the GPU's figure, also under the
+    interpreter, so that what launches does not depend on where it is tested.
+    """
+    prec = precision(dtype, allow_tf32, interpreted=False)
+    item = 4 if prec in FP32_OPERANDS else dtype.itemsize
+    copies = 2 if prec == "tf32x3" else 1
+    staged_tiles = 6 if prec == "tf32x3" and block_h < 64 else 4
+    return item * copies * GATES * block_h * block_h + staged_tiles * 4 * block_h * BLOCK_B
+
+
+def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
+    """Why these kernels cannot launch this configuration (a sentence), or None if they can.
+
+    ``needs_grad`` changes nothing: the training forward and the backward need what the forward does
+    (see smem_bytes).
+    """
+    _check_cell(cell)
+    if dtype not in KERNEL_DTYPES:
+        return f"the Triton GRU kernels take float32, float16 or bfloat16, got {dtype}"
+    if block(hidden_size) > MAX_BLOCK:
+        return f"the Triton GRU kernel holds hidden sizes up to {MAX_BLOCK}, got hidden_size={hidden_size}"
+    need = smem_bytes(dtype, block(hidden_size), allow_tf32)
+    if need > SMEM_LIMIT:
+        return (f"the GRU kernels at hidden_size={hidden_size} in {str(dtype).removeprefix('torch.')} with "
+                f"{precision(dtype, allow_tf32, interpreted=False)} products need {need} B of shared memory "
+                f"per block, more than the {SMEM_LIMIT} B a Hopper block may use")
+    return None
+
+
+def _halve_rz(w_hh):
+    """W_hh with its r and z blocks halved, as the forward kernel takes it (see _sigmoid_of_double).
+
+    A power-of-two scaling is exact (for weights above 2^-125, below which a bf16/fp32 weight loses a
+    bit), so the kernel's σ(2u) is σ of the same pre-activation; it saves the kernel a multiply per
+    gate element per step (32 of the ~590 issue slots per step at H = 128).
+    """
+    H = w_hh.shape[1]
+    return torch.cat([w_hh[:2 * H] * 0.5, w_hh[2 * H:]])
+
+
+def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, store_out=True,
+                   store_saved=False, wrap=None):
+    """The layer contract's forward for the GRU (see fused_rnn/cells/__init__.py); c0 is ignored.
+
+    Returns (out [B, T, H] xp.dtype or None, h_n [B, H] xp.dtype, None, hs [B, T, H] fp32 or None,
+    aux [B, T, 5H] fp32 (see AUX_ROWS) or None).
+    """
+    _check_cell(cell)
+    B, T, _ = xp.shape
+    H = w_hh.shape[1]
+    new_empty = rnn_linear.new_empty   # looked up per call: the tests poison it
+    out = new_empty((B, T, H), device=xp.device, dtype=xp.dtype) if store_out else None
+    h_n = new_empty((B, H), device=xp.device, dtype=xp.dtype)
+    hs = new_empty((B, T, H), device=xp.device, dtype=torch.float32) if store_saved else None
+    aux = new_empty((B, T, AUX_ROWS.value * H), device=xp.device, dtype=torch.float32) if store_saved else None
+    block_h = block(H)
+    prec = precision(xp.dtype, allow_tf32)
+    w_hh = _halve_rz(w_hh)
+    w_hh_lo = None
+    if prec == "tf32x3":
+        w_hh, w_hh_lo = split_tf32(w_hh)
+    aligned = xp.stride(0) % 16 == 0 and xp.stride(1) % 16 == 0
+    _launch(
+        _gru_fwd_kernel if aligned else _gru_fwd_kernel_any_stride, (triton.cdiv(B, BLOCK_B),), wrap,
+        xp, w_hh, w_hh_lo, b_hh, h0, lengths,
+        out, h_n, hs, aux,
+        B, T, H,
+        xp.stride(0), xp.stride(1), xp.stride(2),
+        h0.stride(0) if h0 is not None else 0, h0.stride(1) if h0 is not None else 0,
+        BLOCK_B=BLOCK_B, BLOCK_H=block_h,
+        HAS_B_HH=b_hh is not None, HAS_H0=h0 is not None, HAS_LENGTHS=lengths is not None, REVERSE=reverse,
+        STORE_OUT=store_out, STORE_SAVED=store_saved,
+        MASK_H=H != block_h, FAST_TANH=not INTERPRETED and prec in ("tf32", "low"),
+        PRECISION=prec, OPERAND_DTYPE=_operand_dtype(xp.dtype, prec),
+        num_warps=num_warps(block_h),
+    )
+    return out, h_n, None, hs, aux
+
+
+def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, *, reverse, allow_tf32,
+                   wrap=None):
+    """The layer contract's backward sweep for the GRU; hs, b_hh, h0, c0 and dc_n are not needed (aux holds
+    what it multiplies by).
+
+    Returns (dxp, dgh [B, T, 3H] fp32, two tensors; dh0 [B, H] fp32; None).
+    """
+    _check_cell(cell)
+    B, T, H = hs.shape
+    new_empty = rnn_linear.new_empty
+    dxp = new_empty((B, T, GATES * H), device=hs.device, dtype=torch.float32)
+    dgh = new_empty((B, T, GATES * H), device=hs.device, dtype=torch.float32)
+    dh0 = new_empty((B, H), device=hs.device, dtype=torch.float32)
+    block_h = block(H)
+    prec = precision(w_hh.dtype, allow_tf32)
+    w_hh_lo = None
+    if prec == "tf32x3":
+        w_hh, w_hh_lo = split_tf32(w_hh)
+    _launch(
+        _gru_bwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
+        aux, w_hh, w_hh_lo, dout, dh_n, lengths,
+        dxp, dgh, dh0,
+        B, T, H,
+        *(dout.stride() if dout is not None else (0, 0, 0)),
+        *(dh_n.stride() if dh_n is not None else (0, 0)),
+        BLOCK_B=BLOCK_B, BLOCK_H=block_h,
+        HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None,
+        HAS_LENGTHS=lengths is not None, REVERSE=reverse, MASK_H=H != block_h,
+        PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
+        num_warps=num_warps(block_h),
+    )
+    return dxp, dgh, dh0, None

@@ -1,0 +1,557 @@
+"""Triton kernels of the layer contract (fused_rnn/cells/__init__.py) for the LSTM cell.
+
+One program per tile of ``BLOCK_B`` sequences walks time; per step, with the
+gates i, f, g, o in torch.nn.LSTM's order::
+
+    a_k = xp_t[k] + W_k · h_{t-1} + b_k        (W_k: rows k·H … k·H+H-1 of weight_hh)
+    c_t = σ(a_f) ⊙ c_{t-1} + σ(a_i) ⊙ tanh(a_g)      h_t = σ(a_o) ⊙ tanh(c_t)
+
+Transposed as kernels/rnn_linear.py is: the state ``hᵀ`` is ``[BLOCK_H, BLOCK_B]``
+so H is the MMA's M dimension (wgmma on Hopper at H ≥ 64). W_hh is loaded
+once, before the loop, into shared memory as one ``[4·BLOCK_H, BLOCK_H]`` tile
+(gate k's rows at k·BLOCK_H), so each step is one product
+``[4·BLOCK_H, BLOCK_H] · [BLOCK_H, BLOCK_B]`` accumulating onto xp's tile; its
+result splits into the four gates without moving data (see _split_gates), each
+in the same register layout as h and c. h and c stay in fp32 registers for the
+whole sequence. The sigmoid gates' rows of W_hh are halved on the host, so that
+σ(a) = ½ + ½·tanh(a/2) costs one MUFU op on a GPU (see _sigmoid_of_half).
+
+Saved for the backward (``store_saved``): ``hs`` (fp32 h_t) and ``aux``
+``[B, T, 5H]`` fp32 = the activated gates i, f, g, o and c_{t-1} at each
+position, 0 past a length. The backward recomputes c_t = f c_{t-1} + i g and
+tanh(c_t) from them; it never needs h.
+
+Backward, one reverse sweep over processing order (the only sequential part)::
+
+    dh += dout_t;   dc += dh ⊙ o ⊙ (1 - tanh²c_t)
+    da = [dc⊙g⊙i(1-i), dc⊙c_{t-1}⊙f(1-f), dc⊙i⊙(1-g²), dh⊙tanh(c_t)⊙o(1-o)]
+    dh = Σ_k W_kᵀ da_k;   dc = dc ⊙ f
+
+writing da = ∂L/∂xp = ∂L/∂gh; the weight gradients are GEMMs done by the caller.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from . import rnn_linear
+from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, SMEM_LIMIT, _launch, _load_tile, _mm, _tanh, block,
+                         precision, split_tf32)
+
+GATES = 4
+# aux's blocks of H per position: the activated gates i, f, g, o, then c_{t-1}.
+AUX_BLOCKS = 5
+
+
+# ----------------------------------------------------------------------------
+# Device helpers
+# ----------------------------------------------------------------------------
+
+@triton.jit
+def _sigmoid_of_half(u, FAST_TANH: tl.constexpr):
+    """σ(2u) in fp32, from u = a/2 (the forward's accumulator holds half the pre-activation).
+
+    FAST_TANH: ``½ + ½·tanh.approx(u)``, one MUFU op; tanh.approx's absolute
+    error is at most ~2^-11 (|tanh| ≤ 1, relative error 2^-11), so σ's is at
+    most ~2^-12 absolute: below bf16's 2^-8 and at fp16's 2^-11 rounding of
+    the state, and at a TF32 product's 2^-11. It is absolute, not relative:
+    σ(-20) = 2e-9 comes out as 0, which changes c by at most 2e-9·|c|.
+
+    Otherwise ``1 / (1 + e^-2u)``: e^-2u's relative error ε (a few ulp) moves
+    the result by at most ε·e/(1+e) ≤ ε relative, so σ is good to a few fp32
+    ulp over the whole range; e^-2u = inf (2u < -88) gives exactly 0 and NaN
+    stays NaN, as torch.sigmoid.
+    """
+    if FAST_TANH:
+        y = 0.5 + 0.5 * _tanh(u, True)
+    else:
+        y = 1.0 / (1.0 + tl.exp(-2.0 * u))
+    return y
+
+
+@triton.jit
+def _position(s, length, cols, T, HAS_LENGTHS: tl.constexpr, REVERSE: tl.constexpr):
+    """(position, valid) of processing step ``s`` for each column: [BLOCK_B] int64 and bool.
+
+    A step s < len_b processes position s (forward) or len_b - 1 - s
+    (reverse); a step s ≥ len_b processes nothing and is sent to position s,
+    which is then exactly one of the padding positions [len_b, T), so every
+    position is written once over the T steps.
+    """
+    s_cols = cols * 0 + s
+    if HAS_LENGTHS:
+        valid = s_cols < length
+        if REVERSE:
+            pos = tl.where(valid, length - 1 - s_cols, s_cols)
+        else:
+            pos = s_cols
+    else:
+        valid = s_cols < T
+        if REVERSE:
+            pos = T - 1 - s_cols
+        else:
+            pos = s_cols
+    return pos, valid
+
+
+@triton.jit
+def _load_xp(ptrs, rows_ok, MASK_H: tl.constexpr):
+    """xp's stacked tile, its columns all in bounds: masked (zeroed) only in padded rows."""
+    if MASK_H:
+        xp = tl.load(ptrs, mask=rows_ok[:, None], other=0.0)
+    else:
+        xp = tl.load(ptrs)
+    return xp
+
+
+@triton.jit
+def _split_gates(x, BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr):
+    """[4·BLOCK_H, BLOCK_B] (row k·BLOCK_H + u: unit u of gate k) -> the four gates' [BLOCK_H, BLOCK_B].
+
+    Gate k = 2·k1 + k2 becomes two trailing dimensions of size 2, which in the
+    MMA accumulator's layout are register indices (the rows of a 64-row tile
+    repeat over registers): the split moves no data (no shared memory in the
+    sm_90 build).
+    """
+    x = tl.permute(tl.reshape(x, [2, 2, BLOCK_H, BLOCK_B]), [2, 3, 0, 1])
+    k2_is_0, k2_is_1 = tl.split(x)
+    i, g = tl.split(k2_is_0)
+    f, o = tl.split(k2_is_1)
+    return i, f, g, o
+
+
+@triton.jit
+def _load_gates(ptrs, gate_stride, mask):
+    """Four [BLOCK_H, BLOCK_B] tiles at ptrs + k·gate_stride, k = 0..3, as fp32, 0 where masked."""
+    a_i = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    a_f = tl.load(ptrs + gate_stride, mask=mask, other=0.0).to(tl.float32)
+    a_g = tl.load(ptrs + 2 * gate_stride, mask=mask, other=0.0).to(tl.float32)
+    a_o = tl.load(ptrs + 3 * gate_stride, mask=mask, other=0.0).to(tl.float32)
+    return a_i, a_f, a_g, a_o
+
+
+# ----------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------
+
+def _lstm_fwd(
+    xp_ptr, w_hh_ptr, w_hh_lo_ptr, b_hh_ptr, h0_ptr, c0_ptr, lengths_ptr,
+    out_ptr, hn_ptr, cn_ptr, hs_ptr, aux_ptr,
+    B, T, H,
+    stride_xb, stride_xt, stride_xg,
+    stride_h0b, stride_h0h, stride_c0b, stride_c0h,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    HAS_H0: tl.constexpr, HAS_C0: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_B_HH: tl.constexpr,
+    REVERSE: tl.constexpr, STORE_OUT: tl.constexpr, STORE_SAVED: tl.constexpr,
+    MASK_H: tl.constexpr, FAST_TANH: tl.constexpr,
+    PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    # Columns are sequences. int64: B·T·4H may pass 2³¹.
+    seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    seq_ok = seqs < B
+    offs_h = tl.arange(0, BLOCK_H)
+    h_rows_ok = offs_h < H
+    h_mask = h_rows_ok[:, None] & seq_ok[None, :]
+
+    # Rows of the stacked gate product: row k·BLOCK_H + u is unit u of gate k
+    # (i, f, g, o), i.e. row k·H + u of W_hh and column k·H + u of xp.
+    offs_a = tl.arange(0, 4 * BLOCK_H)
+    unit = offs_a % BLOCK_H
+    a_rows = (offs_a // BLOCK_H) * H + unit
+    a_rows_ok = unit < H
+    is_g = (offs_a // BLOCK_H) == 2
+
+    # W_hh as one [4·BLOCK_H, BLOCK_H] tile, loaded once: straight from a load
+    # it stays in shared memory, where wgmma reads it (the TF32 remainder comes
+    # from the host for the same reason, see rnn_linear.split_tf32). The host
+    # has halved the rows of the sigmoid gates (see recurrence_fwd).
+    w_mask = a_rows_ok[:, None] & h_rows_ok[None, :]
+    w_ptrs = a_rows[:, None] * H + offs_h[None, :]
+    w = tl.load(w_hh_ptr + w_ptrs, mask=w_mask, other=0.0).to(OPERAND_DTYPE)
+    if PRECISION == "tf32x3":
+        w_lo = tl.load(w_hh_lo_ptr + w_ptrs, mask=w_mask, other=0.0)
+    else:
+        w_lo = w
+    # The accumulator starts at scale·(xp + b_hh): the halved pre-activation
+    # a/2 of the sigmoid gates (σ(a) = ½ + ½·tanh(a/2)), a itself for g.
+    scale = tl.where(is_g, 1.0, 0.5)
+    if HAS_B_HH:
+        bias = scale * tl.load(b_hh_ptr + a_rows, mask=a_rows_ok, other=0.0).to(tl.float32)
+    else:
+        bias = scale * 0.0
+
+    zero = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
+    if HAS_H0:
+        h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + offs_h[:, None] * stride_h0h,
+                    mask=h_mask, other=0.0).to(tl.float32)
+    else:
+        h = zero
+    if HAS_C0:
+        c = tl.load(c0_ptr + seqs[None, :] * stride_c0b + offs_h[:, None] * stride_c0h,
+                    mask=h_mask, other=0.0).to(tl.float32)
+    else:
+        c = zero
+    if HAS_LENGTHS:
+        length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
+    else:
+        length = seqs * 0 + T
+
+    # xpᵀ as one [4·BLOCK_H, BLOCK_B] tile. The tile of step s+1 is loaded
+    # during step s, off the dependent chain. The loads need no mask (a masked
+    # load zeroes its registers every step first): columns past B read
+    # sequence B-1, and a step that processes nothing reads position 0 of
+    # its sequence, never padding (which may hold anything); both results are
+    # discarded. Only padded rows (unit ≥ H) are masked: they would read the
+    # next gate's columns, or past the end of xp.
+    xp_rows = xp_ptr + tl.minimum(seqs, B - 1)[None, :] * stride_xb + (a_rows * stride_xg)[:, None]
+    pos, valid = _position(0, length, seqs, T, HAS_LENGTHS, REVERSE)
+    xp_next = _load_xp(xp_rows + (tl.where(valid, pos, 0) * stride_xt)[None, :], a_rows_ok, MASK_H)
+    # [B, T, H] rows of out and hs, [B, T, 5H] rows of aux.
+    state_rows = seqs[None, :] * T * H + offs_h[:, None]
+    aux_rows = seqs[None, :] * T * (5 * H) + offs_h[:, None]
+    for s in range(T):
+        acc = xp_next.to(tl.float32) * scale[:, None] + bias[:, None]
+        pos_s, valid_s = pos, valid
+        pos, valid = _position(s + 1, length, seqs, T, HAS_LENGTHS, REVERSE)
+        xp_next = _load_xp(xp_rows + (tl.where(valid, pos, 0) * stride_xt)[None, :], a_rows_ok, MASK_H)
+        acc = _mm(w, w_lo, h.to(OPERAND_DTYPE), acc, PRECISION)
+        u_i, u_f, a_g, u_o = _split_gates(acc, BLOCK_H, BLOCK_B)
+        i = _sigmoid_of_half(u_i, FAST_TANH)
+        f = _sigmoid_of_half(u_f, FAST_TANH)
+        g = _tanh(a_g, FAST_TANH)
+        o = _sigmoid_of_half(u_o, FAST_TANH)
+        c_new = f * c + i * g
+        h_new = o * _tanh(c_new, FAST_TANH)
+        if MASK_H:
+            # h's padded rows must stay 0: an infinite h0 times a padded (zero)
+            # weight row is NaN there, which would reach real rows through W_hh.
+            # (c's padded rows only ever reach h's, and are never stored.)
+            h_new = tl.where(h_rows_ok[:, None], h_new, 0.0)
+        keep = valid_s[None, :]
+        if STORE_SAVED:
+            if HAS_LENGTHS:
+                i = tl.where(keep, i, 0.0)
+                f = tl.where(keep, f, 0.0)
+                g = tl.where(keep, g, 0.0)
+                o = tl.where(keep, o, 0.0)
+                c_prev = tl.where(keep, c, 0.0)
+            else:
+                c_prev = c
+            aux_ptrs = aux_ptr + aux_rows + (pos_s * (5 * H))[None, :]
+            tl.store(aux_ptrs, i, mask=h_mask)
+            tl.store(aux_ptrs + H, f, mask=h_mask)
+            tl.store(aux_ptrs + 2 * H, g, mask=h_mask)
+            tl.store(aux_ptrs + 3 * H, o, mask=h_mask)
+            tl.store(aux_ptrs + 4 * H, c_prev, mask=h_mask)
+        if HAS_LENGTHS:
+            # A finished sequence keeps its last state (a PackedSequence's h_n, c_n).
+            h = tl.where(keep, h_new, h)
+            c = tl.where(keep, c_new, c)
+            h_out = tl.where(keep, h_new, 0.0)
+        else:
+            h = h_new
+            c = c_new
+            h_out = h_new
+        state_ptrs = state_rows + (pos_s * H)[None, :]
+        if STORE_OUT:
+            tl.store(out_ptr + state_ptrs, h_out.to(out_ptr.dtype.element_ty), mask=h_mask)
+        if STORE_SAVED:
+            tl.store(hs_ptr + state_ptrs, h_out, mask=h_mask)
+
+    tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
+    tl.store(cn_ptr + seqs[None, :] * H + offs_h[:, None], c.to(cn_ptr.dtype.element_ty), mask=h_mask)
+
+
+# B and T never specialized (a new kernel for B = 1, T = 1, multiples of 16);
+# xp's batch and time strides only in the kernel for strides that are both
+# multiples of 16 elements (aligned, vectorizable rows), as rnn_linear does.
+_lstm_fwd_kernel = triton.jit(do_not_specialize=["B", "T"])(_lstm_fwd)
+_lstm_fwd_kernel_any_stride = triton.jit(do_not_specialize=["B", "T", "stride_xb", "stride_xt"])(_lstm_fwd)
+
+
+@triton.jit(do_not_specialize=["B", "T", "stride_db", "stride_dt"])
+def _lstm_bwd_kernel(
+    aux_ptr, w_hh_ptr, w_hh_lo_ptr, dout_ptr, dhn_ptr, dcn_ptr, lengths_ptr,
+    dxp_ptr, dh0_ptr, dc0_ptr,
+    B, T, H,
+    stride_db, stride_dt, stride_dh,
+    stride_dhnb, stride_dhnh, stride_dcnb, stride_dcnh,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    HAS_DOUT: tl.constexpr, HAS_DHN: tl.constexpr, HAS_DCN: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    REVERSE: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr,
+    PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+):
+    """Reverse sweep over processing order; aux [B, T, 5H] and dxp [B, T, 4H] fp32 contiguous."""
+    pid = tl.program_id(0)
+    seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    seq_ok = seqs < B
+    offs_h = tl.arange(0, BLOCK_H)
+    h_rows_ok = offs_h < H
+    h_mask = h_rows_ok[:, None] & seq_ok[None, :]
+
+    # W_kᵀ[j, r] = W_hh[k·H + r, j]: the MMA's A for dh = Σ_k W_kᵀ · da_k.
+    HH = H * H
+    w_i = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+    w_f = _load_tile(w_hh_ptr + HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+    w_g = _load_tile(w_hh_ptr + 2 * HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+    w_o = _load_tile(w_hh_ptr + 3 * HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+    if PRECISION == "tf32x3":
+        w_i_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, 1, H)
+        w_f_lo = _load_tile(w_hh_lo_ptr + HH, offs_h, offs_h, H, H, 1, H)
+        w_g_lo = _load_tile(w_hh_lo_ptr + 2 * HH, offs_h, offs_h, H, H, 1, H)
+        w_o_lo = _load_tile(w_hh_lo_ptr + 3 * HH, offs_h, offs_h, H, H, 1, H)
+    else:
+        w_i_lo, w_f_lo, w_g_lo, w_o_lo = w_i, w_f, w_g, w_o
+
+    zero = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
+    if HAS_DHN:
+        dh = tl.load(dhn_ptr + seqs[None, :] * stride_dhnb + offs_h[:, None] * stride_dhnh,
+                     mask=h_mask, other=0.0).to(tl.float32)
+    else:
+        dh = zero
+    if HAS_DCN:
+        dc = tl.load(dcn_ptr + seqs[None, :] * stride_dcnb + offs_h[:, None] * stride_dcnh,
+                     mask=h_mask, other=0.0).to(tl.float32)
+    else:
+        dc = zero
+    if HAS_LENGTHS:
+        length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
+    else:
+        length = seqs * 0 + T
+
+    aux_rows = aux_ptr + seqs[None, :] * T * (5 * H) + offs_h[:, None]
+    dxp_rows = dxp_ptr + seqs[None, :] * T * (4 * H) + offs_h[:, None]
+    if HAS_DOUT:
+        dout_rows = dout_ptr + seqs[None, :] * stride_db + offs_h[:, None] * stride_dh
+    # What step s reads is loaded during step s + 1, off the dependent chain.
+    pos, valid = _position(T - 1, length, seqs, T, HAS_LENGTHS, REVERSE)
+    load_mask = h_mask & valid[None, :]
+    aux_ptrs = aux_rows + (pos * (5 * H))[None, :]
+    i, f, g, o = _load_gates(aux_ptrs, H, load_mask)
+    c_prev = tl.load(aux_ptrs + 4 * H, mask=load_mask, other=0.0)
+    if HAS_DOUT:
+        dout = tl.load(dout_rows + (pos * stride_dt)[None, :], mask=load_mask, other=0.0).to(tl.float32)
+    for n in range(T):
+        s = T - 1 - n
+        pos_s, valid_s = pos, valid
+        i_s, f_s, g_s, o_s, c_prev_s = i, f, g, o, c_prev
+        pos, valid = _position(s - 1, length, seqs, T, HAS_LENGTHS, REVERSE)
+        # (s - 1 = -1 counts as < length: there is no step before the first.)
+        valid = valid & (pos * 0 + s >= 1)
+        load_mask = h_mask & valid[None, :]
+        aux_ptrs = aux_rows + (pos * (5 * H))[None, :]
+        i, f, g, o = _load_gates(aux_ptrs, H, load_mask)
+        c_prev = tl.load(aux_ptrs + 4 * H, mask=load_mask, other=0.0)
+        if HAS_DOUT:
+            dh_s = dh + dout
+            dout = tl.load(dout_rows + (pos * stride_dt)[None, :], mask=load_mask, other=0.0).to(tl.float32)
+        else:
+            dh_s = dh
+
+        tc = _tanh(f_s * c_prev_s + i_s * g_s, FAST_TANH)
+        dc_s = dc + dh_s * o_s * (1.0 - tc * tc)
+        da_i = dc_s * g_s * (i_s * (1.0 - i_s))
+        da_f = dc_s * c_prev_s * (f_s * (1.0 - f_s))
+        da_g = dc_s * i_s * (1.0 - g_s * g_s)
+        da_o = dh_s * tc * (o_s * (1.0 - o_s))
+        # Zeroed where nothing was processed and in padded rows: an infinite
+        # gradient times a zero (masked) gate is NaN, which must not reach the
+        # real rows through W_hhᵀ nor be written.
+        keep = valid_s[None, :]
+        if MASK_H:
+            keep = keep & h_rows_ok[:, None]
+        da_i = tl.where(keep, da_i, 0.0)
+        da_f = tl.where(keep, da_f, 0.0)
+        da_g = tl.where(keep, da_g, 0.0)
+        da_o = tl.where(keep, da_o, 0.0)
+        dxp_ptrs = dxp_rows + (pos_s * (4 * H))[None, :]
+        tl.store(dxp_ptrs, da_i, mask=h_mask)
+        tl.store(dxp_ptrs + H, da_f, mask=h_mask)
+        tl.store(dxp_ptrs + 2 * H, da_g, mask=h_mask)
+        tl.store(dxp_ptrs + 3 * H, da_o, mask=h_mask)
+
+        dh_new = _mm(w_i, w_i_lo, da_i.to(OPERAND_DTYPE), zero, PRECISION)
+        dh_new = _mm(w_f, w_f_lo, da_f.to(OPERAND_DTYPE), dh_new, PRECISION)
+        dh_new = _mm(w_g, w_g_lo, da_g.to(OPERAND_DTYPE), dh_new, PRECISION)
+        dh_new = _mm(w_o, w_o_lo, da_o.to(OPERAND_DTYPE), dh_new, PRECISION)
+        if HAS_LENGTHS:
+            # Steps that processed nothing were identities: dh and dc pass through.
+            dh = tl.where(valid_s[None, :], dh_new, dh)
+            dc = tl.where(valid_s[None, :], dc_s * f_s, dc)
+        else:
+            dh = dh_new
+            dc = dc_s * f_s
+
+    tl.store(dh0_ptr + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
+    tl.store(dc0_ptr + seqs[None, :] * H + offs_h[:, None], dc, mask=h_mask)
+
+
+# ----------------------------------------------------------------------------
+# Host side: the layer contract
+# ----------------------------------------------------------------------------
+
+def smem_bytes(dtype, block_h, allow_tf32):
+    """Shared memory one program needs, in bytes: what decides whether a configuration launches.
+
+    W_hh's four [BLOCK_H, BLOCK_H] gate blocks stay resident for the whole
+    loop (twice, hi and lo, for "tf32x3"). Beside them Triton stages the
+    step's MMA operands and layout conversions (the xp tile, the forward's h
+    or the backward's four da, the stored tiles): never more than six fp32
+    [BLOCK_H, BLOCK_B] tiles plus 1 KiB in Triton 3.6's sm_90 builds of both
+    kernels at BLOCK_H = 16 … 128, bf16, fp16 and fp32 (TF32 and 3xTF32),
+    with and without saving, on the warps _num_warps picks or the other
+    choice (at most 384·BLOCK_H bytes were seen: 3xTF32 at 64). The weights
+    take 4x what they do for an Elman cell, so fp32 stops at BLOCK_H = 64 and
+    bf16/fp16 at 128. Always the GPU's figure, also under the interpreter.
+    """
+    prec = precision(dtype, allow_tf32, interpreted=False)
+    item = 4 if prec in FP32_OPERANDS else dtype.itemsize
+    copies = 2 if prec == "tf32x3" else 1
+    weights = item * copies * GATES * block_h * block_h
+    return weights + 6 * 4 * block_h * BLOCK_B + 1024
+
+
+def _num_warps(prec, block_h, padded, backward):
+    """Warps per program: the fewest issue slots per SM sub-partition without spills (sm_90, Triton 3.6).
+
+    The forward up to BLOCK_H = 64 on one warpgroup (4 warps): 8 warps take
+    1.04x to 1.8x the slots there. At 128 on two warpgroups, each running half
+    of the [4H, H] product: bf16 680 slots per step against 742 on 4 warps,
+    whose wgmma descriptors outgrow the uniform registers, and 4 warps spill
+    when the forward saves for the backward (48 B). With H padded (``padded``)
+    xp's rows are not 16-byte aligned and its tile is loaded element by element:
+    the pointers spill on 4 warps at 64 (480 to 860 B). The backward, with its
+    four da tiles and the saved gates in flight, spills on 4 warps from 64 on
+    (24 to 60 B with H padded, 252 B for 3xTF32, 620 B at 128 in bf16).
+    """
+    if block_h >= 128 or (block_h >= 64 and (backward or padded)):
+        return 8
+    return 4
+
+
+def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
+    """A sentence saying why these kernels cannot launch this configuration, or None if they can.
+
+    needs_grad changes nothing: one shared-memory bound covers both kernels (see smem_bytes).
+    """
+    if cell != "lstm":
+        return f"fused_rnn.kernels.lstm runs the 'lstm' cell, got {cell!r}"
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return f"the LSTM kernels take float32, float16 or bfloat16, got {dtype}"
+    block_h = block(hidden_size)
+    if block_h > rnn_linear.MAX_BLOCK:
+        return f"the LSTM kernels hold hidden sizes up to {rnn_linear.MAX_BLOCK}, got hidden_size={hidden_size}"
+    need = smem_bytes(dtype, block_h, allow_tf32)
+    if need > SMEM_LIMIT:
+        return (f"hidden_size={hidden_size} in {str(dtype).removeprefix('torch.')} with "
+                f"{precision(dtype, allow_tf32, interpreted=False)} products needs {need} B of shared memory "
+                f"per block for the LSTM's four W_hh blocks, more than the {SMEM_LIMIT} B a Hopper block may use")
+    return None
+
+
+def _check_cell(cell):
+    if cell != "lstm":
+        raise ValueError(f"fused_rnn.kernels.lstm runs the 'lstm' cell, got {cell!r}")
+
+
+def _fast_tanh(prec):
+    return not INTERPRETED and prec in ("tf32", "low")
+
+
+def _halve_sigmoid_rows(w_hh):
+    """W_hh with the rows of gates i, f and o halved: the forward kernel's product is then a/2 for them.
+
+    Exact (a power of two) in every dtype down to its smallest normal number,
+    and so is the product: h·(w/2) = (h·w)/2 and fp32 sums of halved terms
+    round as the whole ones do.
+    """
+    H = w_hh.shape[1]
+    w = w_hh.reshape(GATES, H, H).clone()
+    w[[0, 1, 3]] *= 0.5
+    return w.reshape(GATES * H, H)
+
+
+def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, store_out=True,
+                   store_saved=False, wrap=None):
+    """The contract's forward (see /fused_rnn/cells/__init__.py): (out, h_n, c_n, hs, aux).
+
+    aux: [B, T, 5H] fp32, the activated gates i, f, g, o and c_{t-1} per position (0 past a length).
+    """
+    _check_cell(cell)
+    B, T, _ = xp.shape
+    H = w_hh.shape[1]
+    new_empty = rnn_linear.new_empty
+    out = new_empty((B, T, H), device=xp.device, dtype=xp.dtype) if store_out else None
+    h_n = new_empty((B, H), device=xp.device, dtype=xp.dtype)
+    c_n = new_empty((B, H), device=xp.device, dtype=xp.dtype)
+    hs = new_empty((B, T, H), device=xp.device, dtype=torch.float32) if store_saved else None
+    aux = new_empty((B, T, AUX_BLOCKS * H), device=xp.device, dtype=torch.float32) if store_saved else None
+    if T == 0:
+        # No step: the states pass through (the kernel would prefetch position 0, which does not exist).
+        h_n.copy_(h0 if h0 is not None else 0.0)
+        c_n.copy_(c0 if c0 is not None else 0.0)
+        return out, h_n, c_n, hs, aux
+    block_h = block(H)
+    prec = precision(xp.dtype, allow_tf32)
+    w_hh = _halve_sigmoid_rows(w_hh)
+    w_hh_lo = None
+    if prec == "tf32x3":
+        w_hh, w_hh_lo = split_tf32(w_hh)
+    aligned = xp.stride(0) % 16 == 0 and xp.stride(1) % 16 == 0
+    _launch(
+        _lstm_fwd_kernel if aligned else _lstm_fwd_kernel_any_stride, (triton.cdiv(B, BLOCK_B),), wrap,
+        xp, w_hh, w_hh_lo, b_hh, h0, c0, lengths,
+        out, h_n, c_n, hs, aux,
+        B, T, H,
+        xp.stride(0), xp.stride(1), xp.stride(2),
+        h0.stride(0) if h0 is not None else 0, h0.stride(1) if h0 is not None else 0,
+        c0.stride(0) if c0 is not None else 0, c0.stride(1) if c0 is not None else 0,
+        BLOCK_B=BLOCK_B, BLOCK_H=block_h,
+        HAS_H0=h0 is not None, HAS_C0=c0 is not None, HAS_LENGTHS=lengths is not None,
+        HAS_B_HH=b_hh is not None, REVERSE=bool(reverse), STORE_OUT=bool(store_out),
+        STORE_SAVED=bool(store_saved), MASK_H=H != block_h, FAST_TANH=_fast_tanh(prec),
+        PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(xp.dtype, prec),
+        num_warps=_num_warps(prec, block_h, H != block_h, backward=False),
+    )
+    return out, h_n, c_n, hs, aux
+
+
+def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, *, reverse, allow_tf32,
+                   wrap=None):
+    """The contract's backward: (dxp, dgh, dh0, dc0), dgh the same tensor as dxp (∂L/∂xp = ∂L/∂gh).
+
+    Reads aux (gates and c_{t-1}, see recurrence_fwd); hs, b_hh, h0 and c0 are
+    not needed here (the caller's weight-gradient GEMMs use hs and h0).
+    """
+    _check_cell(cell)
+    B, T, H = hs.shape
+    new_empty = rnn_linear.new_empty
+    dxp = new_empty((B, T, GATES * H), device=aux.device, dtype=torch.float32)
+    dh0 = new_empty((B, H), device=aux.device, dtype=torch.float32)
+    dc0 = new_empty((B, H), device=aux.device, dtype=torch.float32)
+    if T == 0:
+        dh0.copy_(dh_n if dh_n is not None else 0.0)
+        dc0.copy_(dc_n if dc_n is not None else 0.0)
+        return dxp, dxp, dh0, dc0
+    block_h = block(H)
+    prec = precision(w_hh.dtype, allow_tf32)
+    w_hh_lo = None
+    if prec == "tf32x3":
+        w_hh, w_hh_lo = split_tf32(w_hh)
+    _launch(
+        _lstm_bwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
+        aux, w_hh, w_hh_lo, dout, dh_n, dc_n, lengths,
+        dxp, dh0, dc0,
+        B, T, H,
+        *(dout.stride() if dout is not None else (0, 0, 0)),
+        *(dh_n.stride() if dh_n is not None else (0, 0)),
+        *(dc_n.stride() if dc_n is not None else (0, 0)),
+        BLOCK_B=BLOCK_B, BLOCK_H=block_h,
+        HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None, HAS_DCN=dc_n is not None,
+        HAS_LENGTHS=lengths is not None, REVERSE=bool(reverse), MASK_H=H != block_h,
+        FAST_TANH=_fast_tanh(prec),
+        PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(w_hh.dtype, prec),
+        num_warps=_num_warps(prec, block_h, H != block_h, backward=True),
+    )
+    return dxp, dxp, dh0, dc0

@@ -1,0 +1,107 @@
+"""fused_rnn.backends: each backend's capability check, and select_backend asking them in order.
+
+No GPU is needed: a request only names a device, so "cuda" requests stand in for CUDA tensors.
+"""
+
+import re
+import types
+
+import pytest
+import torch
+
+from conftest import kernels
+from fused_rnn import backends
+from fused_rnn.backends import RnnLinearRequest, select_backend
+from helpers import ROOT
+
+CUDA = torch.device("cuda")
+
+
+def request(device=CUDA, dtype=torch.float32, I=16, H=32, O=4, **options):
+    return RnnLinearRequest(device, dtype, I, H, O, **options)
+
+
+def test_request_of_reads_x_and_resolves_allow_tf32(monkeypatch):
+    x = torch.randn(5, 7, 3, dtype=torch.float16)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    assert RnnLinearRequest.of(x, 20, 2) == (torch.device("cpu"), torch.float16, 3, 20, 2, False, True, "tanh")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert RnnLinearRequest.of(x, 20, 2, needs_grad=True).allow_tf32 is False
+    assert RnnLinearRequest.of(x, 20, 2, allow_tf32=True, nonlinearity="relu")[-2:] == (True, "relu")
+
+
+def test_auto_asks_triton_then_cuda_then_stock(monkeypatch):
+    asked = []
+    for name, module in backends.BACKEND_MODULES.items():
+        def declines(req, *, auto=False, name=name):
+            asked.append((name, auto))
+            return "declined" if name != "torch" else None
+        monkeypatch.setattr(module, "unsupported_reason", declines)
+    assert select_backend("auto", request()) == "torch"
+    assert asked == [("triton", True), ("cuda", True), ("torch", True)]
+
+
+def test_auto_takes_the_kernel_up_to_its_line_and_never_cuda():
+    """On CUDA tensors: the Triton kernel up to AUTO_MAX_BLOCK, the stock path past it, never "cuda"."""
+    assert select_backend("auto", request(H=kernels.AUTO_MAX_BLOCK)) == "triton"
+    past = request(dtype=torch.float16, H=kernels.AUTO_MAX_BLOCK + 1)
+    assert backends.triton.unsupported_reason(past) is None       # the kernel could run it, if forced
+    assert select_backend("triton", past) == "triton"
+    assert select_backend("auto", past) == "torch"
+    reason = backends.triton.unsupported_reason(past, auto=True)
+    assert f"padded sizes up to {kernels.AUTO_MAX_BLOCK}" in reason and "hidden_size=129" in reason
+    assert "never picks the CUDA kernel" in backends.cuda.unsupported_reason(request(), auto=True)
+
+
+def test_auto_off_cuda_takes_the_stock_path_before_asking_triton(monkeypatch):
+    """Off CUDA "auto" decides from the device alone: triton is not imported for it."""
+    monkeypatch.setattr(backends.triton, "kernels", lambda: pytest.fail("auto imported the kernels on CPU"))
+    cpu = request(device=torch.device("cpu"))
+    assert "CUDA tensors only, got a tensor on cpu" in backends.triton.unsupported_reason(cpu, auto=True)
+    assert select_backend("auto", cpu) == "torch"
+
+
+@pytest.mark.parametrize("backend, match", [
+    ("triton", "backend='triton' cannot run this call: the Triton kernel takes float32, float16 or bfloat16, "
+               "got torch.float64"),
+    ("cuda", "backend='cuda' cannot run this call: it takes float32, float16 or bfloat16, got torch.float64"),
+])
+def test_forced_backend_that_cannot_run_raises_why(backend, match):
+    with pytest.raises(RuntimeError, match=re.escape(match)):
+        select_backend(backend, request(dtype=torch.float64))
+
+
+def test_unknown_backend_names_the_known_ones():
+    with pytest.raises(ValueError, match=re.escape("backend must be one of ('auto', 'triton', 'cuda', 'torch'), "
+                                                   "got 'cudnn'")):
+        select_backend("cudnn", request())
+
+
+def test_cuda_refuses_gradients_before_loading_the_extension(monkeypatch):
+    monkeypatch.setattr("fused_rnn.cuda.extension", lambda: pytest.fail("loaded the extension"))
+    assert "no backward yet" in backends.cuda.unsupported_reason(request(needs_grad=True))
+
+
+def test_cuda_plan_limit_is_the_state_in_one_blocks_shared_memory(monkeypatch):
+    """csrc's choose_plan needs 2 fp32 [kBatchTile, H] states in one CTA: H ≤ 232448 / 32 = 7264 on Hopper."""
+    hopper = types.SimpleNamespace(shared_memory_per_block_optin=232_448)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: hopper)
+    monkeypatch.setattr("fused_rnn.cuda.extension", lambda: "the extension's own reason")
+    reason = backends.cuda.unsupported_reason(request(H=7265))
+    assert "hidden_size=7265 needs 232480 B" in reason and "hidden_size up to 7264" in reason, reason
+    assert backends.cuda.unsupported_reason(request(H=7264)) == "the extension's own reason"
+    with pytest.raises(RuntimeError, match="backend='cuda' cannot run this call: hidden_size=7265"):
+        select_backend("cuda", request(H=7265))
+
+
+def test_cuda_batch_tile_is_the_headers():
+    header = (ROOT / "fused_rnn" / "csrc" / "rnn_cluster.h").read_text()
+    assert int(re.search(r"constexpr int kBatchTile = (\d+);", header).group(1)) == backends.cuda.BATCH_TILE
+    assert "2ull * kBatchTile * H * sizeof(float)" in header     # the state bytes the plan needs
+
+
+def test_stock_takes_every_call():
+    for req in (request(), request(device=torch.device("meta"), dtype=torch.float64, H=10_000)):
+        assert backends.stock.unsupported_reason(req) is None
+        assert backends.stock.unsupported_reason(req, auto=True) is None
+        assert select_backend("torch", req) == "torch"
