@@ -250,8 +250,8 @@ def report_row(config, shape, dtype_name, mode, allow_tf32, auto, layer=None):
         B, T, I, H = shape
         O = None
         (name, kernel, kwargs), = compile_layer_launches(cell, mode, shape, dtype, allow, reverse, store_out)
-        estimate = layer_kernels(cell).smem_bytes(cell, dtype, H, allow, store_saved=mode == "train_forward",
-                                                  backward=mode == "backward")
+        estimate = layer_kernels(cell).smem_bytes(dtype, kernels.block(H), allow,
+                                                  store_saved=mode == "train_forward", backward=mode == "backward")
         extra = {"cell": cell, "reverse": reverse, "store_out": store_out}
     loop = time_loop(sass_of(kernel.asm["cubin"]))
     counts = Counter(op.split(".")[0] for op in loop)
