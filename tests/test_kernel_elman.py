@@ -310,7 +310,7 @@ def test_empty_batch_and_zero_steps():
 
 # Shared memory per block for sm_90a (metadata.shared) from Triton 3.6 and 3.9, compiled without a GPU as
 # benchmarks/static_report.py does, B = 64, T = 1024:
-# (dtype, BLOCK_H, allow_tf32, store_hs, backward) -> (bytes with 3.6, bytes with 3.9).
+# (dtype, BLOCK_H, allow_tf32, store_saved, backward) -> (bytes with 3.6, bytes with 3.9).
 COMPILED_SMEM = {
     (torch.bfloat16, 128, True, False, False): (36864, 45056),
     (torch.bfloat16, 128, True, True, False): (40960, 45056),
@@ -328,8 +328,8 @@ COMPILED_SMEM = {
 @pytest.mark.parametrize("config", list(COMPILED_SMEM), ids=str)
 def test_smem_estimate_never_below_compiled(config):
     """What unsupported_reason decides with: never below what Triton allocates, and not far above."""
-    dtype, block_h, allow_tf32, store_hs, backward = config
-    estimate = elman.smem_bytes(dtype, block_h, allow_tf32, store_hs=store_hs, backward=backward)
+    dtype, block_h, allow_tf32, store_saved, backward = config
+    estimate = elman.smem_bytes(dtype, block_h, allow_tf32, store_saved=store_saved, backward=backward)
     assert max(COMPILED_SMEM[config]) <= estimate <= min(COMPILED_SMEM[config]) + 17408
 
 

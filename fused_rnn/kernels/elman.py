@@ -377,7 +377,7 @@ def _check_cell(cell):
         raise ValueError(f"the Elman kernels run cells {CELLS}, got {cell!r}")
 
 
-def smem_bytes(dtype, block_h, allow_tf32, *, store_hs=False, backward=False):
+def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False):
     """Shared memory one program needs, in bytes (the GPU's figure, also under the interpreter).
 
     W_hh (and its TF32 remainder for "tf32x3") stays resident for the whole
@@ -397,7 +397,7 @@ def smem_bytes(dtype, block_h, allow_tf32, *, store_hs=False, backward=False):
     operands = item * copies * block_h * BLOCK_B
     if not backward:
         operands += 2 * dtype.itemsize * block_h * BLOCK_B  # the xpᵀ and out tiles' conversions
-    states = 4 * block_h * BLOCK_B if (store_hs or backward) else 0
+    states = 4 * block_h * BLOCK_B if (store_saved or backward) else 0
     return weights + max(operands, states) + 1024
 
 
@@ -409,7 +409,7 @@ def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
     if block(hidden_size) > MAX_BLOCK:
         return f"the Triton kernels hold hidden sizes up to {MAX_BLOCK}, got hidden_size={hidden_size}"
     block_h = block(hidden_size)
-    need = smem_bytes(dtype, block_h, allow_tf32, store_hs=needs_grad)
+    need = smem_bytes(dtype, block_h, allow_tf32, store_saved=needs_grad)
     if needs_grad:
         need = max(need, smem_bytes(dtype, block_h, allow_tf32, backward=True))
     if need > SMEM_LIMIT:

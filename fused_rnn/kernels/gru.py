@@ -357,8 +357,11 @@ def num_warps(block_h):
     return 8 if block_h >= 128 else 4
 
 
-def smem_bytes(dtype, block_h, allow_tf32):
+def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False):
     """Shared memory one program needs, in bytes: what decides whether a configuration launches.
+
+    ``store_saved`` and ``backward`` name the mode, as every kernel module's
+    smem_bytes takes them; one bound covers every mode here.
 
     The three gate blocks of W_hh stay resident (twice, hi and lo, for "tf32x3"); beside them Triton
     stages the step's MMA operands and the layout conversions of what is loaded and stored each step:

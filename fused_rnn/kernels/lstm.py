@@ -391,8 +391,11 @@ def _lstm_bwd_kernel(
 # Host side: the layer contract
 # ----------------------------------------------------------------------------
 
-def smem_bytes(dtype, block_h, allow_tf32):
+def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False):
     """Shared memory one program needs, in bytes: what decides whether a configuration launches.
+
+    ``store_saved`` and ``backward`` name the mode, as every kernel module's
+    smem_bytes takes them; one bound covers every mode here.
 
     W_hh's four [BLOCK_H, BLOCK_H] gate blocks stay resident for the whole
     loop (twice, hi and lo, for "tf32x3"). Beside them Triton stages the
