@@ -1,0 +1,561 @@
+"""The cell-agnostic driver: backend choice, autograd and registered ops for one recurrent layer, and stacking.
+
+Layers, from the bottom: a cell's kernel module (fused_rnn/kernels/elman.py,
+gru.py, lstm.py: Triton) or its plain-PyTorch twin (recurrence_stock.py) runs
+one layer's recurrence in one direction, the layer contract of
+fused_rnn/cells/__init__.py → ``_RecurrenceFunction`` (eager autograd) and the
+registered ops ``fused_rnn::recurrence`` / ``fused_rnn::recurrence_bwd``
+(torch.compile, torch.export) → ``layer`` (the input GEMM, then the
+recurrence) → ``run_layers`` (num_layers × directions, dropout between layers)
+→ the modules.
+
+Eager calls launch the kernels directly (no dispatcher); under torch.compile
+the ops keep the graph whole, one op per layer and direction. On CUDA the ops'
+bodies call the kernels; elsewhere, and on CUDA for backend "torch" (``plain``),
+they call plain custom ops with shape-only fakes (``fused_rnn::recurrence_torch``,
+``fused_rnn::recurrence_bwd_torch``), so T stays symbolic. Both autograd paths share ``save_for_backward`` and
+``backward``: the sweep (kernel or op) gives ∂L/∂xp and ∂L/∂gh, and the
+weight gradients are one GEMM over all B·T steps.
+"""
+
+import functools
+import importlib.util
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch.compiler import is_compiling
+from torch.library import wrap_triton
+
+from . import recurrence_stock as stock
+from .cells import cell as get_cell
+from .library import fused_op
+from .ops import KERNEL_DTYPES, _kernels, _under_functorch, check_lengths, resolve_allow_tf32
+
+BACKENDS = ("auto", "triton", "torch")
+
+# Cell name -> its Triton kernel module under fused_rnn.kernels.
+KERNEL_MODULE_NAMES = {"rnn_tanh": "elman", "rnn_relu": "elman", "gru": "gru", "lstm": "lstm"}
+
+# Which of those exist, looked up once without importing them (nor triton).
+KERNEL_MODULE_EXISTS = {name: importlib.util.find_spec(f"fused_rnn.kernels.{name}") is not None
+                        for name in set(KERNEL_MODULE_NAMES.values())}
+
+# Cell name -> kernel module, or the sentence saying why it cannot be used.
+# Imported on first use (importing triton costs ~1 s); a plain dict rather than
+# functools.lru_cache, which torch.compile warns about.
+_KERNEL_MODULES = {}
+
+
+def _import_kernel_module(name):
+    # Import statements, which torch.compile traces (importlib.import_module
+    # would break the graph when the first call is a compiled one).
+    if name == "elman":
+        from .kernels import elman as module
+    elif name == "gru":
+        from .kernels import gru as module
+    else:
+        from .kernels import lstm as module
+    return module
+
+
+def kernel_module(cell):
+    """The cell's Triton kernel module, or the reason it cannot be used (a string)."""
+    module = _KERNEL_MODULES.get(cell)
+    if module is None:
+        module = _kernels()   # triton itself (and the interpreter switch), shared with rnn_linear
+        name = KERNEL_MODULE_NAMES[cell]
+        if isinstance(module, str):
+            pass
+        elif not KERNEL_MODULE_EXISTS[name]:
+            module = f"there is no Triton kernel for cell {cell!r} yet (fused_rnn/kernels/{name}.py)"
+        else:
+            module = _import_kernel_module(name)
+        _KERNEL_MODULES[cell] = module
+    return module
+
+
+def kernel_unsupported_reason(cell, x, hidden_size, allow_tf32, needs_grad):
+    """Why the cell's kernels cannot run a layer of x ([B, T, ·]) with this hidden size (a sentence), or None."""
+    module = kernel_module(cell)
+    if isinstance(module, str):
+        return module
+    if x.device.type == "cpu" and not _kernels().INTERPRETED:
+        return ("the Triton kernels run on CPU tensors only through the Triton interpreter: set "
+                "TRITON_INTERPRET=1 in the environment before triton is imported, or use backend='auto' "
+                "or 'torch'")
+    if x.device.type not in ("cuda", "cpu"):
+        return f"the Triton kernels run on CUDA tensors, got a tensor on {x.device}"
+    if x.dtype not in KERNEL_DTYPES:
+        return f"the Triton kernels take float32, float16 or bfloat16, got {x.dtype}"
+    return module.unsupported_reason(cell, x.dtype, hidden_size, allow_tf32, needs_grad)
+
+
+def select_layer_backend(cell, x, hidden_size, *, backend, needs_grad, allow_tf32):
+    """"triton" or "torch": what runs the layers of this call.
+
+    "auto": the kernels on CUDA tensors where the cell's kernel module exists and
+    launches this configuration with a padded hidden size up to AUTO_MAX_BLOCK
+    (128: where the static report shows no spills), else the plain path.
+    "triton": the kernels or a RuntimeError saying why not. Neither runs the
+    kernels inside torch.func transforms (the Function has no functorch rules).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    get_cell(cell)
+    if backend == "torch":
+        return "torch"
+    if backend == "auto" and (x.device.type != "cuda" or _under_functorch()):
+        return "torch"
+    if _under_functorch():
+        raise RuntimeError("backend='triton' cannot run inside torch.func transforms (grad, jvp, vmap, "
+                           "functional_call under them); use backend='auto' or 'torch', which run the plain "
+                           "math there")
+    reason = kernel_unsupported_reason(cell, x, hidden_size, resolve_allow_tf32(allow_tf32), needs_grad)
+    if backend == "auto":
+        kernels = _kernels()
+        fits = reason is None and kernels.block(hidden_size) <= kernels.AUTO_MAX_BLOCK
+        return "triton" if fits else "torch"
+    if reason is not None:
+        raise RuntimeError(f"backend='triton' cannot run this call: {reason}")
+    return "triton"
+
+
+# --- registered ops -----------------------------------------------------------------------------------------
+
+def _empty(like, dtype=None):
+    """The stand-in for an absent tensor result (custom ops return tensors only)."""
+    return like.new_empty(0, dtype=dtype)
+
+
+def _present(t):
+    """t, or None where it is the empty stand-in for an absent tensor."""
+    return t if t is not None and t.dim() != 1 else None
+
+
+def _fill_forward(xp, out, h_n, c_n, hs, aux):
+    """recurrence_fwd's results with an empty tensor for each None."""
+    wide = stock.wide_dtype(xp.dtype)
+    return (out if out is not None else _empty(xp), h_n, c_n if c_n is not None else _empty(xp),
+            hs if hs is not None else _empty(xp, wide), aux if aux is not None else _empty(xp, wide))
+
+
+# Off CUDA the ops' bodies call these plain custom ops: fused_op makes a body its
+# own fake, and the plain loop traced with fake tensors would unroll T steps
+# and recompile for every new T. These fakes give shapes only.
+@torch.library.custom_op("fused_rnn::recurrence_torch", mutates_args=())
+def recurrence_torch_op(
+    cell: str, xp: torch.Tensor, w_hh: torch.Tensor, b_hh: Optional[torch.Tensor], h0: Optional[torch.Tensor],
+    c0: Optional[torch.Tensor], lengths: Optional[torch.Tensor], reverse: bool, store_out: bool,
+    store_saved: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """recurrence_stock.recurrence_fwd with empty tensors for the absent results."""
+    return _fill_forward(xp, *stock.recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse,
+                                                   store_out=store_out, store_saved=store_saved))
+
+
+@recurrence_torch_op.register_fake
+def _(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, store_out, store_saved):
+    spec = get_cell(cell)
+    B, T, _ = xp.shape
+    H = w_hh.shape[1]
+    wide = stock.wide_dtype(xp.dtype)
+    return (xp.new_empty(B, T, H) if store_out else _empty(xp),
+            xp.new_empty(B, H),
+            xp.new_empty(B, H) if spec.has_cell_state else _empty(xp),
+            xp.new_empty(B, T, H, dtype=wide) if store_saved else _empty(xp, wide),
+            xp.new_empty(B, T, stock.aux_size(cell, H), dtype=wide) if store_saved else _empty(xp, wide))
+
+
+@torch.library.custom_op("fused_rnn::recurrence_bwd_torch", mutates_args=())
+def recurrence_bwd_torch_op(
+    cell: str, hs: torch.Tensor, aux: torch.Tensor, w_hh: torch.Tensor, b_hh: Optional[torch.Tensor],
+    h0: Optional[torch.Tensor], c0: Optional[torch.Tensor], dout: Optional[torch.Tensor],
+    dh_n: Optional[torch.Tensor], dc_n: Optional[torch.Tensor], lengths: Optional[torch.Tensor], reverse: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """recurrence_stock.recurrence_bwd: (dxp, dgh, dh0, dc0 or empty)."""
+    dxp, dgh, dh0, dc0 = stock.recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
+                                              reverse=reverse)
+    return dxp, dgh, dh0, dc0 if dc0 is not None else _empty(hs)
+
+
+@recurrence_bwd_torch_op.register_fake
+def _(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, reverse):
+    B, T, H = hs.shape
+    return (hs.new_empty(B, T, w_hh.shape[0]), hs.new_empty(B, T, w_hh.shape[0]), hs.new_empty(B, H),
+            hs.new_empty(B, H) if get_cell(cell).has_cell_state else _empty(hs))
+
+
+def _cuda_kernels(cell):
+    module = kernel_module(cell)
+    if isinstance(module, str):
+        raise RuntimeError(f"fused_rnn::recurrence cannot run on CUDA: {module}")
+    return module
+
+
+@fused_op("fused_rnn::recurrence")
+def recurrence_op(
+    cell: str, xp: torch.Tensor, w_hh: torch.Tensor, b_hh: Optional[torch.Tensor], h0: Optional[torch.Tensor],
+    c0: Optional[torch.Tensor], lengths: Optional[torch.Tensor], reverse: bool, allow_tf32: bool,
+    store_out: bool, store_saved: bool, plain: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One layer's recurrence in one direction (the kernels' recurrence_fwd, contract.md).
+
+    Returns (out, h_n, c_n, hs, aux), an empty tensor for each absent one
+    (out without store_out, c_n for cells without c, hs and aux without store_saved).
+    plain: the plain-PyTorch contract on CUDA too (backend "torch": a configuration the kernels do not take).
+    """
+    if xp.device.type == "cuda" and not plain:
+        return _fill_forward(xp, *_cuda_kernels(cell).recurrence_fwd(
+            cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32, store_out=store_out,
+            store_saved=store_saved, wrap=wrap_triton))
+    return recurrence_torch_op(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, store_out, store_saved)
+
+
+@fused_op("fused_rnn::recurrence_bwd")
+def recurrence_bwd_op(
+    cell: str, hs: torch.Tensor, aux: torch.Tensor, w_hh: torch.Tensor, b_hh: Optional[torch.Tensor],
+    h0: Optional[torch.Tensor], c0: Optional[torch.Tensor], dout: Optional[torch.Tensor],
+    dh_n: Optional[torch.Tensor], dc_n: Optional[torch.Tensor], lengths: Optional[torch.Tensor], reverse: bool,
+    allow_tf32: bool, plain: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reverse-time sweep (the kernels' recurrence_bwd): (dxp, dgh, dh0, dc0).
+
+    dgh is empty where it equals dxp (outputs of a custom op may not alias), and
+    dc0 for cells without c. plain: as fused_rnn::recurrence's.
+    """
+    if hs.device.type == "cuda" and not plain:
+        dxp, dgh, dh0, dc0 = _cuda_kernels(cell).recurrence_bwd(
+            cell, hs, _present(aux), w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, reverse=reverse,
+            allow_tf32=allow_tf32, wrap=wrap_triton)
+        return dxp, _empty(dxp) if dgh is dxp else dgh, dh0, dc0 if dc0 is not None else _empty(dh0)
+    return recurrence_bwd_torch_op(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, reverse)
+
+
+def _op_sweep(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, *, reverse, allow_tf32, plain):
+    """recurrence_bwd through the registered op, with the kernel modules' results (None, dgh is dxp)."""
+    dxp, dgh, dh0, dc0 = recurrence_bwd_op(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, reverse,
+                                           allow_tf32, plain)
+    return dxp, _present(dgh) if _present(dgh) is not None else dxp, dh0, _present(dc0)
+
+
+# --- autograd, shared by the eager Function and the op --------------------------------------------------------
+
+def save_for_backward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, hs, aux, reverse, allow_tf32, projection=None):
+    """Save on an autograd ctx what ``backward`` needs (eager Function and registered op alike).
+
+    projection: (x, w_ih, b_ih), what xp was computed from, for double backward
+    (which recomputes xp). Not xp itself: it would keep B·T·G·H more elements
+    alive per layer and direction, while F.linear's backward holds x and w_ih anyway.
+    """
+    ctx.save_for_backward(w_hh, b_hh, h0, c0, lengths, hs, aux, *(projection or (None, None, None)))
+    ctx.cell, ctx.reverse, ctx.allow_tf32, ctx.xp_dtype = cell, reverse, allow_tf32, xp.dtype
+
+
+def states_before(hs, h0, lengths, reverse):
+    """[B, T, H]: the state each step started from (h_{t-1}; reverse: h_{t+1}); 0 past a length.
+
+    hs: [B, T, H] the state after each position, 0 past a length; h0: [B, H] or None (zeros).
+    A sequence's first processed step (t = 0; reverse: t = len_b - 1) reads h0.
+    """
+    B, T, H = hs.shape
+    first = h0.to(hs.dtype)[:, None] if h0 is not None else hs.new_zeros(B, 1, H)
+    if not reverse:
+        return torch.cat([first, hs[:, :-1]], dim=1)   # hs is 0 past a length, and so is this
+    before = torch.cat([hs[:, 1:], first], dim=1)
+    if lengths is None:
+        return before
+    steps = torch.arange(T, device=hs.device)[None, :, None]
+    before = torch.where(steps == lengths[:, None, None] - 1, first, before)
+    # Past a length the gradient is 0, but 0 · NaN would not be: a where, not a product.
+    return torch.where(steps < lengths[:, None, None], before, 0)
+
+
+def backward(ctx, dout, dh_n, dc_n, sweep, differentiable=False):
+    """Gradients of (xp, w_hh, b_hh, h0, c0), None where not needed.
+
+    ``sweep`` is the kernels' recurrence_bwd or ``_op_sweep``; dW_hh = Σ_t dgh_tᵀ h_{t-1}
+    and db_hh = Σ_t dgh_t are then single products over all B·T steps, in fp32.
+    differentiable: build a graph of the gradients (create_graph=True) by
+    differentiating the plain loop instead; the sweep is not differentiable.
+    """
+    if differentiable:
+        return _differentiable_backward(ctx, dout, dh_n, dc_n)
+    w_hh, b_hh, h0, c0, lengths, hs, aux = ctx.saved_tensors[:7]
+    need_xp, need_w_hh, need_b_hh, need_h0, need_c0 = ctx.needs_input_grad[1:6]
+    dxp, dgh, dh0, dc0 = sweep(ctx.cell, hs, _present(aux), w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
+                               reverse=ctx.reverse, allow_tf32=ctx.allow_tf32)
+    B, T, H = hs.shape
+    dw_hh = db_hh = None
+    if need_w_hh:
+        before = states_before(hs, h0, lengths, ctx.reverse)
+        dw_hh = (dgh.reshape(B * T, -1).T @ before.reshape(B * T, H)).to(w_hh.dtype)
+    if need_b_hh and b_hh is not None:
+        db_hh = dgh.sum((0, 1)).to(b_hh.dtype)
+    return (dxp.to(ctx.xp_dtype) if need_xp else None, dw_hh, db_hh,
+            dh0.to(h0.dtype) if need_h0 else None,
+            dc0.to(c0.dtype) if need_c0 and dc0 is not None else None)
+
+
+def _differentiable_backward(ctx, dout, dh_n, dc_n):
+    """backward's gradients as differentiable functions of the inputs and of dout, dh_n, dc_n.
+
+    Recomputes xp from the saved projection and the layer with
+    recurrence_stock.recurrence_unrolled (fp32, or float64 for float64), and
+    differentiates it with create_graph=True.
+    """
+    w_hh, b_hh, h0, c0, lengths, _, _, x, w_ih, b_ih = ctx.saved_tensors
+    if x is None:
+        raise RuntimeError("double backward (create_graph=True) does not go through fused_rnn::recurrence, the op "
+                           "torch.compile calls (compiled graphs have no double backward either); run the model "
+                           "eagerly for higher-order gradients")
+    wanted = [i for i, need in enumerate(ctx.needs_input_grad[1:6]) if need]
+    with torch.enable_grad():
+        xp = input_projection(x, w_ih, b_ih)
+        inputs = (xp, w_hh, b_hh, h0, c0)
+        results = stock.recurrence_unrolled(ctx.cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=ctx.reverse)
+        outputs, grad_outputs = [], []
+        for result, grad in zip(results, (dout, dh_n, dc_n)):
+            if result is not None and grad is not None:
+                outputs.append(result)
+                grad_outputs.append(grad.to(result.dtype))
+        grads = torch.autograd.grad(outputs, [inputs[i] for i in wanted], grad_outputs, create_graph=True,
+                                    allow_unused=True)
+    gradients = [None] * 5
+    for i, grad in zip(wanted, grads):
+        gradients[i] = grad
+    return tuple(gradients)
+
+
+def _setup_context(ctx, inputs, output):
+    cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, _, _, plain = inputs
+    save_for_backward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, output[3], output[4], reverse, allow_tf32)
+    ctx.plain = plain
+
+
+def _op_backward(ctx, dout, dh_n, dc_n, _dhs, _daux):
+    if ctx.saved_tensors[6].dim() != 3:
+        raise RuntimeError("fused_rnn::recurrence was called with store_saved=False and cannot be differentiated")
+    grads = backward(ctx, _present(dout), dh_n, _present(dc_n), functools.partial(_op_sweep, plain=ctx.plain),
+                     differentiable=torch.is_grad_enabled())
+    # In the op's argument order: cell, then the five tensors; lengths and the flags get none.
+    return None, *grads, None, None, None, None, None, None
+
+
+recurrence_op.register_autograd(_op_backward, setup_context=_setup_context)
+
+
+class _RecurrenceFunction(torch.autograd.Function):
+    """The kernels' forward and backward (eager), in the registered op's argument order, then x, w_ih, b_ih.
+
+    Returns (out or None, h_n, c_n or None). Its backward is differentiable
+    (double backward) when autograd asks for a graph (create_graph=True).
+    """
+
+    @staticmethod
+    def forward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, store_out, x, w_ih, b_ih):
+        # x, w_ih, b_ih: what xp was computed from, kept for double backward only
+        # (their gradients reach them through xp's own graph).
+        out, h_n, c_n, hs, aux = kernel_module(cell).recurrence_fwd(
+            cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32, store_out=store_out,
+            store_saved=True)
+        save_for_backward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, hs, aux, reverse, allow_tf32,
+                          (x, w_ih, b_ih))
+        # An unused output's gradient arrives as None instead of a zero tensor.
+        ctx.set_materialize_grads(False)
+        return out, h_n, c_n
+
+    @staticmethod
+    def backward(ctx, dout, dh_n, dc_n):
+        # Grad mode is on inside backward exactly when create_graph=True.
+        grads = backward(ctx, dout, dh_n, dc_n, kernel_module(ctx.cell).recurrence_bwd,
+                         differentiable=torch.is_grad_enabled())
+        return None, *grads, None, None, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise RuntimeError("fused_rnn's Triton path has no forward-mode AD (torch.func.jvp, torch.autograd."
+                           "forward_ad); use backend='auto' or 'torch'")
+
+
+# --- one layer, and the stack ---------------------------------------------------------------------------------
+
+def _needs_grad(*tensors):
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def recurrence(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, backend, store_out=True,
+               projection):
+    """One layer's recurrence in one direction, with autograd: (out or None, h_n, c_n or None) in xp's dtype.
+
+    backend: "triton" or "torch", as select_layer_backend chose. The kernels read
+    a contiguous w_hh, b_hh, h0, c0 and int64 lengths on xp's device.
+    projection: (x, w_ih, b_ih) with xp = input_projection(x, w_ih, b_ih), for double backward.
+    """
+    spec = get_cell(cell)
+    allow_tf32 = resolve_allow_tf32(allow_tf32)
+    # Under torch.compile the registered op keeps the graph whole and T symbolic,
+    # for either backend; meta tensors take it too, for its shape-only fake.
+    use_op = xp.is_meta or is_compiling()
+    if backend == "torch" and not use_op:
+        with torch.autocast(xp.device.type, enabled=False):   # the state stays wide, as in the kernels
+            out, h_n, c_n, _ = stock.recurrence_unrolled(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse,
+                                                         store_out=store_out)
+        return tuple(t.to(xp.dtype) if t is not None else None for t in (out, h_n, c_n))
+    needs_grad = _needs_grad(xp, w_hh, b_hh, h0, c0)
+    if use_op:
+        # plain only where the choice was made on a CUDA tensor: a program exported on
+        # CPU (where "auto" is always "torch") still runs the kernels on CUDA.
+        plain = backend == "torch" and xp.device.type == "cuda"
+        out, h_n, c_n, _, _ = recurrence_op(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, store_out,
+                                            needs_grad, plain)
+        return (out if store_out else None), h_n, (c_n if spec.has_cell_state else None)
+    if needs_grad:
+        return _RecurrenceFunction.apply(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, store_out,
+                                         *projection)
+    # Inference: no autograd node, no saved states.
+    out, h_n, c_n, _, _ = kernel_module(cell).recurrence_fwd(
+        cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32, store_out=store_out)
+    return out, h_n, c_n
+
+
+def input_projection(x, w_ih, b_ih):
+    """xp = x W_ihᵀ + b_ih for x [B, T, I], one GEMM over all steps.
+
+    A time-major x (a [B, T, I] view of [T, B, I] storage, batch_first=False)
+    is multiplied in its own layout and xp returned as the same kind of view:
+    F.linear on the view would first copy x.
+    """
+    if not x.is_contiguous() and x.transpose(0, 1).is_contiguous():
+        return F.linear(x.transpose(0, 1), w_ih, b_ih).transpose(0, 1)
+    return F.linear(x, w_ih, b_ih)
+
+
+def layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *, reverse, allow_tf32, backend, store_out=True):
+    """One layer in one direction: (out [B, T, H] or None, h_n [B, H], c_n [B, H] or None), x's dtype.
+
+    x: [B, T, I], any strides; w_ih: [G·H, I], w_hh: [G·H, H], b_ih, b_hh: [G·H] or None;
+    h0, c0: [B, H] or None (zeros); lengths: [B] integers in [1, T] (checked by the caller) or None;
+    backend: "auto", "triton" or "torch" (see select_layer_backend).
+    """
+    allow_tf32 = resolve_allow_tf32(allow_tf32)
+    chosen = select_layer_backend(cell, x, w_hh.shape[1], backend=backend, allow_tf32=allow_tf32,
+                                  needs_grad=_needs_grad(x, w_ih, w_hh, b_ih, b_hh, h0, c0))
+    if lengths is not None:   # what the kernels read; no copy when run_layers already made it so
+        lengths = lengths.to(device=x.device, dtype=torch.int64).contiguous()
+    if chosen == "triton":
+        w_hh, b_hh, h0, c0 = (t.contiguous() if t is not None else None for t in (w_hh, b_hh, h0, c0))
+    xp = input_projection(x, w_ih, b_ih)
+    return recurrence(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32,
+                      backend=chosen, store_out=store_out, projection=(x, w_ih, b_ih))
+
+
+def _autocast(device_type, tensors):
+    dtype = torch.get_autocast_dtype(device_type)
+    return [t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors]
+
+
+def _check_state(name, state, expected, x):
+    if state is None:
+        return
+    if not isinstance(state, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(state).__name__}")
+    if tuple(state.shape) != expected:
+        raise ValueError(f"{name} must have shape {expected} (num_layers * num_directions, batch, hidden_size), "
+                         f"got {tuple(state.shape)}")
+    if state.dtype != x.dtype or state.device != x.device:
+        raise TypeError(f"{name} is {state.dtype} on {state.device} but x is {x.dtype} on {x.device}")
+
+
+def _check_arguments(spec, x, weights, h0, c0, num_layers, directions):
+    """Shapes the layers depend on; a ValueError/TypeError naming expected and actual, before anything runs."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 3:
+        raise TypeError(f"x must be a 3-D floating-point tensor, got "
+                        f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    per_layer = len(weights) // (num_layers * directions) if num_layers >= 1 else 0
+    if per_layer not in (2, 4) or len(weights) != per_layer * num_layers * directions:
+        raise ValueError(f"weights must hold 2 or 4 tensors per layer and direction (w_ih, w_hh[, b_ih, b_hh]) "
+                         f"for num_layers={num_layers} × {directions} directions, got {len(weights)}")
+    if not isinstance(weights[1], torch.Tensor) or weights[1].dim() != 2:
+        raise ValueError(f"weights[1] must be the first weight_hh, a 2-D tensor, got "
+                         f"{tuple(weights[1].shape) if isinstance(weights[1], torch.Tensor) else weights[1]!r}")
+    H = weights[1].shape[1]
+    if weights[1].shape[0] != spec.gates * H:
+        raise ValueError(f"{spec.name} has {spec.gates} gates: weight_hh must be ({spec.gates * H}, {H}), "
+                         f"got {tuple(weights[1].shape)}")
+    if c0 is not None and not spec.has_cell_state:
+        raise ValueError(f"c0 is for cells with a cell state (lstm), got one for {spec.name!r}")
+    B = x.shape[0]
+    _check_state("h0", h0, (num_layers * directions, B, H), x)
+    _check_state("c0", c0, (num_layers * directions, B, H), x)
+    return per_layer, H
+
+
+def run_layers(cell, x, weights, h0, c0, lengths, *, num_layers, bidirectional, batch_first, dropout, training,
+               allow_tf32, backend, store_last_output=True):
+    """The whole stack, as torch.nn.RNN / GRU / LSTM compute it: (out or None, h_n, c_n or None).
+
+    x: padded [B, T, I] (batch_first) or [T, B, I]; weights: the module's flat
+    weights in ATen's order (per layer, per direction: w_ih, w_hh[, b_ih, b_hh]);
+    h0, c0: [L·D, B, H] or None (zeros); lengths: [B] integers in [1, T] (any
+    device) or None: sequence b ends at step lengths[b], as a PackedSequence.
+    Each layer's input is the previous layer's output ([fwd, rev] on the
+    feature dim when bidirectional), with F.dropout(p=dropout) between layers
+    in training. Returns out [B, T, D·H] (or [T, B, D·H]), contiguous, 0 past each
+    length, None without store_last_output,
+    h_n [L·D, B, H] and, for lstm, c_n [L·D, B, H] (each sequence's state at its last step).
+    """
+    spec = get_cell(cell)
+    if (isinstance(x, torch.Tensor) and x.device.type in ("cuda", "cpu")
+            and torch.is_autocast_enabled(x.device.type)):
+        # The whole stack runs in the low dtype (fp32 state inside); the casts are
+        # autograd ops, so fp32 parameters get fp32 gradients.
+        x, h0, c0, *weights = _autocast(x.device.type, [x, h0, c0, *weights])
+    directions = 2 if bidirectional else 1
+    time_major = not batch_first
+    if isinstance(x, torch.Tensor) and x.dim() == 3 and time_major:
+        x = x.transpose(0, 1)   # [B, T, I] from here on, a view
+    per_layer, H = _check_arguments(spec, x, weights, h0, c0, num_layers, directions)
+    if lengths is not None:
+        lengths = check_lengths(lengths, x).to(device=x.device, dtype=torch.int64)
+    allow_tf32 = resolve_allow_tf32(allow_tf32)
+    needs_grad = _needs_grad(x, h0, c0, *weights)
+    chosen = select_layer_backend(cell, x, H, backend=backend, needs_grad=needs_grad, allow_tf32=allow_tf32)
+    if x.shape[0] == 0:
+        chosen, lengths = "torch", None   # no sequences: nothing to launch
+
+    h_n, c_n = [], []
+    layer_input = x
+    for index in range(num_layers):
+        last = index == num_layers - 1
+        outs = []
+        for direction in range(directions):
+            k = index * directions + direction
+            w_ih, w_hh, b_ih, b_hh = (list(weights[k * per_layer:(k + 1) * per_layer]) + [None, None])[:4]
+            out, h, c = layer(cell, layer_input, w_ih, w_hh, b_ih, b_hh,
+                              h0[k] if h0 is not None else None, c0[k] if c0 is not None else None, lengths,
+                              reverse=direction == 1, allow_tf32=allow_tf32, backend=chosen,
+                              store_out=store_last_output or not last)
+            outs.append(out)
+            h_n.append(h)
+            c_n.append(c)
+        if last and not store_last_output:
+            layer_input = None
+        elif directions == 1:
+            layer_input = outs[0]
+        elif time_major:
+            # Concatenated in [T, B] order: the next GEMM and the caller read it there, no copy.
+            layer_input = torch.cat([o.transpose(0, 1) for o in outs], dim=2).transpose(0, 1)
+        else:
+            layer_input = torch.cat(outs, dim=2)
+        if not last and training and dropout > 0:
+            # Drawn over the [T, B, D·H] layout torch.nn's RNNs draw it in, so that one
+            # seed gives the same mask on CPU (a copy when the layer wrote [B, T]).
+            time_major_input = layer_input.transpose(0, 1).contiguous()
+            layer_input = F.dropout(time_major_input, dropout, training=True).transpose(0, 1)
+    out = layer_input
+    if out is not None and time_major:
+        # Contiguous [T, B, D·H], as torch.nn returns it (callers view it as [T·B, ·]): free after a
+        # bidirectional layer's cat, one copy after a single direction's [B, T, H].
+        out = out.transpose(0, 1).contiguous()
+    return out, torch.stack(h_n), (torch.stack(c_n) if spec.has_cell_state else None)
