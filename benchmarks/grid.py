@@ -30,14 +30,34 @@ CPU_BATCHES = (1, 4, 16, 64, 256)
 CPU_TS = (16, 64, 256, 1024, 4096)
 
 
+# The generalized seed (issues 13 and 14): nn.RNN/GRU/LSTM(batch_first=True, num_layers, bidirectional)
+# then nn.Linear on out[:, -1], against fused_rnn.SimpleRNN with the same options. case: (model, shape).
+# lstm_anchor is the issue's reference point: cuDNN's LSTM takes about 2.0 µs/step forward there on an
+# H100 in fp16, FlashRNN's fused kernel about 4.8.
+FAMILY = {
+    "long_2layer": (dict(cell="rnn", num_layers=2), LONG),
+    "long_bidir": (dict(cell="rnn", bidirectional=True), LONG),
+    "long_2layer_bidir_gru": (dict(cell="gru", num_layers=2, bidirectional=True), LONG),
+    "long_lstm": (dict(cell="lstm"), LONG),
+    "long_gru": (dict(cell="gru"), LONG),
+    "lstm_anchor": (dict(cell="lstm"), dict(B=16, T=1024, I=768, H=768, O=1)),
+}
+
+
 class Job(NamedTuple):
-    case: str           # seed, long, wide, batch_sweep, T_sweep, H_sweep
+    case: str           # seed, long, wide, batch_sweep, T_sweep, H_sweep, or a FAMILY case
     shape: dict         # B, T, I, H, O
-    dtype: str          # float32 or bfloat16
-    precision: str      # ieee, tf32 (fp32 products rounded to TF32 on both sides) or bf16
+    dtype: str          # float32, bfloat16 or float16
+    precision: str      # ieee, tf32 (fp32 products rounded to TF32 on both sides), bf16 or fp16
     mode: str           # forward or train
     impls: tuple        # implementations timed side by side
     budget_s: float = 1.0   # timing time for the whole job (all its impls), warm-up not counted
+    model: tuple = ()   # SimpleRNN options beyond the seed's, as (name, value) pairs: cell, num_layers, ...
+
+
+def family_job(case, dtype, precision, mode, impls=("stock", "fused"), budget_s=1.0, **shape):
+    model, base = FAMILY[case]
+    return Job(case, dict(base, **shape), dtype, precision, mode, impls, budget_s, tuple(sorted(model.items())))
 
 
 def _impls(mode, impls):
@@ -70,6 +90,13 @@ def gpu_jobs():
             jobs.append(Job("H_sweep", dict(H_SWEEP, H=H), "bfloat16", "bf16", mode, ("stock", "fused")))
     for mode in MODES:
         jobs.append(Job("wide", WIDE, "bfloat16", "bf16", mode, ("stock", "fused")))
+    for case in FAMILY:
+        if case == "lstm_anchor":
+            jobs.append(family_job(case, "float16", "fp16", "forward"))
+            continue
+        for mode in MODES:
+            jobs.append(family_job(case, "bfloat16", "bf16", mode))
+        jobs.append(family_job(case, "float32", "tf32", "forward"))
     # torch.compile costs tens of seconds per shape: late, so that it cannot crowd out the rest.
     for case, shape in (("seed", SEED), ("long", LONG)):
         for mode in MODES:
@@ -105,6 +132,10 @@ def smoke_jobs(cuda):
     jobs += [Job("T_sweep", dict(T_SWEEP, B=4, T=T), "float32", "ieee", "forward", ("stock", "fused"), 0.05)
              for T in (16, 64)]
     jobs.append(Job("batch_sweep", dict(BATCH_SWEEP, B=2), "float32", "ieee", "train", ("stock", "fused"), 0.05))
+    # Every cell, stacked and bidirectional, at a tiny size.
+    tiny = dict(B=3, T=6, I=8, H=16)
+    jobs += [family_job(case, "float32", "ieee", "train", budget_s=0.05, **tiny)
+             for case in ("long_2layer", "long_2layer_bidir_gru", "long_lstm")]
     return jobs
 
 

@@ -51,7 +51,7 @@ def set_precision(precision, cuda):
     tf32 = precision == "tf32"
     if tf32 and not cuda:
         raise ValueError("precision 'tf32' exists only on a GPU")
-    torch.backends.cudnn.allow_tf32 = tf32 or precision == "bf16"   # bf16: torch's default, moot
+    torch.backends.cudnn.allow_tf32 = tf32 or precision in ("bf16", "fp16")   # torch's default, moot there
     torch.backends.cuda.matmul.allow_tf32 = False
     return tf32
 
@@ -61,9 +61,12 @@ def _models(job, device, allow_tf32, backend):
     s = job.shape
     dtype = getattr(torch, job.dtype)
     torch.manual_seed(0)
-    stock_cls = seed_rnn.SimpleRNN if dtype == torch.float32 else seed_rnn.SimpleRNNAnyDtype
-    stock = stock_cls(s["I"], s["H"], s["O"])
-    fused = FusedRNN(s["I"], s["H"], s["O"], backend=backend, allow_tf32=allow_tf32)
+    if job.model:
+        stock = seed_rnn.GeneralizedRNN(s["I"], s["H"], s["O"], **dict(job.model))
+    else:
+        stock_cls = seed_rnn.SimpleRNN if dtype == torch.float32 else seed_rnn.SimpleRNNAnyDtype
+        stock = stock_cls(s["I"], s["H"], s["O"])
+    fused = FusedRNN(s["I"], s["H"], s["O"], backend=backend, allow_tf32=allow_tf32, **dict(job.model))
     fused.load_state_dict(stock.state_dict())
     return stock.to(device=device, dtype=dtype), fused.to(device=device, dtype=dtype)
 
@@ -108,6 +111,8 @@ def fused_backend(fused, x, needs_grad, allow_tf32):
     kernel can launch also depends on the gradient and TF32 (its shared-memory
     tiles), so ask select_backend with both, where this fused_rnn takes them.
     """
+    if hasattr(fused, "backend_for") and "needs_grad" in inspect.signature(fused.backend_for).parameters:
+        return fused.backend_for(x, needs_grad=needs_grad)
     from fused_rnn.ops import select_backend
     params = inspect.signature(select_backend).parameters
     extra = {k: v for k, v in (("needs_grad", needs_grad), ("allow_tf32", allow_tf32)) if k in params}
@@ -151,8 +156,9 @@ def build(impl, job, device, allow_tf32):
 
 
 def _job_key(job):
-    return dict(case=job.case, **{k: job.shape[k] for k in "BTIHO"}, dtype=job.dtype, mode=job.mode,
-                precision=job.precision)
+    key = dict(case=job.case, **{k: job.shape[k] for k in "BTIHO"}, dtype=job.dtype, mode=job.mode,
+               precision=job.precision)
+    return dict(key, model=dict(job.model)) if job.model else key
 
 
 def run_job(job, device, settings=timing.FULL):

@@ -43,3 +43,23 @@ class SimpleRNNAnyDtype(SimpleRNN):
         h0 = torch.zeros(1, x.size(0), self.hidden_size).to(x)
         out, _ = self.rnn(x, h0)
         return self.fc(out[:, -1, :])
+
+
+class GeneralizedRNN(nn.Module):
+    """The seed generalized as public code writes it: any cell, stacked, bidirectional, h0 left to the RNN.
+
+    ``self.rnn = nn.RNN/GRU/LSTM(..., batch_first=True)`` then ``self.fc(out[:, -1])``,
+    with fc taking hidden_size × directions: the stock side of the FAMILY benchmark cases.
+    """
+
+    CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+    def __init__(self, input_size, hidden_size, output_size, cell="rnn", num_layers=1, bidirectional=False):
+        super().__init__()
+        self.rnn = self.CELLS[cell](input_size, hidden_size, num_layers=num_layers, batch_first=True,
+                                    bidirectional=bidirectional)
+        self.fc = nn.Linear(hidden_size * (2 if bidirectional else 1), output_size)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.fc(out[:, -1, :])

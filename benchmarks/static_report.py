@@ -4,7 +4,9 @@
 
 (``pip install --target /tmp/t36 --no-deps triton==3.6.0`` gives the GPU machines' triton beside
 the installed one.) For each configuration it calls the real launchers in
-``fused_rnn.kernels.rnn_linear`` on CPU tensors with Triton's driver replaced by a
+``fused_rnn.kernels`` (``rnn_linear``: the one-layer Elman RNN with its fused
+Linear head; ``elman``, ``gru``, ``lstm``: one layer-direction of the
+recurrence from a precomputed input projection) on CPU tensors with Triton's driver replaced by a
 stand-in for an sm_90 device, so each launch goes through ``JITFunction.run``:
 the same arguments, the same JIT specialization (16-byte divisibility, ints
 equal to 1, ``do_not_specialize``) and the same meta-parameters as a GPU call.
@@ -42,7 +44,7 @@ from triton.runtime import driver  # noqa: E402
 from triton.runtime.jit import JITFunction  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
-KERNEL_SOURCE = ROOT / "fused_rnn" / "kernels" / "rnn_linear.py"
+KERNEL_SOURCES = sorted((ROOT / "fused_rnn" / "kernels").glob("*.py"))
 # Counted per loop even when 0, so rows compare column by column.
 COUNTED = ("HMMA", "HGMMA", "FFMA", "FMUL", "FADD", "MUFU", "LDS", "LDSM", "STS", "LDG", "STG", "BAR",
            "WARPGROUP", "WARPSYNC", "SHFL")
@@ -65,6 +67,30 @@ NAMED = {
     "long_bf16_backward": (LONG, "bf16", "backward", None),
     "h256_bf16_forward": ((64, 1024, 64, 256, 1), "bf16", "forward", None),
 }
+# One layer-direction of the recurrence (fused_rnn/kernels/{elman,gru,lstm}.py): the layers of a
+# multi-layer or bidirectional model whose output the next layer reads, and GRU/LSTM models.
+# config: (cell, (B, T, I, H), dtype, mode, allow_tf32, reverse, store_out). I is the model's input
+# size: the input projection is one GEMM outside the loop, so it does not change the kernel.
+LONG_LAYER = (64, 1024, 64, 128)
+NAMED_LAYERS = {
+    "long_layer_bf16_forward": ("rnn_tanh", LONG_LAYER, "bf16", "forward", None, False, True),
+    "long_layer_bf16_reverse_forward": ("rnn_tanh", LONG_LAYER, "bf16", "forward", None, True, True),
+    "long_layer_fp32_forward": ("rnn_tanh", LONG_LAYER, "fp32", "forward", None, False, True),
+    "long_layer_bf16_train_forward": ("rnn_tanh", LONG_LAYER, "bf16", "train_forward", None, False, True),
+    "long_layer_bf16_backward": ("rnn_tanh", LONG_LAYER, "bf16", "backward", None, False, True),
+    "long_layer_fp32_backward": ("rnn_tanh", LONG_LAYER, "fp32", "backward", None, False, True),
+    "long_lstm_bf16_forward": ("lstm", LONG_LAYER, "bf16", "forward", None, False, False),
+    "long_lstm_bf16_train_forward": ("lstm", LONG_LAYER, "bf16", "train_forward", None, False, True),
+    "long_lstm_bf16_backward": ("lstm", LONG_LAYER, "bf16", "backward", None, False, True),
+    "long_lstm_fp32_forward": ("lstm", LONG_LAYER, "fp32", "forward", None, False, False),
+    "long_gru_bf16_forward": ("gru", LONG_LAYER, "bf16", "forward", None, False, False),
+    "long_gru_bf16_train_forward": ("gru", LONG_LAYER, "bf16", "train_forward", None, False, True),
+    "long_gru_bf16_backward": ("gru", LONG_LAYER, "bf16", "backward", None, False, True),
+    "long_gru_fp32_forward": ("gru", LONG_LAYER, "fp32", "forward", None, False, False),
+}
+# The kernel module of each cell (fused_rnn.kernels.<module>) and its gate count.
+LAYER_KERNELS = {"rnn_tanh": ("elman", 1), "rnn_relu": ("elman", 1), "gru": ("gru", 3), "lstm": ("lstm", 4)}
+
 # allow_tf32=None is the default: it follows torch.backends.cudnn.allow_tf32, True unless a user changes it.
 DEFAULT_ALLOW_TF32 = True
 
@@ -121,6 +147,30 @@ def compile_launches(mode, shape, dtype, allow_tf32):
         hs = torch.zeros(B, T, H)
         kernels.rnn_linear_bwd_sweep(hs, weights[1], weights[4], torch.zeros(B, O, dtype=dtype), None, None,
                                      allow_tf32=allow_tf32)
+    return list(_COMPILED)
+
+
+def layer_kernels(cell):
+    import importlib
+    return importlib.import_module(f"fused_rnn.kernels.{LAYER_KERNELS[cell][0]}")
+
+
+def compile_layer_launches(cell, mode, shape, dtype, allow_tf32, reverse, store_out):
+    """As compile_launches, for one layer-direction of the recurrence (the layer contract, fused_rnn/cells)."""
+    kernels = layer_kernels(cell)
+    B, T, _, H = shape
+    G = LAYER_KERNELS[cell][1]
+    xp = torch.zeros(B, T, G * H, dtype=dtype)
+    w_hh, b_hh = torch.zeros(G * H, H, dtype=dtype), torch.zeros(G * H, dtype=dtype)
+    train = mode != "forward"
+    _COMPILED.clear()
+    out, h_n, c_n, hs, aux = kernels.recurrence_fwd(cell, xp, w_hh, b_hh, None, None, None, reverse=reverse,
+                                                    allow_tf32=allow_tf32, store_out=store_out, store_saved=train)
+    if mode == "backward":
+        _COMPILED.clear()
+        dout = torch.zeros(B, T, H, dtype=dtype)
+        kernels.recurrence_bwd(cell, hs, aux, w_hh, b_hh, None, None, dout, None, None, None, reverse=reverse,
+                               allow_tf32=allow_tf32)
     return list(_COMPILED)
 
 
@@ -183,23 +233,35 @@ def resource_usage(kernel):
     return regs, spills
 
 
-def report_row(config, shape, dtype_name, mode, allow_tf32, auto):
+def report_row(config, shape, dtype_name, mode, allow_tf32, auto, layer=None):
+    """One row. layer: None for rnn_linear, else (cell, reverse, store_out) for a recurrence kernel."""
     from fused_rnn.kernels import rnn_linear as kernels
 
     dtype = DTYPES[dtype_name]
     allow = DEFAULT_ALLOW_TF32 if allow_tf32 is None else allow_tf32
-    (name, kernel, kwargs), = compile_launches(mode, shape, dtype, allow)
+    if layer is None:
+        B, T, I, H, O = shape
+        (name, kernel, kwargs), = compile_launches(mode, shape, dtype, allow)
+        estimate = kernels.smem_bytes(dtype, kernels.block(I), kernels.block(H), kernels.block(O), allow,
+                                      store_hs=mode == "train_forward", backward=mode == "backward")
+        extra = {}
+    else:
+        cell, reverse, store_out = layer
+        B, T, I, H = shape
+        O = None
+        (name, kernel, kwargs), = compile_layer_launches(cell, mode, shape, dtype, allow, reverse, store_out)
+        estimate = layer_kernels(cell).smem_bytes(dtype, kernels.block(H), allow,
+                                                  store_saved=mode == "train_forward", backward=mode == "backward")
+        extra = {"cell": cell, "reverse": reverse, "store_out": store_out}
     loop = time_loop(sass_of(kernel.asm["cubin"]))
     counts = Counter(op.split(".")[0] for op in loop)
     regs, spills = resource_usage(kernel)
-    B, T, I, H, O = shape
     warps = kwargs["num_warps"]
     return {
-        "config": config, "kernel": name, "B": B, "T": T, "I": I, "H": H, "O": O,
+        "config": config, "kernel": name, "B": B, "T": T, "I": I, "H": H, "O": O, **extra,
         "dtype": dtype_name, "mode": mode, "precision": kernels.precision(dtype, allow),
         "num_warps": warps, "regs": regs, "spills": spills, "smem_bytes": kernel.metadata.shared,
-        "smem_estimate": kernels.smem_bytes(dtype, kernels.block(I), kernels.block(H), kernels.block(O), allow,
-                                            store_hs=mode == "train_forward", backward=mode == "backward"),
+        "smem_estimate": estimate,
         "loop_instructions_per_warp": len(loop),
         "issue_slots_per_smsp": len(loop) * math.ceil(warps / 4),
         "counts": {op: counts.get(op, 0) for op in COUNTED} | {
@@ -228,6 +290,28 @@ def configurations():
             tag = f"{dtype}{'_ieee' if allow is False else ''}"
             yield (f"grid_I{I}_H{H}_O{O}_{tag}_{mode}", (16, 8, I, H, O), dtype, mode, allow,
                    auto(dtype, I, H, O, allow, mode))
+    yield from layer_configurations(sizes, precisions)
+
+
+def layer_configurations(sizes, precisions):
+    """The recurrence kernels' named rows, then every (cell, H, precision, mode) "auto" can pick."""
+    from fused_rnn.kernels import rnn_linear as kernels
+
+    def auto(cell, dtype, H, allow, mode):
+        allow = DEFAULT_ALLOW_TF32 if allow is None else allow
+        return kernels.block(H) <= kernels.AUTO_MAX_BLOCK and layer_kernels(cell).unsupported_reason(
+            cell, DTYPES[dtype], H, allow, needs_grad=mode != "forward") is None
+
+    for config, (cell, shape, dtype, mode, allow, reverse, store_out) in NAMED_LAYERS.items():
+        yield config, shape, dtype, mode, allow, auto(cell, dtype, shape[3], allow, mode), (cell, reverse, store_out)
+    for cell in ("rnn_tanh", "gru", "lstm"):
+        for H in sizes:
+            for (dtype, allow), mode in itertools.product(precisions, ("forward", "train_forward", "backward")):
+                if not auto(cell, dtype, H, allow, mode):
+                    continue   # rows are for what auto can pick; the refusals are tested against smem_bytes
+                tag = f"{dtype}{'_ieee' if allow is False else ''}"
+                yield (f"grid_{cell}_H{H}_{tag}_{mode}", (16, 8, 16, H), dtype, mode, allow, True,
+                       (cell, False, True))
 
 
 def _row_worker(args):
@@ -244,8 +328,11 @@ def git_commit():
 
 
 def kernel_source_sha256():
-    """Ties a report to the kernel source it measured (tests check it is current)."""
-    return hashlib.sha256(KERNEL_SOURCE.read_bytes()).hexdigest()
+    """Ties a report to the kernel sources it measured, fused_rnn/kernels/*.py (tests check it is current)."""
+    digest = hashlib.sha256()
+    for path in KERNEL_SOURCES:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def main(argv=None):
