@@ -348,13 +348,15 @@ def _check_cell(cell):
         raise ValueError(f"fused_rnn.kernels.gru runs the cell {CELL!r}, got {cell!r}")
 
 
-def num_warps(block_h):
+def num_warps(block_h, prec, train):
     """Warps per program, the choice with the fewest issue slots per SM sub-partition per step and no spills
     (static, sm_90, triton 3.6, B64 T1024): 4 up to H = 64 (bf16 forward at H = 64: 245 against 358
     with 8), 8 from H = 128 (bf16 forward: 540 against 575; with 4 the training forward and the
-    backward spill at bf16, and every fp32 launch spills).
+    backward spill at bf16, and every fp32 launch spills). 3xTF32 (two tiles per operand) when
+    training takes 8 at every H: with 4 the training forward at H = 16 and the backward at H = 64
+    spilled 8 B.
     """
-    return 8 if block_h >= 128 else 4
+    return 8 if block_h >= 128 or (prec == "tf32x3" and train) else 4
 
 
 def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False):
@@ -445,7 +447,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         STORE_OUT=store_out, STORE_SAVED=store_saved,
         MASK_H=H != block_h, FAST_TANH=not INTERPRETED and prec in ("tf32", "low"),
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(xp.dtype, prec),
-        num_warps=num_warps(block_h),
+        num_warps=num_warps(block_h, prec, store_saved),
     )
     return out, h_n, None, hs, aux
 
@@ -479,6 +481,6 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None,
         HAS_LENGTHS=lengths is not None, REVERSE=reverse, MASK_H=H != block_h,
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
-        num_warps=num_warps(block_h),
+        num_warps=num_warps(block_h, prec, True),
     )
     return dxp, dgh, dh0, None
