@@ -111,8 +111,9 @@ def fused_backend(fused, x, needs_grad, allow_tf32):
     kernel can launch also depends on the gradient and TF32 (its shared-memory
     tiles), so ask select_backend with both, where this fused_rnn takes them.
     """
-    if hasattr(fused, "backend_for") and "needs_grad" in inspect.signature(fused.backend_for).parameters:
-        return fused.backend_for(x, needs_grad=needs_grad)
+    rnn = fused.rnn
+    if getattr(rnn, "num_layers", 1) > 1 or getattr(rnn, "bidirectional", False) or type(rnn).__name__ != "RNN":
+        return fused.backend_for(x)    # a FAMILY case: the layer driver's choice
     from fused_rnn.ops import select_backend
     params = inspect.signature(select_backend).parameters
     extra = {k: v for k, v in (("needs_grad", needs_grad), ("allow_tf32", allow_tf32)) if k in params}
