@@ -19,7 +19,6 @@ weight gradients are one GEMM over all B·T steps.
 """
 
 import functools
-import importlib.util
 from typing import Optional
 
 import torch
@@ -27,98 +26,44 @@ import torch.nn.functional as F
 from torch.compiler import is_compiling
 from torch.library import wrap_triton
 
+from . import backends
 from . import recurrence_stock as stock
+from .backends import LayerRequest, resolve_allow_tf32
+from .backends import triton as triton_backend
 from .cells import cell as get_cell
 from .library import fused_op
-from .ops import KERNEL_DTYPES, _kernels, _under_functorch, check_lengths, resolve_allow_tf32
+from .ops import _under_functorch, check_lengths
 
-BACKENDS = ("auto", "triton", "torch")
-
-# Cell name -> its Triton kernel module under fused_rnn.kernels.
-KERNEL_MODULE_NAMES = {"rnn_tanh": "elman", "rnn_relu": "elman", "gru": "gru", "lstm": "lstm"}
-
-# Which of those exist, looked up once without importing them (nor triton).
-KERNEL_MODULE_EXISTS = {name: importlib.util.find_spec(f"fused_rnn.kernels.{name}") is not None
-                        for name in set(KERNEL_MODULE_NAMES.values())}
-
-# Cell name -> kernel module, or the sentence saying why it cannot be used.
-# Imported on first use (importing triton costs ~1 s); a plain dict rather than
-# functools.lru_cache, which torch.compile warns about.
-_KERNEL_MODULES = {}
-
-
-def _import_kernel_module(name):
-    # Import statements, which torch.compile traces (importlib.import_module
-    # would break the graph when the first call is a compiled one).
-    if name == "elman":
-        from .kernels import elman as module
-    elif name == "gru":
-        from .kernels import gru as module
-    else:
-        from .kernels import lstm as module
-    return module
+# The backends a layer stack may name; "cuda" is refused by its capability check (no layer kernel in csrc).
+BACKENDS = backends.BACKENDS
 
 
 def kernel_module(cell):
-    """The cell's Triton kernel module, or the reason it cannot be used (a string)."""
-    module = _KERNEL_MODULES.get(cell)
-    if module is None:
-        module = _kernels()   # triton itself (and the interpreter switch), shared with rnn_linear
-        name = KERNEL_MODULE_NAMES[cell]
-        if isinstance(module, str):
-            pass
-        elif not KERNEL_MODULE_EXISTS[name]:
-            module = f"there is no Triton kernel for cell {cell!r} yet (fused_rnn/kernels/{name}.py)"
-        else:
-            module = _import_kernel_module(name)
-        _KERNEL_MODULES[cell] = module
-    return module
-
-
-def kernel_unsupported_reason(cell, x, hidden_size, allow_tf32, needs_grad):
-    """Why the cell's kernels cannot run a layer of x ([B, T, ·]) with this hidden size (a sentence), or None."""
-    module = kernel_module(cell)
-    if isinstance(module, str):
-        return module
-    if x.device.type == "cpu" and not _kernels().INTERPRETED:
-        return ("the Triton kernels run on CPU tensors only through the Triton interpreter: set "
-                "TRITON_INTERPRET=1 in the environment before triton is imported, or use backend='auto' "
-                "or 'torch'")
-    if x.device.type not in ("cuda", "cpu"):
-        return f"the Triton kernels run on CUDA tensors, got a tensor on {x.device}"
-    if x.dtype not in KERNEL_DTYPES:
-        return f"the Triton kernels take float32, float16 or bfloat16, got {x.dtype}"
-    return module.unsupported_reason(cell, x.dtype, hidden_size, allow_tf32, needs_grad)
+    """The cell's Triton kernel module, or the reason it cannot be used (a string): backends.triton's."""
+    return triton_backend.layer_kernels(cell)
 
 
 def select_layer_backend(cell, x, hidden_size, *, backend, needs_grad, allow_tf32):
-    """"triton" or "torch": what runs the layers of this call.
+    """"triton" or "torch": what runs the layers of this call (backends.select_backend on a LayerRequest).
 
     "auto": the kernels on CUDA tensors where the cell's kernel module exists and
     launches this configuration with a padded hidden size up to AUTO_MAX_BLOCK
     (128: where the static report shows no spills), else the plain path.
-    "triton": the kernels or a RuntimeError saying why not. Neither runs the
-    kernels inside torch.func transforms (the Function has no functorch rules).
+    "triton": the kernels or a RuntimeError saying why not; "cuda": a
+    RuntimeError (no layer kernel). Neither runs the kernels inside torch.func
+    transforms (the Function has no functorch rules).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     get_cell(cell)
-    if backend == "torch":
-        return "torch"
-    if backend == "auto" and (x.device.type != "cuda" or _under_functorch()):
-        return "torch"
-    if _under_functorch():
-        raise RuntimeError("backend='triton' cannot run inside torch.func transforms (grad, jvp, vmap, "
+    if backend != "torch" and _under_functorch():
+        if backend == "auto":
+            return "torch"
+        raise RuntimeError(f"backend={backend!r} cannot run inside torch.func transforms (grad, jvp, vmap, "
                            "functional_call under them); use backend='auto' or 'torch', which run the plain "
                            "math there")
-    reason = kernel_unsupported_reason(cell, x, hidden_size, resolve_allow_tf32(allow_tf32), needs_grad)
-    if backend == "auto":
-        kernels = _kernels()
-        fits = reason is None and kernels.block(hidden_size) <= kernels.AUTO_MAX_BLOCK
-        return "triton" if fits else "torch"
-    if reason is not None:
-        raise RuntimeError(f"backend='triton' cannot run this call: {reason}")
-    return "triton"
+    request = LayerRequest.of(cell, x, hidden_size, needs_grad=needs_grad, allow_tf32=allow_tf32)
+    return backends.select_backend(backend, request)
 
 
 # --- registered ops -----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from torch.library import opcheck
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from oracles import GATES, STEPS, recurrence_loop
+from fused_rnn import backends
 from fused_rnn import recurrence as driver
 from fused_rnn import recurrence_stock as stock
 from fused_rnn.recurrence import layer, run_layers, select_layer_backend
@@ -280,7 +281,7 @@ def stand_in_kernels(monkeypatch, supported=True):
         recurrence_fwd=stock.recurrence_fwd, recurrence_bwd=stock.recurrence_bwd,
         unsupported_reason=lambda cell, dtype, hidden_size, allow_tf32, needs_grad: (
             None if supported else f"hidden_size={hidden_size} is too large for the stand-in"))
-    monkeypatch.setattr(driver, "kernel_module", lambda cell: module)
+    monkeypatch.setattr(backends.triton, "layer_kernels", lambda cell: module)
     return module
 
 
@@ -290,13 +291,15 @@ def test_select_layer_backend(monkeypatch):
     assert select_layer_backend("gru", x, H, backend="torch", **choose) == "torch"
     assert select_layer_backend("gru", x, H, backend="auto", **choose) == "torch"   # CPU tensors
     with pytest.raises(ValueError, match="backend must be one of"):
+        select_layer_backend("gru", x, H, backend="cudnn", **choose)
+    with pytest.raises(RuntimeError, match="backend='cuda' cannot run this call: there is no CUDA kernel for layers"):
         select_layer_backend("gru", x, H, backend="cuda", **choose)
     with pytest.raises(ValueError, match="cell must be one of"):
         select_layer_backend("rnn", x, H, backend="torch", **choose)
 
     # A cell whose kernel module does not exist (yet): a forced "triton" says so.
-    monkeypatch.setattr(driver, "_KERNEL_MODULES", {})
-    monkeypatch.setitem(driver.KERNEL_MODULE_EXISTS, "gru", False)
+    monkeypatch.setattr(backends.triton, "_LAYER_KERNELS", {})
+    monkeypatch.setitem(backends.triton.KERNEL_MODULE_EXISTS, "gru", False)
     with pytest.raises(RuntimeError, match="no Triton kernel for cell 'gru' yet"):
         select_layer_backend("gru", x, H, backend="triton", **choose)
     with pytest.raises(RuntimeError, match="no Triton kernel for cell 'gru' yet"):
@@ -367,7 +370,7 @@ def autograd_nodes(t):
 def test_double_backward_through_the_function(cell, monkeypatch):
     """gradcheck and gradgradcheck of one layer (input GEMM and recurrence) through the eager Function."""
     stand_in_kernels(monkeypatch)
-    monkeypatch.setattr(driver, "KERNEL_DTYPES", (torch.float64,))   # gradcheck's finite differences need it
+    monkeypatch.setattr(backends.triton, "KERNEL_DTYPES", (torch.float64,))   # gradcheck's finite differences need it
     torch.manual_seed(8)
     G = GATES[cell]
 
