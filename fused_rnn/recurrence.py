@@ -7,7 +7,12 @@ fused_rnn/cells/__init__.py → ``_RecurrenceFunction`` (eager autograd) and the
 registered ops ``fused_rnn::recurrence`` / ``fused_rnn::recurrence_bwd``
 (torch.compile, torch.export) → ``layer`` (the input GEMM, then the
 recurrence) → ``run_layers`` (num_layers × directions, dropout between layers)
-→ the modules.
+→ the modules. A bidirectional layer of a cell whose kernel module launches
+both directions at once (Elman: ``bidirectional_fwd`` / ``_bwd``) runs as
+``bidirectional_layer`` instead, one input GEMM and one launch each way, with
+its own Function and ops (``fused_rnn::bidirectional_recurrence`` / ``_bwd``).
+The backend is chosen by fused_rnn.backends (a LayerRequest), through
+``select_layer_backend``.
 
 Eager calls launch the kernels directly (no dispatcher); under torch.compile
 the ops keep the graph whole, one op per layer and direction. On CUDA the ops'

@@ -814,3 +814,23 @@ def test_compile_fullgraph_one_op_per_bidirectional_elman_layer():
     for got in results.values():
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w, **TOLERANCES[torch.float32])
+
+
+def test_bidirectional_elman_dropout_draws_torch_nns_masks(monkeypatch):
+    """Training with dropout between fused bidirectional layers: one seed gives torch.nn's masks on CPU."""
+    needs_kernels("rnn_relu")
+    calls = spy_on_elman(monkeypatch)
+    torch.manual_seed(21)
+    module = torch.nn.RNN(I, H, num_layers=3, nonlinearity="relu", dropout=0.5, bidirectional=True,
+                          batch_first=True)
+    x = torch.randn(B, T, I)
+    torch.manual_seed(22)
+    want, want_h = module(x)
+    torch.manual_seed(22)
+    with torch.no_grad():
+        out, h_n, _ = run_layers("rnn_relu", x, module._flat_weights, None, None, None, num_layers=3,
+                                 bidirectional=True, batch_first=True, dropout=0.5, training=True, allow_tf32=False,
+                                 backend="triton")
+    assert calls == {"bidirectional_fwd": 3}
+    torch.testing.assert_close(out, want, **TOLERANCES[torch.float32])
+    torch.testing.assert_close(h_n, want_h, **TOLERANCES[torch.float32])
