@@ -61,10 +61,10 @@ def select_layer_backend(cell, x, hidden_size, *, backend, needs_grad, allow_tf3
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     get_cell(cell)
-    if backend != "torch" and _under_functorch():
+    if backend in ("auto", "triton") and _under_functorch():
         if backend == "auto":
             return "torch"
-        raise RuntimeError(f"backend={backend!r} cannot run inside torch.func transforms (grad, jvp, vmap, "
+        raise RuntimeError("backend='triton' cannot run inside torch.func transforms (grad, jvp, vmap, "
                            "functional_call under them); use backend='auto' or 'torch', which run the plain "
                            "math there")
     request = LayerRequest.of(cell, x, hidden_size, needs_grad=needs_grad, allow_tf32=allow_tf32)
