@@ -152,6 +152,10 @@ def test_layers_triton_checks_dtype_and_device_before_the_kernel_module(monkeypa
         select_backend("triton", layer_request(dtype=torch.float64))
     reason = backends.triton.unsupported_reason(layer_request(device=torch.device("meta")))
     assert reason == "the Triton kernels run on CUDA tensors, got a tensor on meta"
+    compiled = types.SimpleNamespace(INTERPRETED=False)
+    monkeypatch.setattr(backends.triton, "kernels", lambda: compiled)
+    reason = backends.triton.unsupported_reason(layer_request(device=torch.device("cpu")))
+    assert "run on CPU tensors only through the Triton interpreter: set TRITON_INTERPRET=1" in reason
     assert asked == []
 
 

@@ -312,6 +312,11 @@ def test_select_layer_backend(monkeypatch):
         select_layer_backend("gru", x.double(), H, backend="triton", **choose)
     with pytest.raises(RuntimeError, match="inside torch.func transforms"):
         torch.func.vmap(lambda v: select_layer_backend("gru", v, H, backend="triton", **choose))(x)
+    with pytest.raises(RuntimeError, match="no CUDA kernel for layers"):
+        torch.func.vmap(lambda v: select_layer_backend("gru", v, H, backend="cuda", **choose))(x)
+    chosen = []
+    torch.func.vmap(lambda v: chosen.append(select_layer_backend("gru", v, H, backend="auto", **choose)) or v)(x)
+    assert chosen == ["torch"]
     stand_in_kernels(monkeypatch, supported=False)
     with pytest.raises(RuntimeError, match="hidden_size=6 is too large for the stand-in"):
         select_layer_backend("gru", x, H, backend="triton", **choose)
