@@ -7,7 +7,12 @@ fused_rnn/cells/__init__.py → ``_RecurrenceFunction`` (eager autograd) and the
 registered ops ``fused_rnn::recurrence`` / ``fused_rnn::recurrence_bwd``
 (torch.compile, torch.export) → ``layer`` (the input GEMM, then the
 recurrence) → ``run_layers`` (num_layers × directions, dropout between layers)
-→ the modules.
+→ the modules. A bidirectional layer of a cell whose kernel module launches
+both directions at once (Elman: ``bidirectional_fwd`` / ``_bwd``) runs as
+``bidirectional_layer`` instead, one input GEMM and one launch each way, with
+its own Function and ops (``fused_rnn::bidirectional_recurrence`` / ``_bwd``).
+The backend is chosen by fused_rnn.backends (a LayerRequest), through
+``select_layer_backend``.
 
 Eager calls launch the kernels directly (no dispatcher); under torch.compile
 the ops keep the graph whole, one op per layer and direction. On CUDA the ops'
@@ -19,7 +24,6 @@ weight gradients are one GEMM over all B·T steps.
 """
 
 import functools
-import importlib.util
 from typing import Optional
 
 import torch
@@ -27,98 +31,44 @@ import torch.nn.functional as F
 from torch.compiler import is_compiling
 from torch.library import wrap_triton
 
+from . import backends
 from . import recurrence_stock as stock
+from .backends import LayerRequest, resolve_allow_tf32
+from .backends import triton as triton_backend
 from .cells import cell as get_cell
 from .library import fused_op
-from .ops import KERNEL_DTYPES, _kernels, _under_functorch, check_lengths, resolve_allow_tf32
+from .ops import _under_functorch, check_lengths
 
-BACKENDS = ("auto", "triton", "torch")
-
-# Cell name -> its Triton kernel module under fused_rnn.kernels.
-KERNEL_MODULE_NAMES = {"rnn_tanh": "elman", "rnn_relu": "elman", "gru": "gru", "lstm": "lstm"}
-
-# Which of those exist, looked up once without importing them (nor triton).
-KERNEL_MODULE_EXISTS = {name: importlib.util.find_spec(f"fused_rnn.kernels.{name}") is not None
-                        for name in set(KERNEL_MODULE_NAMES.values())}
-
-# Cell name -> kernel module, or the sentence saying why it cannot be used.
-# Imported on first use (importing triton costs ~1 s); a plain dict rather than
-# functools.lru_cache, which torch.compile warns about.
-_KERNEL_MODULES = {}
-
-
-def _import_kernel_module(name):
-    # Import statements, which torch.compile traces (importlib.import_module
-    # would break the graph when the first call is a compiled one).
-    if name == "elman":
-        from .kernels import elman as module
-    elif name == "gru":
-        from .kernels import gru as module
-    else:
-        from .kernels import lstm as module
-    return module
+# The backends a layer stack may name; "cuda" is refused by its capability check (no layer kernel in csrc).
+BACKENDS = backends.BACKENDS
 
 
 def kernel_module(cell):
-    """The cell's Triton kernel module, or the reason it cannot be used (a string)."""
-    module = _KERNEL_MODULES.get(cell)
-    if module is None:
-        module = _kernels()   # triton itself (and the interpreter switch), shared with rnn_linear
-        name = KERNEL_MODULE_NAMES[cell]
-        if isinstance(module, str):
-            pass
-        elif not KERNEL_MODULE_EXISTS[name]:
-            module = f"there is no Triton kernel for cell {cell!r} yet (fused_rnn/kernels/{name}.py)"
-        else:
-            module = _import_kernel_module(name)
-        _KERNEL_MODULES[cell] = module
-    return module
-
-
-def kernel_unsupported_reason(cell, x, hidden_size, allow_tf32, needs_grad):
-    """Why the cell's kernels cannot run a layer of x ([B, T, ·]) with this hidden size (a sentence), or None."""
-    module = kernel_module(cell)
-    if isinstance(module, str):
-        return module
-    if x.device.type == "cpu" and not _kernels().INTERPRETED:
-        return ("the Triton kernels run on CPU tensors only through the Triton interpreter: set "
-                "TRITON_INTERPRET=1 in the environment before triton is imported, or use backend='auto' "
-                "or 'torch'")
-    if x.device.type not in ("cuda", "cpu"):
-        return f"the Triton kernels run on CUDA tensors, got a tensor on {x.device}"
-    if x.dtype not in KERNEL_DTYPES:
-        return f"the Triton kernels take float32, float16 or bfloat16, got {x.dtype}"
-    return module.unsupported_reason(cell, x.dtype, hidden_size, allow_tf32, needs_grad)
+    """The cell's Triton kernel module, or the reason it cannot be used (a string): backends.triton's."""
+    return triton_backend.layer_kernels(cell)
 
 
 def select_layer_backend(cell, x, hidden_size, *, backend, needs_grad, allow_tf32):
-    """"triton" or "torch": what runs the layers of this call.
+    """"triton" or "torch": what runs the layers of this call (backends.select_backend on a LayerRequest).
 
     "auto": the kernels on CUDA tensors where the cell's kernel module exists and
     launches this configuration with a padded hidden size up to AUTO_MAX_BLOCK
     (128: where the static report shows no spills), else the plain path.
-    "triton": the kernels or a RuntimeError saying why not. Neither runs the
-    kernels inside torch.func transforms (the Function has no functorch rules).
+    "triton": the kernels or a RuntimeError saying why not; "cuda": a
+    RuntimeError (no layer kernel). Neither runs the kernels inside torch.func
+    transforms (the Function has no functorch rules).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     get_cell(cell)
-    if backend == "torch":
-        return "torch"
-    if backend == "auto" and (x.device.type != "cuda" or _under_functorch()):
-        return "torch"
-    if _under_functorch():
+    if backend in ("auto", "triton") and _under_functorch():
+        if backend == "auto":
+            return "torch"
         raise RuntimeError("backend='triton' cannot run inside torch.func transforms (grad, jvp, vmap, "
                            "functional_call under them); use backend='auto' or 'torch', which run the plain "
                            "math there")
-    reason = kernel_unsupported_reason(cell, x, hidden_size, resolve_allow_tf32(allow_tf32), needs_grad)
-    if backend == "auto":
-        kernels = _kernels()
-        fits = reason is None and kernels.block(hidden_size) <= kernels.AUTO_MAX_BLOCK
-        return "triton" if fits else "torch"
-    if reason is not None:
-        raise RuntimeError(f"backend='triton' cannot run this call: {reason}")
-    return "triton"
+    request = LayerRequest.of(cell, x, hidden_size, needs_grad=needs_grad, allow_tf32=allow_tf32)
+    return backends.select_backend(backend, request)
 
 
 # --- registered ops -----------------------------------------------------------------------------------------
@@ -378,6 +328,240 @@ class _RecurrenceFunction(torch.autograd.Function):
                            "forward_ad); use backend='auto' or 'torch'")
 
 
+# --- both directions in one launch (Elman) --------------------------------------------------------------------
+#
+# A bidirectional Elman layer on the kernel path runs as one input GEMM (both
+# directions' W_ih stacked, [2·H, I]), one forward launch and one backward
+# launch (kernels/elman.py's bidirectional_fwd / _bwd, grid axis 1 = direction),
+# and one batched GEMM per weight gradient; under torch.compile one
+# fused_rnn::bidirectional_recurrence per layer instead of two fused_rnn::recurrence.
+
+def fuses_directions(cell, backend):
+    """Whether a bidirectional layer of this cell runs both directions in one launch on this backend."""
+    if backend != "triton":
+        return False
+    module = kernel_module(cell)
+    return not isinstance(module, str) and hasattr(module, "bidirectional_fwd")
+
+
+def _fill_bidirectional(xp, out, h_n, hs, aux):
+    wide = stock.wide_dtype(xp.dtype)
+    return (out if out is not None else _empty(xp), h_n, hs if hs is not None else _empty(xp, wide),
+            aux if aux is not None else _empty(xp, wide))
+
+
+@torch.library.custom_op("fused_rnn::bidirectional_recurrence_torch", mutates_args=())
+def bidirectional_torch_op(
+    cell: str, xp: torch.Tensor, w_hh: torch.Tensor, b_hh: Optional[torch.Tensor], h0: Optional[torch.Tensor],
+    lengths: Optional[torch.Tensor], store_out: bool, store_saved: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """recurrence_stock.bidirectional_fwd with empty tensors for the absent results."""
+    return _fill_bidirectional(xp, *stock.bidirectional_fwd(cell, xp, w_hh, b_hh, h0, lengths, store_out=store_out,
+                                                            store_saved=store_saved))
+
+
+@bidirectional_torch_op.register_fake
+def _(cell, xp, w_hh, b_hh, h0, lengths, store_out, store_saved):
+    B, T, _ = xp.shape
+    H = w_hh.shape[-1]
+    wide = stock.wide_dtype(xp.dtype)
+    saved = (2, B, T, H) if store_saved else (0,)
+    return (xp.new_empty(B, T, 2 * H) if store_out else _empty(xp), xp.new_empty(2, B, H),
+            xp.new_empty(saved, dtype=wide), xp.new_empty(saved, dtype=wide))
+
+
+@torch.library.custom_op("fused_rnn::bidirectional_recurrence_bwd_torch", mutates_args=())
+def bidirectional_bwd_torch_op(
+    cell: str, hs: torch.Tensor, aux: torch.Tensor, w_hh: torch.Tensor, b_hh: Optional[torch.Tensor],
+    h0: Optional[torch.Tensor], dout: Optional[torch.Tensor], dh_n: Optional[torch.Tensor],
+    lengths: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """recurrence_stock.bidirectional_bwd: (dxp [B, T, 2·H], dh0 [2, B, H])."""
+    return stock.bidirectional_bwd(cell, hs, aux, w_hh, b_hh, h0, dout, dh_n, lengths)
+
+
+@bidirectional_bwd_torch_op.register_fake
+def _(cell, hs, aux, w_hh, b_hh, h0, dout, dh_n, lengths):
+    _, B, T, H = hs.shape
+    return hs.new_empty(B, T, 2 * H), hs.new_empty(2, B, H)
+
+
+@fused_op("fused_rnn::bidirectional_recurrence")
+def bidirectional_op(
+    cell: str, xp: torch.Tensor, w_hh: torch.Tensor, b_hh: Optional[torch.Tensor], h0: Optional[torch.Tensor],
+    lengths: Optional[torch.Tensor], allow_tf32: bool, store_out: bool, store_saved: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Both directions of a bidirectional layer (the kernels' bidirectional_fwd).
+
+    xp [B, T, 2·H], w_hh [2, H, H], b_hh [2, H] or None, h0 [2, B, H] or None.
+    Returns (out [B, T, 2·H], h_n [2, B, H], hs [2, B, T, H], aux), an empty
+    tensor for each absent one (out without store_out; hs and aux without
+    store_saved; aux always on CUDA, where the kernels' backward reads the states alone).
+    """
+    if xp.device.type == "cuda":
+        out, h_n, _, hs, _ = _cuda_kernels(cell).bidirectional_fwd(
+            cell, xp, w_hh, b_hh, h0, lengths, allow_tf32=allow_tf32, store_out=store_out, store_saved=store_saved,
+            wrap=wrap_triton)
+        return _fill_bidirectional(xp, out, h_n, hs, None)
+    return bidirectional_torch_op(cell, xp, w_hh, b_hh, h0, lengths, store_out, store_saved)
+
+
+@fused_op("fused_rnn::bidirectional_recurrence_bwd")
+def bidirectional_bwd_op(
+    cell: str, hs: torch.Tensor, aux: torch.Tensor, w_hh: torch.Tensor, b_hh: Optional[torch.Tensor],
+    h0: Optional[torch.Tensor], dout: Optional[torch.Tensor], dh_n: Optional[torch.Tensor],
+    lengths: Optional[torch.Tensor], allow_tf32: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both directions' backward sweeps (the kernels' bidirectional_bwd): (dxp = dgh [B, T, 2·H], dh0 [2, B, H])."""
+    if hs.device.type == "cuda":
+        dxp, _, dh0, _ = _cuda_kernels(cell).bidirectional_bwd(cell, hs, w_hh, dout, dh_n, lengths,
+                                                               allow_tf32=allow_tf32, wrap=wrap_triton)
+        return dxp, dh0
+    return bidirectional_bwd_torch_op(cell, hs, aux, w_hh, b_hh, h0, dout, dh_n, lengths)
+
+
+def _kernel_bidirectional_sweep(cell, hs, aux, w_hh, b_hh, h0, dout, dh_n, lengths, *, allow_tf32):
+    dxp, _, dh0, _ = kernel_module(cell).bidirectional_bwd(cell, hs, w_hh, dout, dh_n, lengths,
+                                                           allow_tf32=allow_tf32)
+    return dxp, dh0
+
+
+def _op_bidirectional_sweep(cell, hs, aux, w_hh, b_hh, h0, dout, dh_n, lengths, *, allow_tf32):
+    return bidirectional_bwd_op(cell, hs, aux, w_hh, b_hh, h0, dout, dh_n, lengths, allow_tf32)
+
+
+def save_for_backward_bidirectional(ctx, cell, xp, w_hh, b_hh, h0, lengths, hs, aux, allow_tf32, projection=None):
+    """As save_for_backward, for both directions' stacked tensors (eager Function and op alike)."""
+    ctx.save_for_backward(w_hh, b_hh, h0, lengths, hs, aux, *(projection or (None, None, None)))
+    ctx.cell, ctx.allow_tf32, ctx.xp_dtype = cell, allow_tf32, xp.dtype
+
+
+def backward_bidirectional(ctx, dout, dh_n, sweep, differentiable=False):
+    """Gradients of (xp, w_hh, b_hh, h0) of both directions, None where not needed.
+
+    One sweep for both directions; dW_hh [2, H, H] = Σ_t dgh_tᵀ h_{t-1} per
+    direction as one batched product over all B·T steps, db_hh [2, H] = Σ_t dgh_t, in fp32.
+    differentiable: as backward's (the plain loop per direction, differentiated).
+    """
+    if differentiable:
+        return _differentiable_backward_bidirectional(ctx, dout, dh_n)
+    w_hh, b_hh, h0, lengths, hs, aux = ctx.saved_tensors[:6]
+    need_xp, need_w_hh, need_b_hh, need_h0 = ctx.needs_input_grad[1:5]
+    dxp, dh0 = sweep(ctx.cell, hs, aux, w_hh, b_hh, h0, dout, dh_n, lengths, allow_tf32=ctx.allow_tf32)
+    _, B, T, H = hs.shape
+    dgh = dxp.reshape(B * T, 2, H)   # Elman: ∂L/∂gh = ∂L/∂xp
+    dw_hh = db_hh = None
+    if need_w_hh:
+        before = torch.stack([states_before(hs[d], h0[d] if h0 is not None else None, lengths, d == 1)
+                              for d in (0, 1)])
+        dw_hh = torch.bmm(dgh.permute(1, 2, 0), before.reshape(2, B * T, H)).to(w_hh.dtype)
+    if need_b_hh and b_hh is not None:
+        db_hh = dgh.sum(0).to(b_hh.dtype)
+    return (dxp.to(ctx.xp_dtype) if need_xp else None, dw_hh, db_hh, dh0.to(h0.dtype) if need_h0 else None)
+
+
+def _differentiable_backward_bidirectional(ctx, dout, dh_n):
+    """backward_bidirectional's gradients as differentiable functions (see _differentiable_backward)."""
+    w_hh, b_hh, h0, lengths, _, _, x, w_ih, b_ih = ctx.saved_tensors
+    if x is None:
+        raise RuntimeError("double backward (create_graph=True) does not go through "
+                           "fused_rnn::bidirectional_recurrence, the op torch.compile calls (compiled graphs have "
+                           "no double backward either); run the model eagerly for higher-order gradients")
+    wanted = [i for i, need in enumerate(ctx.needs_input_grad[1:5]) if need]
+    H = w_hh.shape[-1]
+    with torch.enable_grad():
+        xp = input_projection(x, w_ih, b_ih)
+        inputs = (xp, w_hh, b_hh, h0)
+        results = [stock.recurrence_unrolled(ctx.cell, xp[..., d * H:(d + 1) * H], w_hh[d],
+                                             b_hh[d] if b_hh is not None else None,
+                                             h0[d] if h0 is not None else None, None, lengths, reverse=d == 1)
+                   for d in (0, 1)]
+        outputs, grad_outputs = [], []
+        if dout is not None:
+            outputs.append(torch.cat([r[0] for r in results], dim=2))
+            grad_outputs.append(dout.to(outputs[-1].dtype))
+        if dh_n is not None:
+            outputs.append(torch.stack([r[1] for r in results]))
+            grad_outputs.append(dh_n.to(outputs[-1].dtype))
+        grads = torch.autograd.grad(outputs, [inputs[i] for i in wanted], grad_outputs, create_graph=True,
+                                    allow_unused=True)
+    gradients = [None] * 4
+    for i, grad in zip(wanted, grads):
+        gradients[i] = grad
+    return tuple(gradients)
+
+
+def _setup_context_bidirectional(ctx, inputs, output):
+    cell, xp, w_hh, b_hh, h0, lengths, allow_tf32, _, _ = inputs
+    save_for_backward_bidirectional(ctx, cell, xp, w_hh, b_hh, h0, lengths, output[2], output[3], allow_tf32)
+
+
+def _op_backward_bidirectional(ctx, dout, dh_n, _dhs, _daux):
+    if ctx.saved_tensors[4].dim() != 4:
+        raise RuntimeError("fused_rnn::bidirectional_recurrence was called with store_saved=False and cannot be "
+                           "differentiated")
+    grads = backward_bidirectional(ctx, _present(dout), dh_n, _op_bidirectional_sweep,
+                                   differentiable=torch.is_grad_enabled())
+    # In the op's argument order: cell, then the four tensors; lengths and the flags get none.
+    return None, *grads, None, None, None, None
+
+
+bidirectional_op.register_autograd(_op_backward_bidirectional, setup_context=_setup_context_bidirectional)
+
+
+class _BidirectionalFunction(torch.autograd.Function):
+    """Both directions' kernels, forward and backward (eager), in the op's argument order, then x, w_ih, b_ih.
+
+    Returns (out [B, T, 2·H] or None, h_n [2, B, H]).
+    """
+
+    @staticmethod
+    def forward(ctx, cell, xp, w_hh, b_hh, h0, lengths, allow_tf32, store_out, x, w_ih, b_ih):
+        out, h_n, _, hs, _ = kernel_module(cell).bidirectional_fwd(
+            cell, xp, w_hh, b_hh, h0, lengths, allow_tf32=allow_tf32, store_out=store_out, store_saved=True)
+        save_for_backward_bidirectional(ctx, cell, xp, w_hh, b_hh, h0, lengths, hs, None, allow_tf32,
+                                        (x, w_ih, b_ih))
+        ctx.set_materialize_grads(False)
+        return out, h_n
+
+    @staticmethod
+    def backward(ctx, dout, dh_n):
+        grads = backward_bidirectional(ctx, dout, dh_n, _kernel_bidirectional_sweep,
+                                       differentiable=torch.is_grad_enabled())
+        return None, *grads, None, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise RuntimeError("fused_rnn's Triton path has no forward-mode AD (torch.func.jvp, torch.autograd."
+                           "forward_ad); use backend='auto' or 'torch'")
+
+
+def bidirectional_layer(cell, x, forward_weights, reverse_weights, h0, lengths, *, allow_tf32, store_out=True):
+    """Both directions of one layer on the kernels: (out [B, T, 2·H] or None, h_n [2, B, H]), x's dtype.
+
+    x: [B, T, I] any strides; forward_weights, reverse_weights: (w_ih, w_hh, b_ih, b_hh), biases
+    both None or both given; h0: [2, B, H] or None; lengths: [B] int64 on x's device or None.
+    """
+    (w_ih_f, w_hh_f, b_ih_f, b_hh_f), (w_ih_r, w_hh_r, b_ih_r, b_hh_r) = forward_weights, reverse_weights
+    w_ih = torch.cat([w_ih_f, w_ih_r])                                   # [2·H, I]: one GEMM, both directions
+    b_ih = torch.cat([b_ih_f, b_ih_r]) if b_ih_f is not None else None
+    w_hh = torch.stack([w_hh_f, w_hh_r])                                 # [2, H, H], contiguous
+    b_hh = torch.stack([b_hh_f, b_hh_r]) if b_hh_f is not None else None
+    h0 = h0.contiguous() if h0 is not None else None
+    if lengths is not None:   # what the kernels read; no copy when run_layers already made it so
+        lengths = lengths.to(device=x.device, dtype=torch.int64).contiguous()
+    xp = input_projection(x, w_ih, b_ih)
+    needs_grad = _needs_grad(xp, w_hh, b_hh, h0)
+    if xp.is_meta or is_compiling():
+        out, h_n, _, _ = bidirectional_op(cell, xp, w_hh, b_hh, h0, lengths, allow_tf32, store_out, needs_grad)
+        return (out if store_out else None), h_n
+    if needs_grad:
+        return _BidirectionalFunction.apply(cell, xp, w_hh, b_hh, h0, lengths, allow_tf32, store_out, x, w_ih, b_ih)
+    out, h_n, _, _, _ = kernel_module(cell).bidirectional_fwd(cell, xp, w_hh, b_hh, h0, lengths,
+                                                              allow_tf32=allow_tf32, store_out=store_out)
+    return out, h_n
+
+
 # --- one layer, and the stack ---------------------------------------------------------------------------------
 
 def _needs_grad(*tensors):
@@ -526,28 +710,39 @@ def run_layers(cell, x, weights, h0, c0, lengths, *, num_layers, bidirectional, 
 
     h_n, c_n = [], []
     layer_input = x
+    fused = directions == 2 and fuses_directions(cell, chosen)
     for index in range(num_layers):
         last = index == num_layers - 1
-        outs = []
-        for direction in range(directions):
-            k = index * directions + direction
-            w_ih, w_hh, b_ih, b_hh = (list(weights[k * per_layer:(k + 1) * per_layer]) + [None, None])[:4]
-            out, h, c = layer(cell, layer_input, w_ih, w_hh, b_ih, b_hh,
-                              h0[k] if h0 is not None else None, c0[k] if c0 is not None else None, lengths,
-                              reverse=direction == 1, allow_tf32=allow_tf32, backend=chosen,
-                              store_out=store_last_output or not last)
-            outs.append(out)
-            h_n.append(h)
-            c_n.append(c)
-        if last and not store_last_output:
-            layer_input = None
-        elif directions == 1:
-            layer_input = outs[0]
-        elif time_major:
-            # Concatenated in [T, B] order: the next GEMM and the caller read it there, no copy.
-            layer_input = torch.cat([o.transpose(0, 1) for o in outs], dim=2).transpose(0, 1)
+        store_out = store_last_output or not last
+        if fused:
+            # Both directions in one launch; out [B, T, 2·H] as the kernel writes it.
+            both = [(list(weights[k * per_layer:(k + 1) * per_layer]) + [None, None])[:4]
+                    for k in (2 * index, 2 * index + 1)]
+            layer_input, h = bidirectional_layer(
+                cell, layer_input, *both, h0[2 * index:2 * index + 2] if h0 is not None else None, lengths,
+                allow_tf32=allow_tf32, store_out=store_out)
+            h_n.extend(h.unbind(0))
+            c_n.extend((None, None))
         else:
-            layer_input = torch.cat(outs, dim=2)
+            outs = []
+            for direction in range(directions):
+                k = index * directions + direction
+                w_ih, w_hh, b_ih, b_hh = (list(weights[k * per_layer:(k + 1) * per_layer]) + [None, None])[:4]
+                out, h, c = layer(cell, layer_input, w_ih, w_hh, b_ih, b_hh,
+                                  h0[k] if h0 is not None else None, c0[k] if c0 is not None else None, lengths,
+                                  reverse=direction == 1, allow_tf32=allow_tf32, backend=chosen, store_out=store_out)
+                outs.append(out)
+                h_n.append(h)
+                c_n.append(c)
+            if not store_out:
+                layer_input = None
+            elif directions == 1:
+                layer_input = outs[0]
+            elif time_major:
+                # Concatenated in [T, B] order: the next GEMM and the caller read it there, no copy.
+                layer_input = torch.cat([o.transpose(0, 1) for o in outs], dim=2).transpose(0, 1)
+            else:
+                layer_input = torch.cat(outs, dim=2)
         if not last and training and dropout > 0:
             # Drawn over the [T, B, D·H] layout torch.nn's RNNs draw it in, so that one
             # seed gives the same mask on CPU (a copy when the layer wrote [B, T]).
@@ -556,6 +751,7 @@ def run_layers(cell, x, weights, h0, c0, lengths, *, num_layers, bidirectional, 
     out = layer_input
     if out is not None and time_major:
         # Contiguous [T, B, D·H], as torch.nn returns it (callers view it as [T·B, ·]): free after a
-        # bidirectional layer's cat, one copy after a single direction's [B, T, H].
+        # bidirectional layer's cat, one copy after a single direction's [B, T, H] or both directions'
+        # [B, T, 2·H] from one launch.
         out = out.transpose(0, 1).contiguous()
     return out, torch.stack(h_n), (torch.stack(c_n) if spec.has_cell_state else None)

@@ -203,3 +203,39 @@ def _lstm_backward(xp_t, gh_t, h, c, dh, dc):
 
 STEP_BACKWARD = {"rnn_tanh": _elman_tanh_backward, "rnn_relu": _elman_relu_backward, "gru": _gru_backward,
                  "lstm": _lstm_backward}
+
+
+def _direction(t, d, H):
+    """Direction d's [B, T, H] slice of a [B, T, 2·H] tensor (None stays None)."""
+    return t[..., d * H:(d + 1) * H] if t is not None else None
+
+
+def _at(t, d):
+    return t[d] if t is not None else None
+
+
+def bidirectional_fwd(cell, xp, w_hh, b_hh, h0, lengths, *, store_out=True, store_saved=False):
+    """The kernel modules' ``bidirectional_fwd`` (kernels/elman.py) as recurrence_fwd per direction.
+
+    xp: [B, T, 2·H] (forward direction's projection in [..., :H]); w_hh: [2, H, H];
+    b_hh: [2, H] or None; h0: [2, B, H] or None. Returns (out [B, T, 2·H] or None,
+    h_n [2, B, H], hs [2, B, T, H] wide or None, aux [2, B, T, K] wide or None).
+    """
+    H = w_hh.shape[-1]
+    results = [recurrence_fwd(cell, _direction(xp, d, H), w_hh[d], _at(b_hh, d), _at(h0, d), None, lengths,
+                              reverse=d == 1, store_out=store_out, store_saved=store_saved) for d in (0, 1)]
+    out = torch.cat([r[0] for r in results], dim=2) if store_out else None
+    hs, aux = (torch.stack([r[i] for r in results]) if store_saved else None for i in (3, 4))
+    return out, torch.stack([r[1] for r in results]), hs, aux
+
+
+def bidirectional_bwd(cell, hs, aux, w_hh, b_hh, h0, dout, dh_n, lengths):
+    """The kernel modules' ``bidirectional_bwd`` as recurrence_bwd per direction.
+
+    hs, aux: [2, B, T, ·] from bidirectional_fwd; dout: [B, T, 2·H] or None; dh_n: [2, B, H] or None.
+    Returns (dxp [B, T, 2·H], dh0 [2, B, H]) in hs's dtype.
+    """
+    H = w_hh.shape[-1]
+    results = [recurrence_bwd(cell, hs[d], aux[d], w_hh[d], _at(b_hh, d), _at(h0, d), None, _direction(dout, d, H),
+                              _at(dh_n, d), None, lengths, reverse=d == 1) for d in (0, 1)]
+    return torch.cat([r[0] for r in results], dim=2), torch.stack([r[2] for r in results])

@@ -11,7 +11,7 @@ import torch
 
 from conftest import kernels
 from fused_rnn import backends
-from fused_rnn.backends import RnnLinearRequest, select_backend
+from fused_rnn.backends import LayerRequest, RnnLinearRequest, select_backend
 from helpers import ROOT
 
 CUDA = torch.device("cuda")
@@ -102,6 +102,91 @@ def test_cuda_batch_tile_is_the_headers():
 
 def test_stock_takes_every_call():
     for req in (request(), request(device=torch.device("meta"), dtype=torch.float64, H=10_000)):
+        assert backends.stock.unsupported_reason(req) is None
+        assert backends.stock.unsupported_reason(req, auto=True) is None
+        assert select_backend("torch", req) == "torch"
+
+
+# --- layer requests (fused_rnn.recurrence.run_layers) ------------------------------------------------------------
+
+def layer_request(cell="gru", device=CUDA, dtype=torch.float32, H=32, **options):
+    return LayerRequest(cell, device, dtype, H, **options)
+
+
+def stand_in_layer_kernels(monkeypatch, reason=None):
+    """A cell kernel module whose own check answers ``reason``, recording what it was asked."""
+    asked = []
+
+    def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
+        asked.append((cell, dtype, hidden_size, allow_tf32, needs_grad))
+        return reason
+
+    module = types.SimpleNamespace(unsupported_reason=unsupported_reason)
+    monkeypatch.setattr(backends.triton, "layer_kernels", lambda cell: module)
+    return asked
+
+
+def test_layer_request_of_reads_x_and_resolves_allow_tf32(monkeypatch):
+    x = torch.randn(5, 7, 3, dtype=torch.bfloat16)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    assert LayerRequest.of("lstm", x, 20) == ("lstm", torch.device("cpu"), torch.bfloat16, 20, False, True)
+    assert LayerRequest.of("gru", x, 20, needs_grad=1, allow_tf32=False)[-2:] == (True, False)
+
+
+def test_layers_triton_asks_the_cells_kernel_module(monkeypatch):
+    asked = stand_in_layer_kernels(monkeypatch)
+    req = layer_request("rnn_relu", dtype=torch.bfloat16, H=20, needs_grad=True, allow_tf32=True)
+    assert select_backend("triton", req) == "triton"
+    assert select_backend("auto", req) == "triton"
+    assert asked == [("rnn_relu", torch.bfloat16, 20, True, True)] * 2
+    stand_in_layer_kernels(monkeypatch, "hidden_size=20 needs too much shared memory")
+    with pytest.raises(RuntimeError, match="backend='triton' cannot run this call: hidden_size=20 needs too much"):
+        select_backend("triton", req)
+    assert select_backend("auto", req) == "torch"
+
+
+def test_layers_triton_checks_dtype_and_device_before_the_kernel_module(monkeypatch):
+    asked = stand_in_layer_kernels(monkeypatch)
+    with pytest.raises(RuntimeError, match=re.escape("backend='triton' cannot run this call: the Triton kernels take "
+                                                     "float32, float16 or bfloat16, got torch.float64")):
+        select_backend("triton", layer_request(dtype=torch.float64))
+    reason = backends.triton.unsupported_reason(layer_request(device=torch.device("meta")))
+    assert reason == "the Triton kernels run on CUDA tensors, got a tensor on meta"
+    compiled = types.SimpleNamespace(INTERPRETED=False)
+    monkeypatch.setattr(backends.triton, "kernels", lambda: compiled)
+    reason = backends.triton.unsupported_reason(layer_request(device=torch.device("cpu")))
+    assert "run on CPU tensors only through the Triton interpreter: set TRITON_INTERPRET=1" in reason
+    assert asked == []
+
+
+def test_layers_auto_takes_the_kernels_up_to_auto_max_block_on_cuda_only(monkeypatch):
+    stand_in_layer_kernels(monkeypatch)
+    assert select_backend("auto", layer_request(H=kernels.AUTO_MAX_BLOCK)) == "triton"
+    past = layer_request(H=kernels.AUTO_MAX_BLOCK + 1)
+    assert select_backend("triton", past) == "triton"
+    assert select_backend("auto", past) == "torch"
+    reason = backends.triton.unsupported_reason(past, auto=True)
+    assert f"padded hidden sizes up to {kernels.AUTO_MAX_BLOCK}" in reason and "hidden_size=129" in reason
+    monkeypatch.setattr(backends.triton, "layer_kernels", lambda cell: pytest.fail("auto imported the kernels"))
+    assert select_backend("auto", layer_request(device=torch.device("cpu"))) == "torch"
+
+
+def test_layers_missing_kernel_module_is_the_reason(monkeypatch):
+    monkeypatch.setattr(backends.triton, "_LAYER_KERNELS", {})
+    monkeypatch.setitem(backends.triton.KERNEL_MODULE_EXISTS, "lstm", False)
+    with pytest.raises(RuntimeError, match=re.escape("there is no Triton kernel for cell 'lstm' yet "
+                                                     "(fused_rnn/kernels/lstm.py)")):
+        select_backend("triton", layer_request("lstm"))
+    assert select_backend("auto", layer_request("lstm")) == "torch"
+
+
+def test_layers_cuda_has_no_kernel_and_stock_takes_every_layer_call(monkeypatch):
+    monkeypatch.setattr("fused_rnn.cuda.extension", lambda: pytest.fail("loaded the extension"))
+    for auto in (False, True):
+        assert "no CUDA kernel for layers" in backends.cuda.unsupported_reason(layer_request(), auto=auto)
+    with pytest.raises(RuntimeError, match="backend='cuda' cannot run this call: there is no CUDA kernel for layers"):
+        select_backend("cuda", layer_request())
+    for req in (layer_request(), layer_request("lstm", torch.device("meta"), torch.float64, 10_000)):
         assert backends.stock.unsupported_reason(req) is None
         assert backends.stock.unsupported_reason(req, auto=True) is None
         assert select_backend("torch", req) == "torch"

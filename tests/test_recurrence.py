@@ -18,6 +18,7 @@ from torch.library import opcheck
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from oracles import GATES, STEPS, recurrence_loop
+from fused_rnn import backends
 from fused_rnn import recurrence as driver
 from fused_rnn import recurrence_stock as stock
 from fused_rnn.recurrence import layer, run_layers, select_layer_backend
@@ -280,7 +281,7 @@ def stand_in_kernels(monkeypatch, supported=True):
         recurrence_fwd=stock.recurrence_fwd, recurrence_bwd=stock.recurrence_bwd,
         unsupported_reason=lambda cell, dtype, hidden_size, allow_tf32, needs_grad: (
             None if supported else f"hidden_size={hidden_size} is too large for the stand-in"))
-    monkeypatch.setattr(driver, "kernel_module", lambda cell: module)
+    monkeypatch.setattr(backends.triton, "layer_kernels", lambda cell: module)
     return module
 
 
@@ -290,13 +291,15 @@ def test_select_layer_backend(monkeypatch):
     assert select_layer_backend("gru", x, H, backend="torch", **choose) == "torch"
     assert select_layer_backend("gru", x, H, backend="auto", **choose) == "torch"   # CPU tensors
     with pytest.raises(ValueError, match="backend must be one of"):
+        select_layer_backend("gru", x, H, backend="cudnn", **choose)
+    with pytest.raises(RuntimeError, match="backend='cuda' cannot run this call: there is no CUDA kernel for layers"):
         select_layer_backend("gru", x, H, backend="cuda", **choose)
     with pytest.raises(ValueError, match="cell must be one of"):
         select_layer_backend("rnn", x, H, backend="torch", **choose)
 
     # A cell whose kernel module does not exist (yet): a forced "triton" says so.
-    monkeypatch.setattr(driver, "_KERNEL_MODULES", {})
-    monkeypatch.setitem(driver.KERNEL_MODULE_EXISTS, "gru", False)
+    monkeypatch.setattr(backends.triton, "_LAYER_KERNELS", {})
+    monkeypatch.setitem(backends.triton.KERNEL_MODULE_EXISTS, "gru", False)
     with pytest.raises(RuntimeError, match="no Triton kernel for cell 'gru' yet"):
         select_layer_backend("gru", x, H, backend="triton", **choose)
     with pytest.raises(RuntimeError, match="no Triton kernel for cell 'gru' yet"):
@@ -309,6 +312,11 @@ def test_select_layer_backend(monkeypatch):
         select_layer_backend("gru", x.double(), H, backend="triton", **choose)
     with pytest.raises(RuntimeError, match="inside torch.func transforms"):
         torch.func.vmap(lambda v: select_layer_backend("gru", v, H, backend="triton", **choose))(x)
+    with pytest.raises(RuntimeError, match="no CUDA kernel for layers"):
+        torch.func.vmap(lambda v: select_layer_backend("gru", v, H, backend="cuda", **choose))(x)
+    chosen = []
+    torch.func.vmap(lambda v: chosen.append(select_layer_backend("gru", v, H, backend="auto", **choose)) or v)(x)
+    assert chosen == ["torch"]
     stand_in_kernels(monkeypatch, supported=False)
     with pytest.raises(RuntimeError, match="hidden_size=6 is too large for the stand-in"):
         select_layer_backend("gru", x, H, backend="triton", **choose)
@@ -367,7 +375,7 @@ def autograd_nodes(t):
 def test_double_backward_through_the_function(cell, monkeypatch):
     """gradcheck and gradgradcheck of one layer (input GEMM and recurrence) through the eager Function."""
     stand_in_kernels(monkeypatch)
-    monkeypatch.setattr(driver, "KERNEL_DTYPES", (torch.float64,))   # gradcheck's finite differences need it
+    monkeypatch.setattr(backends.triton, "KERNEL_DTYPES", (torch.float64,))   # gradcheck's finite differences need it
     torch.manual_seed(8)
     G = GATES[cell]
 
@@ -613,3 +621,221 @@ def test_triton_path_inference_head_only_and_double_backward(cell):
         dx, = torch.autograd.grad(stack(backend)[0].square().sum(), x, create_graph=True)
         results.append(torch.autograd.grad(dx.square().sum(), weights[1]))
     torch.testing.assert_close(*results, **TOLERANCES[torch.float32])
+
+
+# --- bidirectional Elman layers: both directions in one launch ---------------------------------------------------
+
+def spy_on_elman(monkeypatch):
+    """Count the elman kernel module's launches by function name."""
+    module = driver.kernel_module("rnn_tanh")
+    calls = {}
+    for name in ("recurrence_fwd", "recurrence_bwd", "bidirectional_fwd", "bidirectional_bwd"):
+        def spy(*args, _name=name, _fn=getattr(module, name), **kwargs):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _fn(*args, **kwargs)
+        monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+# (num_layers, batch_first, with h0, with lengths): each pair of options together at least once.
+BIDIRECTIONAL_CONFIGS = [(1, True, True, False), (2, False, False, True), (2, True, False, False),
+                         (1, False, True, True), (2, False, True, False), (1, True, False, True)]
+
+# bf16 against torch.nn in fp32 on the same bf16-rounded inputs and weights: xp and out are rounded to bf16
+# (2^-9 relative each) and the gradients' products take bf16 operands, over 7 steps and 2 layers.
+BF16_TOLERANCE = dict(atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("config", BIDIRECTIONAL_CONFIGS, ids=lambda c: "L{}-{}-{}-{}".format(
+    c[0], "bf" if c[1] else "tm", "h0" if c[2] else "noh0", "len" if c[3] else "full"))
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu"])
+def test_bidirectional_elman_one_launch_matches_torch_nn(cell, config, dtype, monkeypatch):
+    """One forward and one backward launch per bidirectional layer, against torch.nn.RNN (PackedSequence)."""
+    needs_kernels(cell)
+    calls = spy_on_elman(monkeypatch)
+    num_layers, batch_first, with_h0, with_lengths = config
+    module_type, kwargs = MODULES[cell]
+    torch.manual_seed(16)
+    module = module_type(I, H, num_layers=num_layers, bidirectional=True, batch_first=batch_first, **kwargs)
+    # The truth runs in fp32 on the values the bf16 run sees.
+    module = module.to(dtype).float()
+    shape = (B, T, I) if batch_first else (T, B, I)
+    x = torch.randn(shape).to(dtype).float().requires_grad_()
+    h0 = torch.randn(2 * num_layers, B, H).to(dtype).float().requires_grad_() if with_h0 else None
+    lengths = LENGTHS if with_lengths else None
+    want = nn_reference(cell, module, x, h0, None, lengths, batch_first)[:2]
+    cotangents = [torch.randn_like(w).to(dtype).float() for w in want]
+    want_grads = torch.autograd.grad(want, [x, *module._flat_weights, *([h0] if with_h0 else [])], cotangents)
+
+    weights = [w.detach().to(dtype).requires_grad_() for w in module._flat_weights]
+    x_low = x.detach().to(dtype).requires_grad_()
+    h0_low = h0.detach().to(dtype).requires_grad_() if with_h0 else None
+    got = run_layers(cell, x_low, weights, h0_low, None, None if lengths is None else torch.tensor(lengths),
+                     num_layers=num_layers, bidirectional=True, batch_first=batch_first, dropout=0.0,
+                     training=False, allow_tf32=False, backend="triton")
+    assert got[2] is None and got[0].is_contiguous()
+    inputs = [x_low, *weights, *([h0_low] if with_h0 else [])]
+    got_grads = torch.autograd.grad(got[:2], inputs, [c.to(dtype) for c in cotangents])
+    assert calls == {"bidirectional_fwd": num_layers, "bidirectional_bwd": num_layers}
+    if cell == "rnn_relu" and dtype == torch.bfloat16:
+        # relu' flips where a pre-activation lies within bf16's rounding of xp (2^-9 relative) of 0, and
+        # 840 pre-activations always hold some: the gradients' truth is then the plain contract on the same
+        # bf16 xp (same GEMM) and fp32 state, which torch.nn checks in fp32 and float64 above.
+        plain = run_layers(cell, x_low, weights, h0_low, None, None if lengths is None else torch.tensor(lengths),
+                           num_layers=num_layers, bidirectional=True, batch_first=batch_first, dropout=0.0,
+                           training=False, allow_tf32=False, backend="torch")
+        want_grads = [g.float() for g in torch.autograd.grad(plain[:2], inputs, [c.to(dtype) for c in cotangents])]
+    tolerance = TOLERANCES[torch.float32] if dtype == torch.float32 else BF16_TOLERANCE
+    for g, w in zip([*got[:2], *got_grads], [*want, *want_grads]):
+        assert g.shape == w.shape and g.dtype == dtype
+        torch.testing.assert_close(g.float(), w, **tolerance)
+
+
+def test_bidirectional_elman_inference_head_only_and_double_backward(monkeypatch):
+    """No grad: one launch, no Function; store_last_output=False; create_graph=True through the plain loop."""
+    needs_kernels("rnn_tanh")
+    calls = spy_on_elman(monkeypatch)
+    torch.manual_seed(17)
+    weights = list(torch.nn.RNN(I, H, num_layers=2, bidirectional=True)._flat_weights)
+    x = torch.randn(T, B, I, requires_grad=True)
+    h0 = torch.randn(4, B, H, requires_grad=True)
+    lengths = torch.tensor(LENGTHS)
+    args = dict(num_layers=2, bidirectional=True, batch_first=False, dropout=0.0, training=False, allow_tf32=False)
+
+    def stack(backend, **kwargs):
+        return run_layers("rnn_tanh", x, weights, h0, None, lengths, backend=backend, **args, **kwargs)
+
+    with torch.no_grad():
+        got = stack("triton")
+        assert got[0].grad_fn is None and calls == {"bidirectional_fwd": 2}
+        for g, w in zip(got[:2], stack("torch")[:2]):
+            torch.testing.assert_close(g, w, **TOLERANCES[torch.float32])
+    out, h_n, _ = stack("triton", store_last_output=False)
+    assert out is None
+    got = torch.autograd.grad(h_n.square().sum(), [x, h0, *weights])
+    want = torch.autograd.grad(stack("torch")[1].square().sum(), [x, h0, *weights])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, **TOLERANCES[torch.float32])
+    results = []
+    for backend in ("triton", "torch"):
+        out, h_n, _ = stack(backend)
+        dx, = torch.autograd.grad(out.square().sum() + h_n.sum(), x, create_graph=True)
+        results.append(torch.autograd.grad(dx.square().sum(), [weights[1], weights[7], h0]))
+    for g, w in zip(*results):
+        torch.testing.assert_close(g, w, **TOLERANCES[torch.float32])
+    assert calls["bidirectional_fwd"] == 2 + 2 + 2 and "recurrence_fwd" not in calls
+
+
+def test_bidirectional_op_gradients_and_no_double_backward(monkeypatch):
+    """gradcheck of a 2-layer bidirectional Elman stack through fused_rnn::bidirectional_recurrence (forced)."""
+    module = stand_in_kernels(monkeypatch)
+    module.bidirectional_fwd = module.bidirectional_bwd = None   # fuses_directions looks for them
+    monkeypatch.setattr(backends.triton, "KERNEL_DTYPES", (torch.float64,))
+    monkeypatch.setattr(driver, "is_compiling", lambda: True)
+    torch.manual_seed(18)
+    weights = list(torch.nn.RNN(2, 2, num_layers=2, bidirectional=True, batch_first=True,
+                                nonlinearity="relu").double()._flat_weights)
+    x = torch.randn(3, 3, 2, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([3, 1, 2])
+    checked = {1: "w_hh l0", 7: "b_hh l0 reverse", 8: "w_ih l1"}
+
+    def stack(x, h0, *checked_weights):
+        tensors = [w.detach() for w in weights]
+        for index, w in zip(checked, checked_weights):
+            tensors[index] = w
+        out, h_n, _ = run_layers("rnn_relu", x, tensors, h0, None, lengths, num_layers=2, bidirectional=True,
+                                 batch_first=True, dropout=0.0, training=False, allow_tf32=False, backend="triton")
+        names = autograd_nodes(out)
+        assert any("bidirectional_recurrence" in n for n in names), names
+        assert not any("fused_rnn_recurrence" in n for n in names), names
+        return out, h_n
+
+    inputs = (x, h0, *(weights[i].detach().requires_grad_() for i in checked))
+    assert torch.autograd.gradcheck(stack, inputs)
+    with pytest.raises(RuntimeError, match="double backward .* does not go through "
+                                           "fused_rnn::bidirectional_recurrence"):
+        torch.autograd.grad(stack(*inputs)[0].sum(), x, create_graph=True)
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu"])
+def test_bidirectional_registered_ops(cell):
+    """fused_rnn::bidirectional_recurrence off CUDA against the oracle per direction; opcheck on both ops."""
+    forward_, reverse_ = (contract_inputs(cell, seed=19 + d) for d in (0, 1))
+    xp = torch.cat([forward_[0], reverse_[0]], dim=2)
+    w_hh, b_hh, h0 = (torch.stack([a, b]) for a, b in zip(forward_[1:4], reverse_[1:4]))
+    lengths = torch.tensor(LENGTHS)
+    out, h_n, hs, aux = torch.ops.fused_rnn.bidirectional_recurrence(cell, xp, w_hh, b_hh, h0, lengths, False, True,
+                                                                     True)
+    for d, inputs in enumerate((forward_, reverse_)):
+        want_out, want_h, _ = recurrence_loop(cell, *inputs[:4], None, lengths, d == 1)
+        torch.testing.assert_close(out[..., d * H:(d + 1) * H], want_out, **TOLERANCES[torch.float64])
+        torch.testing.assert_close(h_n[d], want_h, **TOLERANCES[torch.float64])
+        torch.testing.assert_close(hs[d], want_out, **TOLERANCES[torch.float64])
+    opcheck(torch.ops.fused_rnn.bidirectional_recurrence.default, (cell, xp, w_hh, b_hh, h0, lengths, False, True,
+                                                                   True))
+    plain = [t.detach().float() for t in (xp, w_hh)]
+    opcheck(torch.ops.fused_rnn.bidirectional_recurrence.default, (cell, *plain, None, None, None, False, False,
+                                                                   False))
+    saved = [t.detach() for t in (hs, aux, w_hh, b_hh, h0)]
+    opcheck(torch.ops.fused_rnn.bidirectional_recurrence_bwd.default,
+            (cell, *saved, torch.randn(B, T, 2 * H, dtype=torch.float64), torch.randn(2, B, H, dtype=torch.float64),
+             lengths, False))
+
+
+def test_compile_fullgraph_one_op_per_bidirectional_elman_layer():
+    """Compiled with backend="triton": 2 fused_rnn::bidirectional_recurrence for 2 layers, where "torch" has
+    4 fused_rnn::recurrence; forward and gradients as eager."""
+    needs_kernels("rnn_tanh")
+    torch.manual_seed(20)
+    weights = list(torch.nn.RNN(I, H, num_layers=2, bidirectional=True)._flat_weights)
+    x = torch.randn(T, B, I, requires_grad=True)
+    h0 = torch.randn(4, B, H, requires_grad=True)
+    lengths = torch.tensor(LENGTHS)
+    counts = {}
+
+    def counting_backend(name):
+        def backend(gm, example_inputs):
+            targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+            counts[name] = (targets.count(torch.ops.fused_rnn.bidirectional_recurrence.default),
+                            targets.count(torch.ops.fused_rnn.recurrence.default))
+            return lookup_backend("aot_eager")(gm, example_inputs)
+        return backend
+
+    def stack(backend):
+        return lambda x, weights, h0, lengths: run_layers(
+            "rnn_tanh", x, weights, h0, None, lengths, num_layers=2, bidirectional=True, batch_first=False,
+            dropout=0.0, training=False, allow_tf32=False, backend=backend)
+
+    results = {}
+    for backend in ("triton", "torch"):
+        compiled = torch.compile(stack(backend), fullgraph=True, backend=counting_backend(backend))
+        out, h_n, _ = compiled(x, weights, h0, lengths)
+        results[backend] = (out, h_n, *torch.autograd.grad((out.square().sum(), h_n.sum()), [x, h0, *weights]))
+    assert counts == {"triton": (2, 0), "torch": (0, 4)}
+    out, h_n, _ = stack("torch")(x, weights, h0, lengths)
+    want = (out, h_n, *torch.autograd.grad((out.square().sum(), h_n.sum()), [x, h0, *weights]))
+    for got in results.values():
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, **TOLERANCES[torch.float32])
+
+
+def test_bidirectional_elman_dropout_draws_torch_nns_masks(monkeypatch):
+    """Training with dropout between fused bidirectional layers: one seed gives torch.nn's masks on CPU."""
+    needs_kernels("rnn_relu")
+    calls = spy_on_elman(monkeypatch)
+    torch.manual_seed(21)
+    module = torch.nn.RNN(I, H, num_layers=3, nonlinearity="relu", dropout=0.5, bidirectional=True,
+                          batch_first=True)
+    x = torch.randn(B, T, I)
+    torch.manual_seed(22)
+    want, want_h = module(x)
+    torch.manual_seed(22)
+    with torch.no_grad():
+        out, h_n, _ = run_layers("rnn_relu", x, module._flat_weights, None, None, None, num_layers=3,
+                                 bidirectional=True, batch_first=True, dropout=0.5, training=True, allow_tf32=False,
+                                 backend="triton")
+    assert calls == {"bidirectional_fwd": 3}
+    torch.testing.assert_close(out, want, **TOLERANCES[torch.float32])
+    torch.testing.assert_close(h_n, want_h, **TOLERANCES[torch.float32])

@@ -5,7 +5,7 @@ Not yet proven on a GPU, so "auto" never picks it.
 
 import torch
 
-from .request import KERNEL_DTYPES
+from .request import KERNEL_DTYPES, LayerRequest
 
 NAME = "cuda"
 
@@ -21,8 +21,11 @@ def unsupported_reason(request, *, auto=False):
     Checked before the extension is loaded (a first load may build it): the
     device, dtype, gradient, and csrc's launch plan (choose_plan in
     rnn_cluster.h), which needs the state to fit one CTA's shared memory:
-    H up to 232448 / 32 = 7264 on Hopper.
+    H up to 232448 / 32 = 7264 on Hopper. A LayerRequest: never (no layer kernel in csrc).
     """
+    if isinstance(request, LayerRequest):
+        return ("there is no CUDA kernel for layers (fused_rnn/csrc runs rnn_linear's single Elman layer under a "
+                "Linear head); use backend='auto', 'triton' or 'torch'")
     if auto:
         return "backend='auto' never picks the CUDA kernel: it is not yet proven on a GPU"
     if request.device.type != "cuda":

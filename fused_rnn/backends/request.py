@@ -1,4 +1,4 @@
-"""``RnnLinearRequest``: one ``rnn_linear`` call as the backends see it.
+"""``RnnLinearRequest`` and ``LayerRequest``: one ``rnn_linear`` or layer-stack call as the backends see it.
 
 Every backend's ``unsupported_reason`` and ``select_backend`` take this one
 object instead of x and the sizes threaded positionally: a new field (a cell,
@@ -42,3 +42,23 @@ class RnnLinearRequest(NamedTuple):
         """The request for input x [B, T, I] (only its device, dtype and shape are read)."""
         return cls(x.device, x.dtype, x.shape[2], hidden_size, output_size, bool(needs_grad),
                    resolve_allow_tf32(allow_tf32), nonlinearity)
+
+
+class LayerRequest(NamedTuple):
+    """One recurrent layer stack's call (fused_rnn.recurrence.run_layers) as the backends see it.
+
+    A separate kind from RnnLinearRequest: a backend answers for layers by the
+    cell's kernels (fused_rnn/kernels/elman.py, gru.py, lstm.py), not rnn_linear's.
+    """
+
+    cell: str                     # "rnn_tanh", "rnn_relu", "gru" or "lstm"
+    device: torch.device
+    dtype: torch.dtype
+    hidden_size: int
+    needs_grad: bool = False
+    allow_tf32: bool = False      # resolved: never None
+
+    @classmethod
+    def of(cls, cell, x, hidden_size, *, needs_grad=False, allow_tf32=None):
+        """The request for layers over input x [B, T, I] (only its device and dtype are read)."""
+        return cls(cell, x.device, x.dtype, hidden_size, bool(needs_grad), resolve_allow_tf32(allow_tf32))

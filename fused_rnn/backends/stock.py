@@ -16,7 +16,7 @@ NAME = "torch"
 
 
 def unsupported_reason(request, *, auto=False):
-    """None: the stock path runs every call (any device, dtype and size), for "auto" too."""
+    """None: the stock path runs every call (any device, dtype and size; rnn_linear or layers), for "auto" too."""
     return None
 
 

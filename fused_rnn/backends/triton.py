@@ -1,13 +1,17 @@
 """The Triton backend (fused_rnn/kernels/): whether its kernels can run a call.
 
-The kernels hold I, H and O padded to a power of two ≥ 16, at most
-``MAX_BLOCK`` (256), with their weight tiles in shared memory (see
-kernels.rnn_linear.launch_unsupported_reason). "auto" gives them only CUDA
-tensors and padded sizes up to ``AUTO_MAX_BLOCK`` (128), where the static
+rnn_linear's kernel (kernels/rnn_linear.py) holds I, H and O padded to a power
+of two ≥ 16, at most ``MAX_BLOCK`` (256), with its weight tiles in shared
+memory (see kernels.rnn_linear.launch_unsupported_reason); the layers' kernels
+(kernels/elman.py, gru.py, lstm.py, one module per cell) answer for
+themselves through their own ``unsupported_reason``. "auto" gives either only
+CUDA tensors and padded sizes up to ``AUTO_MAX_BLOCK`` (128), where the static
 report shows no spills.
 """
 
-from .request import KERNEL_DTYPES
+import importlib.util
+
+from .request import KERNEL_DTYPES, LayerRequest
 
 NAME = "triton"
 
@@ -33,6 +37,49 @@ def kernels():
     return _KERNELS
 
 
+# Cell name -> its Triton kernel module under fused_rnn.kernels.
+KERNEL_MODULE_NAMES = {"rnn_tanh": "elman", "rnn_relu": "elman", "gru": "gru", "lstm": "lstm"}
+
+# Which of those exist, looked up once without importing them (nor triton).
+KERNEL_MODULE_EXISTS = {name: importlib.util.find_spec(f"fused_rnn.kernels.{name}") is not None
+                        for name in set(KERNEL_MODULE_NAMES.values())}
+
+# Cell name -> kernel module, or the sentence saying why it cannot be used; filled on first use.
+_LAYER_KERNELS = {}
+
+
+def _import_layer_kernels(name):
+    # Import statements, which torch.compile traces (importlib.import_module
+    # would break the graph when the first call is a compiled one).
+    if name == "elman":
+        from ..kernels import elman as module
+    elif name == "gru":
+        from ..kernels import gru as module
+    else:
+        from ..kernels import lstm as module
+    return module
+
+
+def layer_kernels(cell):
+    """The cell's Triton kernel module (kernels/elman.py, gru.py, lstm.py), or why it cannot be used (a string).
+
+    Imported on first use, after triton itself (``kernels()``: the import and
+    the interpreter switch are shared with rnn_linear's kernel).
+    """
+    module = _LAYER_KERNELS.get(cell)
+    if module is None:
+        module = kernels()
+        name = KERNEL_MODULE_NAMES[cell]
+        if isinstance(module, str):
+            pass
+        elif not KERNEL_MODULE_EXISTS[name]:
+            module = f"there is no Triton kernel for cell {cell!r} yet (fused_rnn/kernels/{name}.py)"
+        else:
+            module = _import_layer_kernels(name)
+        _LAYER_KERNELS[cell] = module
+    return module
+
+
 def _interpreter_mismatch(kernels):
     """A sentence if TRITON_INTERPRET was switched on after triton was imported, else None.
 
@@ -53,12 +100,14 @@ def _interpreter_mismatch(kernels):
 def unsupported_reason(request, *, auto=False):
     """Why the Triton kernels cannot run this call (a sentence), or None if they can.
 
-    request: a RnnLinearRequest. auto: also decline what "auto" leaves to the
-    stock path (tensors off CUDA, padded sizes above AUTO_MAX_BLOCK), checked
-    before triton is imported where the device alone decides.
+    request: a RnnLinearRequest or a LayerRequest. auto: also decline what
+    "auto" leaves to the stock path (tensors off CUDA, padded sizes above
+    AUTO_MAX_BLOCK), checked before triton is imported where the device alone decides.
     """
     if auto and request.device.type != "cuda":
         return f"backend='auto' runs the Triton kernel on CUDA tensors only, got a tensor on {request.device}"
+    if isinstance(request, LayerRequest):
+        return _layer_unsupported_reason(request, auto)
     module = kernels()
     if isinstance(module, str):
         return module
@@ -79,4 +128,27 @@ def unsupported_reason(request, *, auto=False):
         return (f"backend='auto' gives the Triton kernel padded sizes up to {module.AUTO_MAX_BLOCK} (where the "
                 f"static report shows no spills), got input_size={request.input_size}, "
                 f"hidden_size={request.hidden_size}, output_size={request.output_size}")
+    return None
+
+
+def _layer_unsupported_reason(request, auto):
+    """unsupported_reason for a LayerRequest: the cell's kernel module's own check, after triton's and the device's."""
+    module = layer_kernels(request.cell)
+    if isinstance(module, str):
+        return module
+    if request.device.type == "cpu" and not kernels().INTERPRETED:
+        return ("the Triton kernels run on CPU tensors only through the Triton interpreter: set "
+                "TRITON_INTERPRET=1 in the environment before triton is imported, or use backend='auto' "
+                "or 'torch'")
+    if request.device.type not in ("cuda", "cpu"):
+        return f"the Triton kernels run on CUDA tensors, got a tensor on {request.device}"
+    if request.dtype not in KERNEL_DTYPES:
+        return f"the Triton kernels take float32, float16 or bfloat16, got {request.dtype}"
+    reason = module.unsupported_reason(request.cell, request.dtype, request.hidden_size, request.allow_tf32,
+                                       request.needs_grad)
+    if reason is not None:
+        return reason
+    if auto and kernels().block(request.hidden_size) > kernels().AUTO_MAX_BLOCK:
+        return (f"backend='auto' gives the Triton kernels padded hidden sizes up to {kernels().AUTO_MAX_BLOCK} "
+                f"(where the static report shows no spills), got hidden_size={request.hidden_size}")
     return None
