@@ -1,0 +1,81 @@
+"""The family's kernels compiled on a GPU, against torch.nn in float64 on the CPU (marked ``gpu``).
+
+Everything here also runs interpreted on CPU in test_kernel_*.py and
+test_rnn_family.py at small sizes; these are the shapes people run (H = 128 on
+wgmma, T in the hundreds, ragged lengths, two layers, both directions), where
+only a GPU compiles the kernels. The reference is the same torch.nn module in
+float64 with the same (rounded) weights and inputs.
+
+Tolerances: fp32 runs 3xTF32 (conftest turns TF32 off), ~1e-6 relative per
+step; bf16 rounds h to 8 bits as every step's MMA operand and xp once, so
+after 256 steps of a contracting recurrence errors stay at a few 1e-2 (the
+same band as tests/helpers.py's TOL for bf16).
+"""
+
+import copy
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import fused_rnn
+
+pytestmark = pytest.mark.gpu
+
+CLASSES = {"rnn": (torch.nn.RNN, fused_rnn.RNN), "gru": (torch.nn.GRU, fused_rnn.GRU),
+           "lstm": (torch.nn.LSTM, fused_rnn.LSTM)}
+B, T, I, H = 37, 256, 64, 128
+GPU_TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.bfloat16: dict(atol=4e-2, rtol=4e-2)}
+
+
+def models(cell, dtype, **options):
+    stock_cls, fused_cls = CLASSES[cell]
+    torch.manual_seed(0)
+    stock = stock_cls(I, H, batch_first=True, **options)
+    fused = fused_cls(I, H, batch_first=True, backend="triton", **options)
+    fused.load_state_dict(stock.state_dict())
+    # The reference holds the weights rounded to the run's dtype, in float64.
+    stock.load_state_dict({k: v.to(dtype).double() for k, v in stock.state_dict().items()})
+    return stock.double(), fused.to("cuda", dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("cell", list(CLASSES))
+def test_two_layer_bidirectional_ragged_matches_torch_nn(cell, dtype):
+    stock, fused = models(cell, dtype, num_layers=2, bidirectional=True)
+    torch.manual_seed(1)
+    x = torch.randn(B, T, I).to(dtype)
+    lengths = torch.randint(1, T + 1, (B,))
+    lengths[0] = T
+    x_gpu = x.cuda().requires_grad_()
+    assert fused.backend_for(x_gpu) == "triton"
+    out, _ = fused(pack_padded_sequence(x_gpu, lengths, batch_first=True, enforce_sorted=False))
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
+    x_ref = x.double().requires_grad_()
+    ref, _ = stock(pack_padded_sequence(x_ref, lengths, batch_first=True, enforce_sorted=False))
+    ref, _ = pad_packed_sequence(ref, batch_first=True, total_length=T)
+    torch.testing.assert_close(out.double().cpu(), ref, **GPU_TOL[dtype])
+
+    cotangent = torch.randn(B, T, 2 * H, dtype=torch.float64)
+    (out.double() * cotangent.cuda()).sum().backward()
+    (ref * cotangent).sum().backward()
+    scale = x_ref.grad.abs().max().item()
+    tol = GPU_TOL[dtype]
+    torch.testing.assert_close(x_gpu.grad.double().cpu(), x_ref.grad, atol=tol["atol"] * scale, rtol=tol["rtol"])
+    for (name, got), want in zip(fused.named_parameters(), stock.parameters()):
+        scale = want.grad.abs().max().item()
+        torch.testing.assert_close(got.grad.double().cpu(), want.grad, atol=tol["atol"] * scale, rtol=tol["rtol"],
+                                   msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("cell", list(CLASSES))
+def test_simple_rnn_head_matches_float64_submodules_in_bf16(cell):
+    """The generalized seed's fused path (last layer never writes its output) against its own submodules."""
+    torch.manual_seed(2)
+    model = fused_rnn.SimpleRNN(I, H, 3, cell=cell, num_layers=2, bidirectional=True).to("cuda", torch.bfloat16)
+    reference = copy.deepcopy(model).double().cpu()
+    reference.backend = reference.rnn.backend = "torch"
+    x = torch.randn(B, T, I, device="cuda", dtype=torch.bfloat16)
+    assert model.backend_for(x) == "triton"
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).double().cpu(), reference(x.double().cpu()), **GPU_TOL[torch.bfloat16])
