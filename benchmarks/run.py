@@ -42,7 +42,8 @@ def parse_args(argv=None):
                       help="print issue 4's targets from these results files (default: benchmarks/results)")
     what.add_argument("--collect", metavar="DIR", help="copy a --gpu-proof folder's results and plots in")
     p.add_argument("--out", metavar="DIR", help="where the results JSON goes (default benchmarks/results)")
-    p.add_argument("--cases", help="comma-separated cases to run (seed,long,wide,batch_sweep,T_sweep,H_sweep)")
+    p.add_argument("--cases", help="comma-separated cases to run (seed,long,wide,batch_sweep,T_sweep,H_sweep, "
+                                  "or a family case: long_2layer,long_bidir,long_lstm,...)")
     p.add_argument("--budget-s", type=float, default=None,
                    help="seconds after which the remaining jobs are skipped (recorded as such)")
     p.add_argument("--threads", type=int, default=1,
