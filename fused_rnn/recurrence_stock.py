@@ -6,8 +6,8 @@ modules (fused_rnn/kernels/elman.py, gru.py, lstm.py): ``recurrence_fwd`` and
 off CUDA (and for backend "torch" on CUDA), so that torch.compile and
 torch.export work there with T symbolic. The forward
 steps with the cell's own ``step`` (fused_rnn.cells); the backward steps with
-the derivatives of that step written out below (``STEP_BACKWARD``, one
-function per cell, checked against autograd on the float64 oracle): a custom
+the derivatives of that step written out in its cell file (``Cell.step_backward``,
+checked against autograd on the float64 oracle): a custom
 op's body runs with autograd excluded, and torch.func.vjp there breaks any
 TorchDispatchMode (FlopCounterMode, opcheck's schema check) around the call.
 
@@ -136,7 +136,7 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
     if spec.has_cell_state:
         c_first = c0.to(wide) if c0 is not None else hs.new_zeros(B, H)
         dc = dc_n.to(wide) if dc_n is not None else hs.new_zeros(B, H)
-    step_backward = STEP_BACKWARD[spec.name]
+    step_backward = spec.step_backward
     dxp, dgh = [None] * T, [None] * T
     # The processing order backwards: the forward's last step first.
     for t in _steps(T, not reverse):
@@ -162,47 +162,6 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
     return (torch.stack(dxp, 1).contiguous(), torch.stack(dgh, 1).contiguous(), dh.contiguous(),
             dc.contiguous() if dc is not None else None)
 
-
-# --- the derivatives of each cell's step ----------------------------------------------------------------------
-# (xp_t, gh_t, h, c, dh, dc) -> (∂L/∂xp_t, ∂L/∂gh_t, ∂L/∂h through the step's direct use of h, ∂L/∂c or None),
-# for the step h', c' = cell.step(xp_t, gh_t, h, c) with dh = ∂L/∂h', dc = ∂L/∂c' (see fused_rnn/cells/).
-
-def _elman_tanh_backward(xp_t, gh_t, h, c, dh, dc):
-    h_new = torch.tanh(xp_t + gh_t)
-    da = dh * (1 - h_new * h_new)
-    return da, da, torch.zeros_like(h), None
-
-
-def _elman_relu_backward(xp_t, gh_t, h, c, dh, dc):
-    da = torch.where(xp_t + gh_t > 0, dh, 0)   # relu'(0) = 0, as torch.relu's backward
-    return da, da, torch.zeros_like(h), None
-
-
-def _gru_backward(xp_t, gh_t, h, c, dh, dc):
-    xr, xz, xn = xp_t.chunk(3, dim=-1)
-    hr, hz, hn = gh_t.chunk(3, dim=-1)
-    r = torch.sigmoid(xr + hr)
-    z = torch.sigmoid(xz + hz)
-    n = torch.tanh(xn + r * hn)
-    da_n = dh * (1 - z) * (1 - n * n)
-    da_z = dh * (h - n) * z * (1 - z)
-    da_r = da_n * hn * r * (1 - r)
-    # gh_n enters through r ⊙ gh_n: ∂L/∂gh differs from ∂L/∂xp by the factor r in the n block.
-    return torch.cat([da_r, da_z, da_n], -1), torch.cat([da_r, da_z, da_n * r], -1), dh * z, None
-
-
-def _lstm_backward(xp_t, gh_t, h, c, dh, dc):
-    a_i, a_f, a_g, a_o = (xp_t + gh_t).chunk(4, dim=-1)
-    i, f, g, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
-    tanh_c = torch.tanh(f * c + i * g)
-    dc_new = dc + dh * o * (1 - tanh_c * tanh_c)
-    da = torch.cat([dc_new * g * i * (1 - i), dc_new * c * f * (1 - f), dc_new * i * (1 - g * g),
-                    dh * tanh_c * o * (1 - o)], -1)
-    return da, da, torch.zeros_like(h), dc_new * f
-
-
-STEP_BACKWARD = {"rnn_tanh": _elman_tanh_backward, "rnn_relu": _elman_relu_backward, "gru": _gru_backward,
-                 "lstm": _lstm_backward}
 
 
 def _direction(t, d, H):

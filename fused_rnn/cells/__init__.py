@@ -3,7 +3,8 @@
 A :class:`Cell` names a cell's gate count ``G`` (its weights stack G blocks of
 H rows: ``weight_ih`` is ``[G·H, I]``, ``weight_hh`` ``[G·H, H]``), whether it
 carries a cell state ``c`` (LSTM), the stock ATen call torch.nn makes, and its
-one-step math in plain PyTorch. Everything else (the modules, the autograd
+one-step math in plain PyTorch with that step's derivatives (``step_backward``,
+written out: a custom op's body runs without autograd). Everything else (the modules, the autograd
 driver, the registered ops, backend choice) is written once for all cells.
 
 The layer contract
@@ -50,14 +51,15 @@ class Cell:
     gates: int           # G: weight_ih is [G·H, I], weight_hh [G·H, H]
     has_cell_state: bool # LSTM's c
     step: Callable       # (xp_t, gh_t, h, c) -> (h, c): one step in plain PyTorch, any dtype
+    step_backward: Callable   # (xp_t, gh_t, h, c, dh, dc) -> (dxp_t, dgh_t, dh direct, dc): its derivatives
     stock: Callable      # the torch._VF function nn.RNN / nn.GRU / nn.LSTM call
 
 
 CELLS = {
-    "rnn_tanh": Cell("rnn_tanh", "RNN_TANH", 1, False, elman.step_tanh, elman.stock_tanh),
-    "rnn_relu": Cell("rnn_relu", "RNN_RELU", 1, False, elman.step_relu, elman.stock_relu),
-    "gru": Cell("gru", "GRU", 3, False, gru.step, gru.stock),
-    "lstm": Cell("lstm", "LSTM", 4, True, lstm.step, lstm.stock),
+    "rnn_tanh": Cell("rnn_tanh", "RNN_TANH", 1, False, elman.step_tanh, elman.step_backward_tanh, elman.stock_tanh),
+    "rnn_relu": Cell("rnn_relu", "RNN_RELU", 1, False, elman.step_relu, elman.step_backward_relu, elman.stock_relu),
+    "gru": Cell("gru", "GRU", 3, False, gru.step, gru.step_backward, gru.stock),
+    "lstm": Cell("lstm", "LSTM", 4, True, lstm.step, lstm.step_backward, lstm.stock),
 }
 
 # torch.nn.RNNBase.mode -> Cell

@@ -17,5 +17,17 @@ def step_relu(xp_t, gh_t, h, c):
     return torch.relu(xp_t + gh_t), None
 
 
+def step_backward_tanh(xp_t, gh_t, h, c, dh, dc):
+    """(∂L/∂xp_t, ∂L/∂gh_t, ∂L/∂h through the step's direct use of h, ∂L/∂c): see fused_rnn.cells."""
+    h_new = torch.tanh(xp_t + gh_t)
+    da = dh * (1 - h_new * h_new)
+    return da, da, torch.zeros_like(h), None
+
+
+def step_backward_relu(xp_t, gh_t, h, c, dh, dc):
+    da = torch.where(xp_t + gh_t > 0, dh, 0)   # relu'(0) = 0, as torch.relu's backward
+    return da, da, torch.zeros_like(h), None
+
+
 stock_tanh = _VF.rnn_tanh
 stock_relu = _VF.rnn_relu
