@@ -69,24 +69,27 @@ NAMED = {
 }
 # One layer-direction of the recurrence (fused_rnn/kernels/{elman,gru,lstm}.py): the layers of a
 # multi-layer or bidirectional model whose output the next layer reads, and GRU/LSTM models.
-# config: (cell, (B, T, I, H), dtype, mode, allow_tf32, reverse, store_out). I is the model's input
+# config: (cell, (B, T, I, H), dtype, mode, allow_tf32, direction, store_out). I is the model's input
 # size: the input projection is one GEMM outside the loop, so it does not change the kernel.
+# direction: "forward", "reverse", or "both" (a bidirectional Elman layer's one launch, grid axis 1).
 LONG_LAYER = (64, 1024, 64, 128)
 NAMED_LAYERS = {
-    "long_layer_bf16_forward": ("rnn_tanh", LONG_LAYER, "bf16", "forward", None, False, True),
-    "long_layer_bf16_reverse_forward": ("rnn_tanh", LONG_LAYER, "bf16", "forward", None, True, True),
-    "long_layer_fp32_forward": ("rnn_tanh", LONG_LAYER, "fp32", "forward", None, False, True),
-    "long_layer_bf16_train_forward": ("rnn_tanh", LONG_LAYER, "bf16", "train_forward", None, False, True),
-    "long_layer_bf16_backward": ("rnn_tanh", LONG_LAYER, "bf16", "backward", None, False, True),
-    "long_layer_fp32_backward": ("rnn_tanh", LONG_LAYER, "fp32", "backward", None, False, True),
-    "long_lstm_bf16_forward": ("lstm", LONG_LAYER, "bf16", "forward", None, False, False),
-    "long_lstm_bf16_train_forward": ("lstm", LONG_LAYER, "bf16", "train_forward", None, False, True),
-    "long_lstm_bf16_backward": ("lstm", LONG_LAYER, "bf16", "backward", None, False, True),
-    "long_lstm_fp32_forward": ("lstm", LONG_LAYER, "fp32", "forward", None, False, False),
-    "long_gru_bf16_forward": ("gru", LONG_LAYER, "bf16", "forward", None, False, False),
-    "long_gru_bf16_train_forward": ("gru", LONG_LAYER, "bf16", "train_forward", None, False, True),
-    "long_gru_bf16_backward": ("gru", LONG_LAYER, "bf16", "backward", None, False, True),
-    "long_gru_fp32_forward": ("gru", LONG_LAYER, "fp32", "forward", None, False, False),
+    "long_layer_bf16_forward": ("rnn_tanh", LONG_LAYER, "bf16", "forward", None, "forward", True),
+    "long_layer_bf16_reverse_forward": ("rnn_tanh", LONG_LAYER, "bf16", "forward", None, "reverse", True),
+    "long_bidir_layer_bf16_forward": ("rnn_tanh", LONG_LAYER, "bf16", "forward", None, "both", True),
+    "long_bidir_layer_bf16_backward": ("rnn_tanh", LONG_LAYER, "bf16", "backward", None, "both", True),
+    "long_layer_fp32_forward": ("rnn_tanh", LONG_LAYER, "fp32", "forward", None, "forward", True),
+    "long_layer_bf16_train_forward": ("rnn_tanh", LONG_LAYER, "bf16", "train_forward", None, "forward", True),
+    "long_layer_bf16_backward": ("rnn_tanh", LONG_LAYER, "bf16", "backward", None, "forward", True),
+    "long_layer_fp32_backward": ("rnn_tanh", LONG_LAYER, "fp32", "backward", None, "forward", True),
+    "long_lstm_bf16_forward": ("lstm", LONG_LAYER, "bf16", "forward", None, "forward", False),
+    "long_lstm_bf16_train_forward": ("lstm", LONG_LAYER, "bf16", "train_forward", None, "forward", True),
+    "long_lstm_bf16_backward": ("lstm", LONG_LAYER, "bf16", "backward", None, "forward", True),
+    "long_lstm_fp32_forward": ("lstm", LONG_LAYER, "fp32", "forward", None, "forward", False),
+    "long_gru_bf16_forward": ("gru", LONG_LAYER, "bf16", "forward", None, "forward", False),
+    "long_gru_bf16_train_forward": ("gru", LONG_LAYER, "bf16", "train_forward", None, "forward", True),
+    "long_gru_bf16_backward": ("gru", LONG_LAYER, "bf16", "backward", None, "forward", True),
+    "long_gru_fp32_forward": ("gru", LONG_LAYER, "fp32", "forward", None, "forward", False),
 }
 # The kernel module of each cell (fused_rnn.kernels.<module>) and its gate count.
 LAYER_KERNELS = {"rnn_tanh": ("elman", 1), "rnn_relu": ("elman", 1), "gru": ("gru", 3), "lstm": ("lstm", 4)}
@@ -155,15 +158,26 @@ def layer_kernels(cell):
     return importlib.import_module(f"fused_rnn.kernels.{LAYER_KERNELS[cell][0]}")
 
 
-def compile_layer_launches(cell, mode, shape, dtype, allow_tf32, reverse, store_out):
+def compile_layer_launches(cell, mode, shape, dtype, allow_tf32, direction, store_out):
     """As compile_launches, for one layer-direction of the recurrence (the layer contract, fused_rnn/cells)."""
     kernels = layer_kernels(cell)
     B, T, _, H = shape
     G = LAYER_KERNELS[cell][1]
-    xp = torch.zeros(B, T, G * H, dtype=dtype)
-    w_hh, b_hh = torch.zeros(G * H, H, dtype=dtype), torch.zeros(G * H, dtype=dtype)
     train = mode != "forward"
     _COMPILED.clear()
+    if direction == "both":
+        xp = torch.zeros(B, T, 2 * H, dtype=dtype)
+        w_hh, b_hh = torch.zeros(2, H, H, dtype=dtype), torch.zeros(2, H, dtype=dtype)
+        _, _, _, hs, _ = kernels.bidirectional_fwd(cell, xp, w_hh, b_hh, None, None, allow_tf32=allow_tf32,
+                                                   store_out=store_out, store_saved=train)
+        if mode == "backward":
+            _COMPILED.clear()
+            kernels.bidirectional_bwd(cell, hs, w_hh, torch.zeros(B, T, 2 * H, dtype=dtype), None, None,
+                                      allow_tf32=allow_tf32)
+        return list(_COMPILED)
+    reverse = direction == "reverse"
+    xp = torch.zeros(B, T, G * H, dtype=dtype)
+    w_hh, b_hh = torch.zeros(G * H, H, dtype=dtype), torch.zeros(G * H, dtype=dtype)
     out, h_n, c_n, hs, aux = kernels.recurrence_fwd(cell, xp, w_hh, b_hh, None, None, None, reverse=reverse,
                                                     allow_tf32=allow_tf32, store_out=store_out, store_saved=train)
     if mode == "backward":
@@ -234,7 +248,7 @@ def resource_usage(kernel):
 
 
 def report_row(config, shape, dtype_name, mode, allow_tf32, auto, layer=None):
-    """One row. layer: None for rnn_linear, else (cell, reverse, store_out) for a recurrence kernel."""
+    """One row. layer: None for rnn_linear, else (cell, direction, store_out) for a recurrence kernel."""
     from fused_rnn.kernels import rnn_linear as kernels
 
     dtype = DTYPES[dtype_name]
@@ -246,13 +260,13 @@ def report_row(config, shape, dtype_name, mode, allow_tf32, auto, layer=None):
                                       store_hs=mode == "train_forward", backward=mode == "backward")
         extra = {}
     else:
-        cell, reverse, store_out = layer
+        cell, direction, store_out = layer
         B, T, I, H = shape
         O = None
-        (name, kernel, kwargs), = compile_layer_launches(cell, mode, shape, dtype, allow, reverse, store_out)
+        (name, kernel, kwargs), = compile_layer_launches(cell, mode, shape, dtype, allow, direction, store_out)
         estimate = layer_kernels(cell).smem_bytes(dtype, kernels.block(H), allow,
                                                   store_saved=mode == "train_forward", backward=mode == "backward")
-        extra = {"cell": cell, "reverse": reverse, "store_out": store_out}
+        extra = {"cell": cell, "direction": direction, "store_out": store_out}
     loop = time_loop(sass_of(kernel.asm["cubin"]))
     counts = Counter(op.split(".")[0] for op in loop)
     regs, spills = resource_usage(kernel)
@@ -302,8 +316,8 @@ def layer_configurations(sizes, precisions):
         return kernels.block(H) <= kernels.AUTO_MAX_BLOCK and layer_kernels(cell).unsupported_reason(
             cell, DTYPES[dtype], H, allow, needs_grad=mode != "forward") is None
 
-    for config, (cell, shape, dtype, mode, allow, reverse, store_out) in NAMED_LAYERS.items():
-        yield config, shape, dtype, mode, allow, auto(cell, dtype, shape[3], allow, mode), (cell, reverse, store_out)
+    for config, (cell, shape, dtype, mode, allow, direction, store_out) in NAMED_LAYERS.items():
+        yield config, shape, dtype, mode, allow, auto(cell, dtype, shape[3], allow, mode), (cell, direction, store_out)
     for cell in ("rnn_tanh", "gru", "lstm"):
         for H in sizes:
             for (dtype, allow), mode in itertools.product(precisions, ("forward", "train_forward", "backward")):
@@ -311,7 +325,7 @@ def layer_configurations(sizes, precisions):
                     continue   # rows are for what auto can pick; the refusals are tested against smem_bytes
                 tag = f"{dtype}{'_ieee' if allow is False else ''}"
                 yield (f"grid_{cell}_H{H}_{tag}_{mode}", (16, 8, 16, H), dtype, mode, allow, True,
-                       (cell, False, True))
+                       (cell, "forward", True))
 
 
 def _row_worker(args):
