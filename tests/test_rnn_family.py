@@ -3,8 +3,9 @@
 The stock path (CPU, backend "auto" or "torch") must be bit-identical to
 torch.nn, forward and backward, dropout in training included (the same ATen
 call draws the same masks from the same seed). The fused path
-(backend="triton": the layer driver, kernels interpreted on CPU) is compared
-with torch.nn to fp32 tolerance.
+(backend="triton": the layer driver, on helpers.DEVICE: kernels interpreted on
+CPU, compiled on a GPU, where "triton" refuses CPU tensors) is compared with
+torch.nn on the same device to fp32 tolerance.
 """
 
 import itertools
@@ -400,10 +401,11 @@ def test_backend_choice_on_cpu():
     _, ours = pair("lstm")
     x, _ = make_input("padded", False, seed=2)
     assert ours.backend_for(x) == "torch"         # auto on CPU: stock
-    ours.backend = "triton"
-    assert ours.backend_for(x) == "triton"
     ours.backend = "torch"
     assert ours.backend_for(x) == "torch"
+    # A forced "triton" takes CPU tensors only through the interpreter: on DEVICE it runs anywhere.
+    ours.backend = "triton"
+    assert ours.to(DEVICE).backend_for(x.to(DEVICE)) == "triton"
 
 
 @pytest.mark.parametrize("backend", ["auto", "triton"])
@@ -411,14 +413,15 @@ def test_reads_live_parameters_functional_call_and_copies(backend):
     """No cached weight list: functional_call, a replaced Parameter, deepcopy and pickle all see the current weights."""
     import copy
     import pickle
-    stock, ours = pair("lstm", seed=20, num_layers=2, backend=backend)
-    x, _ = make_input("padded", False, seed=21)
-    tol = FUSED_TOL if backend == "triton" else dict(atol=0, rtol=0)
+    stock, ours = pair("lstm", seed=20, device=DEVICE, num_layers=2, backend=backend)
+    x, _ = make_input("padded", False, seed=21, device=DEVICE)
+    # Bit-identical where both run the stock call ("auto" on CPU); the kernels ("triton", "auto" on CUDA): fp32.
+    tol = dict(atol=0, rtol=0) if ours.backend_for(x) == "torch" else FUSED_TOL
     params = {name: p.detach() * 0.5 for name, p in stock.named_parameters()}
     got = torch.func.functional_call(ours, params, (x,))
     want = torch.func.functional_call(stock, params, (x,))
     torch.testing.assert_close(outputs(got), outputs(want), **tol)
-    ours.weight_hh_l1 = nn.Parameter(torch.randn(4 * H, H))
+    ours.weight_hh_l1 = nn.Parameter(torch.randn(4 * H, H, device=DEVICE))
     stock.weight_hh_l1 = nn.Parameter(ours.weight_hh_l1.detach().clone())
     for copied in (copy.deepcopy(ours), pickle.loads(pickle.dumps(ours))):
         torch.testing.assert_close(outputs(copied(x)), outputs(stock(x)), **tol)
