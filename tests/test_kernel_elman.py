@@ -28,16 +28,21 @@ def tolerance(dtype, allow_tf32):
 
 def make_inputs(cell, B, T, H, *, dtype=torch.float32, h0=True, bias=True, lengths=None, time_major=False,
                 seed=0):
-    """(xp, w_hh, b_hh, h0, lengths), weights scaled so tanh is not saturated and relu does not blow up."""
+    """(xp, w_hh, b_hh, h0, lengths), weights scaled so tanh is not saturated and relu does not blow up.
+
+    Drawn on CPU, then moved to DEVICE: the same values on every device. (On a GPU the bf16/fp16 state
+    is rounded as the MMA operand every step, and a relu pre-activation within that rounding of 0 would
+    flip relu' against the oracle; with these values, emulated, none does.)
+    """
     torch.manual_seed(seed)
     scale = 0.9 if cell == "rnn_tanh" else 0.5
     if time_major:  # a batch_first=False caller passes a [T, B, H] buffer as a transposed view
-        xp = torch.randn(T, B, H, device=DEVICE).transpose(0, 1)
+        xp = torch.randn(T, B, H).to(DEVICE).transpose(0, 1)
     else:
-        xp = torch.randn(B, T, H, device=DEVICE)
-    w_hh = torch.randn(H, H, device=DEVICE) * scale / H ** 0.5
-    b_hh = torch.randn(H, device=DEVICE) * 0.3 if bias else None
-    h_0 = torch.randn(B, H, device=DEVICE) * 0.5 if h0 else None
+        xp = torch.randn(B, T, H).to(DEVICE)
+    w_hh = torch.randn(H, H).to(DEVICE) * scale / H ** 0.5
+    b_hh = torch.randn(H).to(DEVICE) * 0.3 if bias else None
+    h_0 = torch.randn(B, H).to(DEVICE) * 0.5 if h0 else None
     lengths = torch.tensor(lengths, device=DEVICE, dtype=torch.int64) if lengths is not None else None
     cast = (lambda t: t.to(dtype) if t is not None else None)
     return cast(xp), cast(w_hh), cast(b_hh), cast(h_0), lengths
@@ -99,18 +104,21 @@ def previous_states(hs, h0, lengths, reverse):
 
 def make_gradients(B, T, H, dtype, *, with_dout=True, with_dh_n=True, dout_time_major=False, lengths=None,
                    poison_padding=False, seed=1, directions=1):
-    """(dout [B, T, D·H] or None, dh_n [B, H] / [D, B, H] or None); NaN in dout past lengths if poison_padding."""
+    """(dout [B, T, D·H] or None, dh_n [B, H] / [D, B, H] or None); NaN in dout past lengths if poison_padding.
+
+    Drawn on CPU, then moved to DEVICE (as make_inputs).
+    """
     torch.manual_seed(seed)
     dout = dh_n = None
     if with_dout:
         W = directions * H
-        dout = (torch.randn(T, B, W, device=DEVICE).transpose(0, 1) if dout_time_major
-                else torch.randn(B, T, W, device=DEVICE)).to(dtype)
+        dout = (torch.randn(T, B, W).to(DEVICE).transpose(0, 1) if dout_time_major
+                else torch.randn(B, T, W).to(DEVICE)).to(dtype)
         if poison_padding:  # out is 0 there whatever the inputs: its gradient must not be read
             past = torch.arange(T, device=DEVICE)[None, :] >= lengths[:, None]
             dout[past] = float("nan")
     if with_dh_n:
-        dh_n = torch.randn(*((directions,) if directions > 1 else ()), B, H, device=DEVICE).to(dtype)
+        dh_n = torch.randn(*((directions,) if directions > 1 else ()), B, H).to(DEVICE, dtype)
     return dout, dh_n
 
 

@@ -5,8 +5,10 @@ with the same flat weights (PackedSequence for lengths). The kernel path's
 autograd (the eager Function, shared backward, double backward) is exercised
 with the plain contract standing in for a cell's kernel module (the same
 functions a Triton module provides, so what is tested is the driver around
-them), and with the real kernel modules through the Triton interpreter for the
-cells whose kernels are in the checkout.
+them), and with the real kernel modules for the cells whose kernels are in the
+checkout. Both run on helpers.DEVICE: on CPU the kernels through the Triton
+interpreter, on a GPU compiled (backend="triton" refuses CPU tensors there). The
+plain contract, the ops' CPU bodies and the "auto"/"torch" paths stay on CPU.
 """
 
 import types
@@ -17,11 +19,13 @@ from torch._dynamo.backends.registry import lookup_backend
 from torch.library import opcheck
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from conftest import kernels
 from oracles import GATES, STEPS, recurrence_loop
 from fused_rnn import backends
 from fused_rnn import recurrence as driver
 from fused_rnn import recurrence_stock as stock
 from fused_rnn.recurrence import layer, run_layers, select_layer_backend
+from helpers import DEVICE
 
 B, T, I, H = 5, 7, 3, 6
 LENGTHS = [7, 1, 3, 5, 2]
@@ -34,13 +38,13 @@ MODULES = {"rnn_tanh": (torch.nn.RNN, {}), "rnn_relu": (torch.nn.RNN, {"nonlinea
 TOLERANCES = {torch.float64: dict(atol=1e-11, rtol=1e-9), torch.float32: dict(atol=2e-5, rtol=1e-4)}
 
 
-def contract_inputs(cell, dtype=torch.float64, *, seed=0, requires_grad=True):
-    """(xp, w_hh, b_hh, h0, c0) for one layer-direction, fresh random values."""
+def contract_inputs(cell, dtype=torch.float64, *, seed=0, requires_grad=True, device="cpu"):
+    """(xp, w_hh, b_hh, h0, c0) for one layer-direction, fresh random values (the same on every device)."""
     G = GATES[cell]
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=gen, dtype=dtype) * scale).requires_grad_(requires_grad)
+        return (torch.randn(*shape, generator=gen, dtype=dtype) * scale).to(device).requires_grad_(requires_grad)
 
     c0 = rand(B, H) if cell == "lstm" else None
     return rand(B, T, G * H), rand(G * H, H, scale=0.4), rand(G * H), rand(B, H), c0
@@ -153,7 +157,8 @@ CONFIGS = [
 ]
 
 
-def compare_with_torch_nn(cell, config, dtype, *, backend="torch", seed=0, dropout=0.0):
+def compare_with_torch_nn(cell, config, dtype, *, backend="torch", seed=0, dropout=0.0, device="cpu"):
+    """run_layers on ``device`` against torch.nn on CPU with the same weights and inputs, forward and gradients."""
     num_layers, bidirectional, batch_first, with_h0, with_lengths = config
     module_type, kwargs = MODULES[cell]
     torch.manual_seed(seed)
@@ -164,24 +169,31 @@ def compare_with_torch_nn(cell, config, dtype, *, backend="torch", seed=0, dropo
     h0 = torch.randn(num_layers * D, B, H, dtype=dtype, requires_grad=True) if with_h0 else None
     c0 = torch.randn(num_layers * D, B, H, dtype=dtype, requires_grad=True) if with_h0 and cell == "lstm" else None
     lengths = LENGTHS if with_lengths else None
-
     want = nn_reference(cell, module, x, h0, c0, lengths, batch_first)
-    got = run_layers(cell, x, module._flat_weights, h0, c0, lengths if lengths is None else torch.tensor(lengths),
-                     num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first, dropout=dropout,
+
+    # The same values as leaves on ``device``: x, the flat weights, then h0 and c0 where given.
+    weights = list(module._flat_weights)
+    ref_inputs = [x] + weights + [t for t in (h0, c0) if t is not None]
+    inputs = [t.detach().to(device).requires_grad_() for t in ref_inputs]
+    states = iter(inputs[1 + len(weights):])
+    h0_dev = next(states) if h0 is not None else None
+    c0_dev = next(states) if c0 is not None else None
+    got = run_layers(cell, inputs[0], inputs[1:1 + len(weights)], h0_dev, c0_dev,
+                     lengths if lengths is None else torch.tensor(lengths), num_layers=num_layers,
+                     bidirectional=bidirectional, batch_first=batch_first, dropout=dropout,
                      training=module.training, allow_tf32=False, backend=backend)
     assert (got[2] is None) == (cell != "lstm")
     assert got[0].is_contiguous()   # torch.nn's [T, B, ·] is (code views it as [T·B, ·]); its batch_first one is not
     for g, w in zip(got, want):
         if w is not None:
-            assert g.shape == w.shape and g.dtype == w.dtype
-            torch.testing.assert_close(g, w, **TOLERANCES[dtype])
+            assert g.shape == w.shape and g.dtype == w.dtype and g.device == inputs[0].device
+            torch.testing.assert_close(g.cpu(), w, **TOLERANCES[dtype])
 
-    inputs = [x] + list(module._flat_weights) + [t for t in (h0, c0) if t is not None]
     cotangents = [torch.randn_like(w) for w in want if w is not None]
-    want_grads = torch.autograd.grad([w for w in want if w is not None], inputs, cotangents)
-    got_grads = torch.autograd.grad([g for g in got if g is not None], inputs, cotangents)
+    want_grads = torch.autograd.grad([w for w in want if w is not None], ref_inputs, cotangents)
+    got_grads = torch.autograd.grad([g for g in got if g is not None], inputs, [c.to(device) for c in cotangents])
     for g, w in zip(got_grads, want_grads):
-        torch.testing.assert_close(g, w, **TOLERANCES[dtype])
+        torch.testing.assert_close(g.cpu(), w, **TOLERANCES[dtype])
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "L{}-{}-{}-{}-{}".format(
@@ -276,7 +288,11 @@ def test_bad_input_raises_before_running():
 # --- backend choice --------------------------------------------------------------------------------------------
 
 def stand_in_kernels(monkeypatch, supported=True):
-    """The plain contract as every cell's kernel module, so backend="triton" runs the driver's kernel path."""
+    """The plain contract as every cell's kernel module, so backend="triton" runs the driver's kernel path.
+
+    Tensors on DEVICE: the backend check still refuses CPU tensors where the
+    Triton interpreter is off (a GPU machine), stand-in or not.
+    """
     module = types.SimpleNamespace(
         recurrence_fwd=stock.recurrence_fwd, recurrence_bwd=stock.recurrence_bwd,
         unsupported_reason=lambda cell, dtype, hidden_size, allow_tf32, needs_grad: (
@@ -307,6 +323,7 @@ def test_select_layer_backend(monkeypatch):
                    batch_first=True, dropout=0.0, training=False, allow_tf32=False, backend="triton")
 
     stand_in_kernels(monkeypatch)
+    x = x.to(DEVICE)   # a forced "triton" takes CPU tensors only under the interpreter
     assert select_layer_backend("gru", x, H, backend="triton", **choose) == "triton"
     with pytest.raises(RuntimeError, match="float32, float16 or bfloat16, got torch.float64"):
         select_layer_backend("gru", x.double(), H, backend="triton", **choose)
@@ -328,7 +345,7 @@ def test_select_layer_backend(monkeypatch):
 def test_kernel_path_matches_torch_nn(cell, monkeypatch):
     """The eager Function (forward, shared backward) around a kernel module, against torch.nn."""
     stand_in_kernels(monkeypatch)
-    compare_with_torch_nn(cell, CONFIGS[1], torch.float32, backend="triton", seed=6)
+    compare_with_torch_nn(cell, CONFIGS[1], torch.float32, backend="triton", seed=6, device=DEVICE)
 
 
 def test_kernel_path_inference_and_missing_outputs(monkeypatch):
@@ -337,8 +354,8 @@ def test_kernel_path_inference_and_missing_outputs(monkeypatch):
     calls = []
     forward = module.recurrence_fwd
     module.recurrence_fwd = lambda *a, **k: calls.append(k.get("store_saved", False)) or forward(*a, **k)
-    xp, w_hh, b_hh, h0, c0 = contract_inputs("lstm", torch.float32, seed=7)
-    x, w_ih = torch.randn(B, T, I), torch.randn(4 * H, I, requires_grad=True)
+    xp, w_hh, b_hh, h0, c0 = contract_inputs("lstm", torch.float32, seed=7, device=DEVICE)
+    x, w_ih = torch.randn(B, T, I, device=DEVICE), torch.randn(4 * H, I, device=DEVICE, requires_grad=True)
     with torch.no_grad():
         out, h_n, c_n = layer("lstm", x, w_ih, w_hh, None, b_hh, h0, c0, None, reverse=True, allow_tf32=False,
                               backend="triton")
@@ -380,11 +397,11 @@ def test_double_backward_through_the_function(cell, monkeypatch):
     G = GATES[cell]
 
     def rand(*shape):
-        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        return torch.randn(*shape, dtype=torch.float64, device=DEVICE, requires_grad=True)
 
     x, w_ih, w_hh, b_ih, b_hh, h0 = rand(3, 3, 2), rand(G * 2, 2), rand(G * 2, 2), rand(G * 2), rand(G * 2), rand(3, 2)
     c0 = rand(3, 2) if cell == "lstm" else None
-    lengths = torch.tensor([3, 1, 2])
+    lengths = torch.tensor([3, 1, 2], device=DEVICE)
     for reverse in (False, True):
         def one_layer(x, w_ih, w_hh, b_ih, b_hh, h0, *c0):
             out, h_n, c_n = layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0[0] if c0 else None, lengths,
@@ -575,7 +592,12 @@ def test_export_with_dynamic_T():
             torch.testing.assert_close(got, want, **TOLERANCES[torch.float32])
 
 
-# --- the real kernels, through the Triton interpreter on CPU (outputs NaN-poisoned by conftest) -----------------
+# --- the real kernels on DEVICE: interpreted on CPU, compiled on a GPU (outputs NaN-poisoned by conftest) --------
+
+def leaves_on(device, tensors):
+    """Leaf copies (requires_grad) on ``device`` of a module's weights."""
+    return [t.detach().to(device).requires_grad_() for t in tensors]
+
 
 def needs_kernels(cell):
     """Skip where the cell's kernel module is not in this checkout (yet); the stand-in tests cover the driver."""
@@ -588,7 +610,7 @@ def needs_kernels(cell):
 def test_triton_path_matches_torch_nn(cell):
     """run_layers(backend="triton"): 2 layers, bidirectional, time-major, h0 (c0), lengths; forward and grads."""
     needs_kernels(cell)
-    compare_with_torch_nn(cell, CONFIGS[1], torch.float32, backend="triton", seed=14)
+    compare_with_torch_nn(cell, CONFIGS[1], torch.float32, backend="triton", seed=14, device=DEVICE)
 
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "gru", "lstm"])
@@ -597,8 +619,9 @@ def test_triton_path_inference_head_only_and_double_backward(cell):
     needs_kernels(cell)
     torch.manual_seed(15)
     module_type, kwargs = MODULES[cell]
-    weights = list(module_type(I, H, num_layers=2, bidirectional=True, batch_first=True, **kwargs)._flat_weights)
-    x = torch.randn(B, T, I, requires_grad=True)
+    weights = leaves_on(DEVICE, module_type(I, H, num_layers=2, bidirectional=True, batch_first=True,
+                                            **kwargs)._flat_weights)
+    x = torch.randn(B, T, I, device=DEVICE, requires_grad=True)
     lengths = torch.tensor(LENGTHS)
     args = dict(num_layers=2, bidirectional=True, batch_first=True, dropout=0.0, training=False, allow_tf32=False)
 
@@ -646,12 +669,29 @@ BIDIRECTIONAL_CONFIGS = [(1, True, True, False), (2, False, False, True), (2, Tr
 BF16_TOLERANCE = dict(atol=3e-2, rtol=3e-2)
 
 
+def round_state_as_the_kernels(monkeypatch, dtype):
+    """Make the plain path round the state to ``dtype`` before each W_hh product where the kernels do.
+
+    Their MMA takes bf16/fp16 operands on a GPU (kernels.precision "low"): h is
+    rounded there every step, 2^-9 relative for bf16; the interpreter multiplies
+    bf16 in fp32 ("ieee"), as the plain path does. Where a relu pre-activation
+    lies within that rounding of 0, relu' differs between the two and so do the
+    gradients by O(1) (seen with the values of L1-bf-noh0-len: dW_ih 0.142 against
+    0.180), so the truth for the kernels' relu gradients takes the same operands.
+    """
+    if kernels.precision(dtype, allow_tf32=False) != "low":
+        return
+    linear = torch.nn.functional.linear
+    monkeypatch.setattr(stock, "F", types.SimpleNamespace(
+        linear=lambda h, w, b=None: linear(h.to(dtype).to(h.dtype), w, b)))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("config", BIDIRECTIONAL_CONFIGS, ids=lambda c: "L{}-{}-{}-{}".format(
     c[0], "bf" if c[1] else "tm", "h0" if c[2] else "noh0", "len" if c[3] else "full"))
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu"])
 def test_bidirectional_elman_one_launch_matches_torch_nn(cell, config, dtype, monkeypatch):
-    """One forward and one backward launch per bidirectional layer, against torch.nn.RNN (PackedSequence)."""
+    """One forward and one backward launch per bidirectional layer, against torch.nn.RNN (PackedSequence) on CPU."""
     needs_kernels(cell)
     calls = spy_on_elman(monkeypatch)
     num_layers, batch_first, with_h0, with_lengths = config
@@ -668,28 +708,31 @@ def test_bidirectional_elman_one_launch_matches_torch_nn(cell, config, dtype, mo
     cotangents = [torch.randn_like(w).to(dtype).float() for w in want]
     want_grads = torch.autograd.grad(want, [x, *module._flat_weights, *([h0] if with_h0 else [])], cotangents)
 
-    weights = [w.detach().to(dtype).requires_grad_() for w in module._flat_weights]
-    x_low = x.detach().to(dtype).requires_grad_()
-    h0_low = h0.detach().to(dtype).requires_grad_() if with_h0 else None
+    weights = [w.detach().to(DEVICE, dtype).requires_grad_() for w in module._flat_weights]
+    x_low = x.detach().to(DEVICE, dtype).requires_grad_()
+    h0_low = h0.detach().to(DEVICE, dtype).requires_grad_() if with_h0 else None
     got = run_layers(cell, x_low, weights, h0_low, None, None if lengths is None else torch.tensor(lengths),
                      num_layers=num_layers, bidirectional=True, batch_first=batch_first, dropout=0.0,
                      training=False, allow_tf32=False, backend="triton")
     assert got[2] is None and got[0].is_contiguous()
     inputs = [x_low, *weights, *([h0_low] if with_h0 else [])]
-    got_grads = torch.autograd.grad(got[:2], inputs, [c.to(dtype) for c in cotangents])
+    got_grads = torch.autograd.grad(got[:2], inputs, [c.to(DEVICE, dtype) for c in cotangents])
     assert calls == {"bidirectional_fwd": num_layers, "bidirectional_bwd": num_layers}
     if cell == "rnn_relu" and dtype == torch.bfloat16:
         # relu' flips where a pre-activation lies within bf16's rounding of xp (2^-9 relative) of 0, and
         # 840 pre-activations always hold some: the gradients' truth is then the plain contract on the same
-        # bf16 xp (same GEMM) and fp32 state, which torch.nn checks in fp32 and float64 above.
+        # bf16 xp (same GEMM) and fp32 state, which torch.nn checks in fp32 and float64 above; on a GPU
+        # with the state rounded to bf16 as the kernels' MMA operand.
+        round_state_as_the_kernels(monkeypatch, dtype)
         plain = run_layers(cell, x_low, weights, h0_low, None, None if lengths is None else torch.tensor(lengths),
                            num_layers=num_layers, bidirectional=True, batch_first=batch_first, dropout=0.0,
                            training=False, allow_tf32=False, backend="torch")
-        want_grads = [g.float() for g in torch.autograd.grad(plain[:2], inputs, [c.to(dtype) for c in cotangents])]
+        want_grads = [g.float().cpu() for g in torch.autograd.grad(plain[:2], inputs,
+                                                                  [c.to(DEVICE, dtype) for c in cotangents])]
     tolerance = TOLERANCES[torch.float32] if dtype == torch.float32 else BF16_TOLERANCE
     for g, w in zip([*got[:2], *got_grads], [*want, *want_grads]):
-        assert g.shape == w.shape and g.dtype == dtype
-        torch.testing.assert_close(g.float(), w, **tolerance)
+        assert g.shape == w.shape and g.dtype == dtype and g.device == x_low.device
+        torch.testing.assert_close(g.float().cpu(), w, **tolerance)
 
 
 def test_bidirectional_elman_inference_head_only_and_double_backward(monkeypatch):
@@ -697,9 +740,9 @@ def test_bidirectional_elman_inference_head_only_and_double_backward(monkeypatch
     needs_kernels("rnn_tanh")
     calls = spy_on_elman(monkeypatch)
     torch.manual_seed(17)
-    weights = list(torch.nn.RNN(I, H, num_layers=2, bidirectional=True)._flat_weights)
-    x = torch.randn(T, B, I, requires_grad=True)
-    h0 = torch.randn(4, B, H, requires_grad=True)
+    weights = leaves_on(DEVICE, torch.nn.RNN(I, H, num_layers=2, bidirectional=True)._flat_weights)
+    x = torch.randn(T, B, I, device=DEVICE, requires_grad=True)
+    h0 = torch.randn(4, B, H, device=DEVICE, requires_grad=True)
     lengths = torch.tensor(LENGTHS)
     args = dict(num_layers=2, bidirectional=True, batch_first=False, dropout=0.0, training=False, allow_tf32=False)
 
@@ -728,10 +771,16 @@ def test_bidirectional_elman_inference_head_only_and_double_backward(monkeypatch
 
 
 def test_bidirectional_op_gradients_and_no_double_backward(monkeypatch):
-    """gradcheck of a 2-layer bidirectional Elman stack through fused_rnn::bidirectional_recurrence (forced)."""
+    """gradcheck of a 2-layer bidirectional Elman stack through fused_rnn::bidirectional_recurrence (forced).
+
+    On CPU tensors: the op's CPU body (the plain contract) under its registered
+    autograd. The kernel path is chosen by hand rather than by backend="triton",
+    which refuses float64, and CPU tensors where the interpreter is off; on
+    CUDA the op's body would launch the kernels (test_compile_fullgraph_one_op_per_bidirectional_elman_layer).
+    """
     module = stand_in_kernels(monkeypatch)
     module.bidirectional_fwd = module.bidirectional_bwd = None   # fuses_directions looks for them
-    monkeypatch.setattr(backends.triton, "KERNEL_DTYPES", (torch.float64,))
+    monkeypatch.setattr(driver, "select_layer_backend", lambda *args, **kwargs: "triton")
     monkeypatch.setattr(driver, "is_compiling", lambda: True)
     torch.manual_seed(18)
     weights = list(torch.nn.RNN(2, 2, num_layers=2, bidirectional=True, batch_first=True,
@@ -789,9 +838,9 @@ def test_compile_fullgraph_one_op_per_bidirectional_elman_layer():
     4 fused_rnn::recurrence; forward and gradients as eager."""
     needs_kernels("rnn_tanh")
     torch.manual_seed(20)
-    weights = list(torch.nn.RNN(I, H, num_layers=2, bidirectional=True)._flat_weights)
-    x = torch.randn(T, B, I, requires_grad=True)
-    h0 = torch.randn(4, B, H, requires_grad=True)
+    weights = leaves_on(DEVICE, torch.nn.RNN(I, H, num_layers=2, bidirectional=True)._flat_weights)
+    x = torch.randn(T, B, I, device=DEVICE, requires_grad=True)
+    h0 = torch.randn(4, B, H, device=DEVICE, requires_grad=True)
     lengths = torch.tensor(LENGTHS)
     counts = {}
 
@@ -822,20 +871,25 @@ def test_compile_fullgraph_one_op_per_bidirectional_elman_layer():
 
 
 def test_bidirectional_elman_dropout_draws_torch_nns_masks(monkeypatch):
-    """Training with dropout between fused bidirectional layers: one seed gives torch.nn's masks on CPU."""
+    """Training with dropout between fused bidirectional layers: one seed gives the plain path's masks, which
+    on CPU are torch.nn's (on CUDA torch.nn draws cuDNN's own)."""
     needs_kernels("rnn_relu")
     calls = spy_on_elman(monkeypatch)
     torch.manual_seed(21)
     module = torch.nn.RNN(I, H, num_layers=3, nonlinearity="relu", dropout=0.5, bidirectional=True,
-                          batch_first=True)
-    x = torch.randn(B, T, I)
-    torch.manual_seed(22)
-    want, want_h = module(x)
-    torch.manual_seed(22)
+                          batch_first=True).to(DEVICE)
+    x = torch.randn(B, T, I, device=DEVICE)
+    results = {}
     with torch.no_grad():
-        out, h_n, _ = run_layers("rnn_relu", x, module._flat_weights, None, None, None, num_layers=3,
-                                 bidirectional=True, batch_first=True, dropout=0.5, training=True, allow_tf32=False,
-                                 backend="triton")
+        for backend in ("triton", "torch"):
+            torch.manual_seed(22)
+            results[backend] = run_layers("rnn_relu", x, module._flat_weights, None, None, None, num_layers=3,
+                                          bidirectional=True, batch_first=True, dropout=0.5, training=True,
+                                          allow_tf32=False, backend=backend)[:2]
+        torch.manual_seed(22)
+        want, want_h = module(x)
     assert calls == {"bidirectional_fwd": 3}
-    torch.testing.assert_close(out, want, **TOLERANCES[torch.float32])
-    torch.testing.assert_close(h_n, want_h, **TOLERANCES[torch.float32])
+    references = [results["torch"]] + ([(want, want_h)] if x.device.type == "cpu" else [])
+    for reference in references:
+        for got, expected in zip(results["triton"], reference):
+            torch.testing.assert_close(got, expected, **TOLERANCES[torch.float32])

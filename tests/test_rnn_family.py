@@ -3,8 +3,9 @@
 The stock path (CPU, backend "auto" or "torch") must be bit-identical to
 torch.nn, forward and backward, dropout in training included (the same ATen
 call draws the same masks from the same seed). The fused path
-(backend="triton": the layer driver, kernels interpreted on CPU) is compared
-with torch.nn to fp32 tolerance.
+(backend="triton": the layer driver, on helpers.DEVICE: kernels interpreted on
+CPU, compiled on a GPU, where "triton" refuses CPU tensors) is compared with
+torch.nn on the same device to fp32 tolerance.
 """
 
 import itertools
@@ -98,6 +99,14 @@ def run(module, input, hx, seed=None):
     param_grads = {name.removeprefix("_orig_mod."): p.grad for name, p in module.named_parameters()}
     module.zero_grad(set_to_none=True)
     return result, flat, grads, param_grads
+
+
+def on_cpu(result):
+    """A run() result with every tensor moved to CPU, to compare with a reference run there."""
+    (output, hidden), flat, grads, param_grads = result
+    hidden = tuple(h.cpu() for h in hidden) if isinstance(hidden, tuple) else hidden.cpu()
+    return ((output.to("cpu"), hidden), [t.cpu() for t in flat], [g.cpu() for g in grads],
+            {name: g.cpu() for name, g in param_grads.items()})
 
 
 def compare(got, want, **tol):
@@ -367,12 +376,16 @@ def test_fused_path_matches_torch_nn(cell, layers, bidirectional, kind):
 def test_fused_dropout_in_training(cell, p):
     """Training with inter-layer dropout: p=1 zeroes every inter-layer input (a mask independent of the
     random stream); p=0.5 draws over the [T, B, D·H] layout torch.nn's RNNs draw in, so on CPU one seed
-    gives torch.nn's mask for padded input (a PackedSequence's is drawn over its packed rows)."""
+    gives torch.nn's mask for padded input (a PackedSequence's is drawn over its packed rows). The truth
+    is torch.nn on CPU: at p=1 on any DEVICE (no mask is drawn; cuDNN's own dropout is not under test),
+    at p=0.5 where DEVICE is CPU (CUDA's random stream is not CPU's)."""
     stock, ours = pair(cell, seed=17, device=DEVICE, num_layers=2, bidirectional=True, dropout=p)
     ours.backend = "triton"
-    input, _ = make_input("packed" if p == 1.0 else "padded", True, seed=18, device=DEVICE)
+    kind = "packed" if p == 1.0 else "padded"
+    input, _ = make_input(kind, True, seed=18, device=DEVICE)
     if p == 1.0 or DEVICE == "cpu":
-        compare(run(ours, input, None, seed=19), run(stock, input, None, seed=19), **FUSED_TOL)
+        stock_input, _ = make_input(kind, True, seed=18)
+        compare(on_cpu(run(ours, input, None, seed=19)), run(stock.cpu(), stock_input, None, seed=19), **FUSED_TOL)
     with torch.no_grad():
         ours.eval()
         evaluated = outputs(ours(input))
@@ -400,10 +413,11 @@ def test_backend_choice_on_cpu():
     _, ours = pair("lstm")
     x, _ = make_input("padded", False, seed=2)
     assert ours.backend_for(x) == "torch"         # auto on CPU: stock
-    ours.backend = "triton"
-    assert ours.backend_for(x) == "triton"
     ours.backend = "torch"
     assert ours.backend_for(x) == "torch"
+    # A forced "triton" takes CPU tensors only through the interpreter: on DEVICE it runs anywhere.
+    ours.backend = "triton"
+    assert ours.to(DEVICE).backend_for(x.to(DEVICE)) == "triton"
 
 
 @pytest.mark.parametrize("backend", ["auto", "triton"])
@@ -411,14 +425,15 @@ def test_reads_live_parameters_functional_call_and_copies(backend):
     """No cached weight list: functional_call, a replaced Parameter, deepcopy and pickle all see the current weights."""
     import copy
     import pickle
-    stock, ours = pair("lstm", seed=20, num_layers=2, backend=backend)
-    x, _ = make_input("padded", False, seed=21)
-    tol = FUSED_TOL if backend == "triton" else dict(atol=0, rtol=0)
+    stock, ours = pair("lstm", seed=20, device=DEVICE, num_layers=2, backend=backend)
+    x, _ = make_input("padded", False, seed=21, device=DEVICE)
+    # Bit-identical where both run the stock call ("auto" on CPU); the kernels ("triton", "auto" on CUDA): fp32.
+    tol = dict(atol=0, rtol=0) if ours.backend_for(x) == "torch" else FUSED_TOL
     params = {name: p.detach() * 0.5 for name, p in stock.named_parameters()}
     got = torch.func.functional_call(ours, params, (x,))
     want = torch.func.functional_call(stock, params, (x,))
     torch.testing.assert_close(outputs(got), outputs(want), **tol)
-    ours.weight_hh_l1 = nn.Parameter(torch.randn(4 * H, H))
+    ours.weight_hh_l1 = nn.Parameter(torch.randn(4 * H, H, device=DEVICE))
     stock.weight_hh_l1 = nn.Parameter(ours.weight_hh_l1.detach().clone())
     for copied in (copy.deepcopy(ours), pickle.loads(pickle.dumps(ours))):
         torch.testing.assert_close(outputs(copied(x)), outputs(stock(x)), **tol)
