@@ -6,6 +6,8 @@ from torch import nn
 from torch.nn.modules import module as _module
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from . import backends
+from .backends import RnnLinearRequest
 from .ops import BACKENDS, check_lengths, check_x, resolve_allow_tf32, rnn_linear, select_backend
 from .rnn import GRU, LSTM, RNN, _recurrence
 
@@ -191,7 +193,7 @@ class SimpleRNN(nn.Module):
             return (w[0], w[1], *biases, None if h0 is None else h0[i], None if c0 is None else c0[i])
 
         activation = ELMAN_ACTIVATIONS.get(spec.name)
-        if D == 1 and activation is not None:
+        if D == 1 and activation is not None and self._head_kernel_launches(inp, chosen, needs_grad, allow_tf32):
             # The fused head again: rnn_linear with the previous layer's output as its input.
             w_ih, w_hh, b_ih, b_hh, h_first, _ = last_layer(0)
             y, h_last = rnn_linear(inp, w_ih, w_hh, b_ih, b_hh, fc.weight, fc.bias, h_first, lengths=lengths,
@@ -224,6 +226,21 @@ class SimpleRNN(nn.Module):
             return y
         h_n = torch.cat(h_ns)
         return (y, (h_n, torch.cat(c_ns))) if spec.has_cell_state else (y, h_n)
+
+    def _head_kernel_launches(self, inp, chosen, needs_grad, allow_tf32):
+        """Whether rnn_linear can run the last Elman layer with the head where the layer kernels run.
+
+        Its tiles hold W_ih and fc_W beside W_hh, so it may not fit where the
+        layer kernel does: fp32 with 3xTF32 at H = 128 after a first layer
+        needs 295,936 B, more than a block's 232,448. The last layer then runs
+        as the layer kernel and fc. On the stock path (or its op under compile)
+        rnn_linear computes the same as that.
+        """
+        if chosen != "triton":
+            return True
+        request = RnnLinearRequest.of(inp, self.rnn.hidden_size, self.fc.out_features, needs_grad=needs_grad,
+                                      allow_tf32=allow_tf32)
+        return backends.triton.unsupported_reason(request) is None
 
     def _forward_submodules(self, x, h0, lengths, return_hidden):
         """The user model's computation through self.rnn and self.fc, so hooks run and any rnn works."""

@@ -339,3 +339,16 @@ def test_general_fused_path_under_autocast(cell, layers, bidirectional):
     y.float().square().sum().backward()
     assert all(p.grad.dtype == torch.float32 for p in model.parameters())
     torch.testing.assert_close(y.float(), expected, **TOL[torch.bfloat16])
+
+
+def test_general_elman_head_falls_back_to_the_layer_path_where_rnn_linear_cannot_launch():
+    """Two Elman layers, fp32 with 3xTF32 at H = 128: the layer kernels fit, but rnn_linear's tiles for the
+    last layer (W_ih, W_hh and fc_W, twice each) need more shared memory than a block has. The head must
+    then run as the layer kernel plus fc, not raise (nor, under "auto", change what runs)."""
+    torch.manual_seed(45)
+    H = 128
+    model = SimpleRNN(4, H, 2, num_layers=2, backend="triton", allow_tf32=False).to(DEVICE)
+    stock = SimpleRNN(4, H, 2, num_layers=2, backend="torch").to(DEVICE)
+    stock.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 4, device=DEVICE)
+    torch.testing.assert_close(model(x), stock(x), **TOL[torch.float32])
