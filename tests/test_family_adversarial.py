@@ -1,0 +1,50 @@
+"""Adversarial checks of the family API (fused_rnn.RNN, GRU, LSTM, convert, SimpleRNN's layer path).
+
+Each test is a defect found by trying the modules as a demanding PyTorch user
+would, against torch.nn with the same weights; see the test's docstring for
+the failing input.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+import fused_rnn
+from fused_rnn import backends, recurrence
+
+I, H, B, T = 3, 5, 2, 4     # tiny: the interpreter runs the kernels
+
+
+def test_jit_trace_takes_the_stock_path_where_auto_would_pick_the_kernels(monkeypatch):
+    """torch.jit.trace records dispatcher ops only; the layer driver's eager kernel launches
+    are not recorded (on CUDA, where "auto" picks them, the trace would replay an unwritten
+    buffer; interpreted, the launch crashes on the tracer's values). Under tracing "auto" must
+    take the stock math, as it does under torch.func transforms.
+    Failing input: run_layers("gru", ..., backend="auto") under jit.trace where the request
+    picks the kernels (forced here by patching backends.select_backend, as on CUDA)."""
+    monkeypatch.setattr(backends, "select_backend", lambda backend, request: "torch" if backend == "torch" else "triton")
+    torch.manual_seed(0)
+    stock = nn.GRU(I, H, num_layers=2)
+    weights = [w.detach() for w in stock._flat_weights]   # constants of the trace
+
+    def driver(x):
+        out, h_n, _ = recurrence.run_layers("gru", x, weights, None, None, None, num_layers=2,
+                                            bidirectional=False, batch_first=False, dropout=0.0, training=False,
+                                            allow_tf32=False, backend="auto")
+        return out, h_n
+
+    x = torch.randn(T, B, I)
+    traced = torch.jit.trace(driver, (x,), check_trace=False)
+    x2 = torch.randn(T, B, I)
+    expected = stock(x2)
+    torch.testing.assert_close(traced(x2), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_jit_trace_refuses_forced_triton_with_a_clear_error():
+    """backend="triton" under torch.jit.trace: a RuntimeError that names jit.trace before any
+    launch, not a crash inside the kernel (the interpreter's "invalid operands of type
+    pointer<int64>") or a trace missing the kernels."""
+    torch.manual_seed(0)
+    ours = fused_rnn.LSTM(I, H, backend="triton")
+    with pytest.raises(RuntimeError, match="jit.trace"):
+        torch.jit.trace(ours, (torch.randn(T, B, I),), check_trace=False)
