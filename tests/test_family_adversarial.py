@@ -48,3 +48,26 @@ def test_jit_trace_refuses_forced_triton_with_a_clear_error():
     ours = fused_rnn.LSTM(I, H, backend="triton")
     with pytest.raises(RuntimeError, match="jit.trace"):
         torch.jit.trace(ours, (torch.randn(T, B, I),), check_trace=False)
+
+
+def test_convert_keeps_a_module_whose_forward_was_replaced_on_the_instance():
+    """Wrappers such as accelerate's add_hook_to_module replace ``module.forward`` on the instance
+    (and keep ``_old_forward``, ``_hf_hook``); the fused replacement silently dropped them.
+    Failing input: an nn.GRU whose instance forward scales the output, converted: the model's
+    output changed (and the wrapper's attributes were gone)."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.GRU(I, H, batch_first=True))
+    gru = model[0]
+    gru._old_forward = gru.forward
+
+    def wrapped(*args, **kwargs):
+        out, h_n = gru._old_forward(*args, **kwargs)
+        return out * 2, h_n
+    gru.forward = wrapped
+    x = torch.randn(B, T, I)
+    expected = model(x)
+    fused_rnn.convert(model)
+    torch.testing.assert_close(model(x), expected, atol=0, rtol=0)
+    assert model[0] is gru
+    from fused_rnn.convert import unconvertible_reason
+    assert "_old_forward" in unconvertible_reason(gru)
