@@ -71,3 +71,24 @@ def test_convert_keeps_a_module_whose_forward_was_replaced_on_the_instance():
     assert model[0] is gru
     from fused_rnn.convert import unconvertible_reason
     assert "_old_forward" in unconvertible_reason(gru)
+
+
+@pytest.mark.parametrize("cell, layers, part", [("gru", 2, "rnn"), ("lstm", 1, "fc"), ("rnn", 1, "rnn")])
+def test_simple_rnn_runs_a_forward_replaced_on_its_submodule_instance(cell, layers, part):
+    """SimpleRNN's fused path computes rnn and fc itself; a ``forward`` replaced on the submodule
+    instance (accelerate's add_hook_to_module, a user's wrapper) was skipped silently.
+    Failing input: SimpleRNN(cell="gru", num_layers=2, backend="triton") with model.rnn.forward
+    wrapped to scale its output: y differed from the submodules' computation."""
+    torch.manual_seed(2)
+    model = fused_rnn.SimpleRNN(I, H, 2, cell=cell, num_layers=layers, backend="triton")
+    sub = getattr(model, part)
+    old_forward = sub.forward
+
+    def wrapped(*args, **kwargs):
+        result = old_forward(*args, **kwargs)
+        return (result[0] * 2, result[1]) if part == "rnn" else result * 2
+    sub.forward = wrapped
+    x = torch.randn(B, T, I)
+    expected = model._forward_submodules(x, None, None, False)   # through the submodules, wrapper included
+    torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-4)
+    assert model.backend_for(x) == "torch"
