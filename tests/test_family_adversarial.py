@@ -92,3 +92,33 @@ def test_simple_rnn_runs_a_forward_replaced_on_its_submodule_instance(cell, laye
     expected = model._forward_submodules(x, None, None, False)   # through the submodules, wrapper included
     torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-4)
     assert model.backend_for(x) == "torch"
+
+
+@pytest.mark.parametrize("cls, stock_cls", [(fused_rnn.LSTM, nn.LSTM), (fused_rnn.GRU, nn.GRU)])
+def test_compile_fullgraph_on_cpu_trains_through_the_registered_ops(cls, stock_cls):
+    """Under torch.compile, "auto" on CPU ran the stock _VF call instead of the driver's registered
+    ops (RNNBase._layer_backend returned "torch" either way): an LSTM in training crashed
+    (aot_eager: "expected all tensors_saved_with_vc_check to be Tensors"; inductor: "expected
+    Tensor() for op: aten.mkldnn_rnn_layer"), and every new T recompiled.
+    Failing input: torch.compile(fused_rnn.LSTM(3, 5), fullgraph=True)(torch.randn(4, 2, 3)) with
+    the parameters requiring grad."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+    torch._dynamo.reset()
+    torch.manual_seed(4)
+    stock = stock_cls(I, H)
+    ours = cls(I, H)
+    ours.load_state_dict(stock.state_dict())
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(ours, fullgraph=True, backend=counter)
+    try:
+        for steps in (T, T + 1, T + 2):
+            x = torch.randn(steps, B, I)
+            expected, got = stock(x), compiled(x)
+            torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+            expected[0].square().sum().backward()
+            got[0].square().sum().backward()
+            for name, p in stock.named_parameters():
+                torch.testing.assert_close(getattr(ours, name).grad, p.grad, atol=2e-5, rtol=1e-4)
+        assert counter.frame_count <= 2      # T dynamic after the first recompile
+    finally:
+        torch._dynamo.reset()
