@@ -122,3 +122,23 @@ def test_compile_fullgraph_on_cpu_trains_through_the_registered_ops(cls, stock_c
         assert counter.frame_count <= 2      # T dynamic after the first recompile
     finally:
         torch._dynamo.reset()
+
+
+@pytest.mark.xfail(strict=True, reason="upstream: the stock _VF.lstm on CPU (mkldnn_rnn_layer) fails in AOTAutograd "
+                   "with parameters requiring grad (pytorch/pytorch#158007, fix in PR #185163); backend='torch' is "
+                   "that call by definition. backend='auto' runs the driver's ops under compile instead.")
+def test_compile_fullgraph_backend_torch_lstm_trains_on_cpu():
+    """Failing input: torch.compile(fused_rnn.LSTM(3, 5, backend="torch"), fullgraph=True,
+    backend="aot_eager")(torch.randn(4, 2, 3)): "expected all tensors_saved_with_vc_check to be
+    Tensors". The same for SimpleRNN(cell="lstm", backend="torch")."""
+    torch._dynamo.reset()
+    torch.manual_seed(5)
+    stock = nn.LSTM(I, H)
+    ours = fused_rnn.LSTM(I, H, backend="torch")
+    ours.load_state_dict(stock.state_dict())
+    x = torch.randn(T, B, I)
+    try:
+        got = torch.compile(ours, fullgraph=True, backend="aot_eager")(x)
+    finally:
+        torch._dynamo.reset()
+    torch.testing.assert_close(got, stock(x), atol=2e-5, rtol=1e-4)
