@@ -8,6 +8,8 @@ the stock module. A one-line speed-up for models we never see::
     model = fused_rnn.convert(model)
 """
 
+import warnings
+
 from torch import nn
 
 from .rnn import GRU, LSTM, RNN, LAYER_BACKENDS
@@ -65,7 +67,10 @@ def _replacement(module, backend, allow_tf32):
         options["nonlinearity"] = module.nonlinearity
     if cls is LSTM:
         options["proj_size"] = module.proj_size
-    fused = cls(module.input_size, module.hidden_size, **options)
+    with warnings.catch_warnings():
+        # The stock module's constructor already warned about this configuration (dropout with one layer).
+        warnings.simplefilter("ignore", UserWarning)
+        fused = cls(module.input_size, module.hidden_size, **options)
     for name in module._flat_weights_names:
         setattr(fused, name, module._parameters[name])
     fused.train(module.training)

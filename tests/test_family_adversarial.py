@@ -161,3 +161,16 @@ def test_compiled_gru_under_cpu_autocast_keeps_the_eager_output_dtype():
     finally:
         torch._dynamo.reset()
     assert compiled.dtype == eager.dtype
+
+
+def test_convert_does_not_repeat_the_constructor_warning():
+    """nn.RNN(dropout=0.3, num_layers=1) warns once when built; convert built the replacement through
+    the same constructor and warned a second time about a model the user did not write.
+    Failing input: fused_rnn.convert(nn.Sequential(nn.RNN(3, 5, dropout=0.3)))."""
+    with pytest.warns(UserWarning, match="dropout option adds dropout"):
+        model = nn.Sequential(nn.RNN(I, H, dropout=0.3))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fused_rnn.convert(model)
+    assert isinstance(model[0], fused_rnn.RNN) and model[0].dropout == 0.3
