@@ -174,3 +174,14 @@ def test_convert_does_not_repeat_the_constructor_warning():
         warnings.simplefilter("error")
         fused_rnn.convert(model)
     assert isinstance(model[0], fused_rnn.RNN) and model[0].dropout == 0.3
+
+
+@pytest.mark.xfail(strict=True, reason="ops.rnn_linear (the one-layer Elman SimpleRNN, outside this file's scope) has "
+                   "no jit.trace check: the interpreted launch crashes on the tracer's values, and on CUDA the "
+                   "eager launch would be missing from the trace")
+def test_jit_trace_of_the_elman_simple_rnn_with_forced_triton_says_why():
+    """Failing input: torch.jit.trace(fused_rnn.SimpleRNN(3, 5, 2, backend="triton"), x):
+    InterpreterError "invalid operands of type pointer<int64> and triton.language.int64"."""
+    model = fused_rnn.SimpleRNN(I, H, 2, backend="triton")
+    with pytest.raises(RuntimeError, match="jit.trace"):
+        torch.jit.trace(model, (torch.randn(B, T, I),), check_trace=False)
