@@ -8,6 +8,8 @@ the stock module. A one-line speed-up for models we never see::
     model = fused_rnn.convert(model)
 """
 
+import warnings
+
 from torch import nn
 
 from .rnn import GRU, LSTM, RNN, LAYER_BACKENDS
@@ -27,7 +29,9 @@ def unconvertible_reason(module):
     The fused modules express every constructor configuration (an LSTM's
     proj_size runs their stock path); what they cannot carry over is state the
     stock module was given afterwards: hooks (weight_norm, torchinfo), a weight
-    replaced by a plain tensor, extra parameters, buffers or submodules.
+    replaced by a plain tensor, extra parameters, buffers or submodules, and
+    instance attributes its class does not set (a ``forward`` replaced on the
+    instance, as accelerate's add_hook_to_module does, with its ``_old_forward``).
     """
     hooks = [name for name in _HOOK_TABLES if getattr(module, name, None)]
     if hooks:
@@ -37,7 +41,20 @@ def unconvertible_reason(module):
         return f"its parameters {list(module._parameters)} are not its weights {names}"
     if module._buffers or module._modules:
         return "it has buffers or submodules"
+    extra = sorted(set(vars(module)) - _stock_attributes(type(module)))
+    if extra:
+        return f"it has instance attributes its class does not set ({', '.join(extra)}): a replaced forward, a wrapper's state"
     return None
+
+
+_STOCK_ATTRIBUTES = {}
+
+
+def _stock_attributes(cls):
+    """The instance attributes a freshly built ``cls`` (nn.RNN, GRU or LSTM) has, from a 1×1 module on meta."""
+    if cls not in _STOCK_ATTRIBUTES:
+        _STOCK_ATTRIBUTES[cls] = frozenset(vars(cls(1, 1, device="meta")))
+    return _STOCK_ATTRIBUTES[cls]
 
 
 def _replacement(module, backend, allow_tf32):
@@ -50,7 +67,10 @@ def _replacement(module, backend, allow_tf32):
         options["nonlinearity"] = module.nonlinearity
     if cls is LSTM:
         options["proj_size"] = module.proj_size
-    fused = cls(module.input_size, module.hidden_size, **options)
+    with warnings.catch_warnings():
+        # The stock module's constructor already warned about this configuration (dropout with one layer).
+        warnings.simplefilter("ignore", UserWarning)
+        fused = cls(module.input_size, module.hidden_size, **options)
     for name in module._flat_weights_names:
         setattr(fused, name, module._parameters[name])
     fused.train(module.training)

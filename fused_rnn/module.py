@@ -50,7 +50,8 @@ class SimpleRNN(nn.Module):
     ``forward`` runs the fused path when ``rnn`` is one of fused_rnn's
     batch_first modules without projections, ``fc`` an ``nn.Linear`` of
     matching width, and neither has hooks (weight_norm, spectral_norm, prune,
-    torchinfo and parametrizations all use hooks or subclasses):
+    torchinfo and parametrizations all use hooks or subclasses) nor a
+    ``forward`` replaced on the instance (accelerate's add_hook_to_module):
 
     * a one-layer, one-direction Elman RNN is one ``rnn_linear`` kernel (the
       time loop and the head fused);
@@ -139,6 +140,8 @@ class SimpleRNN(nn.Module):
         if type(rnn) not in (RNN, GRU, LSTM) or type(fc) is not nn.Linear:   # parametrize swaps the class too
             return False
         if _has_hooks(rnn) or _has_hooks(fc) or _global_hooks():
+            return False
+        if "forward" in rnn.__dict__ or "forward" in fc.__dict__:   # replaced on the instance (accelerate's hooks)
             return False
         directions = 2 if rnn.bidirectional else 1
         return rnn.batch_first and rnn.proj_size == 0 and fc.in_features == rnn.hidden_size * directions

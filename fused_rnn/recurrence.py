@@ -67,6 +67,12 @@ def select_layer_backend(cell, x, hidden_size, *, backend, needs_grad, allow_tf3
         raise RuntimeError("backend='triton' cannot run inside torch.func transforms (grad, jvp, vmap, "
                            "functional_call under them); use backend='auto' or 'torch', which run the plain "
                            "math there")
+    if backend in ("auto", "triton") and torch.jit.is_tracing():
+        # jit.trace records dispatcher ops only: an eager kernel launch would be missing from the trace.
+        if backend == "auto":
+            return "torch"
+        raise RuntimeError("backend='triton' cannot run under torch.jit.trace (the tracer does not record "
+                           "Triton launches); use backend='auto' or 'torch', or torch.compile / torch.export")
     request = LayerRequest.of(cell, x, hidden_size, needs_grad=needs_grad, allow_tf32=allow_tf32)
     return backends.select_backend(backend, request)
 

@@ -207,24 +207,29 @@ class RNNBase(nn.Module):
             return False
         return any(t is not None and t.requires_grad for t in (*tensors, *self._flat_weights))
 
-    def _layer_backend(self, x, states):
-        """"torch" (the stock _VF call) or the backend to hand ``run_layers`` ("triton", or under compile any).
+    def _path(self, x, states):
+        """(stock, backend): stock True for the stock _VF call; otherwise the backend to hand ``run_layers``.
 
         x: the padded (or packed data) input tensor; states: h0 (and c0) or none. The stock
         path's cases are decided first, from attributes alone: on CPU it costs what nn.RNN's does.
+        Under torch.compile the driver runs whatever select_layer_backend picks ("torch" included:
+        its registered ops keep T dynamic, where the traced _VF call recompiles for every T and an
+        LSTM's mkldnn_rnn_layer on CPU fails in AOTAutograd).
         """
         if self.backend == "torch" or self.proj_size > 0 or x.numel() == 0:
-            return "torch"
+            return True, "torch"
         compiling = torch.compiler.is_compiling()
         if self.backend == "auto" and not x.is_cuda and not compiling:
-            return "torch"
+            return True, "torch"
         # "auto" under torch.func transforms is "torch" (the kernels' autograd has no functorch rules).
         chosen = _recurrence().select_layer_backend(self.cell.name, x, self.hidden_size, backend=self.backend,
                                                     needs_grad=self._needs_grad(x, *states),
                                                     allow_tf32=self._allow_tf32())
-        if chosen == "torch" and not compiling:
-            return "torch"
-        return chosen
+        return chosen == "torch" and not compiling, chosen
+
+    def _layer_backend(self, x, states):
+        """"torch" (the stock _VF call, or under compile the driver's plain ops) or "triton" (the kernels)."""
+        return self._path(x, states)[1]
 
     def backend_for(self, input, hx=None):
         """Which path ``forward(input, hx)`` takes: "triton" (the fused layers) or "torch" (the stock _VF call).
@@ -262,8 +267,8 @@ class RNNBase(nn.Module):
             self._check_forward_args(x, hx, batch_sizes)
         else:
             self._check_input(x, batch_sizes)
-        chosen = self._layer_backend(x, (hx if lstm else (hx,)) if hx is not None else ())
-        if chosen == "torch":
+        stock, chosen = self._path(x, (hx if lstm else (hx,)) if hx is not None else ())
+        if stock:
             output, hidden = self._forward_stock(spec, x, hx, batch_sizes, sorted_indices, unsorted_indices)
         else:
             output, hidden = self._forward_layers(spec, x, hx, template, chosen)
