@@ -339,6 +339,13 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
                                "functional_call under them); use backend='auto' or 'torch', which run the stock "
                                "math there")
         chosen = "torch"
+    if chosen != "torch" and torch.jit.is_tracing():
+        # jit.trace records dispatcher ops only: an eager kernel launch would be missing from the trace
+        # (its outputs recorded as constants).
+        if backend != "auto":
+            raise RuntimeError(f"backend={backend!r} cannot run under torch.jit.trace (the tracer does not record "
+                               "kernel launches); use backend='auto' or 'torch', or torch.compile / torch.export")
+        chosen = "torch"
     if x.shape[0] == 0:
         chosen = "torch"     # no sequences: nothing to launch; the stock math returns empty outputs
         lengths = None

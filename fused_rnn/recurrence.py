@@ -640,6 +640,12 @@ def layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *, reverse, allow_tf
                       backend=chosen, store_out=store_out, projection=(x, w_ih, b_ih))
 
 
+# The cells torch.nn's modules run in the low dtype under autocast, per device, so that ours return
+# what theirs return: on CUDA every cell (cuDNN's RNN is on autocast's lower-precision list); on CPU
+# RNN and LSTM, while GRU stays float32 (torch 2.13: _VF.gru is not on the CPU list).
+AUTOCAST_CELLS = {"cuda": ("rnn_tanh", "rnn_relu", "gru", "lstm"), "cpu": ("rnn_tanh", "rnn_relu", "lstm")}
+
+
 def _autocast(device_type, tensors):
     dtype = torch.get_autocast_dtype(device_type)
     return [t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors]
@@ -696,8 +702,16 @@ def run_layers(cell, x, weights, h0, c0, lengths, *, num_layers, bidirectional, 
     h_n [L·D, B, H] and, for lstm, c_n [L·D, B, H] (each sequence's state at its last step).
     """
     spec = get_cell(cell)
-    if (isinstance(x, torch.Tensor) and x.device.type in ("cuda", "cpu")
-            and torch.is_autocast_enabled(x.device.type)):
+    autocast = (isinstance(x, torch.Tensor) and x.device.type in ("cuda", "cpu")
+                and torch.is_autocast_enabled(x.device.type))
+    if autocast and cell not in AUTOCAST_CELLS[x.device.type]:
+        # As torch.nn there: the whole stack in the given dtype, its input GEMMs too.
+        with torch.autocast(x.device.type, enabled=False):
+            return run_layers(cell, x, weights, h0, c0, lengths, num_layers=num_layers,
+                              bidirectional=bidirectional, batch_first=batch_first, dropout=dropout,
+                              training=training, allow_tf32=allow_tf32, backend=backend,
+                              store_last_output=store_last_output)
+    if autocast:
         # The whole stack runs in the low dtype (fp32 state inside); the casts are
         # autograd ops, so fp32 parameters get fp32 gradients.
         x, h0, c0, *weights = _autocast(x.device.type, [x, h0, c0, *weights])

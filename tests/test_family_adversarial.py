@@ -144,11 +144,9 @@ def test_compile_fullgraph_backend_torch_lstm_trains_on_cpu():
     torch.testing.assert_close(got, stock(x), atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="run_layers casts every cell to the autocast dtype (CUDA's policy, where "
-                   "cuDNN's RNNs autocast); on CPU torch.nn's GRU stays float32 under autocast, its RNN and LSTM "
-                   "do not, so the compiled driver's GRU output is bfloat16 where eager stock gives float32")
 def test_compiled_gru_under_cpu_autocast_keeps_the_eager_output_dtype():
-    """Failing input: torch.compile(fused_rnn.GRU(3, 5), fullgraph=True) under
+    """On CPU torch.nn's GRU stays float32 under autocast (its RNN and LSTM do not); the driver cast every
+    cell, CUDA's policy. Failing input: torch.compile(fused_rnn.GRU(3, 5), fullgraph=True) under
     torch.autocast("cpu", dtype=torch.bfloat16): output bfloat16, eager (stock) float32."""
     torch._dynamo.reset()
     torch.manual_seed(6)
@@ -176,12 +174,32 @@ def test_convert_does_not_repeat_the_constructor_warning():
     assert isinstance(model[0], fused_rnn.RNN) and model[0].dropout == 0.3
 
 
-@pytest.mark.xfail(strict=True, reason="ops.rnn_linear (the one-layer Elman SimpleRNN, outside this file's scope) has "
-                   "no jit.trace check: the interpreted launch crashes on the tracer's values, and on CUDA the "
-                   "eager launch would be missing from the trace")
 def test_jit_trace_of_the_elman_simple_rnn_with_forced_triton_says_why():
-    """Failing input: torch.jit.trace(fused_rnn.SimpleRNN(3, 5, 2, backend="triton"), x):
-    InterpreterError "invalid operands of type pointer<int64> and triton.language.int64"."""
+    """rnn_linear had no jit.trace check: the interpreted launch crashed on the tracer's values, and on
+    CUDA the eager launch would be missing from the trace. Failing input: torch.jit.trace(
+    fused_rnn.SimpleRNN(3, 5, 2, backend="triton"), x): InterpreterError "invalid operands of type
+    pointer<int64> and triton.language.int64"."""
     model = fused_rnn.SimpleRNN(I, H, 2, backend="triton")
     with pytest.raises(RuntimeError, match="jit.trace"):
         torch.jit.trace(model, (torch.randn(B, T, I),), check_trace=False)
+
+
+def test_jit_trace_of_rnn_linear_takes_the_stock_path_where_auto_would_pick_the_kernel(monkeypatch):
+    """On CUDA "auto" picks the kernel, whose eager launch jit.trace does not record: the trace would hold
+    its outputs as constants. Under tracing "auto" runs the stock math. (The choice is forced to "triton"
+    here, standing in for a CUDA tensor; no launch may happen.)"""
+    from fused_rnn import backends
+    from fused_rnn.kernels import rnn_linear as kernels
+
+    monkeypatch.setattr(backends, "select_backend",
+                        lambda backend, request: "triton" if backend == "auto" else backend)
+
+    def no_launch(*args, **kwargs):
+        raise AssertionError("a kernel was launched under jit.trace")
+    monkeypatch.setattr(kernels, "_launch", no_launch)
+    torch.manual_seed(8)
+    params = [torch.randn(H, I), torch.randn(H, H), torch.randn(H), torch.randn(H), torch.randn(2, H), None]
+    traced = torch.jit.trace(lambda x: fused_rnn.rnn_linear(x, *params), (torch.randn(B, T, I),),
+                             check_trace=False)
+    x = torch.randn(B + 1, T, I)
+    torch.testing.assert_close(traced(x), fused_rnn.rnn_linear(x, *params, backend="torch"))

@@ -448,7 +448,9 @@ def test_fused_path_under_autocast(cell):
         expected = outputs(ours(x))
     with torch.autocast(DEVICE, dtype=torch.bfloat16):
         got = outputs(ours(x))
-    assert all(t.dtype == torch.bfloat16 for t in got)
+    # As torch.nn: on CPU its GRU stays float32 under autocast (its RNN and LSTM do not).
+    low = torch.float32 if (cell == "gru" and DEVICE == "cpu") else torch.bfloat16
+    assert all(t.dtype == low for t in got)
     loss([t.float() for t in got]).backward()
     assert all(p.grad.dtype == torch.float32 for p in ours.parameters())
     # bf16 inputs and weights against fp32: their rounding (2^-8 relative) dominates.
