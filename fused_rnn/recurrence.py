@@ -37,7 +37,7 @@ from .backends import LayerRequest, resolve_allow_tf32
 from .backends import triton as triton_backend
 from .cells import cell as get_cell
 from .library import fused_op
-from .ops import _under_functorch, check_lengths
+from .ops import AUTOCAST_DEVICES, _autocast, _under_functorch, check_lengths
 
 # The backends a layer stack may name; "cuda" is refused by its capability check (no layer kernel in csrc).
 BACKENDS = backends.BACKENDS
@@ -646,11 +646,6 @@ def layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *, reverse, allow_tf
 AUTOCAST_CELLS = {"cuda": ("rnn_tanh", "rnn_relu", "gru", "lstm"), "cpu": ("rnn_tanh", "rnn_relu", "lstm")}
 
 
-def _autocast(device_type, tensors):
-    dtype = torch.get_autocast_dtype(device_type)
-    return [t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors]
-
-
 def _check_state(name, state, expected, x):
     if state is None:
         return
@@ -702,7 +697,7 @@ def run_layers(cell, x, weights, h0, c0, lengths, *, num_layers, bidirectional, 
     h_n [L·D, B, H] and, for lstm, c_n [L·D, B, H] (each sequence's state at its last step).
     """
     spec = get_cell(cell)
-    autocast = (isinstance(x, torch.Tensor) and x.device.type in ("cuda", "cpu")
+    autocast = (isinstance(x, torch.Tensor) and x.device.type in AUTOCAST_DEVICES
                 and torch.is_autocast_enabled(x.device.type))
     if autocast and cell not in AUTOCAST_CELLS[x.device.type]:
         # As torch.nn there: the whole stack in the given dtype, its input GEMMs too.
@@ -714,7 +709,7 @@ def run_layers(cell, x, weights, h0, c0, lengths, *, num_layers, bidirectional, 
     if autocast:
         # The whole stack runs in the low dtype (fp32 state inside); the casts are
         # autograd ops, so fp32 parameters get fp32 gradients.
-        x, h0, c0, *weights = _autocast(x.device.type, [x, h0, c0, *weights])
+        x, h0, c0, *weights = _autocast(x.device.type, x, h0, c0, *weights)
     directions = 2 if bidirectional else 1
     time_major = not batch_first
     if isinstance(x, torch.Tensor) and x.dim() == 3 and time_major:
