@@ -111,14 +111,9 @@ def unsupported_reason(request, *, auto=False):
     module = kernels()
     if isinstance(module, str):
         return module
-    if request.device.type == "cpu" and not module.INTERPRETED:
-        return ("the Triton kernel runs on CPU tensors only through the Triton interpreter: set "
-                "TRITON_INTERPRET=1 in the environment before triton is imported, or use backend='auto' "
-                "or 'torch'")
-    if request.device.type not in ("cuda", "cpu"):
-        return f"the Triton kernel runs on CUDA tensors, got a tensor on {request.device}"
-    if request.dtype not in KERNEL_DTYPES:
-        return f"the Triton kernel takes float32, float16 or bfloat16, got {request.dtype}"
+    reason = _placement_reason(request, "the Triton kernel runs", "the Triton kernel takes")
+    if reason is not None:
+        return reason
     sizes = (request.dtype, request.input_size, request.hidden_size, request.output_size, request.allow_tf32,
              request.needs_grad)
     reason = module.launch_unsupported_reason(*sizes)
@@ -131,19 +126,28 @@ def unsupported_reason(request, *, auto=False):
     return None
 
 
+def _placement_reason(request, run, take):
+    """Why tensors on this device or of this dtype cannot reach the kernels, or None; ``run``/``take``
+    begin the sentences ("the Triton kernel runs", "... takes"), for either kind of request."""
+    if request.device.type == "cpu" and not kernels().INTERPRETED:
+        return (f"{run} on CPU tensors only through the Triton interpreter: set "
+                "TRITON_INTERPRET=1 in the environment before triton is imported, or use backend='auto' "
+                "or 'torch'")
+    if request.device.type not in ("cuda", "cpu"):
+        return f"{run} on CUDA tensors, got a tensor on {request.device}"
+    if request.dtype not in KERNEL_DTYPES:
+        return f"{take} float32, float16 or bfloat16, got {request.dtype}"
+    return None
+
+
 def _layer_unsupported_reason(request, auto):
     """unsupported_reason for a LayerRequest: the cell's kernel module's own check, after triton's and the device's."""
     module = layer_kernels(request.cell)
     if isinstance(module, str):
         return module
-    if request.device.type == "cpu" and not kernels().INTERPRETED:
-        return ("the Triton kernels run on CPU tensors only through the Triton interpreter: set "
-                "TRITON_INTERPRET=1 in the environment before triton is imported, or use backend='auto' "
-                "or 'torch'")
-    if request.device.type not in ("cuda", "cpu"):
-        return f"the Triton kernels run on CUDA tensors, got a tensor on {request.device}"
-    if request.dtype not in KERNEL_DTYPES:
-        return f"the Triton kernels take float32, float16 or bfloat16, got {request.dtype}"
+    reason = _placement_reason(request, "the Triton kernels run", "the Triton kernels take")
+    if reason is not None:
+        return reason
     reason = module.unsupported_reason(request.cell, request.dtype, request.hidden_size, request.allow_tf32,
                                        request.needs_grad)
     if reason is not None:
