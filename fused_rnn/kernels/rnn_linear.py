@@ -33,6 +33,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import tile_io
+
 # The smallest normal fp32 number (2^-126): the stand-in for a zero TF32
 # remainder (see split_tf32). TF32 keeps fp32's exponent range, and a normal
 # number is not flushed to zero by the tensor core.
@@ -195,7 +197,10 @@ def _rnn_linear_fwd(
     x_ptrs = x_ptr + seqs[None, :] * stride_xb + offs_i[:, None] * stride_xi
     x_next = tl.load(x_ptrs, mask=x_mask, other=0.0)
     if STORE_HS:
-        hs_ptrs = hs_ptr + seqs[None, :] * T * H + offs_h[:, None]
+        # h_t goes to hs straight from the MMA's layout (see tile_io): a scalar pointer that moves
+        # one step of H per iteration plus loop-invariant offsets.
+        hs_offs = seqs[None, :] * T * H + offs_h[:, None]
+        hs_step = hs_ptr
     for t in range(T):
         x_t = x_next
         x_ptrs += stride_xt
@@ -217,8 +222,8 @@ def _rnn_linear_fwd(
         else:
             h = h_new
         if STORE_HS:
-            tl.store(hs_ptrs, h, mask=h_mask)
-            hs_ptrs += H
+            tile_io.store(hs_step + hs_offs, h, h_mask)
+            hs_step += H
 
     if STORE_HN:
         tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
@@ -281,17 +286,19 @@ def _rnn_linear_bwd_kernel(
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
 
-    # Start at step T-1 and walk back one row of H per step. T is widened
-    # first: (T - 1)·H in int32 overflows past 2³¹ elements per sequence.
-    offs = seqs[None, :] * T * H + (T.to(tl.int64) - 1) * H + offs_h[:, None]
-    hs_ptrs = hs_ptr + offs
-    g_ptrs = g_ptr + offs
-    h_t = tl.load(hs_ptrs, mask=h_mask, other=0.0)
+    # hs and g are read and written straight from the MMA's layout (see tile_io): scalar pointers
+    # at step T-1 that walk back one row of H per step, plus loop-invariant offsets. T is widened
+    # first: (T - 1)·H in int32 overflows past 2³¹ elements per sequence. The loads are unmasked:
+    # columns past B read sequence B-1, and the load after the last step reads step 0 again.
+    offs = seqs[None, :] * T * H + offs_h[:, None]
+    hs_offs = tl.minimum(seqs, B - 1)[None, :] * T * H + offs_h[:, None]
+    hs_step = hs_ptr + (T.to(tl.int64) - 1) * H
+    g_step = g_ptr + (T.to(tl.int64) - 1) * H
+    h_t = tile_io.load(hs_step + hs_offs)
     for i in range(T):
         # h_{t-1} is loaded during step t, off the dependent chain.
-        hs_ptrs -= H
-        # (i + 1 < T is broadcast to a tensor: the interpreter rejects a Python bool in a mask.)
-        h_prev = tl.load(hs_ptrs, mask=h_mask & (seqs[None, :] * 0 + i + 1 < T), other=0.0)
+        hs_step -= tl.where(i + 1 < T, H, 0)
+        h_prev = tile_io.load(hs_step + hs_offs)
         if RELU:
             # As ATen's relu backward (threshold_backward): 0 where h_t <= 0, so
             # a NaN state passes the gradient on, as it does in stock nn.RNN.
@@ -311,8 +318,8 @@ def _rnn_linear_bwd_kernel(
             dh = tl.where(valid, dh_prev, dh)
         else:
             dh = _mm(w_hh_t, w_hh_t_lo, g.to(OPERAND_DTYPE), tl.zeros_like(dh), PRECISION)
-        tl.store(g_ptrs, g, mask=h_mask)
-        g_ptrs -= H
+        tile_io.store(g_step + offs, g, h_mask)
+        g_step -= H
         h_t = h_prev
 
     tl.store(dh0_ptr + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
