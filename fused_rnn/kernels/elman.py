@@ -31,6 +31,7 @@ import triton
 import triton.language as tl
 
 from . import rnn_linear
+from . import tile_io
 from .rnn_linear import (BLOCK_B, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, FP32_OPERANDS, _act, _launch, _load_tile,
                          _mm, _operand_dtype, block, num_warps, precision, split_tf32)
 
@@ -178,31 +179,36 @@ def _elman_fwd(
     else:
         h = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
 
-    # xpᵀ tiles [BLOCK_H, BLOCK_B] through xp's own strides (a time-major
-    # caller passes a transposed view). Masked by validity: xp at padding
-    # positions is never read, so an inf or NaN there cannot reach h.
-    # Pointers start at step 0's position and move one position per step
-    # (64-bit pointer arithmetic, no index to overflow).
-    xp_ptrs = xp_ptr + d * stride_xd + seqs[None, :] * stride_xb + offs_h[:, None] * stride_xh \
-        + pos[None, :] * stride_xt
-    xp_step = sign * stride_xt
+    # xpᵀ tiles [BLOCK_H, BLOCK_B] through xp's own strides (a time-major caller passes a transposed
+    # view), read and written in the MMA's layout (tile_io): per step, one offset per column (its
+    # position) plus loop-invariant row offsets. The loads are unmasked, so every address is kept
+    # valid: columns past B read sequence B-1, padded rows (MASK_H) row 0, and a position outside
+    # [0, T) (a step past a length, or the prefetch after the last step) position 0 or T-1. What
+    # those read is discarded: h keeps its value where a step is not valid, out and hs are not
+    # written there, padded rows are zeroed, so an inf or NaN at a padding position cannot reach h.
+    if MASK_H:
+        xp_rows = xp_ptr + d * stride_xd + (tl.where(h_rows_ok, offs_h, 0) * stride_xh)[:, None]
+    else:
+        # (offs_h alone, not the where: constant offsets per register fold into the loads.)
+        xp_rows = xp_ptr + d * stride_xd + (offs_h * stride_xh)[:, None]
+    xp_seqs = tl.minimum(seqs, B - 1) * stride_xb
     # out: [B, T, DIRECTIONS·H] contiguous; hs: [DIRECTIONS, B, T, H] fp32 contiguous.
     out_base = seqs[None, :] * T * (DIRECTIONS * H) + d * H + offs_h[:, None]
-    out_offs = out_base + pos[None, :] * (DIRECTIONS * H)
-    out_step = sign * (DIRECTIONS * H)
     if DIRECTIONS == 2:
         hs_base = d64 * B * T * H + seqs[None, :] * T * H + offs_h[:, None]
-        hs_offs = hs_base + pos[None, :] * H
     steps, first_padding = _steps(lengths_ptr, length, seq_ok, pid, B, T, BLOCK_B, HAS_LENGTHS)
     valid_next = _valid(0, T, length, zeros_b, HAS_LENGTHS)
-    xp_next = tl.load(xp_ptrs, mask=h_mask & valid_next[None, :], other=0.0)
+    pos_next = pos
+    xp_next = tile_io.load(xp_rows + (xp_seqs + tl.minimum(tl.maximum(pos, 0), T - 1) * stride_xt)[None, :])
     for s in range(steps):
         xp_t = xp_next
         valid = valid_next
-        # xp of step s+1, loaded during step s (masked off past the last step).
+        pos = pos_next
+        # xp of step s+1, loaded during step s.
         valid_next = _valid(s + 1, T, length, zeros_b, HAS_LENGTHS)
-        xp_ptrs += xp_step
-        xp_next = tl.load(xp_ptrs, mask=h_mask & valid_next[None, :], other=0.0)
+        pos_next = pos + sign
+        xp_next = tile_io.load(
+            xp_rows + (xp_seqs + tl.minimum(tl.maximum(pos_next, 0), T - 1) * stride_xt)[None, :])
         acc = xp_t.to(tl.float32)
         if HAS_B_HH:
             acc += bias_tile
@@ -220,14 +226,12 @@ def _elman_fwd(
             h = h_new
             y_mask = h_mask
         if STORE_OUT:
-            tl.store(out_ptr + out_offs, h_new.to(out_ptr.dtype.element_ty), mask=y_mask)
+            tile_io.store(out_ptr + out_base + (pos * (DIRECTIONS * H))[None, :], h_new, y_mask)
         if STORE_HS:
             if DIRECTIONS == 2:
-                tl.store(hs_ptr + hs_offs, h_new, mask=y_mask)
-                hs_offs += sign * H
+                tile_io.store(hs_ptr + hs_base + (pos * H)[None, :], h_new, y_mask)
             else:
-                tl.store(hs_ptr + out_offs, h_new, mask=y_mask)
-        out_offs += out_step
+                tile_io.store(hs_ptr + out_base + (pos * H)[None, :], h_new, y_mask)
 
     hn_offs = d64 * B * H + seqs[None, :] * H + offs_h[:, None]
     tl.store(hn_ptr + hn_offs, h.to(hn_ptr.dtype.element_ty), mask=h_mask)
@@ -295,45 +299,41 @@ def _elman_bwd(
     else:
         dh = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
 
-    # hs: [DIRECTIONS, B, T, H]; g: [B, T, DIRECTIONS·H], the same offsets for one direction.
+    # hs: [DIRECTIONS, B, T, H]; g: [B, T, DIRECTIONS·H], the same offsets for one direction. Read
+    # and written in the MMA's layout (tile_io): per step one offset per column (its position) plus
+    # loop-invariant row offsets. The loads are unmasked, so every address is kept valid: columns
+    # past B read sequence B-1, padded rows (MASK_H) row 0, and a position outside [0, T) (a step
+    # past a length, or the prefetch before step 0) position 0 or T-1. What those read is
+    # discarded: where a step is not valid, dh is kept and g is neither used nor written, and the
+    # padded rows of g are zeroed, so a NaN in padding or in dout at a padding position cannot
+    # reach dh.
     hs_base = d64 * B * T * H + seqs[None, :] * T * H + offs_h[:, None]
-    h_offs = hs_base + pos[None, :] * H
-    h_step = -sign * H
     g_base = seqs[None, :] * T * (DIRECTIONS * H) + d * H + offs_h[:, None]
-    if DIRECTIONS == 2:
-        g_offs_next = g_base + pos[None, :] * (DIRECTIONS * H)
-    # The last processing step's h and dout, then each step loads the previous
-    # step's during its own. Masked by validity: padding positions hold 0 in hs
-    # and are never read from dout, so a NaN there cannot reach dh.
-    valid_next = _valid(steps - 1, T, length, zeros_b, HAS_LENGTHS)
-    valid_next = valid_next & (zeros_b < steps)  # no step at all: step -1 is not read
-    load_mask = h_mask & valid_next[None, :]
-    h_next = tl.load(hs_ptr + h_offs, mask=load_mask, other=0.0)
+    if MASK_H:
+        rows = tl.where(h_rows_ok, offs_h, 0)
+    else:
+        rows = offs_h  # (not the where: constant offsets per register fold into the loads)
+    seqs_in = tl.minimum(seqs, B - 1)
+    hs_rows = hs_ptr + d64 * B * T * H + rows[:, None]
+    hs_seqs = seqs_in * T * H
     if HAS_DOUT:
-        dout_ptrs = dout_ptr + d * stride_dd + seqs[None, :] * stride_db + offs_h[:, None] * stride_dh \
-            + pos[None, :] * stride_dt
-        dout_step = -sign * stride_dt
-        dout_next = tl.load(dout_ptrs, mask=load_mask, other=0.0)
+        dout_rows = dout_ptr + d * stride_dd + (rows * stride_dh)[:, None]
+        dout_seqs = seqs_in * stride_db
+    valid_next = _valid(steps - 1, T, length, zeros_b, HAS_LENGTHS)
+    pos_next = pos
+    pos_in = tl.minimum(tl.maximum(pos, 0), T - 1)
+    h_next = tile_io.load(hs_rows + (hs_seqs + pos_in * H)[None, :])
+    if HAS_DOUT:
+        dout_next = tile_io.load(dout_rows + (dout_seqs + pos_in * stride_dt)[None, :])
     for i in range(steps):
         valid = valid_next
-        if DIRECTIONS == 2:
-            g_offs = g_offs_next
-            g_offs_next += -sign * (DIRECTIONS * H)
-        else:
-            g_offs = h_offs
+        pos = pos_next
         h_t = h_next
         if HAS_DOUT:
-            dh += dout_next.to(tl.float32)
-        # Step s - 1, loaded during step s = steps - 1 - i (masked off before
-        # step 0; i + 1 < steps as a tensor, see _valid).
-        valid_next = _valid(steps - 2 - i, T, length, zeros_b, HAS_LENGTHS)
-        valid_next = valid_next & (zeros_b + i + 1 < steps)
-        load_mask = h_mask & valid_next[None, :]
-        h_offs += h_step
-        h_next = tl.load(hs_ptr + h_offs, mask=load_mask, other=0.0)
-        if HAS_DOUT:
-            dout_ptrs += dout_step
-            dout_next = tl.load(dout_ptrs, mask=load_mask, other=0.0)
+            if HAS_LENGTHS:
+                dh += tl.where(valid[None, :], dout_next.to(tl.float32), 0.0)
+            else:
+                dh += dout_next.to(tl.float32)
         if RELU:
             # As ATen's threshold_backward: 0 where h <= 0, so a NaN state
             # passes the gradient on, as in stock nn.RNN.
@@ -344,6 +344,15 @@ def _elman_bwd(
             # An infinite dh times a padded (zero) weight is NaN in a padded
             # row; g there must stay 0 so it cannot reach real rows.
             g = tl.where(h_rows_ok[:, None], g, 0.0)
+        # Step s - 1, loaded during step s = steps - 1 - i, after the last use of step s's values:
+        # the loads then reuse their registers (loaded earlier, both sets would be live and the
+        # loop would copy one into the other every step: 31 moves per thread, bf16 H = 128).
+        valid_next = _valid(steps - 2 - i, T, length, zeros_b, HAS_LENGTHS)
+        pos_next = pos - sign
+        pos_in = tl.minimum(tl.maximum(pos_next, 0), T - 1)
+        h_next = tile_io.load(hs_rows + (hs_seqs + pos_in * H)[None, :])
+        if HAS_DOUT:
+            dout_next = tile_io.load(dout_rows + (dout_seqs + pos_in * stride_dt)[None, :])
         if HAS_LENGTHS:
             # Past a length the step was an identity: dh passes unchanged (the
             # MMA's columns are independent, so what it made of this column's g
@@ -354,7 +363,7 @@ def _elman_bwd(
         else:
             dh = _mm(w_hh_t, w_hh_t_lo, g.to(OPERAND_DTYPE), tl.zeros_like(dh), PRECISION)
             g_mask = h_mask
-        tl.store(g_ptr + g_offs, g, mask=g_mask)
+        tile_io.store(g_ptr + g_base + (pos * (DIRECTIONS * H))[None, :], g, g_mask)
 
     tl.store(dh0_ptr + d64 * B * H + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
     if HAS_LENGTHS:
@@ -380,25 +389,17 @@ def _check_cell(cell):
 def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False):
     """Shared memory one program needs, in bytes (the GPU's figure, also under the interpreter).
 
-    W_hh (and its TF32 remainder for "tf32x3") stays resident for the whole
-    loop. Each step stages the MMA's B operand (h, or g: twice, hi and lo, for
-    "tf32x3") through shared memory and, in the forward, converts the xpᵀ tile
-    from its load layout to the accumulator's and out from the accumulator's to
-    its store layout (Triton 3.9 gives each of these its own region, 3.6 shares
-    them); the fp32 [BLOCK_H, BLOCK_B] conversion of stored states (hs, or the
-    backward's hs, dout and g) reuses that space. Against Triton 3.6's and
-    3.9's figures for sm_90a at BLOCK_H = 128 and 256 (tests/test_kernel_elman.py):
-    never below either, at most 17408 B above 3.6's.
+    W_hh (and its TF32 remainder for "tf32x3") stays resident for the whole loop, and each step
+    stages the MMA's B operand (h, or g: twice, hi and lo, for "tf32x3") through shared memory.
+    Nothing else does: xp, out, hs, dout and g move between registers and global memory directly
+    (kernels/tile_io.py), so ``store_saved`` and ``backward`` change nothing. Triton 3.6 and 3.9
+    allocate exactly this for sm_90a at BLOCK_H = 128 and 256 (tests/test_kernel_elman.py); the
+    1024 B are headroom.
     """
     prec = precision(dtype, allow_tf32, interpreted=False)
     item = 4 if prec in FP32_OPERANDS else dtype.itemsize
     copies = 2 if prec == "tf32x3" else 1
-    weights = item * copies * block_h * block_h
-    operands = item * copies * block_h * BLOCK_B
-    if not backward:
-        operands += 2 * dtype.itemsize * block_h * BLOCK_B  # the xpᵀ and out tiles' conversions
-    states = 4 * block_h * BLOCK_B if (store_saved or backward) else 0
-    return weights + max(operands, states) + 1024
+    return item * copies * block_h * (block_h + BLOCK_B) + 1024
 
 
 def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
@@ -435,6 +436,10 @@ def _forward(cell, xp, w_hh, b_hh, h0, lengths, directions, reverse, allow_tf32,
     hs = rnn_linear.new_empty((*lead, B, T, H), device=device, dtype=torch.float32) if store_saved else None
     if B == 0:
         return out, h_n, None, hs, None
+    if T == 0:
+        # No step: h_n is h0. (The kernel's loads are unmasked, so it must not run without xp.)
+        h_n.copy_(h0.reshape(h_n.shape) if h0 is not None else torch.zeros_like(h_n))
+        return out, h_n, None, hs, None
     block_h = block(H)
     prec = precision(xp.dtype, allow_tf32)
     w_hh_lo = None
@@ -468,6 +473,10 @@ def _backward(cell, hs, w_hh, dout, dh_n, lengths, directions, reverse, allow_tf
     g = rnn_linear.new_empty((B, T, directions * H), device=device, dtype=torch.float32)
     dh0 = rnn_linear.new_empty((*lead, B, H), device=device, dtype=torch.float32)
     if B == 0:
+        return g, g, dh0, None
+    if T == 0:
+        # No step: dh0 is dh_n. (The kernel's loads are unmasked, so it must not run without hs.)
+        dh0.copy_(dh_n.reshape(dh0.shape) if dh_n is not None else torch.zeros_like(dh0))
         return g, g, dh0, None
     block_h = block(H)
     prec = precision(w_hh.dtype, allow_tf32)

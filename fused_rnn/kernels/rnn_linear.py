@@ -294,7 +294,10 @@ def _rnn_linear_bwd_kernel(
     hs_offs = tl.minimum(seqs, B - 1)[None, :] * T * H + offs_h[:, None]
     hs_step = hs_ptr + (T.to(tl.int64) - 1) * H
     g_step = g_ptr + (T.to(tl.int64) - 1) * H
-    h_t = tile_io.load(hs_step + hs_offs)
+    if T > 0:
+        h_t = tile_io.load(hs_step + hs_offs)
+    else:
+        h_t = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)  # no step: hs may not even be allocated
     for i in range(T):
         # h_{t-1} is loaded during step t, off the dependent chain.
         hs_step -= tl.where(i + 1 < T, H, 0)
