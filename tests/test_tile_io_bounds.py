@@ -107,3 +107,93 @@ def test_rnn_linear_backward_reads_inside_hs(checked_tile_io, B, T, H, lengths):
     for name, got, want in zip(["x", "w_ih", "w_hh", "b_ih", "b_hh", "fc_w", "fc_b"], (x, *params), ref):
         assert torch.isfinite(got.grad).all(), name
         torch.testing.assert_close(got.grad.double(), want.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+# --- Elman: xp loads, out/hs stores (forward); hs and dout loads, g stores (backward) ---------------------------
+
+RAGGED = [7, 1, 4, 7, 3]  # unsorted, 1 and T among them
+
+
+def in_nan_buffer(t, time_major):
+    """t's values in a view of a NaN buffer with NaN on both sides of every row: a read between rows shows."""
+    B, T, W = t.shape
+    if time_major:
+        buffer = torch.full((T, B, W + 5), float("nan"), dtype=t.dtype, device=t.device).transpose(0, 1)
+    else:
+        buffer = torch.full((B, T, W + 5), float("nan"), dtype=t.dtype, device=t.device)
+    view = buffer[..., 2:W + 2]
+    view.copy_(t)
+    return view
+
+
+def poison_padding(t, lengths):
+    """NaN at every position past each length: a load clamped there must be discarded."""
+    if lengths is not None:
+        t = t.clone()
+        t[torch.arange(t.shape[1], device=t.device)[None, :] >= lengths[:, None]] = float("nan")
+    return t
+
+
+@pytest.mark.parametrize("B, T, H, lengths, reverse, time_major", [
+    (5, 7, 20, RAGGED, False, False),
+    (5, 7, 20, RAGGED, True, True),
+    (5, 7, 20, None, True, True),
+    (5, 7, 16, RAGGED, True, False),
+    (17, 1, 20, None, False, False),        # two tiles, the second with one sequence; one step
+    (17, 3, 16, [3, 1, 2] * 5 + [1, 3], False, True),
+], ids=["H20-ragged", "H20-ragged-reverse-time_major", "H20-full-reverse", "H16-ragged-reverse", "B17-T1",
+        "B17-ragged-time_major"])
+def test_elman_loads_stay_inside_and_padding_is_discarded(checked_tile_io, B, T, H, lengths, reverse, time_major):
+    cell = "rnn_tanh"
+    xp, w_hh, b_hh, h0, lengths = make_inputs(cell, B, T, H, lengths=lengths, time_major=time_major, seed=40)
+    xp = in_nan_buffer(poison_padding(xp, lengths), time_major)
+    out, h_n, hs = check_forward(cell, xp, w_hh, b_hh, h0, lengths, reverse=reverse)
+    assert torch.isfinite(out).all() and torch.isfinite(h_n).all() and torch.isfinite(hs).all()
+    dout, dh_n = make_gradients(B, T, H, xp.dtype, dout_time_major=time_major, lengths=lengths,
+                                poison_padding=lengths is not None, seed=41)
+    dout = in_nan_buffer(dout, time_major)
+    dxp, _, dh0, _ = elman.recurrence_bwd(cell, hs, None, w_hh, b_hh, h0, None, dout, dh_n, None, lengths,
+                                          reverse=reverse, allow_tf32=False)
+    assert torch.isfinite(dxp).all() and torch.isfinite(dh0).all()
+    reference = reference_gradients(cell, xp, w_hh, b_hh, h0, lengths, reverse, dout, dh_n)
+    assert_gradients(dxp, dh0, hs, h0, lengths, reverse, reference, tolerance(xp.dtype, False))
+    assert checked_tile_io["load"] > 0 and checked_tile_io["store"] > 0
+
+
+def test_elman_backward_with_a_broadcast_dout(checked_tile_io):
+    """dout with all strides 0 (the gradient of out.sum()): every load reads its one element."""
+    cell, B, T, H = "rnn_relu", 5, 7, 20
+    xp, w_hh, b_hh, h0, lengths = make_inputs(cell, B, T, H, lengths=RAGGED, seed=42)
+    _, _, hs = check_forward(cell, xp, w_hh, b_hh, h0, lengths, reverse=True)
+    dout = torch.full((1, 1, 1), 0.5, device=DEVICE).expand(B, T, H)
+    dxp, _, dh0, _ = elman.recurrence_bwd(cell, hs, None, w_hh, b_hh, h0, None, dout, None, None, lengths,
+                                          reverse=True, allow_tf32=False)
+    reference = reference_gradients(cell, xp, w_hh, b_hh, h0, lengths, True, dout, None)
+    assert_gradients(dxp, dh0, hs, h0, lengths, True, reference, tolerance(xp.dtype, False))
+
+
+@pytest.mark.parametrize("B, T, H, lengths, time_major", [
+    (5, 7, 20, RAGGED, True),
+    (17, 2, 16, None, False),
+], ids=["H20-ragged-time_major", "B17-full"])
+def test_elman_bidirectional_loads_stay_inside_and_padding_is_discarded(checked_tile_io, B, T, H, lengths,
+                                                                       time_major):
+    cell = "rnn_tanh"
+    halves = [make_inputs(cell, B, T, H, lengths=lengths, seed=43 + d) for d in range(2)]
+    lengths = halves[0][4]
+    xp = in_nan_buffer(poison_padding(torch.cat([halves[0][0], halves[1][0]], -1), lengths), time_major)
+    w_hh, b_hh, h0 = (torch.stack([halves[0][i], halves[1][i]]) for i in (1, 2, 3))
+    out, h_n, _, hs, _ = elman.bidirectional_fwd(cell, xp, w_hh, b_hh, h0, lengths, allow_tf32=False,
+                                                 store_saved=True)
+    dout, dh_n = make_gradients(B, T, H, xp.dtype, lengths=lengths, directions=2, dout_time_major=time_major,
+                                poison_padding=lengths is not None, seed=45)
+    dout = in_nan_buffer(dout, time_major)
+    dxp, _, dh0, _ = elman.bidirectional_bwd(cell, hs, w_hh, dout, dh_n, lengths, allow_tf32=False)
+    for t in (out, h_n, hs, dxp, dh0):
+        assert torch.isfinite(t).all()
+    tol = TOL[torch.float32]
+    for d in range(2):
+        inputs = (xp[..., d * H:(d + 1) * H], w_hh[d], b_hh[d], h0[d], lengths)
+        reference = reference_gradients(cell, *inputs, d == 1, dout[..., d * H:(d + 1) * H], dh_n[d])
+        assert_gradients(dxp[..., d * H:(d + 1) * H], dh0[d], hs[d], h0[d], lengths, d == 1, reference, tol)
+    assert checked_tile_io["load"] > 0 and checked_tile_io["store"] > 0

@@ -289,9 +289,15 @@ def _rnn_linear_bwd_kernel(
     # hs and g are read and written straight from the MMA's layout (see tile_io): scalar pointers
     # at step T-1 that walk back one row of H per step, plus loop-invariant offsets. T is widened
     # first: (T - 1)·H in int32 overflows past 2³¹ elements per sequence. The loads are unmasked:
-    # columns past B read sequence B-1, and the load after the last step reads step 0 again.
+    # columns past B read sequence B-1, padded rows (MASK_H) row 0 (row r >= H of step T-1 of
+    # sequence B-1 is past the end of hs), and the load after the last step reads step 0 again.
+    # What those read is discarded: g is zeroed in padded rows, and columns past B are not stored.
     offs = seqs[None, :] * T * H + offs_h[:, None]
-    hs_offs = tl.minimum(seqs, B - 1)[None, :] * T * H + offs_h[:, None]
+    if MASK_H:
+        hs_rows = tl.where(offs_h < H, offs_h, 0)
+    else:
+        hs_rows = offs_h  # (not the where: constant offsets per register fold into the loads)
+    hs_offs = tl.minimum(seqs, B - 1)[None, :] * T * H + hs_rows[:, None]
     hs_step = hs_ptr + (T.to(tl.int64) - 1) * H
     g_step = g_ptr + (T.to(tl.int64) - 1) * H
     if T > 0:
