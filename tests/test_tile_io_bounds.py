@@ -9,6 +9,8 @@ The results are also compared with the float64 oracle, with NaN at every positio
 may read (xp and dout past each length), so a value read there and not discarded shows as well.
 """
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -23,9 +25,12 @@ from test_kernel_elman import (assert_gradients, check_forward, make_gradients, 
 pytestmark = pytest.mark.skipif(not kernels.INTERPRETED,
                                 reason="reads the interpreter's addresses (a GPU run needs compute-sanitizer)")
 
-KERNELS = ["_rnn_linear_fwd_kernel", "_rnn_linear_fwd_kernel_any_stride", "_rnn_linear_bwd_kernel"]
-ELMAN_KERNELS = ["_elman_fwd_kernel", "_elman_fwd_kernel_any_stride", "_elman_bwd_kernel",
-                 "_elman_bwd_kernel_any_stride"]
+
+def launched_kernels():
+    """Every interpreted kernel of the kernel modules (device functions too: a hook there never runs)."""
+    modules = [importlib.import_module(f"fused_rnn.kernels.{name}") for name in ("rnn_linear", "elman", "gru", "lstm")]
+    return {id(k): k for m in modules for k in vars(m).values()
+            if hasattr(k, "add_pre_run_hook") and not isinstance(k, type)}.values()
 
 
 def span(t):
@@ -52,7 +57,7 @@ def checked_tile_io(monkeypatch):
     def record(*args, **kwargs):
         spans[:] = [span(a) for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
 
-    hooked = [getattr(kernels, name) for name in KERNELS] + [getattr(elman, name) for name in ELMAN_KERNELS]
+    hooked = list(launched_kernels())
     for kernel in hooked:
         kernel.add_pre_run_hook(record)
     load, store = tile_io.load, tile_io.store
