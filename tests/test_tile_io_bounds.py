@@ -181,8 +181,8 @@ def test_elman_backward_with_a_broadcast_dout(checked_tile_io):
     (5, 7, 20, RAGGED, True),
     (17, 2, 16, None, False),
 ], ids=["H20-ragged-time_major", "B17-full"])
-def test_elman_bidirectional_loads_stay_inside_and_padding_is_discarded(checked_tile_io, B, T, H, lengths,
-                                                                       time_major):
+def test_elman_bidirectional_loads_stay_inside_and_padding_is_discarded(
+        checked_tile_io, B, T, H, lengths, time_major):
     cell = "rnn_tanh"
     halves = [make_inputs(cell, B, T, H, lengths=lengths, seed=43 + d) for d in range(2)]
     lengths = halves[0][4]
