@@ -202,3 +202,20 @@ def test_elman_bidirectional_loads_stay_inside_and_padding_is_discarded(
         reference = reference_gradients(cell, *inputs, d == 1, dout[..., d * H:(d + 1) * H], dh_n[d])
         assert_gradients(dxp[..., d * H:(d + 1) * H], dh0[d], hs[d], h0[d], lengths, d == 1, reference, tol)
     assert checked_tile_io["load"] > 0 and checked_tile_io["store"] > 0
+
+
+@pytest.mark.parametrize("with_h0", [True, False], ids=["h0", "no_h0"])
+def test_elman_bidirectional_zero_steps_runs_no_kernel(checked_tile_io, with_h0):
+    """T = 0 (the loads would have no valid address): h_n is h0 (or 0) and dh0 is dh_n (or 0), on the host."""
+    cell, B, H = "rnn_relu", 3, 20
+    xp = torch.randn(B, 0, 2 * H, device=DEVICE)
+    w_hh = torch.randn(2, H, H, device=DEVICE)
+    h0 = torch.randn(2, B, H, device=DEVICE) if with_h0 else None
+    out, h_n, _, hs, _ = elman.bidirectional_fwd(cell, xp, w_hh, None, h0, None, allow_tf32=False, store_saved=True)
+    assert out.shape == (B, 0, 2 * H) and hs.shape == (2, B, 0, H)
+    torch.testing.assert_close(h_n, h0 if with_h0 else torch.zeros(2, B, H, device=DEVICE), rtol=0, atol=0)
+    dh_n = torch.randn(2, B, H, device=DEVICE) if with_h0 else None
+    dxp, _, dh0, _ = elman.bidirectional_bwd(cell, hs, w_hh, None, dh_n, None, allow_tf32=False)
+    assert dxp.shape == (B, 0, 2 * H)
+    torch.testing.assert_close(dh0, dh_n if with_h0 else torch.zeros(2, B, H, device=DEVICE), rtol=0, atol=0)
+    assert checked_tile_io["load"] == 0 and checked_tile_io["store"] == 0
