@@ -15,7 +15,9 @@ step as the ``[B, H] @ [H, H]`` orientation (M = 16, mma.sync) does.
 
 The hidden state lives in fp32 registers for the whole loop; the ``[B, T, H]``
 sequence is written only when autograd needs it (``STORE_HS``), so inference
-memory is O(B·H) whatever T is.
+memory is O(B·H) whatever T is. It is written, and read back by the backward,
+straight from the accumulator's registers (``tile_io``), without a layout
+conversion through shared memory in the loop.
 
 Backward walks time in reverse (the only sequential part) and writes
 ``g_t = ∂L/∂pre_t``; the weight and input gradients are then single large
@@ -351,7 +353,7 @@ MAX_BLOCK = 256
 
 # Largest padded size backend="auto" gives the kernel, from the static report
 # (benchmarks/results/static_sm90a_triton3.6.json): up to 128 every dtype and
-# mode fits in shared memory without spills. Not yet timed on a GPU.
+# mode fits in shared memory without spills.
 AUTO_MAX_BLOCK = 128
 
 # Shared memory one block may use on sm_90: 227 KiB.
