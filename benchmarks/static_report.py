@@ -256,7 +256,9 @@ def report_row(config, shape, dtype_name, mode, allow_tf32, auto, layer=None):
     if layer is None:
         B, T, I, H, O = shape
         (name, kernel, kwargs), = compile_launches(mode, shape, dtype, allow)
-        estimate = kernels.smem_bytes(dtype, kernels.block(I), kernels.block(H), kernels.block(O), allow,
+        block_h = kernels.block(H) if mode == "backward" else \
+            kernels.forward_block_h(H, kernels.precision(dtype, allow, interpreted=False))
+        estimate = kernels.smem_bytes(dtype, kernels.block(I), block_h, kernels.block(O), allow,
                                       store_hs=mode == "train_forward", backward=mode == "backward")
         extra = {}
     else:

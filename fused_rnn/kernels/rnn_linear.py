@@ -418,6 +418,23 @@ def num_warps(prec, block_h):
     return 4
 
 
+def forward_block_h(hidden_size, prec):
+    """The forward kernel's padded H: block(H), except that TF32 products pad 32 to 64.
+
+    Below M = 64 the product is mma.sync, whose fp32 operands x_t and h both
+    reach it through shared memory: 4 barriers per step. Padded to 64 it is
+    wgmma, which reads x_t's tile from shared memory and takes h's through the
+    same 2 barriers, in no more issue slots (static report, sm_90a: the seed's
+    H = 20 forward 88 -> 81 slots and 4 -> 2 barriers, training forward
+    129 -> 112; I = 64, H = 32: 116 -> 102). Everywhere else mma.sync is
+    cheaper (bf16, BLOCK_H = 16: up to 2x fewer slots, 2 barriers already;
+    3xTF32: more slots and barriers at 64), and the backward sweep keeps
+    block(H): it has 2 barriers or fewer either way and 74 slots against 100.
+    """
+    padded = block(hidden_size)
+    return 64 if padded == 32 and prec == "tf32" else padded
+
+
 def split_tf32(w):
     """(hi, lo): hi is w with its low 13 mantissa bits cleared (TF32-exact), lo = w - hi.
 
@@ -474,10 +491,11 @@ def launch_unsupported_reason(dtype, input_size, hidden_size, output_size, allow
     for name, n in (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size)):
         if block(n) > MAX_BLOCK:
             return f"the Triton kernel holds sizes up to {MAX_BLOCK}, got {name}={n}"
-    blocks = block(input_size), block(hidden_size), block(output_size)
-    need = smem_bytes(dtype, *blocks, allow_tf32, store_hs=needs_grad)
+    block_i, block_o = block(input_size), block(output_size)
+    prec = precision(dtype, allow_tf32, interpreted=False)
+    need = smem_bytes(dtype, block_i, forward_block_h(hidden_size, prec), block_o, allow_tf32, store_hs=needs_grad)
     if needs_grad:
-        need = max(need, smem_bytes(dtype, *blocks, allow_tf32, backward=True))
+        need = max(need, smem_bytes(dtype, block_i, block(hidden_size), block_o, allow_tf32, backward=True))
     if need > SMEM_LIMIT:
         return (f"input_size={input_size}, hidden_size={hidden_size}, output_size={output_size} in "
                 f"{str(dtype).removeprefix('torch.')} with {precision(dtype, allow_tf32, interpreted=False)} products need "
@@ -518,8 +536,8 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
     y = new_empty((B, O), device=x.device, dtype=x.dtype)
     hn = new_empty((B, H), device=x.device, dtype=x.dtype) if store_hn else None
     hs = new_empty((B, T, H), device=x.device, dtype=torch.float32) if store_hs else None
-    block_i, block_h, block_o = block(I), block(H), block(O)
     prec = precision(x.dtype, allow_tf32)
+    block_i, block_h, block_o = block(I), forward_block_h(H, prec), block(O)
     w_ih_lo = w_hh_lo = fc_w_lo = None
     if prec == "tf32x3":
         (w_ih, w_ih_lo), (w_hh, w_hh_lo), (fc_w, fc_w_lo) = split_tf32(w_ih), split_tf32(w_hh), split_tf32(fc_w)
