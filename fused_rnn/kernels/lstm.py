@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import rnn_linear
+from . import rnn_linear, tile_io
 from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, SMEM_LIMIT, _launch, _load_tile, _mm, _tanh, block,
                          precision, split_tf32)
 
@@ -95,12 +95,29 @@ def _position(s, length, cols, T, HAS_LENGTHS: tl.constexpr, REVERSE: tl.constex
 
 
 @triton.jit
-def _load_xp(ptrs, rows_ok, MASK_H: tl.constexpr):
-    """xp's stacked tile, its columns all in bounds: masked (zeroed) only in padded rows."""
-    if MASK_H:
-        xp = tl.load(ptrs, mask=rows_ok[:, None], other=0.0)
+def _step_position(s, T, REVERSE: tl.constexpr):
+    """The position step ``s`` processes in every column when there are no lengths (or, forward, in
+    every column still running): s, or T-1-s in reverse."""
+    if REVERSE:
+        at = T - 1 - s
     else:
-        xp = tl.load(ptrs)
+        at = s
+    return at
+
+
+@triton.jit
+def _load_xp(xp_ptr, offs, at, cols_at, stride_xt, rows_ok, MASK_H: tl.constexpr, PER_COLUMN: tl.constexpr):
+    """xp's stacked tile at position ``at`` (a scalar), or ``cols_at`` ([BLOCK_B]) with PER_COLUMN.
+
+    ``offs``: the loop-invariant [4·BLOCK_H, BLOCK_B] offsets, every address valid (see the caller).
+    Padded rows (not ``rows_ok``) read a valid neighbour and are zeroed here.
+    """
+    if PER_COLUMN:
+        xp = tile_io.load(xp_ptr + (cols_at * stride_xt)[None, :] + offs)
+    else:
+        xp = tile_io.load(xp_ptr + at.to(tl.int64) * stride_xt + offs)
+    if MASK_H:
+        xp = tl.where(rows_ok[:, None], xp, 0.0)
     return xp
 
 
@@ -121,13 +138,31 @@ def _split_gates(x, BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr):
 
 
 @triton.jit
-def _load_gates(ptrs, gate_stride, mask):
-    """Four [BLOCK_H, BLOCK_B] tiles at ptrs + k·gate_stride, k = 0..3, as fp32, 0 where masked."""
-    a_i = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
-    a_f = tl.load(ptrs + gate_stride, mask=mask, other=0.0).to(tl.float32)
-    a_g = tl.load(ptrs + 2 * gate_stride, mask=mask, other=0.0).to(tl.float32)
-    a_o = tl.load(ptrs + 3 * gate_stride, mask=mask, other=0.0).to(tl.float32)
-    return a_i, a_f, a_g, a_o
+def _load_saved(aux_ptr, aux_offs, dout_ptr, dout_offs, stride_dt, H, at, cols_at,
+                HAS_DOUT: tl.constexpr, PER_COLUMN: tl.constexpr):
+    """What the backward's step at position ``at`` (a scalar; ``cols_at`` [BLOCK_B] with PER_COLUMN)
+    reads: the gates i, f, g, o, c_{t-1} from aux and dout (0.0 without HAS_DOUT), fp32 [BLOCK_H, BLOCK_B].
+
+    Unmasked (tile_io.load): ``aux_offs`` and ``dout_offs`` must make every address valid.
+    """
+    if PER_COLUMN:
+        aux_at = aux_ptr + (cols_at * (5 * H))[None, :]
+    else:
+        aux_at = aux_ptr + at.to(tl.int64) * (5 * H)
+    i = tile_io.load(aux_at + aux_offs)
+    f = tile_io.load(aux_at + H + aux_offs)
+    g = tile_io.load(aux_at + 2 * H + aux_offs)
+    o = tile_io.load(aux_at + 3 * H + aux_offs)
+    c_prev = tile_io.load(aux_at + 4 * H + aux_offs)
+    if HAS_DOUT:
+        if PER_COLUMN:
+            dout_at = dout_ptr + (cols_at * stride_dt)[None, :]
+        else:
+            dout_at = dout_ptr + at.to(tl.int64) * stride_dt
+        dout = tile_io.load(dout_at + dout_offs).to(tl.float32)
+    else:
+        dout = 0.0
+    return i, f, g, o, c_prev, dout
 
 
 # ----------------------------------------------------------------------------
@@ -146,6 +181,10 @@ def _lstm_fwd(
     MASK_H: tl.constexpr, FAST_TANH: tl.constexpr,
     PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
+    if not MASK_H:
+        # H == BLOCK_H: as a constexpr, every gate, row and unit offset below is a compile-time
+        # constant per register and folds into its instruction (LDG/STG [R+imm]).
+        H = BLOCK_H
     pid = tl.program_id(0)
     # Columns are sequences. int64: B·T·4H may pass 2³¹.
     seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
@@ -158,9 +197,10 @@ def _lstm_fwd(
     # (i, f, g, o), i.e. row k·H + u of W_hh and column k·H + u of xp.
     offs_a = tl.arange(0, 4 * BLOCK_H)
     unit = offs_a % BLOCK_H
-    a_rows = (offs_a // BLOCK_H) * H + unit
+    gate = offs_a // BLOCK_H
+    a_rows = gate * H + unit
     a_rows_ok = unit < H
-    is_g = (offs_a // BLOCK_H) == 2
+    is_g = gate == 2
 
     # W_hh as one [4·BLOCK_H, BLOCK_H] tile, loaded once: straight from a load
     # it stays in shared memory, where wgmma reads it (the TF32 remainder comes
@@ -197,24 +237,37 @@ def _lstm_fwd(
     else:
         length = seqs * 0 + T
 
-    # xpᵀ as one [4·BLOCK_H, BLOCK_B] tile. The tile of step s+1 is loaded
-    # during step s, off the dependent chain. The loads need no mask (a masked
-    # load zeroes its registers every step first): columns past B read
-    # sequence B-1, and a step that processes nothing reads position 0 of
-    # its sequence, never padding (which may hold anything); both results are
-    # discarded. Only padded rows (unit ≥ H) are masked: they would read the
-    # next gate's columns, or past the end of xp.
-    xp_rows = xp_ptr + tl.minimum(seqs, B - 1)[None, :] * stride_xb + (a_rows * stride_xg)[:, None]
+    # xpᵀ as one [4·BLOCK_H, BLOCK_B] tile, loaded straight into the accumulator's layout
+    # (tile_io.load: no shared-memory round trip, no barrier). The tile of step s+1 is loaded
+    # during step s, off the dependent chain. tile_io.load is unmasked, so every address is valid:
+    # - columns past B read sequence B-1;
+    # - padded rows (unit ≥ H) read unit H-1 of their gate (column k·H + H-1 < 4H), and are
+    #   zeroed after the load, as the masked load did;
+    # - a step that processes nothing (s ≥ len_b) reads a position < T of its own sequence:
+    #   position s (with lengths, forward: padding, which may hold anything, NaN included) or 0
+    #   (with lengths, reverse); the prefetch after the last step (s + 1 = T) reads step T-1's
+    #   position again. What those reads return is discarded: the column's h, c and everything
+    #   stored for it come from tl.where(keep, ...), and its column of the product W·h depends
+    #   only on its own h (MMA columns are independent).
+    # Addresses are a scalar pointer at the step's position plus loop-invariant offsets, except
+    # with lengths in reverse, where each sequence walks from its own last position.
+    PER_COLUMN: tl.constexpr = HAS_LENGTHS and REVERSE
+    xp_rows = (gate * H + tl.minimum(unit, H - 1)) * stride_xg
+    xp_offs = tl.minimum(seqs, B - 1)[None, :] * stride_xb + xp_rows[:, None]
     pos, valid = _position(0, length, seqs, T, HAS_LENGTHS, REVERSE)
-    xp_next = _load_xp(xp_rows + (tl.where(valid, pos, 0) * stride_xt)[None, :], a_rows_ok, MASK_H)
-    # [B, T, H] rows of out and hs, [B, T, 5H] rows of aux.
-    state_rows = seqs[None, :] * T * H + offs_h[:, None]
-    aux_rows = seqs[None, :] * T * (5 * H) + offs_h[:, None]
+    xp_next = _load_xp(xp_ptr, xp_offs, _step_position(0, T, REVERSE), tl.where(valid, pos, 0), stride_xt,
+                       a_rows_ok, MASK_H, PER_COLUMN)
+    # [B, T, H] rows of out and hs, [B, T, 5H] rows of aux: a scalar pointer at the step's
+    # position (per column with PER_COLUMN) plus these loop-invariant offsets.
+    state_offs = seqs[None, :] * T * H + offs_h[:, None]
+    aux_offs = seqs[None, :] * T * (5 * H) + offs_h[:, None]
     for s in range(T):
         acc = xp_next.to(tl.float32) * scale[:, None] + bias[:, None]
         pos_s, valid_s = pos, valid
         pos, valid = _position(s + 1, length, seqs, T, HAS_LENGTHS, REVERSE)
-        xp_next = _load_xp(xp_rows + (tl.where(valid, pos, 0) * stride_xt)[None, :], a_rows_ok, MASK_H)
+        # Step s + 1 = T (no such step) reads step T-1's position again (discarded).
+        xp_next = _load_xp(xp_ptr, xp_offs, _step_position(tl.minimum(s + 1, T - 1), T, REVERSE),
+                           tl.where(valid, pos, 0), stride_xt, a_rows_ok, MASK_H, PER_COLUMN)
         acc = _mm(w, w_lo, h.to(OPERAND_DTYPE), acc, PRECISION)
         u_i, u_f, a_g, u_o = _split_gates(acc, BLOCK_H, BLOCK_B)
         i = _sigmoid_of_half(u_i, FAST_TANH)
@@ -229,6 +282,12 @@ def _lstm_fwd(
             # (c's padded rows only ever reach h's, and are never stored.)
             h_new = tl.where(h_rows_ok[:, None], h_new, 0.0)
         keep = valid_s[None, :]
+        # Step s's position: a scalar (every column at position s, or T-1-s in reverse) unless
+        # PER_COLUMN. int64: pos·5H may pass 2³¹.
+        if PER_COLUMN:
+            at = pos_s[None, :]
+        else:
+            at = _step_position(s, T, REVERSE).to(tl.int64)
         if STORE_SAVED:
             if HAS_LENGTHS:
                 i = tl.where(keep, i, 0.0)
@@ -238,12 +297,13 @@ def _lstm_fwd(
                 c_prev = tl.where(keep, c, 0.0)
             else:
                 c_prev = c
-            aux_ptrs = aux_ptr + aux_rows + (pos_s * (5 * H))[None, :]
-            tl.store(aux_ptrs, i, mask=h_mask)
-            tl.store(aux_ptrs + H, f, mask=h_mask)
-            tl.store(aux_ptrs + 2 * H, g, mask=h_mask)
-            tl.store(aux_ptrs + 3 * H, o, mask=h_mask)
-            tl.store(aux_ptrs + 4 * H, c_prev, mask=h_mask)
+            # Straight from the accumulator's layout (see tile_io).
+            aux_at = aux_ptr + at * (5 * H)
+            tile_io.store(aux_at + aux_offs, i, h_mask)
+            tile_io.store(aux_at + H + aux_offs, f, h_mask)
+            tile_io.store(aux_at + 2 * H + aux_offs, g, h_mask)
+            tile_io.store(aux_at + 3 * H + aux_offs, o, h_mask)
+            tile_io.store(aux_at + 4 * H + aux_offs, c_prev, h_mask)
         if HAS_LENGTHS:
             # A finished sequence keeps its last state (a PackedSequence's h_n, c_n).
             h = tl.where(keep, h_new, h)
@@ -253,11 +313,10 @@ def _lstm_fwd(
             h = h_new
             c = c_new
             h_out = h_new
-        state_ptrs = state_rows + (pos_s * H)[None, :]
         if STORE_OUT:
-            tl.store(out_ptr + state_ptrs, h_out.to(out_ptr.dtype.element_ty), mask=h_mask)
+            tile_io.store(out_ptr + at * H + state_offs, h_out, h_mask)
         if STORE_SAVED:
-            tl.store(hs_ptr + state_ptrs, h_out, mask=h_mask)
+            tile_io.store(hs_ptr + at * H + state_offs, h_out, h_mask)
 
     tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
     tl.store(cn_ptr + seqs[None, :] * H + offs_h[:, None], c.to(cn_ptr.dtype.element_ty), mask=h_mask)
@@ -283,6 +342,9 @@ def _lstm_bwd_kernel(
     PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     """Reverse sweep over processing order; aux [B, T, 5H] and dxp [B, T, 4H] fp32 contiguous."""
+    if not MASK_H:
+        # H == BLOCK_H: as a constexpr, the gate and unit offsets fold into the instructions.
+        H = BLOCK_H
     pid = tl.program_id(0)
     seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     seq_ok = seqs < B
@@ -320,34 +382,45 @@ def _lstm_bwd_kernel(
     else:
         length = seqs * 0 + T
 
-    aux_rows = aux_ptr + seqs[None, :] * T * (5 * H) + offs_h[:, None]
-    dxp_rows = dxp_ptr + seqs[None, :] * T * (4 * H) + offs_h[:, None]
-    if HAS_DOUT:
-        dout_rows = dout_ptr + seqs[None, :] * stride_db + offs_h[:, None] * stride_dh
+    # aux and dout are read, dxp written, straight in the accumulator's layout (see tile_io):
+    # a scalar pointer at the step's position (per column with lengths in reverse) plus these
+    # loop-invariant offsets. tile_io.load is unmasked, so every address is valid:
+    # - columns past B read sequence B-1;
+    # - padded rows (unit ≥ H) read unit H-1;
+    # - a step that processes nothing (s ≥ len_b) reads a position < T of its own sequence:
+    #   position s (with lengths, forward: aux there holds the forward's zeros, dout padding
+    #   anything, inf or NaN included) or 0 (with lengths, reverse); the prefetch after step 0
+    #   reads step 0's position again.
+    # What those reads return is discarded: da is zeroed where nothing was processed and in
+    # padded rows, dh and dc keep their value in a column that processed nothing (tl.where),
+    # and the padded rows of dh and dc reach no real row (W_kᵀ's padded columns are zero after
+    # the tl.where on da) and are never stored.
+    PER_COLUMN: tl.constexpr = HAS_LENGTHS and REVERSE
+    if MASK_H:
+        rows_read = tl.minimum(offs_h, H - 1)
+    else:
+        rows_read = offs_h
+    seqs_read = tl.minimum(seqs, B - 1)
+    aux_offs = seqs_read[None, :] * T * (5 * H) + rows_read[:, None]
+    dout_offs = seqs_read[None, :] * stride_db + (rows_read * stride_dh)[:, None]
+    dxp_offs = seqs[None, :] * T * (4 * H) + offs_h[:, None]
     # What step s reads is loaded during step s + 1, off the dependent chain.
     pos, valid = _position(T - 1, length, seqs, T, HAS_LENGTHS, REVERSE)
-    load_mask = h_mask & valid[None, :]
-    aux_ptrs = aux_rows + (pos * (5 * H))[None, :]
-    i, f, g, o = _load_gates(aux_ptrs, H, load_mask)
-    c_prev = tl.load(aux_ptrs + 4 * H, mask=load_mask, other=0.0)
-    if HAS_DOUT:
-        dout = tl.load(dout_rows + (pos * stride_dt)[None, :], mask=load_mask, other=0.0).to(tl.float32)
+    i, f, g, o, c_prev, dout = _load_saved(aux_ptr, aux_offs, dout_ptr, dout_offs, stride_dt, H,
+                                           _step_position(T - 1, T, REVERSE), pos, HAS_DOUT, PER_COLUMN)
     for n in range(T):
         s = T - 1 - n
         pos_s, valid_s = pos, valid
         i_s, f_s, g_s, o_s, c_prev_s = i, f, g, o, c_prev
-        pos, valid = _position(s - 1, length, seqs, T, HAS_LENGTHS, REVERSE)
-        # (s - 1 = -1 counts as < length: there is no step before the first.)
-        valid = valid & (pos * 0 + s >= 1)
-        load_mask = h_mask & valid[None, :]
-        aux_ptrs = aux_rows + (pos * (5 * H))[None, :]
-        i, f, g, o = _load_gates(aux_ptrs, H, load_mask)
-        c_prev = tl.load(aux_ptrs + 4 * H, mask=load_mask, other=0.0)
+        # Step s - 1 = -1 (no such step) reads step 0's position again (discarded).
+        s_next = tl.maximum(s - 1, 0)
+        pos, valid = _position(s_next, length, seqs, T, HAS_LENGTHS, REVERSE)
         if HAS_DOUT:
             dh_s = dh + dout
-            dout = tl.load(dout_rows + (pos * stride_dt)[None, :], mask=load_mask, other=0.0).to(tl.float32)
         else:
             dh_s = dh
+        i, f, g, o, c_prev, dout = _load_saved(aux_ptr, aux_offs, dout_ptr, dout_offs, stride_dt, H,
+                                               _step_position(s_next, T, REVERSE), pos, HAS_DOUT, PER_COLUMN)
 
         tc = _tanh(f_s * c_prev_s + i_s * g_s, FAST_TANH)
         dc_s = dc + dh_s * o_s * (1.0 - tc * tc)
@@ -357,19 +430,29 @@ def _lstm_bwd_kernel(
         da_o = dh_s * tc * (o_s * (1.0 - o_s))
         # Zeroed where nothing was processed and in padded rows: an infinite
         # gradient times a zero (masked) gate is NaN, which must not reach the
-        # real rows through W_hhᵀ nor be written.
-        keep = valid_s[None, :]
-        if MASK_H:
-            keep = keep & h_rows_ok[:, None]
-        da_i = tl.where(keep, da_i, 0.0)
-        da_f = tl.where(keep, da_f, 0.0)
-        da_g = tl.where(keep, da_g, 0.0)
-        da_o = tl.where(keep, da_o, 0.0)
-        dxp_ptrs = dxp_rows + (pos_s * (4 * H))[None, :]
-        tl.store(dxp_ptrs, da_i, mask=h_mask)
-        tl.store(dxp_ptrs + H, da_f, mask=h_mask)
-        tl.store(dxp_ptrs + 2 * H, da_g, mask=h_mask)
-        tl.store(dxp_ptrs + 3 * H, da_o, mask=h_mask)
+        # real rows through W_hhᵀ nor be written. (Without lengths every step
+        # processes every column: nothing to zero there.)
+        if HAS_LENGTHS:
+            keep = valid_s[None, :]
+            if MASK_H:
+                keep = keep & h_rows_ok[:, None]
+            da_i = tl.where(keep, da_i, 0.0)
+            da_f = tl.where(keep, da_f, 0.0)
+            da_g = tl.where(keep, da_g, 0.0)
+            da_o = tl.where(keep, da_o, 0.0)
+        elif MASK_H:
+            da_i = tl.where(h_rows_ok[:, None], da_i, 0.0)
+            da_f = tl.where(h_rows_ok[:, None], da_f, 0.0)
+            da_g = tl.where(h_rows_ok[:, None], da_g, 0.0)
+            da_o = tl.where(h_rows_ok[:, None], da_o, 0.0)
+        if PER_COLUMN:
+            dxp_at = dxp_ptr + (pos_s * (4 * H))[None, :]
+        else:
+            dxp_at = dxp_ptr + _step_position(s, T, REVERSE).to(tl.int64) * (4 * H)
+        tile_io.store(dxp_at + dxp_offs, da_i, h_mask)
+        tile_io.store(dxp_at + H + dxp_offs, da_f, h_mask)
+        tile_io.store(dxp_at + 2 * H + dxp_offs, da_g, h_mask)
+        tile_io.store(dxp_at + 3 * H + dxp_offs, da_o, h_mask)
 
         dh_new = _mm(w_i, w_i_lo, da_i.to(OPERAND_DTYPE), zero, PRECISION)
         dh_new = _mm(w_f, w_f_lo, da_f.to(OPERAND_DTYPE), dh_new, PRECISION)
