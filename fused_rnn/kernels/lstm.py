@@ -138,6 +138,13 @@ def _split_gates(x, BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr):
 
 
 @triton.jit
+def _join_gates(i, f, g, o, BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr):
+    """The inverse of _split_gates: four [BLOCK_H, BLOCK_B] -> [4·BLOCK_H, BLOCK_B], gate k's rows at k·BLOCK_H."""
+    x = tl.join(tl.join(i, g), tl.join(f, o))
+    return tl.reshape(tl.permute(x, [2, 3, 0, 1]), [4 * BLOCK_H, BLOCK_B])
+
+
+@triton.jit
 def _load_saved(aux_ptr, aux_offs, dout_ptr, dout_offs, stride_dt, H, at, cols_at,
                 HAS_DOUT: tl.constexpr, PER_COLUMN: tl.constexpr):
     """What the backward's step at position ``at`` (a scalar; ``cols_at`` [BLOCK_B] with PER_COLUMN)
@@ -352,19 +359,18 @@ def _lstm_bwd_kernel(
     h_rows_ok = offs_h < H
     h_mask = h_rows_ok[:, None] & seq_ok[None, :]
 
-    # W_kᵀ[j, r] = W_hh[k·H + r, j]: the MMA's A for dh = Σ_k W_kᵀ · da_k.
-    HH = H * H
-    w_i = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
-    w_f = _load_tile(w_hh_ptr + HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
-    w_g = _load_tile(w_hh_ptr + 2 * HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
-    w_o = _load_tile(w_hh_ptr + 3 * HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+    # dh = Σ_k W_kᵀ · da_k as one product [BLOCK_H, 4·BLOCK_H] · [4·BLOCK_H, BLOCK_B]: one operand
+    # tile in shared memory per step (2 barriers) instead of four (8). Its A, loaded once:
+    # column k·BLOCK_H + r, row j is W_kᵀ[j, r] = W_hh[k·H + r, j].
+    offs_a = tl.arange(0, 4 * BLOCK_H)
+    unit = offs_a % BLOCK_H
+    w_mask = h_rows_ok[:, None] & (unit < H)[None, :]
+    w_ptrs = ((offs_a // BLOCK_H) * H + unit)[None, :] * H + offs_h[:, None]
+    w_t = tl.load(w_hh_ptr + w_ptrs, mask=w_mask, other=0.0).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_i_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, 1, H)
-        w_f_lo = _load_tile(w_hh_lo_ptr + HH, offs_h, offs_h, H, H, 1, H)
-        w_g_lo = _load_tile(w_hh_lo_ptr + 2 * HH, offs_h, offs_h, H, H, 1, H)
-        w_o_lo = _load_tile(w_hh_lo_ptr + 3 * HH, offs_h, offs_h, H, H, 1, H)
+        w_t_lo = tl.load(w_hh_lo_ptr + w_ptrs, mask=w_mask, other=0.0)
     else:
-        w_i_lo, w_f_lo, w_g_lo, w_o_lo = w_i, w_f, w_g, w_o
+        w_t_lo = w_t
 
     zero = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
     if HAS_DHN:
@@ -454,10 +460,8 @@ def _lstm_bwd_kernel(
         tile_io.store(dxp_at + 2 * H + dxp_offs, da_g, h_mask)
         tile_io.store(dxp_at + 3 * H + dxp_offs, da_o, h_mask)
 
-        dh_new = _mm(w_i, w_i_lo, da_i.to(OPERAND_DTYPE), zero, PRECISION)
-        dh_new = _mm(w_f, w_f_lo, da_f.to(OPERAND_DTYPE), dh_new, PRECISION)
-        dh_new = _mm(w_g, w_g_lo, da_g.to(OPERAND_DTYPE), dh_new, PRECISION)
-        dh_new = _mm(w_o, w_o_lo, da_o.to(OPERAND_DTYPE), dh_new, PRECISION)
+        da = _join_gates(da_i, da_f, da_g, da_o, BLOCK_H, BLOCK_B)
+        dh_new = _mm(w_t, w_t_lo, da.to(OPERAND_DTYPE), zero, PRECISION)
         if HAS_LENGTHS:
             # Steps that processed nothing were identities: dh and dc pass through.
             dh = tl.where(valid_s[None, :], dh_new, dh)
