@@ -345,7 +345,7 @@ def _lstm_bwd_kernel(
     stride_dhnb, stride_dhnh, stride_dcnb, stride_dcnh,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     HAS_DOUT: tl.constexpr, HAS_DHN: tl.constexpr, HAS_DCN: tl.constexpr, HAS_LENGTHS: tl.constexpr,
-    REVERSE: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr,
+    REVERSE: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, JOIN_GATES: tl.constexpr,
     PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     """Reverse sweep over processing order; aux [B, T, 5H] and dxp [B, T, 4H] fp32 contiguous."""
@@ -359,18 +359,32 @@ def _lstm_bwd_kernel(
     h_rows_ok = offs_h < H
     h_mask = h_rows_ok[:, None] & seq_ok[None, :]
 
-    # dh = Σ_k W_kᵀ · da_k as one product [BLOCK_H, 4·BLOCK_H] · [4·BLOCK_H, BLOCK_B]: one operand
-    # tile in shared memory per step (2 barriers) instead of four (8). Its A, loaded once:
-    # column k·BLOCK_H + r, row j is W_kᵀ[j, r] = W_hh[k·H + r, j].
-    offs_a = tl.arange(0, 4 * BLOCK_H)
-    unit = offs_a % BLOCK_H
-    w_mask = h_rows_ok[:, None] & (unit < H)[None, :]
-    w_ptrs = ((offs_a // BLOCK_H) * H + unit)[None, :] * H + offs_h[:, None]
-    w_t = tl.load(w_hh_ptr + w_ptrs, mask=w_mask, other=0.0).to(OPERAND_DTYPE)
-    if PRECISION == "tf32x3":
-        w_t_lo = tl.load(w_hh_lo_ptr + w_ptrs, mask=w_mask, other=0.0)
+    # dh = Σ_k W_kᵀ · da_k, W_kᵀ[j, r] = W_hh[k·H + r, j]. With JOIN_GATES one product
+    # [BLOCK_H, 4·BLOCK_H] · [4·BLOCK_H, BLOCK_B] (see _join_gates_in_backward); its A, loaded once,
+    # has W_kᵀ at columns k·BLOCK_H … k·BLOCK_H + BLOCK_H - 1. Otherwise four products.
+    if JOIN_GATES:
+        offs_a = tl.arange(0, 4 * BLOCK_H)
+        unit = offs_a % BLOCK_H
+        w_mask = h_rows_ok[:, None] & (unit < H)[None, :]
+        w_ptrs = ((offs_a // BLOCK_H) * H + unit)[None, :] * H + offs_h[:, None]
+        w_t = tl.load(w_hh_ptr + w_ptrs, mask=w_mask, other=0.0).to(OPERAND_DTYPE)
+        if PRECISION == "tf32x3":
+            w_t_lo = tl.load(w_hh_lo_ptr + w_ptrs, mask=w_mask, other=0.0)
+        else:
+            w_t_lo = w_t
     else:
-        w_t_lo = w_t
+        HH = H * H
+        w_i = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+        w_f = _load_tile(w_hh_ptr + HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+        w_g = _load_tile(w_hh_ptr + 2 * HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+        w_o = _load_tile(w_hh_ptr + 3 * HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+        if PRECISION == "tf32x3":
+            w_i_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, 1, H)
+            w_f_lo = _load_tile(w_hh_lo_ptr + HH, offs_h, offs_h, H, H, 1, H)
+            w_g_lo = _load_tile(w_hh_lo_ptr + 2 * HH, offs_h, offs_h, H, H, 1, H)
+            w_o_lo = _load_tile(w_hh_lo_ptr + 3 * HH, offs_h, offs_h, H, H, 1, H)
+        else:
+            w_i_lo, w_f_lo, w_g_lo, w_o_lo = w_i, w_f, w_g, w_o
 
     zero = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
     if HAS_DHN:
@@ -460,8 +474,14 @@ def _lstm_bwd_kernel(
         tile_io.store(dxp_at + 2 * H + dxp_offs, da_g, h_mask)
         tile_io.store(dxp_at + 3 * H + dxp_offs, da_o, h_mask)
 
-        da = _join_gates(da_i, da_f, da_g, da_o, BLOCK_H, BLOCK_B)
-        dh_new = _mm(w_t, w_t_lo, da.to(OPERAND_DTYPE), zero, PRECISION)
+        if JOIN_GATES:
+            da = _join_gates(da_i, da_f, da_g, da_o, BLOCK_H, BLOCK_B)
+            dh_new = _mm(w_t, w_t_lo, da.to(OPERAND_DTYPE), zero, PRECISION)
+        else:
+            dh_new = _mm(w_i, w_i_lo, da_i.to(OPERAND_DTYPE), zero, PRECISION)
+            dh_new = _mm(w_f, w_f_lo, da_f.to(OPERAND_DTYPE), dh_new, PRECISION)
+            dh_new = _mm(w_g, w_g_lo, da_g.to(OPERAND_DTYPE), dh_new, PRECISION)
+            dh_new = _mm(w_o, w_o_lo, da_o.to(OPERAND_DTYPE), dh_new, PRECISION)
         if HAS_LENGTHS:
             # Steps that processed nothing were identities: dh and dc pass through.
             dh = tl.where(valid_s[None, :], dh_new, dh)
@@ -518,6 +538,18 @@ def _num_warps(prec, block_h, padded, backward):
     if block_h >= 128 or (block_h >= 64 and (backward or padded)):
         return 8
     return 4
+
+
+def _join_gates_in_backward(prec, block_h):
+    """Whether the backward forms dh = Σ_k W_kᵀ·da_k as one product over the four gates' stacked da.
+
+    Its operand then crosses shared memory once per step instead of four times (sm_90, Triton 3.6,
+    bf16 at H = 128: 2 barriers per step instead of 8; loop 489 instructions per warp against 472,
+    the wgmma descriptors of the one K = 4·BLOCK_H product cost more uniform-register arithmetic;
+    at BLOCK_H = 32 and 64 bf16 and TF32 run 25 to 40% fewer, 3xTF32 at 64 16% fewer). Not for
+    3xTF32 at BLOCK_H = 32, where the stacked tiles spill (76 B; 1616 against 1393 instructions).
+    """
+    return not (prec == "tf32x3" and block_h == 32)
 
 
 def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
@@ -640,7 +672,7 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         BLOCK_B=BLOCK_B, BLOCK_H=block_h,
         HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None, HAS_DCN=dc_n is not None,
         HAS_LENGTHS=lengths is not None, REVERSE=bool(reverse), MASK_H=H != block_h,
-        FAST_TANH=_fast_tanh(prec),
+        FAST_TANH=_fast_tanh(prec), JOIN_GATES=_join_gates_in_backward(prec, block_h),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(w_hh.dtype, prec),
         num_warps=_num_warps(prec, block_h, H != block_h, backward=True),
     )
