@@ -443,11 +443,16 @@ def _lstm_bwd_kernel(
                                                _step_position(s_next, T, REVERSE), pos, HAS_DOUT, PER_COLUMN)
 
         tc = _tanh(f_s * c_prev_s + i_s * g_s, FAST_TANH)
-        dc_s = dc + dh_s * o_s * (1.0 - tc * tc)
-        da_i = dc_s * g_s * (i_s * (1.0 - i_s))
-        da_f = dc_s * c_prev_s * (f_s * (1.0 - f_s))
-        da_g = dc_s * i_s * (1.0 - g_s * g_s)
-        da_o = dh_s * tc * (o_s * (1.0 - o_s))
+        # The shared products first, and each gate's x·(1 - y) as x - x·y (one FFMA, rounded once):
+        # 17 instructions per element instead of 20.
+        dh_o = dh_s * o_s
+        dc_s = dc + dh_o * (1.0 - tc * tc)
+        dc_i = dc_s * i_s
+        dc_f = dc_s * f_s
+        da_i = dc_i * (g_s - g_s * i_s)             # dc·g·i(1 - i)
+        da_f = dc_f * (c_prev_s - c_prev_s * f_s)   # dc·c_{t-1}·f(1 - f)
+        da_g = dc_i * (1.0 - g_s * g_s)             # dc·i(1 - g²)
+        da_o = dh_o * (tc - tc * o_s)               # dh·tanh(c)·o(1 - o)
         # Zeroed where nothing was processed and in padded rows: an infinite
         # gradient times a zero (masked) gate is NaN, which must not reach the
         # real rows through W_hhᵀ nor be written. (Without lengths every step
@@ -485,10 +490,10 @@ def _lstm_bwd_kernel(
         if HAS_LENGTHS:
             # Steps that processed nothing were identities: dh and dc pass through.
             dh = tl.where(valid_s[None, :], dh_new, dh)
-            dc = tl.where(valid_s[None, :], dc_s * f_s, dc)
+            dc = tl.where(valid_s[None, :], dc_f, dc)
         else:
             dh = dh_new
-            dc = dc_s * f_s
+            dc = dc_f
 
     tl.store(dh0_ptr + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
     tl.store(dc0_ptr + seqs[None, :] * H + offs_h[:, None], dc, mask=h_mask)
