@@ -511,36 +511,37 @@ def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False)
 
     W_hh's four [BLOCK_H, BLOCK_H] gate blocks stay resident for the whole
     loop (twice, hi and lo, for "tf32x3"). Beside them Triton stages the
-    step's MMA operands and layout conversions (the xp tile, the forward's h
-    or the backward's four da, the stored tiles): never more than six fp32
-    [BLOCK_H, BLOCK_B] tiles plus 1 KiB in Triton 3.6's sm_90 builds of both
-    kernels at BLOCK_H = 16 … 128, bf16, fp16 and fp32 (TF32 and 3xTF32),
-    with and without saving, on the warps _num_warps picks or the other
-    choice (at most 384·BLOCK_H bytes were seen: 3xTF32 at 64). The weights
-    take 4x what they do for an Elman cell, so fp32 stops at BLOCK_H = 64 and
-    bf16/fp16 at 128. Always the GPU's figure, also under the interpreter.
+    step's MMA operand (the forward's h, the backward's four da stacked) and
+    what crosses layouts: never more than one fp32 [4·BLOCK_H, BLOCK_B] tile
+    (twice for "tf32x3", the backward's da split hi and lo) plus 1 KiB in
+    Triton 3.6's sm_90 builds of both kernels at BLOCK_H = 16 … 128, H padded
+    or not, bf16, fp16 and fp32 (TF32 and 3xTF32), with and without saving,
+    on the warps _num_warps picks or the other choice (at most exactly that
+    tile, twice: 3xTF32 backward at 64). The weights take 4x what they do for
+    an Elman cell, so fp32 stops at BLOCK_H = 64 and bf16/fp16 at 128. Always
+    the GPU's figure, also under the interpreter.
     """
     prec = precision(dtype, allow_tf32, interpreted=False)
     item = 4 if prec in FP32_OPERANDS else dtype.itemsize
     copies = 2 if prec == "tf32x3" else 1
     weights = item * copies * GATES * block_h * block_h
-    return weights + 6 * 4 * block_h * BLOCK_B + 1024
+    staged = copies * 4 * GATES * block_h * BLOCK_B
+    return weights + staged + 1024
 
 
-def _num_warps(prec, block_h, padded, backward):
+def _num_warps(prec, block_h, padded, backward, store_saved=False):
     """Warps per program: the fewest issue slots per SM sub-partition without spills (sm_90, Triton 3.6).
 
-    The forward up to BLOCK_H = 64 on one warpgroup (4 warps): 8 warps take
-    1.04x to 1.8x the slots there. At 128 on two warpgroups, each running half
-    of the [4H, H] product: bf16 680 slots per step against 742 on 4 warps,
-    whose wgmma descriptors outgrow the uniform registers, and 4 warps spill
-    when the forward saves for the backward (48 B). With H padded (``padded``)
-    xp's rows are not 16-byte aligned and its tile is loaded element by element:
-    the pointers spill on 4 warps at 64 (480 to 860 B). The backward, with its
-    four da tiles and the saved gates in flight, spills on 4 warps from 64 on
-    (24 to 60 B with H padded, 252 B for 3xTF32, 620 B at 128 in bf16).
+    Up to BLOCK_H = 64 one warpgroup (4 warps): 8 warps take 1.01x to 2x the
+    slots there (bf16 at 64: forward 378 against 273, backward 456 against
+    355; 3xTF32 backward 2636 against 1397), except with H padded (``padded``)
+    in the forward that saves for the backward and in the backward, which spill
+    on 4 warps at 64 (4 to 136 B). At 128 two warpgroups, each running half of
+    the [4H, H] product: bf16 forward 582 slots against 644 on 4 warps, whose
+    wgmma descriptors outgrow the uniform registers; training forward 812
+    against 837, backward 858 against 925.
     """
-    if block_h >= 128 or (block_h >= 64 and (backward or padded)):
+    if block_h >= 128 or (block_h >= 64 and padded and (backward or store_saved)):
         return 8
     return 4
 
@@ -639,7 +640,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         HAS_B_HH=b_hh is not None, REVERSE=bool(reverse), STORE_OUT=bool(store_out),
         STORE_SAVED=bool(store_saved), MASK_H=H != block_h, FAST_TANH=_fast_tanh(prec),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(xp.dtype, prec),
-        num_warps=_num_warps(prec, block_h, H != block_h, backward=False),
+        num_warps=_num_warps(prec, block_h, H != block_h, backward=False, store_saved=bool(store_saved)),
     )
     return out, h_n, c_n, hs, aux
 
