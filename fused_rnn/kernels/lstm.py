@@ -552,10 +552,11 @@ def _join_gates_in_backward(prec, block_h):
     Its operand then crosses shared memory once per step instead of four times (sm_90, Triton 3.6,
     bf16 at H = 128: 2 barriers per step instead of 8; loop 489 instructions per warp against 472,
     the wgmma descriptors of the one K = 4·BLOCK_H product cost more uniform-register arithmetic;
-    at BLOCK_H = 32 and 64 bf16 and TF32 run 25 to 40% fewer, 3xTF32 at 64 16% fewer). Not for
-    3xTF32 at BLOCK_H = 32, where the stacked tiles spill (76 B; 1616 against 1393 instructions).
+    bf16 at BLOCK_H = 32 and 64 and TF32 at 64 25 to 40% fewer, 3xTF32 at 64 16% fewer). Not for
+    fp32 operands at BLOCK_H = 32, where the stacked tiles spill: TF32 at H = 32 (12 B), 3xTF32
+    (28 to 76 B); there four products run spill-free (TF32: 489 instructions at H = 32, 634 at 20).
     """
-    return not (prec == "tf32x3" and block_h == 32)
+    return not (prec in ("tf32", "tf32x3") and block_h == 32)
 
 
 def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
