@@ -413,8 +413,8 @@ def _lstm_bwd_kernel(
     #   reads step 0's position again.
     # What those reads return is discarded: da is zeroed where nothing was processed and in
     # padded rows, dh and dc keep their value in a column that processed nothing (tl.where),
-    # and the padded rows of dh and dc reach no real row (W_kᵀ's padded columns are zero after
-    # the tl.where on da) and are never stored.
+    # and the padded rows of dh and dc reach no real row (da is zeroed there before the
+    # product) and are never stored.
     PER_COLUMN: tl.constexpr = HAS_LENGTHS and REVERSE
     if MASK_H:
         rows_read = tl.minimum(offs_h, H - 1)
@@ -546,17 +546,18 @@ def _num_warps(prec, block_h, padded, backward, store_saved=False):
     return 4
 
 
-def _join_gates_in_backward(prec, block_h):
+def _join_gates_in_backward(prec, block_h, padded):
     """Whether the backward forms dh = Σ_k W_kᵀ·da_k as one product over the four gates' stacked da.
 
     Its operand then crosses shared memory once per step instead of four times (sm_90, Triton 3.6,
-    bf16 at H = 128: 2 barriers per step instead of 8; loop 489 instructions per warp against 472,
+    bf16 at H = 128: 2 barriers per step instead of 8; loop 429 instructions per warp against 416,
     the wgmma descriptors of the one K = 4·BLOCK_H product cost more uniform-register arithmetic;
-    bf16 at BLOCK_H = 32 and 64 and TF32 at 64 25 to 40% fewer, 3xTF32 at 64 16% fewer). Not for
-    fp32 operands at BLOCK_H = 32, where the stacked tiles spill: TF32 at H = 32 (12 B), 3xTF32
-    (28 to 76 B); there four products run spill-free (TF32: 489 instructions at H = 32, 634 at 20).
+    bf16 at BLOCK_H = 32 and 64 and TF32 at 64 25 to 40% fewer, 3xTF32 at 64 16% fewer). Not where
+    the stacked tiles spill and four products do not, or less: fp32 operands at BLOCK_H = 32 (TF32
+    at H = 32 12 B, 3xTF32 28 to 76 B; four products: none, TF32 489 instructions at H = 32 and
+    634 at 20), and H padded to 128 (``padded``: 172 to 260 B against 0 to 32 B).
     """
-    return not (prec in ("tf32", "tf32x3") and block_h == 32)
+    return not ((prec in ("tf32", "tf32x3") and block_h == 32) or (padded and block_h == 128))
 
 
 def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
@@ -679,7 +680,7 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         BLOCK_B=BLOCK_B, BLOCK_H=block_h,
         HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None, HAS_DCN=dc_n is not None,
         HAS_LENGTHS=lengths is not None, REVERSE=bool(reverse), MASK_H=H != block_h,
-        FAST_TANH=_fast_tanh(prec), JOIN_GATES=_join_gates_in_backward(prec, block_h),
+        FAST_TANH=_fast_tanh(prec), JOIN_GATES=_join_gates_in_backward(prec, block_h, H != block_h),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(w_hh.dtype, prec),
         num_warps=_num_warps(prec, block_h, H != block_h, backward=True),
     )
