@@ -106,18 +106,15 @@ def _step_position(s, T, REVERSE: tl.constexpr):
 
 
 @triton.jit
-def _load_xp(xp_ptr, offs, at, cols_at, stride_xt, rows_ok, MASK_H: tl.constexpr, PER_COLUMN: tl.constexpr):
+def _load_xp(xp_ptr, offs, at, cols_at, stride_xt, PER_COLUMN: tl.constexpr):
     """xp's stacked tile at position ``at`` (a scalar), or ``cols_at`` ([BLOCK_B]) with PER_COLUMN.
 
     ``offs``: the loop-invariant [4·BLOCK_H, BLOCK_B] offsets, every address valid (see the caller).
-    Padded rows (not ``rows_ok``) read a valid neighbour and are zeroed here.
     """
     if PER_COLUMN:
         xp = tile_io.load(xp_ptr + (cols_at * stride_xt)[None, :] + offs)
     else:
         xp = tile_io.load(xp_ptr + at.to(tl.int64) * stride_xt + offs)
-    if MASK_H:
-        xp = tl.where(rows_ok[:, None], xp, 0.0)
     return xp
 
 
@@ -248,8 +245,9 @@ def _lstm_fwd(
     # (tile_io.load: no shared-memory round trip, no barrier). The tile of step s+1 is loaded
     # during step s, off the dependent chain. tile_io.load is unmasked, so every address is valid:
     # - columns past B read sequence B-1;
-    # - padded rows (unit ≥ H) read unit H-1 of their gate (column k·H + H-1 < 4H), and are
-    #   zeroed after the load, as the masked load did;
+    # - padded rows (unit ≥ H) read unit H-1 of their gate (column k·H + H-1 < 4H). Not zeroed:
+    #   a padded row of the product only reaches the same padded unit of i, f, g, o, c and h
+    #   (elementwise), where h is zeroed before it reaches W_hh and nothing is stored;
     # - a step that processes nothing (s ≥ len_b) reads a position < T of its own sequence:
     #   position s (with lengths, forward: padding, which may hold anything, NaN included) or 0
     #   (with lengths, reverse); the prefetch after the last step (s + 1 = T) reads step T-1's
@@ -263,7 +261,7 @@ def _lstm_fwd(
     xp_offs = tl.minimum(seqs, B - 1)[None, :] * stride_xb + xp_rows[:, None]
     pos, valid = _position(0, length, seqs, T, HAS_LENGTHS, REVERSE)
     xp_next = _load_xp(xp_ptr, xp_offs, _step_position(0, T, REVERSE), tl.where(valid, pos, 0), stride_xt,
-                       a_rows_ok, MASK_H, PER_COLUMN)
+                       PER_COLUMN)
     # [B, T, H] rows of out and hs, [B, T, 5H] rows of aux: a scalar pointer at the step's
     # position (per column with PER_COLUMN) plus these loop-invariant offsets.
     state_offs = seqs[None, :] * T * H + offs_h[:, None]
@@ -274,7 +272,7 @@ def _lstm_fwd(
         pos, valid = _position(s + 1, length, seqs, T, HAS_LENGTHS, REVERSE)
         # Step s + 1 = T (no such step) reads step T-1's position again (discarded).
         xp_next = _load_xp(xp_ptr, xp_offs, _step_position(tl.minimum(s + 1, T - 1), T, REVERSE),
-                           tl.where(valid, pos, 0), stride_xt, a_rows_ok, MASK_H, PER_COLUMN)
+                           tl.where(valid, pos, 0), stride_xt, PER_COLUMN)
         acc = _mm(w, w_lo, h.to(OPERAND_DTYPE), acc, PRECISION)
         u_i, u_f, a_g, u_o = _split_gates(acc, BLOCK_H, BLOCK_B)
         i = _sigmoid_of_half(u_i, FAST_TANH)
