@@ -180,6 +180,15 @@ def test_strided_views(reverse):
     check(5, 6, 20, time_major=True, reverse=reverse, lengths=[6, 3, 1, 6, 4], seed=5)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_backward_as_four_products(monkeypatch, reverse):
+    """The backward's other form of dh = Σ_k W_kᵀ·da_k, four products (a GPU runs it for TF32 and 3xTF32
+    at BLOCK_H = 32 and for H padded to 128; everything else, the interpreter included, runs one product
+    over the stacked gates)."""
+    monkeypatch.setattr(lstm, "_join_gates_in_backward", lambda prec, block_h, padded: False)
+    check(5, 7, 20, reverse=reverse, lengths=[7, 3, 1, 7, 5], seed=17)
+
+
 @pytest.mark.parametrize("H", [16, 33])
 def test_unpadded_and_padded_hidden(H):
     """H = 16 fills its block exactly (no row mask); H = 33 pads to 64."""

@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import rnn_linear
+from . import rnn_linear, tile_io
 from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, SMEM_LIMIT, _launch, _load_tile, _mm, _tanh, block,
                          precision, split_tf32)
 
@@ -95,12 +95,26 @@ def _position(s, length, cols, T, HAS_LENGTHS: tl.constexpr, REVERSE: tl.constex
 
 
 @triton.jit
-def _load_xp(ptrs, rows_ok, MASK_H: tl.constexpr):
-    """xp's stacked tile, its columns all in bounds: masked (zeroed) only in padded rows."""
-    if MASK_H:
-        xp = tl.load(ptrs, mask=rows_ok[:, None], other=0.0)
+def _step_position(s, T, REVERSE: tl.constexpr):
+    """The position step ``s`` processes in every column when there are no lengths (or, forward, in
+    every column still running): s, or T-1-s in reverse."""
+    if REVERSE:
+        at = T - 1 - s
     else:
-        xp = tl.load(ptrs)
+        at = s
+    return at
+
+
+@triton.jit
+def _load_xp(xp_ptr, offs, at, cols_at, stride_xt, PER_COLUMN: tl.constexpr):
+    """xp's stacked tile at position ``at`` (a scalar), or ``cols_at`` ([BLOCK_B]) with PER_COLUMN.
+
+    ``offs``: the loop-invariant [4·BLOCK_H, BLOCK_B] offsets, every address valid (see the caller).
+    """
+    if PER_COLUMN:
+        xp = tile_io.load(xp_ptr + (cols_at * stride_xt)[None, :] + offs)
+    else:
+        xp = tile_io.load(xp_ptr + at.to(tl.int64) * stride_xt + offs)
     return xp
 
 
@@ -121,13 +135,38 @@ def _split_gates(x, BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr):
 
 
 @triton.jit
-def _load_gates(ptrs, gate_stride, mask):
-    """Four [BLOCK_H, BLOCK_B] tiles at ptrs + k·gate_stride, k = 0..3, as fp32, 0 where masked."""
-    a_i = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
-    a_f = tl.load(ptrs + gate_stride, mask=mask, other=0.0).to(tl.float32)
-    a_g = tl.load(ptrs + 2 * gate_stride, mask=mask, other=0.0).to(tl.float32)
-    a_o = tl.load(ptrs + 3 * gate_stride, mask=mask, other=0.0).to(tl.float32)
-    return a_i, a_f, a_g, a_o
+def _join_gates(i, f, g, o, BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr):
+    """The inverse of _split_gates: four [BLOCK_H, BLOCK_B] -> [4·BLOCK_H, BLOCK_B], gate k's rows at k·BLOCK_H."""
+    x = tl.join(tl.join(i, g), tl.join(f, o))
+    return tl.reshape(tl.permute(x, [2, 3, 0, 1]), [4 * BLOCK_H, BLOCK_B])
+
+
+@triton.jit
+def _load_saved(aux_ptr, aux_offs, dout_ptr, dout_offs, stride_dt, H, at, cols_at,
+                HAS_DOUT: tl.constexpr, PER_COLUMN: tl.constexpr):
+    """What the backward's step at position ``at`` (a scalar; ``cols_at`` [BLOCK_B] with PER_COLUMN)
+    reads: the gates i, f, g, o, c_{t-1} from aux and dout (0.0 without HAS_DOUT), fp32 [BLOCK_H, BLOCK_B].
+
+    Unmasked (tile_io.load): ``aux_offs`` and ``dout_offs`` must make every address valid.
+    """
+    if PER_COLUMN:
+        aux_at = aux_ptr + (cols_at * (5 * H))[None, :]
+    else:
+        aux_at = aux_ptr + at.to(tl.int64) * (5 * H)
+    i = tile_io.load(aux_at + aux_offs)
+    f = tile_io.load(aux_at + H + aux_offs)
+    g = tile_io.load(aux_at + 2 * H + aux_offs)
+    o = tile_io.load(aux_at + 3 * H + aux_offs)
+    c_prev = tile_io.load(aux_at + 4 * H + aux_offs)
+    if HAS_DOUT:
+        if PER_COLUMN:
+            dout_at = dout_ptr + (cols_at * stride_dt)[None, :]
+        else:
+            dout_at = dout_ptr + at.to(tl.int64) * stride_dt
+        dout = tile_io.load(dout_at + dout_offs).to(tl.float32)
+    else:
+        dout = 0.0
+    return i, f, g, o, c_prev, dout
 
 
 # ----------------------------------------------------------------------------
@@ -146,6 +185,10 @@ def _lstm_fwd(
     MASK_H: tl.constexpr, FAST_TANH: tl.constexpr,
     PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
+    if not MASK_H:
+        # H == BLOCK_H: as a constexpr, every gate, row and unit offset below is a compile-time
+        # constant per register and folds into its instruction (LDG/STG [R+imm]).
+        H = BLOCK_H
     pid = tl.program_id(0)
     # Columns are sequences. int64: B·T·4H may pass 2³¹.
     seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
@@ -158,9 +201,10 @@ def _lstm_fwd(
     # (i, f, g, o), i.e. row k·H + u of W_hh and column k·H + u of xp.
     offs_a = tl.arange(0, 4 * BLOCK_H)
     unit = offs_a % BLOCK_H
-    a_rows = (offs_a // BLOCK_H) * H + unit
+    gate = offs_a // BLOCK_H
+    a_rows = gate * H + unit
     a_rows_ok = unit < H
-    is_g = (offs_a // BLOCK_H) == 2
+    is_g = gate == 2
 
     # W_hh as one [4·BLOCK_H, BLOCK_H] tile, loaded once: straight from a load
     # it stays in shared memory, where wgmma reads it (the TF32 remainder comes
@@ -197,24 +241,38 @@ def _lstm_fwd(
     else:
         length = seqs * 0 + T
 
-    # xpᵀ as one [4·BLOCK_H, BLOCK_B] tile. The tile of step s+1 is loaded
-    # during step s, off the dependent chain. The loads need no mask (a masked
-    # load zeroes its registers every step first): columns past B read
-    # sequence B-1, and a step that processes nothing reads position 0 of
-    # its sequence, never padding (which may hold anything); both results are
-    # discarded. Only padded rows (unit ≥ H) are masked: they would read the
-    # next gate's columns, or past the end of xp.
-    xp_rows = xp_ptr + tl.minimum(seqs, B - 1)[None, :] * stride_xb + (a_rows * stride_xg)[:, None]
+    # xpᵀ as one [4·BLOCK_H, BLOCK_B] tile, loaded straight into the accumulator's layout
+    # (tile_io.load: no shared-memory round trip, no barrier). The tile of step s+1 is loaded
+    # during step s, off the dependent chain. tile_io.load is unmasked, so every address is valid:
+    # - columns past B read sequence B-1;
+    # - padded rows (unit ≥ H) read unit H-1 of their gate (column k·H + H-1 < 4H). Not zeroed:
+    #   a padded row of the product only reaches the same padded unit of i, f, g, o, c and h
+    #   (elementwise), where h is zeroed before it reaches W_hh and nothing is stored;
+    # - a step that processes nothing (s ≥ len_b) reads a position < T of its own sequence:
+    #   position s (with lengths, forward: padding, which may hold anything, NaN included) or 0
+    #   (with lengths, reverse); the prefetch after the last step (s + 1 = T) reads step T-1's
+    #   position again. What those reads return is discarded: the column's h, c and everything
+    #   stored for it come from tl.where(keep, ...), and its column of the product W·h depends
+    #   only on its own h (MMA columns are independent).
+    # Addresses are a scalar pointer at the step's position plus loop-invariant offsets, except
+    # with lengths in reverse, where each sequence walks from its own last position.
+    PER_COLUMN: tl.constexpr = HAS_LENGTHS and REVERSE
+    xp_rows = (gate * H + tl.minimum(unit, H - 1)) * stride_xg
+    xp_offs = tl.minimum(seqs, B - 1)[None, :] * stride_xb + xp_rows[:, None]
     pos, valid = _position(0, length, seqs, T, HAS_LENGTHS, REVERSE)
-    xp_next = _load_xp(xp_rows + (tl.where(valid, pos, 0) * stride_xt)[None, :], a_rows_ok, MASK_H)
-    # [B, T, H] rows of out and hs, [B, T, 5H] rows of aux.
-    state_rows = seqs[None, :] * T * H + offs_h[:, None]
-    aux_rows = seqs[None, :] * T * (5 * H) + offs_h[:, None]
+    xp_next = _load_xp(xp_ptr, xp_offs, _step_position(0, T, REVERSE), tl.where(valid, pos, 0), stride_xt,
+                       PER_COLUMN)
+    # [B, T, H] rows of out and hs, [B, T, 5H] rows of aux: a scalar pointer at the step's
+    # position (per column with PER_COLUMN) plus these loop-invariant offsets.
+    state_offs = seqs[None, :] * T * H + offs_h[:, None]
+    aux_offs = seqs[None, :] * T * (5 * H) + offs_h[:, None]
     for s in range(T):
         acc = xp_next.to(tl.float32) * scale[:, None] + bias[:, None]
         pos_s, valid_s = pos, valid
         pos, valid = _position(s + 1, length, seqs, T, HAS_LENGTHS, REVERSE)
-        xp_next = _load_xp(xp_rows + (tl.where(valid, pos, 0) * stride_xt)[None, :], a_rows_ok, MASK_H)
+        # Step s + 1 = T (no such step) reads step T-1's position again (discarded).
+        xp_next = _load_xp(xp_ptr, xp_offs, _step_position(tl.minimum(s + 1, T - 1), T, REVERSE),
+                           tl.where(valid, pos, 0), stride_xt, PER_COLUMN)
         acc = _mm(w, w_lo, h.to(OPERAND_DTYPE), acc, PRECISION)
         u_i, u_f, a_g, u_o = _split_gates(acc, BLOCK_H, BLOCK_B)
         i = _sigmoid_of_half(u_i, FAST_TANH)
@@ -229,6 +287,12 @@ def _lstm_fwd(
             # (c's padded rows only ever reach h's, and are never stored.)
             h_new = tl.where(h_rows_ok[:, None], h_new, 0.0)
         keep = valid_s[None, :]
+        # Step s's position: a scalar (every column at position s, or T-1-s in reverse) unless
+        # PER_COLUMN. int64: pos·5H may pass 2³¹.
+        if PER_COLUMN:
+            at = pos_s[None, :]
+        else:
+            at = _step_position(s, T, REVERSE).to(tl.int64)
         if STORE_SAVED:
             if HAS_LENGTHS:
                 i = tl.where(keep, i, 0.0)
@@ -238,12 +302,13 @@ def _lstm_fwd(
                 c_prev = tl.where(keep, c, 0.0)
             else:
                 c_prev = c
-            aux_ptrs = aux_ptr + aux_rows + (pos_s * (5 * H))[None, :]
-            tl.store(aux_ptrs, i, mask=h_mask)
-            tl.store(aux_ptrs + H, f, mask=h_mask)
-            tl.store(aux_ptrs + 2 * H, g, mask=h_mask)
-            tl.store(aux_ptrs + 3 * H, o, mask=h_mask)
-            tl.store(aux_ptrs + 4 * H, c_prev, mask=h_mask)
+            # Straight from the accumulator's layout (see tile_io).
+            aux_at = aux_ptr + at * (5 * H)
+            tile_io.store(aux_at + aux_offs, i, h_mask)
+            tile_io.store(aux_at + H + aux_offs, f, h_mask)
+            tile_io.store(aux_at + 2 * H + aux_offs, g, h_mask)
+            tile_io.store(aux_at + 3 * H + aux_offs, o, h_mask)
+            tile_io.store(aux_at + 4 * H + aux_offs, c_prev, h_mask)
         if HAS_LENGTHS:
             # A finished sequence keeps its last state (a PackedSequence's h_n, c_n).
             h = tl.where(keep, h_new, h)
@@ -253,11 +318,10 @@ def _lstm_fwd(
             h = h_new
             c = c_new
             h_out = h_new
-        state_ptrs = state_rows + (pos_s * H)[None, :]
         if STORE_OUT:
-            tl.store(out_ptr + state_ptrs, h_out.to(out_ptr.dtype.element_ty), mask=h_mask)
+            tile_io.store(out_ptr + at * H + state_offs, h_out, h_mask)
         if STORE_SAVED:
-            tl.store(hs_ptr + state_ptrs, h_out, mask=h_mask)
+            tile_io.store(hs_ptr + at * H + state_offs, h_out, h_mask)
 
     tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
     tl.store(cn_ptr + seqs[None, :] * H + offs_h[:, None], c.to(cn_ptr.dtype.element_ty), mask=h_mask)
@@ -279,10 +343,13 @@ def _lstm_bwd_kernel(
     stride_dhnb, stride_dhnh, stride_dcnb, stride_dcnh,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     HAS_DOUT: tl.constexpr, HAS_DHN: tl.constexpr, HAS_DCN: tl.constexpr, HAS_LENGTHS: tl.constexpr,
-    REVERSE: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr,
+    REVERSE: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, JOIN_GATES: tl.constexpr,
     PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     """Reverse sweep over processing order; aux [B, T, 5H] and dxp [B, T, 4H] fp32 contiguous."""
+    if not MASK_H:
+        # H == BLOCK_H: as a constexpr, the gate and unit offsets fold into the instructions.
+        H = BLOCK_H
     pid = tl.program_id(0)
     seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     seq_ok = seqs < B
@@ -290,19 +357,32 @@ def _lstm_bwd_kernel(
     h_rows_ok = offs_h < H
     h_mask = h_rows_ok[:, None] & seq_ok[None, :]
 
-    # W_kᵀ[j, r] = W_hh[k·H + r, j]: the MMA's A for dh = Σ_k W_kᵀ · da_k.
-    HH = H * H
-    w_i = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
-    w_f = _load_tile(w_hh_ptr + HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
-    w_g = _load_tile(w_hh_ptr + 2 * HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
-    w_o = _load_tile(w_hh_ptr + 3 * HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
-    if PRECISION == "tf32x3":
-        w_i_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, 1, H)
-        w_f_lo = _load_tile(w_hh_lo_ptr + HH, offs_h, offs_h, H, H, 1, H)
-        w_g_lo = _load_tile(w_hh_lo_ptr + 2 * HH, offs_h, offs_h, H, H, 1, H)
-        w_o_lo = _load_tile(w_hh_lo_ptr + 3 * HH, offs_h, offs_h, H, H, 1, H)
+    # dh = Σ_k W_kᵀ · da_k, W_kᵀ[j, r] = W_hh[k·H + r, j]. With JOIN_GATES one product
+    # [BLOCK_H, 4·BLOCK_H] · [4·BLOCK_H, BLOCK_B] (see _join_gates_in_backward); its A, loaded once,
+    # has W_kᵀ at columns k·BLOCK_H … k·BLOCK_H + BLOCK_H - 1. Otherwise four products.
+    if JOIN_GATES:
+        offs_a = tl.arange(0, 4 * BLOCK_H)
+        unit = offs_a % BLOCK_H
+        w_mask = h_rows_ok[:, None] & (unit < H)[None, :]
+        w_ptrs = ((offs_a // BLOCK_H) * H + unit)[None, :] * H + offs_h[:, None]
+        w_t = tl.load(w_hh_ptr + w_ptrs, mask=w_mask, other=0.0).to(OPERAND_DTYPE)
+        if PRECISION == "tf32x3":
+            w_t_lo = tl.load(w_hh_lo_ptr + w_ptrs, mask=w_mask, other=0.0)
+        else:
+            w_t_lo = w_t
     else:
-        w_i_lo, w_f_lo, w_g_lo, w_o_lo = w_i, w_f, w_g, w_o
+        HH = H * H
+        w_i = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+        w_f = _load_tile(w_hh_ptr + HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+        w_g = _load_tile(w_hh_ptr + 2 * HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+        w_o = _load_tile(w_hh_ptr + 3 * HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+        if PRECISION == "tf32x3":
+            w_i_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, 1, H)
+            w_f_lo = _load_tile(w_hh_lo_ptr + HH, offs_h, offs_h, H, H, 1, H)
+            w_g_lo = _load_tile(w_hh_lo_ptr + 2 * HH, offs_h, offs_h, H, H, 1, H)
+            w_o_lo = _load_tile(w_hh_lo_ptr + 3 * HH, offs_h, offs_h, H, H, 1, H)
+        else:
+            w_i_lo, w_f_lo, w_g_lo, w_o_lo = w_i, w_f, w_g, w_o
 
     zero = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
     if HAS_DHN:
@@ -320,68 +400,98 @@ def _lstm_bwd_kernel(
     else:
         length = seqs * 0 + T
 
-    aux_rows = aux_ptr + seqs[None, :] * T * (5 * H) + offs_h[:, None]
-    dxp_rows = dxp_ptr + seqs[None, :] * T * (4 * H) + offs_h[:, None]
-    if HAS_DOUT:
-        dout_rows = dout_ptr + seqs[None, :] * stride_db + offs_h[:, None] * stride_dh
+    # aux and dout are read, dxp written, straight in the accumulator's layout (see tile_io):
+    # a scalar pointer at the step's position (per column with lengths in reverse) plus these
+    # loop-invariant offsets. tile_io.load is unmasked, so every address is valid:
+    # - columns past B read sequence B-1;
+    # - padded rows (unit ≥ H) read unit H-1;
+    # - a step that processes nothing (s ≥ len_b) reads a position < T of its own sequence:
+    #   position s (with lengths, forward: aux there holds the forward's zeros, dout padding
+    #   anything, inf or NaN included) or 0 (with lengths, reverse); the prefetch after step 0
+    #   reads step 0's position again.
+    # What those reads return is discarded: da is zeroed where nothing was processed and in
+    # padded rows, dh and dc keep their value in a column that processed nothing (tl.where),
+    # and the padded rows of dh and dc reach no real row (da is zeroed there before the
+    # product) and are never stored.
+    PER_COLUMN: tl.constexpr = HAS_LENGTHS and REVERSE
+    if MASK_H:
+        rows_read = tl.minimum(offs_h, H - 1)
+    else:
+        rows_read = offs_h
+    seqs_read = tl.minimum(seqs, B - 1)
+    aux_offs = seqs_read[None, :] * T * (5 * H) + rows_read[:, None]
+    dout_offs = seqs_read[None, :] * stride_db + (rows_read * stride_dh)[:, None]
+    dxp_offs = seqs[None, :] * T * (4 * H) + offs_h[:, None]
     # What step s reads is loaded during step s + 1, off the dependent chain.
     pos, valid = _position(T - 1, length, seqs, T, HAS_LENGTHS, REVERSE)
-    load_mask = h_mask & valid[None, :]
-    aux_ptrs = aux_rows + (pos * (5 * H))[None, :]
-    i, f, g, o = _load_gates(aux_ptrs, H, load_mask)
-    c_prev = tl.load(aux_ptrs + 4 * H, mask=load_mask, other=0.0)
-    if HAS_DOUT:
-        dout = tl.load(dout_rows + (pos * stride_dt)[None, :], mask=load_mask, other=0.0).to(tl.float32)
+    i, f, g, o, c_prev, dout = _load_saved(aux_ptr, aux_offs, dout_ptr, dout_offs, stride_dt, H,
+                                           _step_position(T - 1, T, REVERSE), pos, HAS_DOUT, PER_COLUMN)
     for n in range(T):
         s = T - 1 - n
         pos_s, valid_s = pos, valid
         i_s, f_s, g_s, o_s, c_prev_s = i, f, g, o, c_prev
-        pos, valid = _position(s - 1, length, seqs, T, HAS_LENGTHS, REVERSE)
-        # (s - 1 = -1 counts as < length: there is no step before the first.)
-        valid = valid & (pos * 0 + s >= 1)
-        load_mask = h_mask & valid[None, :]
-        aux_ptrs = aux_rows + (pos * (5 * H))[None, :]
-        i, f, g, o = _load_gates(aux_ptrs, H, load_mask)
-        c_prev = tl.load(aux_ptrs + 4 * H, mask=load_mask, other=0.0)
+        # Step s - 1 = -1 (no such step) reads step 0's position again (discarded).
+        s_next = tl.maximum(s - 1, 0)
+        pos, valid = _position(s_next, length, seqs, T, HAS_LENGTHS, REVERSE)
         if HAS_DOUT:
             dh_s = dh + dout
-            dout = tl.load(dout_rows + (pos * stride_dt)[None, :], mask=load_mask, other=0.0).to(tl.float32)
         else:
             dh_s = dh
+        i, f, g, o, c_prev, dout = _load_saved(aux_ptr, aux_offs, dout_ptr, dout_offs, stride_dt, H,
+                                               _step_position(s_next, T, REVERSE), pos, HAS_DOUT, PER_COLUMN)
 
         tc = _tanh(f_s * c_prev_s + i_s * g_s, FAST_TANH)
-        dc_s = dc + dh_s * o_s * (1.0 - tc * tc)
-        da_i = dc_s * g_s * (i_s * (1.0 - i_s))
-        da_f = dc_s * c_prev_s * (f_s * (1.0 - f_s))
-        da_g = dc_s * i_s * (1.0 - g_s * g_s)
-        da_o = dh_s * tc * (o_s * (1.0 - o_s))
+        # The shared products first, and each gate's x·(1 - y) as x - x·y (one FFMA, rounded once):
+        # 17 instructions per element instead of 20.
+        dh_o = dh_s * o_s
+        dc_s = dc + dh_o * (1.0 - tc * tc)
+        dc_i = dc_s * i_s
+        dc_f = dc_s * f_s
+        da_i = dc_i * (g_s - g_s * i_s)             # dc·g·i(1 - i)
+        da_f = dc_f * (c_prev_s - c_prev_s * f_s)   # dc·c_{t-1}·f(1 - f)
+        da_g = dc_i * (1.0 - g_s * g_s)             # dc·i(1 - g²)
+        da_o = dh_o * (tc - tc * o_s)               # dh·tanh(c)·o(1 - o)
         # Zeroed where nothing was processed and in padded rows: an infinite
         # gradient times a zero (masked) gate is NaN, which must not reach the
-        # real rows through W_hhᵀ nor be written.
-        keep = valid_s[None, :]
-        if MASK_H:
-            keep = keep & h_rows_ok[:, None]
-        da_i = tl.where(keep, da_i, 0.0)
-        da_f = tl.where(keep, da_f, 0.0)
-        da_g = tl.where(keep, da_g, 0.0)
-        da_o = tl.where(keep, da_o, 0.0)
-        dxp_ptrs = dxp_rows + (pos_s * (4 * H))[None, :]
-        tl.store(dxp_ptrs, da_i, mask=h_mask)
-        tl.store(dxp_ptrs + H, da_f, mask=h_mask)
-        tl.store(dxp_ptrs + 2 * H, da_g, mask=h_mask)
-        tl.store(dxp_ptrs + 3 * H, da_o, mask=h_mask)
+        # real rows through W_hhᵀ nor be written. (Without lengths every step
+        # processes every column: nothing to zero there.)
+        if HAS_LENGTHS:
+            keep = valid_s[None, :]
+            if MASK_H:
+                keep = keep & h_rows_ok[:, None]
+            da_i = tl.where(keep, da_i, 0.0)
+            da_f = tl.where(keep, da_f, 0.0)
+            da_g = tl.where(keep, da_g, 0.0)
+            da_o = tl.where(keep, da_o, 0.0)
+        elif MASK_H:
+            da_i = tl.where(h_rows_ok[:, None], da_i, 0.0)
+            da_f = tl.where(h_rows_ok[:, None], da_f, 0.0)
+            da_g = tl.where(h_rows_ok[:, None], da_g, 0.0)
+            da_o = tl.where(h_rows_ok[:, None], da_o, 0.0)
+        if PER_COLUMN:
+            dxp_at = dxp_ptr + (pos_s * (4 * H))[None, :]
+        else:
+            dxp_at = dxp_ptr + _step_position(s, T, REVERSE).to(tl.int64) * (4 * H)
+        tile_io.store(dxp_at + dxp_offs, da_i, h_mask)
+        tile_io.store(dxp_at + H + dxp_offs, da_f, h_mask)
+        tile_io.store(dxp_at + 2 * H + dxp_offs, da_g, h_mask)
+        tile_io.store(dxp_at + 3 * H + dxp_offs, da_o, h_mask)
 
-        dh_new = _mm(w_i, w_i_lo, da_i.to(OPERAND_DTYPE), zero, PRECISION)
-        dh_new = _mm(w_f, w_f_lo, da_f.to(OPERAND_DTYPE), dh_new, PRECISION)
-        dh_new = _mm(w_g, w_g_lo, da_g.to(OPERAND_DTYPE), dh_new, PRECISION)
-        dh_new = _mm(w_o, w_o_lo, da_o.to(OPERAND_DTYPE), dh_new, PRECISION)
+        if JOIN_GATES:
+            da = _join_gates(da_i, da_f, da_g, da_o, BLOCK_H, BLOCK_B)
+            dh_new = _mm(w_t, w_t_lo, da.to(OPERAND_DTYPE), zero, PRECISION)
+        else:
+            dh_new = _mm(w_i, w_i_lo, da_i.to(OPERAND_DTYPE), zero, PRECISION)
+            dh_new = _mm(w_f, w_f_lo, da_f.to(OPERAND_DTYPE), dh_new, PRECISION)
+            dh_new = _mm(w_g, w_g_lo, da_g.to(OPERAND_DTYPE), dh_new, PRECISION)
+            dh_new = _mm(w_o, w_o_lo, da_o.to(OPERAND_DTYPE), dh_new, PRECISION)
         if HAS_LENGTHS:
             # Steps that processed nothing were identities: dh and dc pass through.
             dh = tl.where(valid_s[None, :], dh_new, dh)
-            dc = tl.where(valid_s[None, :], dc_s * f_s, dc)
+            dc = tl.where(valid_s[None, :], dc_f, dc)
         else:
             dh = dh_new
-            dc = dc_s * f_s
+            dc = dc_f
 
     tl.store(dh0_ptr + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
     tl.store(dc0_ptr + seqs[None, :] * H + offs_h[:, None], dc, mask=h_mask)
@@ -399,38 +509,53 @@ def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False)
 
     W_hh's four [BLOCK_H, BLOCK_H] gate blocks stay resident for the whole
     loop (twice, hi and lo, for "tf32x3"). Beside them Triton stages the
-    step's MMA operands and layout conversions (the xp tile, the forward's h
-    or the backward's four da, the stored tiles): never more than six fp32
-    [BLOCK_H, BLOCK_B] tiles plus 1 KiB in Triton 3.6's sm_90 builds of both
-    kernels at BLOCK_H = 16 … 128, bf16, fp16 and fp32 (TF32 and 3xTF32),
-    with and without saving, on the warps _num_warps picks or the other
-    choice (at most 384·BLOCK_H bytes were seen: 3xTF32 at 64). The weights
-    take 4x what they do for an Elman cell, so fp32 stops at BLOCK_H = 64 and
-    bf16/fp16 at 128. Always the GPU's figure, also under the interpreter.
+    step's MMA operand (the forward's h, the backward's four da stacked) and
+    what crosses layouts: never more than one fp32 [4·BLOCK_H, BLOCK_B] tile
+    (twice for "tf32x3", the backward's da split hi and lo) plus 1 KiB in
+    Triton 3.6's sm_90 builds of both kernels at BLOCK_H = 16 … 128, H padded
+    or not, bf16, fp16 and fp32 (TF32 and 3xTF32), with and without saving,
+    on the warps _num_warps picks or the other choice (at most exactly that
+    tile, twice: 3xTF32 backward at 64). The weights take 4x what they do for
+    an Elman cell, so fp32 stops at BLOCK_H = 64 and bf16/fp16 at 128. Always
+    the GPU's figure, also under the interpreter.
     """
     prec = precision(dtype, allow_tf32, interpreted=False)
     item = 4 if prec in FP32_OPERANDS else dtype.itemsize
     copies = 2 if prec == "tf32x3" else 1
     weights = item * copies * GATES * block_h * block_h
-    return weights + 6 * 4 * block_h * BLOCK_B + 1024
+    staged = copies * 4 * GATES * block_h * BLOCK_B
+    return weights + staged + 1024
 
 
-def _num_warps(prec, block_h, padded, backward):
+def _num_warps(prec, block_h, padded, backward, store_saved=False):
     """Warps per program: the fewest issue slots per SM sub-partition without spills (sm_90, Triton 3.6).
 
-    The forward up to BLOCK_H = 64 on one warpgroup (4 warps): 8 warps take
-    1.04x to 1.8x the slots there. At 128 on two warpgroups, each running half
-    of the [4H, H] product: bf16 680 slots per step against 742 on 4 warps,
-    whose wgmma descriptors outgrow the uniform registers, and 4 warps spill
-    when the forward saves for the backward (48 B). With H padded (``padded``)
-    xp's rows are not 16-byte aligned and its tile is loaded element by element:
-    the pointers spill on 4 warps at 64 (480 to 860 B). The backward, with its
-    four da tiles and the saved gates in flight, spills on 4 warps from 64 on
-    (24 to 60 B with H padded, 252 B for 3xTF32, 620 B at 128 in bf16).
+    Up to BLOCK_H = 64 one warpgroup (4 warps): 8 warps take 1.01x to 2x the
+    slots there (bf16 at 64: forward 378 against 273, backward 456 against
+    355; 3xTF32 backward 2636 against 1397), except with H padded (``padded``)
+    in the forward that saves for the backward and in the backward, which spill
+    on 4 warps at 64 (4 to 136 B). At 128 two warpgroups, each running half of
+    the [4H, H] product: bf16 forward 582 slots against 644 on 4 warps, whose
+    wgmma descriptors outgrow the uniform registers; training forward 812
+    against 837, backward 858 against 925.
     """
-    if block_h >= 128 or (block_h >= 64 and (backward or padded)):
+    if block_h >= 128 or (block_h >= 64 and padded and (backward or store_saved)):
         return 8
     return 4
+
+
+def _join_gates_in_backward(prec, block_h, padded):
+    """Whether the backward forms dh = Σ_k W_kᵀ·da_k as one product over the four gates' stacked da.
+
+    Its operand then crosses shared memory once per step instead of four times (sm_90, Triton 3.6,
+    bf16 at H = 128: 2 barriers per step instead of 8; loop 429 instructions per warp against 416,
+    the wgmma descriptors of the one K = 4·BLOCK_H product cost more uniform-register arithmetic;
+    bf16 at BLOCK_H = 32 and 64 and TF32 at 64 25 to 40% fewer, 3xTF32 at 64 16% fewer). Not where
+    the stacked tiles spill and four products do not, or less: fp32 operands at BLOCK_H = 32 (TF32
+    at H = 32 12 B, 3xTF32 28 to 76 B; four products: none, TF32 489 instructions at H = 32 and
+    634 at 20), and H padded to 128 (``padded``: 172 to 260 B against 0 to 32 B).
+    """
+    return not ((prec in ("tf32", "tf32x3") and block_h == 32) or (padded and block_h == 128))
 
 
 def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
@@ -515,7 +640,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         HAS_B_HH=b_hh is not None, REVERSE=bool(reverse), STORE_OUT=bool(store_out),
         STORE_SAVED=bool(store_saved), MASK_H=H != block_h, FAST_TANH=_fast_tanh(prec),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(xp.dtype, prec),
-        num_warps=_num_warps(prec, block_h, H != block_h, backward=False),
+        num_warps=_num_warps(prec, block_h, H != block_h, backward=False, store_saved=bool(store_saved)),
     )
     return out, h_n, c_n, hs, aux
 
@@ -553,7 +678,7 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         BLOCK_B=BLOCK_B, BLOCK_H=block_h,
         HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None, HAS_DCN=dc_n is not None,
         HAS_LENGTHS=lengths is not None, REVERSE=bool(reverse), MASK_H=H != block_h,
-        FAST_TANH=_fast_tanh(prec),
+        FAST_TANH=_fast_tanh(prec), JOIN_GATES=_join_gates_in_backward(prec, block_h, H != block_h),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(w_hh.dtype, prec),
         num_warps=_num_warps(prec, block_h, H != block_h, backward=True),
     )
