@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import rnn_linear
+from . import rnn_linear, tile_io
 from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, _launch, _load_tile, _mm,
                          _operand_dtype, _tanh, block, precision, split_tf32)
 
@@ -139,30 +139,61 @@ def _gru_fwd(
     else:
         length = tl.zeros([BLOCK_B], dtype=tl.int32) + T
 
-    # xpᵀ tiles: [2·BLOCK_H, BLOCK_B] for r and z, [BLOCK_H, BLOCK_B] for n. The pointers start at
-    # each sequence's first processed position and move one step per iteration (backwards when
-    # REVERSE); loads past a length are masked off, so padding (possibly non-finite) is never read.
-    if REVERSE:
-        first = length - 1
-        step_xt = -stride_xt
+    # The time loop's tiles move between global memory and the MMA's register layout through
+    # tile_io (no shared-memory round trip, no barrier), addressed as a scalar pointer that moves
+    # each step plus loop-invariant offsets. Without MASK_H (H == BLOCK_H) the row offsets are
+    # written with BLOCK_H, compile-time constants that fold into the instructions.
+    #
+    # xpᵀ tiles: [2·BLOCK_H, BLOCK_B] for r and z, [BLOCK_H, BLOCK_B] for n; xp_{t+1}'s are loaded
+    # during step t. tile_io.load is unmasked, so every address is valid memory of xp and what a
+    # read past the data returns is discarded, as the masked loads' zeros were before:
+    # - columns past B read sequence B - 1; their state and outputs are never stored (h_mask);
+    # - padded rows (MASK_H) read row H - 1 of their gate; the where below forces h_new there to 0
+    #   and the stores skip them (h_mask), so r, z, n of padded rows reach nothing;
+    # - steps past a length read a position inside [0, T) (forward: position s + 1, clamped to
+    #   T - 1 after the last step; reverse: position 0); step s's h_new is kept only where
+    #   s < length, and r, z and the aux factors are stored as 0 there.
+    seqs_in = tl.minimum(seqs, B - 1)
+    if MASK_H:
+        rz_xp_rows = (rz // BLOCK_H) * H + tl.minimum(rz % BLOCK_H, H - 1)
+        n_xp_rows = 2 * H + tl.minimum(offs_h, H - 1)
     else:
-        first = seqs * 0
-        step_xt = stride_xt
-    seq_ptrs = xp_ptr + seqs[None, :] * stride_xb + first[None, :] * stride_xt
-    rz_ptrs = seq_ptrs + rz_rows[:, None] * stride_xg
-    xp_ptrs = seq_ptrs + (2 * H + offs_h[:, None]) * stride_xg
-    rz_mask = rz_ok[:, None] & seq_ok[None, :]
-    xrz_next = tl.load(rz_ptrs, mask=rz_mask & (0 < length)[None, :], other=0.0)
-    xn_next = tl.load(xp_ptrs, mask=h_mask & (0 < length)[None, :], other=0.0)
-    seq_rows = seqs[None, :] * T
+        rz_xp_rows = rz
+        n_xp_rows = 2 * BLOCK_H + offs_h
+    xrz_offs = seqs_in[None, :] * stride_xb + rz_xp_rows[:, None] * stride_xg
+    xn_offs = seqs_in[None, :] * stride_xb + n_xp_rows[:, None] * stride_xg
+    if REVERSE:
+        # Sequences start at different positions (length - 1): a per-column position; the scalar
+        # part stays at position 0.
+        xp_at = tl.where(0 < length, length - 1, 0).to(tl.int64)[None, :] * stride_xt
+        xp_step = xp_ptr
+    else:
+        xp_at = 0
+        xp_step = xp_ptr
+    xrz_next = tile_io.load(xp_step + xp_at + xrz_offs)
+    xn_next = tile_io.load(xp_step + xp_at + xn_offs)
+
+    # out, hs and aux: [B, T, ·] contiguous, position p of sequence b at row b·T + p.
+    if MASK_H:
+        row_h = H
+        store_mask = h_mask
+    else:
+        row_h = BLOCK_H
+        store_mask = tl.broadcast_to(seq_ok[None, :], [BLOCK_H, BLOCK_B])
+    out_offs = seqs[None, :] * T * row_h + offs_h[:, None]
+    aux_offs = seqs[None, :] * T * (AUX_ROWS * row_h) + offs_h[:, None]
+    out_step = out_ptr
+    hs_step = hs_ptr
+    aux_step = aux_ptr
     for s in range(T):
         xrz = xrz_next
         xn = xn_next
-        rz_ptrs += step_xt
-        xp_ptrs += step_xt
-        load_next = (s + 1 < length)[None, :]
-        xrz_next = tl.load(rz_ptrs, mask=rz_mask & load_next, other=0.0)
-        xn_next = tl.load(xp_ptrs, mask=h_mask & load_next, other=0.0)
+        if REVERSE:
+            xp_at = tl.where(s + 1 < length, length - 2 - s, 0).to(tl.int64)[None, :] * stride_xt
+        else:
+            xp_step += tl.where(s + 1 < T, stride_xt, 0)
+        xrz_next = tile_io.load(xp_step + xp_at + xrz_offs)
+        xn_next = tile_io.load(xp_step + xp_at + xn_offs)
 
         h_op = h.to(OPERAND_DTYPE)
         # xp_r and xp_z enter as the accumulator; gh_n must stay apart (r multiplies it).
@@ -181,20 +212,25 @@ def _gru_fwd(
 
         # Where step s writes: its position, or (past the length) position s, with 0.
         if REVERSE:
-            pos = tl.where(s < length, length - 1 - s, s)
+            at = tl.where(s < length, length - 1 - s, s).to(tl.int64)[None, :]
         else:
-            pos = seqs * 0 + s
-        row = (seq_rows + pos[None, :]) * H + offs_h[:, None]
+            at = 0
         if STORE_OUT:
-            tl.store(out_ptr + row, tl.where(valid, h, 0.0).to(out_ptr.dtype.element_ty), mask=h_mask)
+            tile_io.store(out_step + at * row_h + out_offs, tl.where(valid, h, 0.0), store_mask)
         if STORE_SAVED:
-            tl.store(hs_ptr + row, tl.where(valid, h, 0.0), mask=h_mask)
-            aux_row = aux_ptr + (seq_rows + pos[None, :]) * (AUX_ROWS * H) + offs_h[:, None]
-            tl.store(aux_row + AUX_R * H, tl.where(valid, r, 0.0), mask=h_mask)
-            tl.store(aux_row + AUX_Z * H, tl.where(valid, z, 0.0), mask=h_mask)
-            tl.store(aux_row + AUX_A * H, tl.where(valid, (1.0 - z) * (1.0 - n * n), 0.0), mask=h_mask)
-            tl.store(aux_row + AUX_Q * H, tl.where(valid, gh_n * r * (1.0 - r), 0.0), mask=h_mask)
-            tl.store(aux_row + AUX_C * H, tl.where(valid, h_minus_n * z * (1.0 - z), 0.0), mask=h_mask)
+            tile_io.store(hs_step + at * row_h + out_offs, tl.where(valid, h, 0.0), store_mask)
+            aux_at = aux_step + at * (AUX_ROWS * row_h) + aux_offs
+            tile_io.store(aux_at + AUX_R * row_h, tl.where(valid, r, 0.0), store_mask)
+            tile_io.store(aux_at + AUX_Z * row_h, tl.where(valid, z, 0.0), store_mask)
+            tile_io.store(aux_at + AUX_A * row_h, tl.where(valid, (1.0 - z) * (1.0 - n * n), 0.0), store_mask)
+            tile_io.store(aux_at + AUX_Q * row_h, tl.where(valid, gh_n * r * (1.0 - r), 0.0), store_mask)
+            tile_io.store(aux_at + AUX_C * row_h, tl.where(valid, h_minus_n * z * (1.0 - z), 0.0), store_mask)
+        if not REVERSE:
+            if STORE_OUT:
+                out_step += row_h
+            if STORE_SAVED:
+                hs_step += row_h
+                aux_step += AUX_ROWS * row_h
 
     tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
 
@@ -258,29 +294,58 @@ def _gru_bwd_kernel(
     else:
         dh = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
 
-    seq_rows = seqs[None, :] * T
-    # Step s's factors are loaded during step s + 1 (off the dependent chain); first those of T - 1.
-    # Past a length nothing is loaded (padding may hold anything).
-    s_last = T - 1
-    valid_next = (s_last < length)[None, :]
-    if REVERSE:
-        pos_next = tl.where(s_last < length, length - 1 - s_last, s_last)
+    # The time loop's tiles move between global memory and the MMA's register layout through
+    # tile_io, addressed as a scalar pointer that moves each step plus loop-invariant offsets (see
+    # _gru_fwd). Step s's factors and dout are loaded during step s + 1, off the dependent chain.
+    # tile_io.load is unmasked, so every address is valid memory of aux and dout, and what a read
+    # past the data returns is discarded, as the masked loads' zeros were before:
+    # - columns past B read sequence B - 1; nothing of theirs is stored (h_mask);
+    # - padded rows (MASK_H) read row H - 1; `keep` zeroes dxp, dgh and the MMA operands there and
+    #   dout is zeroed there, so dh's padded rows stay 0;
+    # - a step past a length (s ≥ length) reads position s (forward: s; reverse: the position it
+    #   writes, s) and after step 0 the prefetch reads step 0 again; there `keep` zeroes dxp, dgh and
+    #   the MMA operands, and dh keeps its value from before the step (dout is added only to
+    #   the step's own copy, dh_in, and dh_prev is discarded by the last where).
+    seqs_in = tl.minimum(seqs, B - 1)
+    if MASK_H:
+        rows_in = tl.minimum(offs_h, H - 1)
+        row_h = H
+        store_mask = h_mask
     else:
-        pos_next = seqs * 0 + s_last
-    aux_next = aux_ptr + (seq_rows + pos_next[None, :]) * (AUX_ROWS * H) + offs_h[:, None]
-    m = h_mask & valid_next
-    r_next = tl.load(aux_next + AUX_R * H, mask=m, other=0.0)
-    z_next = tl.load(aux_next + AUX_Z * H, mask=m, other=0.0)
-    a_next = tl.load(aux_next + AUX_A * H, mask=m, other=0.0)
-    q_next = tl.load(aux_next + AUX_Q * H, mask=m, other=0.0)
-    c_next = tl.load(aux_next + AUX_C * H, mask=m, other=0.0)
+        rows_in = offs_h
+        row_h = BLOCK_H
+        store_mask = tl.broadcast_to(seq_ok[None, :], [BLOCK_H, BLOCK_B])
+    aux_offs = seqs_in[None, :] * T * (AUX_ROWS * row_h) + rows_in[:, None]
+    dout_offs = seqs_in[None, :] * stride_db + rows_in[:, None] * stride_dh
+    dxp_offs = seqs[None, :] * T * (3 * row_h) + offs_h[:, None]
+    # Scalar parts at position T - 1 (widened first: (T - 1)·5H in int32 may pass 2³¹), walking
+    # back one position per step when not REVERSE; REVERSE's positions are per column (at) and the
+    # scalar parts stay at position 0.
+    if REVERSE:
+        last = 0
+    else:
+        last = T.to(tl.int64) - 1
+    aux_step = aux_ptr + last * (AUX_ROWS * row_h)
+    dxp_step = dxp_ptr + last * (3 * row_h)
+    dgh_step = dgh_ptr + last * (3 * row_h)
     if HAS_DOUT:
-        do_next = tl.load(dout_ptr + seqs[None, :] * stride_db + pos_next[None, :] * stride_dt
-                          + offs_h[:, None] * stride_dh, mask=m, other=0.0)
+        dout_step = dout_ptr + last * stride_dt
+    # Step T - 1's position (REVERSE: position T - 1 past a length, else length - T = 0).
+    if REVERSE:
+        at = tl.where(T - 1 < length, length - T, T - 1).to(tl.int64)[None, :]
+    else:
+        at = 0
+    aux_at = aux_step + at * (AUX_ROWS * row_h) + aux_offs
+    r_next = tile_io.load(aux_at + AUX_R * row_h)
+    z_next = tile_io.load(aux_at + AUX_Z * row_h)
+    a_next = tile_io.load(aux_at + AUX_A * row_h)
+    q_next = tile_io.load(aux_at + AUX_Q * row_h)
+    c_next = tile_io.load(aux_at + AUX_C * row_h)
+    if HAS_DOUT:
+        do_next = tile_io.load(dout_step + at * stride_dt + dout_offs)
     for i in range(T):
         s = T - 1 - i
-        valid = valid_next
-        pos = pos_next
+        at_s = at
         r = r_next
         z = z_next
         a = a_next
@@ -289,28 +354,33 @@ def _gru_bwd_kernel(
         if HAS_DOUT:
             d_out = do_next.to(tl.float32)
 
-        # Prefetch step s - 1 (nothing is loaded when s = 0).
-        valid_next = ((s - 1) < length)[None, :] & (seqs[None, :] * 0 + s >= 1)
+        # Prefetch step s - 1 (step 0 again when s = 0).
         if REVERSE:
-            pos_next = tl.where(s - 1 < length, length - s, s - 1)
+            s_next = tl.maximum(s - 1, 0)
+            at = tl.where(s_next < length, length - 1 - s_next, s_next).to(tl.int64)[None, :]
         else:
-            pos_next = seqs * 0 + s - 1
-        aux_next = aux_ptr + (seq_rows + pos_next[None, :]) * (AUX_ROWS * H) + offs_h[:, None]
-        m = h_mask & valid_next
-        r_next = tl.load(aux_next + AUX_R * H, mask=m, other=0.0)
-        z_next = tl.load(aux_next + AUX_Z * H, mask=m, other=0.0)
-        a_next = tl.load(aux_next + AUX_A * H, mask=m, other=0.0)
-        q_next = tl.load(aux_next + AUX_Q * H, mask=m, other=0.0)
-        c_next = tl.load(aux_next + AUX_C * H, mask=m, other=0.0)
+            back = tl.where(s >= 1, 1, 0)
+            aux_step -= back * (AUX_ROWS * row_h)
+            if HAS_DOUT:
+                dout_step -= back * stride_dt
+        aux_at = aux_step + at * (AUX_ROWS * row_h) + aux_offs
+        r_next = tile_io.load(aux_at + AUX_R * row_h)
+        z_next = tile_io.load(aux_at + AUX_Z * row_h)
+        a_next = tile_io.load(aux_at + AUX_A * row_h)
+        q_next = tile_io.load(aux_at + AUX_Q * row_h)
+        c_next = tile_io.load(aux_at + AUX_C * row_h)
         if HAS_DOUT:
-            do_next = tl.load(dout_ptr + seqs[None, :] * stride_db + pos_next[None, :] * stride_dt
-                              + offs_h[:, None] * stride_dh, mask=m, other=0.0)
+            do_next = tile_io.load(dout_step + at * stride_dt + dout_offs)
 
+        valid = (s < length)[None, :]
+        dh_in = dh
         if HAS_DOUT:
-            dh += d_out
-        dn_pre = dh * a
+            if MASK_H:
+                d_out = tl.where(h_rows_ok[:, None], d_out, 0.0)
+            dh_in = dh + d_out
+        dn_pre = dh_in * a
         dr_pre = dn_pre * q
-        dz_pre = dh * c
+        dz_pre = dh_in * c
         dgh_n = dn_pre * r
         # Past a length: 0 (dh there may be non-finite, and 0·inf is NaN). Padded rows: 0, so that
         # they cannot reach real rows through W_hhᵀ's zero padding.
@@ -322,15 +392,19 @@ def _gru_bwd_kernel(
         dn_pre = tl.where(keep, dn_pre, 0.0)
         dgh_n = tl.where(keep, dgh_n, 0.0)
 
-        row = (seq_rows + pos[None, :]) * (3 * H) + offs_h[:, None]
-        tl.store(dxp_ptr + row, dr_pre, mask=h_mask)
-        tl.store(dxp_ptr + row + H, dz_pre, mask=h_mask)
-        tl.store(dxp_ptr + row + 2 * H, dn_pre, mask=h_mask)
-        tl.store(dgh_ptr + row, dr_pre, mask=h_mask)
-        tl.store(dgh_ptr + row + H, dz_pre, mask=h_mask)
-        tl.store(dgh_ptr + row + 2 * H, dgh_n, mask=h_mask)
+        dxp_at = dxp_step + at_s * (3 * row_h) + dxp_offs
+        dgh_at = dgh_step + at_s * (3 * row_h) + dxp_offs
+        tile_io.store(dxp_at, dr_pre, store_mask)
+        tile_io.store(dxp_at + row_h, dz_pre, store_mask)
+        tile_io.store(dxp_at + 2 * row_h, dn_pre, store_mask)
+        tile_io.store(dgh_at, dr_pre, store_mask)
+        tile_io.store(dgh_at + row_h, dz_pre, store_mask)
+        tile_io.store(dgh_at + 2 * row_h, dgh_n, store_mask)
+        if not REVERSE:
+            dxp_step -= 3 * row_h
+            dgh_step -= 3 * row_h
 
-        dh_prev = _mm(w_n_t, w_n_t_lo, dgh_n.to(OPERAND_DTYPE), dh * z, PRECISION)
+        dh_prev = _mm(w_n_t, w_n_t_lo, dgh_n.to(OPERAND_DTYPE), dh_in * z, PRECISION)
         dh_prev = _mm(w_z_t, w_z_t_lo, dz_pre.to(OPERAND_DTYPE), dh_prev, PRECISION)
         dh_prev = _mm(w_r_t, w_r_t_lo, dr_pre.to(OPERAND_DTYPE), dh_prev, PRECISION)
         dh = tl.where(valid, dh_prev, dh)
