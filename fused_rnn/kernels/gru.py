@@ -317,7 +317,7 @@ def _gru_bwd_kernel(
         store_mask = tl.broadcast_to(seq_ok[None, :], [BLOCK_H, BLOCK_B])
     aux_offs = seqs_in[None, :] * T * (AUX_ROWS * row_h) + rows_in[:, None]
     dout_offs = seqs_in[None, :] * stride_db + rows_in[:, None] * stride_dh
-    dxp_offs = seqs[None, :] * T * (3 * row_h) + offs_h[:, None]
+    dxp_offs = seqs_in[None, :] * T * (3 * row_h) + rows_in[:, None]
     # Scalar parts at position T - 1 (widened first: (T - 1)·5H in int32 may pass 2³¹), walking
     # back one position per step when not REVERSE; REVERSE's positions are per column (at) and the
     # scalar parts stay at position 0.
