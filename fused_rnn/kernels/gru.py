@@ -160,18 +160,18 @@ def _gru_fwd(
     else:
         rz_xp_rows = rz
         n_xp_rows = 2 * BLOCK_H + offs_h
-    xrz_offs = seqs_in[None, :] * stride_xb + rz_xp_rows[:, None] * stride_xg
-    xn_offs = seqs_in[None, :] * stride_xb + n_xp_rows[:, None] * stride_xg
     if REVERSE:
-        # Sequences start at different positions (length - 1): a per-column position; the scalar
-        # part stays at position 0.
-        xp_at = tl.where(0 < length, length - 1, 0).to(tl.int64)[None, :] * stride_xt
-        xp_step = xp_ptr
+        # Sequences start at different positions (length - 1): a pointer per column, plus the rows.
+        xrz_offs = rz_xp_rows[:, None] * stride_xg
+        xn_offs = n_xp_rows[:, None] * stride_xg
+        xp_cols = xp_ptr + seqs_in * stride_xb
+        xp_step = (xp_cols + tl.where(0 < length, length - 1, 0) * stride_xt)[None, :]
     else:
-        xp_at = 0
+        xrz_offs = seqs_in[None, :] * stride_xb + rz_xp_rows[:, None] * stride_xg
+        xn_offs = seqs_in[None, :] * stride_xb + n_xp_rows[:, None] * stride_xg
         xp_step = xp_ptr
-    rz_acc_next = 0.5 * tile_io.load(xp_step + xp_at + xrz_offs).to(tl.float32) + b_rz_half
-    xn_next = tile_io.load(xp_step + xp_at + xn_offs).to(tl.float32)
+    rz_acc_next = 0.5 * tile_io.load(xp_step + xrz_offs).to(tl.float32) + b_rz_half
+    xn_next = tile_io.load(xp_step + xn_offs).to(tl.float32)
 
     # out, hs and aux: [B, T, ·] contiguous, position p of sequence b at row b·T + p.
     if MASK_H:
@@ -180,20 +180,25 @@ def _gru_fwd(
     else:
         row_h = BLOCK_H
         store_mask = tl.broadcast_to(seq_ok[None, :], [BLOCK_H, BLOCK_B])
-    out_offs = seqs[None, :] * T * row_h + offs_h[:, None]
-    aux_offs = seqs[None, :] * T * (AUX_ROWS * row_h) + offs_h[:, None]
-    out_step = out_ptr
-    hs_step = hs_ptr
-    aux_step = aux_ptr
+    if REVERSE:
+        out_offs = offs_h[:, None]
+        aux_offs = offs_h[:, None]
+        seq_rows = seqs * T
+    else:
+        out_offs = seqs[None, :] * T * row_h + offs_h[:, None]
+        aux_offs = seqs[None, :] * T * (AUX_ROWS * row_h) + offs_h[:, None]
+        out_step = out_ptr
+        hs_step = hs_ptr
+        aux_step = aux_ptr
     for s in range(T):
         rz_acc = rz_acc_next
         xn = xn_next
         if REVERSE:
-            xp_at = tl.where(s + 1 < length, length - 2 - s, 0).to(tl.int64)[None, :] * stride_xt
+            xp_step = (xp_cols + tl.where(s + 1 < length, length - 2 - s, 0) * stride_xt)[None, :]
         else:
             xp_step += tl.where(s + 1 < T, stride_xt, 0)
-        rz_acc_next = 0.5 * tile_io.load(xp_step + xp_at + xrz_offs).to(tl.float32) + b_rz_half
-        xn_next = tile_io.load(xp_step + xp_at + xn_offs).to(tl.float32)
+        rz_acc_next = 0.5 * tile_io.load(xp_step + xrz_offs).to(tl.float32) + b_rz_half
+        xn_next = tile_io.load(xp_step + xn_offs).to(tl.float32)
 
         h_op = h.to(OPERAND_DTYPE)
         # xp_r and xp_z enter as the accumulator (rz_acc: halved, plus the halved biases, prepared
@@ -214,14 +219,18 @@ def _gru_fwd(
 
         # Where step s writes: its position, or (past the length) position s, with 0.
         if REVERSE:
-            at = tl.where(s < length, length - 1 - s, s).to(tl.int64)[None, :]
-        else:
-            at = 0
+            # Pointers per column at row (sequence, position) of [B·T, ·].
+            at = (seq_rows + tl.where(s < length, length - 1 - s, s))[None, :]
+            if STORE_OUT:
+                out_step = out_ptr + at * row_h
+            if STORE_SAVED:
+                hs_step = hs_ptr + at * row_h
+                aux_step = aux_ptr + at * (AUX_ROWS * row_h)
         if STORE_OUT:
-            tile_io.store(out_step + at * row_h + out_offs, tl.where(valid, h, 0.0), store_mask)
+            tile_io.store(out_step + out_offs, tl.where(valid, h, 0.0), store_mask)
         if STORE_SAVED:
-            tile_io.store(hs_step + at * row_h + out_offs, tl.where(valid, h, 0.0), store_mask)
-            aux_at = aux_step + at * (AUX_ROWS * row_h) + aux_offs
+            tile_io.store(hs_step + out_offs, tl.where(valid, h, 0.0), store_mask)
+            aux_at = aux_step + aux_offs
             tile_io.store(aux_at + AUX_R * row_h, tl.where(valid, r, 0.0), store_mask)
             tile_io.store(aux_at + AUX_Z * row_h, tl.where(valid, z, 0.0), store_mask)
             tile_io.store(aux_at + AUX_A * row_h, tl.where(valid, (1.0 - z) * (1.0 - n * n), 0.0), store_mask)
