@@ -187,6 +187,12 @@ def _gru_fwd(
     # - steps past a length read a position inside [0, T) (forward: position s + 1, clamped to
     #   T - 1 after the last step; reverse: position 0); step s's h_new is kept only where
     #   s < length, and r, z and the aux factors are stored as 0 there.
+    # REVERSE below BLOCK_H = 64 (4 warps hold few rows and many columns each, and every column's
+    # position is computed per step): tl.load and tl.store (static, sm_90a, H = 32, bf16, with
+    # lengths: forward 220 loop instructions before tile_io, 289 with it, 221 without). Where H is
+    # padded the stores go through tl.store (see _store).
+    LOADS_VIA_TILE_IO: tl.constexpr = not REVERSE or BLOCK_H >= 64
+    STORES_VIA_TILE_IO: tl.constexpr = LOADS_VIA_TILE_IO and not MASK_H
     seqs_in = tl.minimum(seqs, B - 1)
     if MASK_H:
         rz_xp_rows = (rz // BLOCK_H) * H + tl.minimum(rz % BLOCK_H, H - 1)
@@ -204,8 +210,8 @@ def _gru_fwd(
         xrz_offs = seqs_in[None, :] * stride_xb + rz_xp_rows[:, None] * stride_xg
         xn_offs = seqs_in[None, :] * stride_xb + n_xp_rows[:, None] * stride_xg
         xp_step = xp_ptr
-    rz_acc_next = 0.5 * tile_io.load(xp_step + xrz_offs).to(tl.float32) + b_rz_half
-    xn_next = tile_io.load(xp_step + xn_offs).to(tl.float32)
+    rz_acc_next = 0.5 * _load(xp_step + xrz_offs, LOADS_VIA_TILE_IO).to(tl.float32) + b_rz_half
+    xn_next = _load(xp_step + xn_offs, LOADS_VIA_TILE_IO).to(tl.float32)
 
     # out, hs and aux: [B, T, ·] contiguous, position p of sequence b at row b·T + p.
     if MASK_H:
@@ -231,8 +237,8 @@ def _gru_fwd(
             xp_step = (xp_cols + tl.where(s + 1 < length, length - 2 - s, 0) * stride_xt)[None, :]
         else:
             xp_step += tl.where(s + 1 < T, stride_xt, 0)
-        rz_acc_next = 0.5 * tile_io.load(xp_step + xrz_offs).to(tl.float32) + b_rz_half
-        xn_next = tile_io.load(xp_step + xn_offs).to(tl.float32)
+        rz_acc_next = 0.5 * _load(xp_step + xrz_offs, LOADS_VIA_TILE_IO).to(tl.float32) + b_rz_half
+        xn_next = _load(xp_step + xn_offs, LOADS_VIA_TILE_IO).to(tl.float32)
 
         h_op = h.to(OPERAND_DTYPE)
         # xp_r and xp_z enter as the accumulator (rz_acc: halved, plus the halved biases, prepared
@@ -261,15 +267,18 @@ def _gru_fwd(
                 hs_step = hs_ptr + at * row_h
                 aux_step = aux_ptr + at * (AUX_ROWS * row_h)
         if STORE_OUT:
-            _store(out_step + out_offs, tl.where(valid, h, 0.0), store_mask, not MASK_H)
+            _store(out_step + out_offs, tl.where(valid, h, 0.0), store_mask, STORES_VIA_TILE_IO)
         if STORE_SAVED:
-            _store(hs_step + out_offs, tl.where(valid, h, 0.0), store_mask, not MASK_H)
+            _store(hs_step + out_offs, tl.where(valid, h, 0.0), store_mask, STORES_VIA_TILE_IO)
             aux_at = aux_step + aux_offs
-            _store(aux_at + AUX_R * row_h, tl.where(valid, r, 0.0), store_mask, not MASK_H)
-            _store(aux_at + AUX_Z * row_h, tl.where(valid, z, 0.0), store_mask, not MASK_H)
-            _store(aux_at + AUX_A * row_h, tl.where(valid, (1.0 - z) * (1.0 - n * n), 0.0), store_mask, not MASK_H)
-            _store(aux_at + AUX_Q * row_h, tl.where(valid, gh_n * r * (1.0 - r), 0.0), store_mask, not MASK_H)
-            _store(aux_at + AUX_C * row_h, tl.where(valid, h_minus_n * z * (1.0 - z), 0.0), store_mask, not MASK_H)
+            _store(aux_at + AUX_R * row_h, tl.where(valid, r, 0.0), store_mask, STORES_VIA_TILE_IO)
+            _store(aux_at + AUX_Z * row_h, tl.where(valid, z, 0.0), store_mask, STORES_VIA_TILE_IO)
+            _store(aux_at + AUX_A * row_h, tl.where(valid, (1.0 - z) * (1.0 - n * n), 0.0), store_mask,
+                   STORES_VIA_TILE_IO)
+            _store(aux_at + AUX_Q * row_h, tl.where(valid, gh_n * r * (1.0 - r), 0.0), store_mask,
+                   STORES_VIA_TILE_IO)
+            _store(aux_at + AUX_C * row_h, tl.where(valid, h_minus_n * z * (1.0 - z), 0.0), store_mask,
+                   STORES_VIA_TILE_IO)
         if not REVERSE:
             if STORE_OUT:
                 out_step += row_h
@@ -353,6 +362,10 @@ def _gru_bwd_kernel(
     #   writes, s) and after step 0 the prefetch reads step 0 again; there `keep` zeroes dxp, dgh
     #   and the MMA operands, and dh keeps its value from before the step (dout is added only to
     #   the step's own copy, dh_in, and dh_prev is discarded by the last where).
+    # tile_io except where H is padded (see _load) and for REVERSE below BLOCK_H = 64, as in
+    # _gru_fwd (static, sm_90a, H = 32, fp32 with TF32, with lengths: 519 loop instructions with
+    # tile_io, 446 without).
+    VIA_TILE_IO: tl.constexpr = not MASK_H and (not REVERSE or BLOCK_H >= 64)
     seqs_in = tl.minimum(seqs, B - 1)
     if MASK_H:
         rows_in = tl.minimum(offs_h, H - 1)
@@ -392,13 +405,13 @@ def _gru_bwd_kernel(
         if HAS_DOUT:
             dout_step = dout_ptr + (seqs_in * stride_db + pos_next.to(tl.int64) * stride_dt)[None, :]
     aux_at = aux_step + aux_offs
-    r_next = _load(aux_at + AUX_R * row_h, not MASK_H)
-    z_next = _load(aux_at + AUX_Z * row_h, not MASK_H)
-    a_next = _load(aux_at + AUX_A * row_h, not MASK_H)
-    q_next = _load(aux_at + AUX_Q * row_h, not MASK_H)
-    c_next = _load(aux_at + AUX_C * row_h, not MASK_H)
+    r_next = _load(aux_at + AUX_R * row_h, VIA_TILE_IO)
+    z_next = _load(aux_at + AUX_Z * row_h, VIA_TILE_IO)
+    a_next = _load(aux_at + AUX_A * row_h, VIA_TILE_IO)
+    q_next = _load(aux_at + AUX_Q * row_h, VIA_TILE_IO)
+    c_next = _load(aux_at + AUX_C * row_h, VIA_TILE_IO)
     if HAS_DOUT:
-        do_next = _load(dout_step + dout_offs, not MASK_H)
+        do_next = _load(dout_step + dout_offs, VIA_TILE_IO)
     for i in range(T):
         s = T - 1 - i
         pos = pos_next
@@ -426,13 +439,13 @@ def _gru_bwd_kernel(
             if HAS_DOUT:
                 dout_step -= back * stride_dt
         aux_at = aux_step + aux_offs
-        r_next = _load(aux_at + AUX_R * row_h, not MASK_H)
-        z_next = _load(aux_at + AUX_Z * row_h, not MASK_H)
-        a_next = _load(aux_at + AUX_A * row_h, not MASK_H)
-        q_next = _load(aux_at + AUX_Q * row_h, not MASK_H)
-        c_next = _load(aux_at + AUX_C * row_h, not MASK_H)
+        r_next = _load(aux_at + AUX_R * row_h, VIA_TILE_IO)
+        z_next = _load(aux_at + AUX_Z * row_h, VIA_TILE_IO)
+        a_next = _load(aux_at + AUX_A * row_h, VIA_TILE_IO)
+        q_next = _load(aux_at + AUX_Q * row_h, VIA_TILE_IO)
+        c_next = _load(aux_at + AUX_C * row_h, VIA_TILE_IO)
         if HAS_DOUT:
-            do_next = _load(dout_step + dout_offs, not MASK_H)
+            do_next = _load(dout_step + dout_offs, VIA_TILE_IO)
 
         valid = (s < length)[None, :]
         dh_in = dh
@@ -461,12 +474,12 @@ def _gru_bwd_kernel(
         else:
             dxp_at = dxp_step + dxp_offs
             dgh_at = dgh_step + dxp_offs
-        _store(dxp_at, dr_pre, store_mask, not MASK_H)
-        _store(dxp_at + row_h, dz_pre, store_mask, not MASK_H)
-        _store(dxp_at + 2 * row_h, dn_pre, store_mask, not MASK_H)
-        _store(dgh_at, dr_pre, store_mask, not MASK_H)
-        _store(dgh_at + row_h, dz_pre, store_mask, not MASK_H)
-        _store(dgh_at + 2 * row_h, dgh_n, store_mask, not MASK_H)
+        _store(dxp_at, dr_pre, store_mask, VIA_TILE_IO)
+        _store(dxp_at + row_h, dz_pre, store_mask, VIA_TILE_IO)
+        _store(dxp_at + 2 * row_h, dn_pre, store_mask, VIA_TILE_IO)
+        _store(dgh_at, dr_pre, store_mask, VIA_TILE_IO)
+        _store(dgh_at + row_h, dz_pre, store_mask, VIA_TILE_IO)
+        _store(dgh_at + 2 * row_h, dgh_n, store_mask, VIA_TILE_IO)
         if not (REVERSE or MASK_H):
             dxp_step -= 3 * row_h
             dgh_step -= 3 * row_h
