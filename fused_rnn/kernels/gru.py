@@ -520,13 +520,14 @@ def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False)
     smem_bytes takes them; one bound covers every mode here.
 
     The three gate blocks of W_hh stay resident (twice, hi and lo, for "tf32x3"); beside them Triton
-    stages the step's MMA operands and the layout conversions of what is loaded and stored each step:
-    at most 4 fp32 [BLOCK_H, BLOCK_B] tiles, 6 for "tf32x3" below H = 64 (mma.sync stages b_hi and
-    b_lo apart), in every configuration compiled for sm_90 with triton 3.6 (H = 16 … 128; fp32 with
-    TF32 and 3xTF32, bf16, fp16; forward with and without the saved tensors, and backward, which need
-    about the same). The figure is never below Triton's there, at most 8 KiB above it up to H = 64 and
-    23% above at H = 128 (bf16: 131072 B against 106496). It lets fp32 with TF32 at
-    H = 128 launch (backward: exactly Triton's 229376 B of 232448) and refuses 3xTF32 at H = 128 and
+    stages the step's MMA operands and the layout conversions of what is loaded and stored each step
+    (the time loop's tiles mostly go through tile_io, which stages nothing): at most 4 fp32
+    [BLOCK_H, BLOCK_B] tiles, 6 for "tf32x3" below H = 64 (mma.sync stages b_hi and b_lo apart), in
+    every configuration compiled for sm_90 with triton 3.6 (H = 16, 20, 32, 64, 128; fp32 with TF32
+    and 3xTF32, bf16, fp16; forward and reverse, with and without lengths; forward with and without
+    the saved tensors, and backward). The figure is never below Triton's there, at most 14 KiB above
+    it up to H = 64 and 28% above at H = 128 (bf16: 131072 B against 102400). It lets fp32 with TF32
+    at H = 128 launch (backward: Triton's 221184 B of 232448) and refuses 3xTF32 at H = 128 and
     bf16/fp16 at H = 256, whose weights alone pass the limit. Always the GPU's figure, also under the
     interpreter, so that what launches does not depend on where it is tested.
     """
