@@ -201,11 +201,13 @@ def _gru_fwd(
         rz_xp_rows = rz
         n_xp_rows = 2 * BLOCK_H + offs_h
     if REVERSE:
-        # Sequences start at different positions (length - 1): a pointer per column, plus the rows.
+        # Sequences start at different positions (length - 1): a pointer per column that walks back
+        # one position per step down to position 0, plus the rows. (The position is widened first:
+        # position·stride_xt may pass 2³¹ in a time-major xp.)
         xrz_offs = rz_xp_rows[:, None] * stride_xg
         xn_offs = n_xp_rows[:, None] * stride_xg
-        xp_cols = xp_ptr + seqs_in * stride_xb
-        xp_step = (xp_cols + tl.where(0 < length, length - 1, 0) * stride_xt)[None, :]
+        first = tl.where(0 < length, length - 1, 0).to(tl.int64)
+        xp_step = (xp_ptr + seqs_in * stride_xb + first * stride_xt)[None, :]
     else:
         xrz_offs = seqs_in[None, :] * stride_xb + rz_xp_rows[:, None] * stride_xg
         xn_offs = seqs_in[None, :] * stride_xb + n_xp_rows[:, None] * stride_xg
@@ -234,7 +236,7 @@ def _gru_fwd(
         rz_acc = rz_acc_next
         xn = xn_next
         if REVERSE:
-            xp_step = (xp_cols + tl.where(s + 1 < length, length - 2 - s, 0) * stride_xt)[None, :]
+            xp_step -= tl.where(s + 1 < length, stride_xt, 0).to(tl.int64)[None, :]
         else:
             xp_step += tl.where(s + 1 < T, stride_xt, 0)
         rz_acc_next = 0.5 * _load(xp_step + xrz_offs, LOADS_VIA_TILE_IO).to(tl.float32) + b_rz_half
