@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import rnn_linear
+from . import rnn_linear, tile_io
 from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, _launch, _load_tile, _mm,
                          _operand_dtype, _tanh, block, precision, split_tf32)
 
@@ -63,6 +63,35 @@ def _sigmoid_of_double(u, FAST_TANH: tl.constexpr):
     else:
         y = 1.0 / (1.0 + tl.exp(-2.0 * u))
     return y
+
+
+@triton.jit
+def _load(ptrs, VIA_TILE_IO: tl.constexpr):
+    """The elements at ``ptrs`` (every address valid): tile_io.load, in the MMA's layout, or tl.load.
+
+    tl.load where H is padded (MASK_H): there the rows are clamped at H - 1 and gates sit at runtime
+    multiples of H, so no offset folds into an instruction, and tile_io's per-element loads cost
+    more than tl.load's layout conversion (static, sm_90a, H = 20, bf16 backward: 525 loop
+    instructions against 458).
+    """
+    if VIA_TILE_IO:
+        value = tile_io.load(ptrs)
+    else:
+        value = tl.load(ptrs)
+    return value
+
+
+@triton.jit
+def _store(ptrs, value, mask, VIA_TILE_IO: tl.constexpr):
+    """``value`` to ``ptrs`` where ``mask``: tile_io.store from the MMA's layout, or tl.store.
+
+    tl.store where H is padded, as in _load (static, sm_90a, H = 20, bf16: forward 225 loop
+    instructions against 207, backward 597 against 458).
+    """
+    if VIA_TILE_IO:
+        tile_io.store(ptrs, value, mask)
+    else:
+        tl.store(ptrs, value.to(ptrs.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -139,38 +168,89 @@ def _gru_fwd(
     else:
         length = tl.zeros([BLOCK_B], dtype=tl.int32) + T
 
-    # xpᵀ tiles: [2·BLOCK_H, BLOCK_B] for r and z, [BLOCK_H, BLOCK_B] for n. The pointers start at
-    # each sequence's first processed position and move one step per iteration (backwards when
-    # REVERSE); loads past a length are masked off, so padding (possibly non-finite) is never read.
-    if REVERSE:
-        first = length - 1
-        step_xt = -stride_xt
+    # The time loop's tiles move between global memory and the MMA's register layout through
+    # tile_io (no shared-memory round trip, no barrier; the stores through tl.store where H is
+    # padded, see _store). Addresses: a scalar pointer that moves each step plus loop-invariant
+    # offsets (REVERSE: a pointer per column, the sequences' positions differ). Without MASK_H
+    # (H == BLOCK_H) the row offsets are written with BLOCK_H, compile-time constants that fold
+    # into the instructions. (Static, sm_90a, H = 128, bf16, against the coalesced tl.load and
+    # tl.store: forward 255 -> 230 loop instructions and 6 -> 2 barriers, with the saved tensors
+    # 500 -> 413 and 20 -> 2.)
+    #
+    # xpᵀ tiles: [2·BLOCK_H, BLOCK_B] for r and z, [BLOCK_H, BLOCK_B] for n; xp_{t+1}'s are loaded
+    # during step t, in fp32. The loads are unmasked: every address is valid memory of xp (never
+    # written here), and what a read past the data returns is discarded, as the masked loads'
+    # zeros were before:
+    # - columns past B read sequence B - 1; their state and outputs are never stored (h_mask);
+    # - padded rows (MASK_H) read row H - 1 of their gate; the where below forces h_new there to 0
+    #   and the stores skip them (h_mask), so r, z, n of padded rows reach nothing;
+    # - steps past a length read a position inside [0, T) (forward: position s + 1, clamped to
+    #   T - 1 after the last step; reverse: position 0); step s's h_new is kept only where
+    #   s < length, and r, z and the aux factors are stored as 0 there.
+    # REVERSE below BLOCK_H = 64 (4 warps hold few rows and many columns each, and every column's
+    # position is computed per step): tl.load and tl.store (static, sm_90a, H = 32, bf16, with
+    # lengths: forward 220 loop instructions before tile_io, 289 with it, 221 without). Where H is
+    # padded the stores go through tl.store (see _store).
+    LOADS_VIA_TILE_IO: tl.constexpr = not REVERSE or BLOCK_H >= 64
+    STORES_VIA_TILE_IO: tl.constexpr = LOADS_VIA_TILE_IO and not MASK_H
+    seqs_in = tl.minimum(seqs, B - 1)
+    if MASK_H:
+        rz_xp_rows = (rz // BLOCK_H) * H + tl.minimum(rz % BLOCK_H, H - 1)
+        n_xp_rows = 2 * H + tl.minimum(offs_h, H - 1)
     else:
-        first = seqs * 0
-        step_xt = stride_xt
-    seq_ptrs = xp_ptr + seqs[None, :] * stride_xb + first[None, :] * stride_xt
-    rz_ptrs = seq_ptrs + rz_rows[:, None] * stride_xg
-    xp_ptrs = seq_ptrs + (2 * H + offs_h[:, None]) * stride_xg
-    rz_mask = rz_ok[:, None] & seq_ok[None, :]
-    xrz_next = tl.load(rz_ptrs, mask=rz_mask & (0 < length)[None, :], other=0.0)
-    xn_next = tl.load(xp_ptrs, mask=h_mask & (0 < length)[None, :], other=0.0)
-    seq_rows = seqs[None, :] * T
+        rz_xp_rows = rz
+        n_xp_rows = 2 * BLOCK_H + offs_h
+    if REVERSE:
+        # Sequences start at different positions (length - 1): a pointer per column that walks back
+        # one position per step down to position 0, plus the rows. (The position is widened first:
+        # position·stride_xt may pass 2³¹ in a time-major xp.)
+        xrz_offs = rz_xp_rows[:, None] * stride_xg
+        xn_offs = n_xp_rows[:, None] * stride_xg
+        first = tl.where(0 < length, length - 1, 0).to(tl.int64)
+        xp_step = (xp_ptr + seqs_in * stride_xb + first * stride_xt)[None, :]
+    else:
+        xrz_offs = seqs_in[None, :] * stride_xb + rz_xp_rows[:, None] * stride_xg
+        xn_offs = seqs_in[None, :] * stride_xb + n_xp_rows[:, None] * stride_xg
+        xp_step = xp_ptr
+    rz_acc_next = 0.5 * _load(xp_step + xrz_offs, LOADS_VIA_TILE_IO).to(tl.float32) + b_rz_half
+    xn_next = _load(xp_step + xn_offs, LOADS_VIA_TILE_IO).to(tl.float32)
+
+    # out, hs and aux: [B, T, ·] contiguous, position p of sequence b at row b·T + p.
+    if MASK_H:
+        row_h = H
+        store_mask = h_mask
+    else:
+        row_h = BLOCK_H
+        store_mask = tl.broadcast_to(seq_ok[None, :], [BLOCK_H, BLOCK_B])
+    if REVERSE:
+        out_offs = offs_h[:, None]
+        aux_offs = offs_h[:, None]
+        seq_rows = seqs * T
+    else:
+        out_offs = seqs[None, :] * T * row_h + offs_h[:, None]
+        aux_offs = seqs[None, :] * T * (AUX_ROWS * row_h) + offs_h[:, None]
+        out_step = out_ptr
+        hs_step = hs_ptr
+        aux_step = aux_ptr
     for s in range(T):
-        xrz = xrz_next
+        rz_acc = rz_acc_next
         xn = xn_next
-        rz_ptrs += step_xt
-        xp_ptrs += step_xt
-        load_next = (s + 1 < length)[None, :]
-        xrz_next = tl.load(rz_ptrs, mask=rz_mask & load_next, other=0.0)
-        xn_next = tl.load(xp_ptrs, mask=h_mask & load_next, other=0.0)
+        if REVERSE:
+            xp_step -= tl.where(s + 1 < length, stride_xt, 0).to(tl.int64)[None, :]
+        else:
+            xp_step += tl.where(s + 1 < T, stride_xt, 0)
+        rz_acc_next = 0.5 * _load(xp_step + xrz_offs, LOADS_VIA_TILE_IO).to(tl.float32) + b_rz_half
+        xn_next = _load(xp_step + xn_offs, LOADS_VIA_TILE_IO).to(tl.float32)
 
         h_op = h.to(OPERAND_DTYPE)
-        # xp_r and xp_z enter as the accumulator; gh_n must stay apart (r multiplies it).
-        rz_gates = _sigmoid_of_double(_mm(w_rz, w_rz_lo, h_op, 0.5 * xrz.to(tl.float32) + b_rz_half, PRECISION),
+        # xp_r and xp_z enter as the accumulator (rz_acc: halved, plus the halved biases, prepared
+        # with the load a step ahead: 242 -> 230 loop instructions at H = 128, bf16, against here);
+        # gh_n must stay apart (r multiplies it).
+        rz_gates = _sigmoid_of_double(_mm(w_rz, w_rz_lo, h_op, rz_acc, PRECISION),
                                       FAST_TANH)
         r, z = tl.split(tl.permute(tl.reshape(rz_gates, [2, BLOCK_H, BLOCK_B]), [1, 2, 0]))
         gh_n = _mm(w_n, w_n_lo, h_op, b_n, PRECISION)
-        n = _tanh(xn.to(tl.float32) + r * gh_n, FAST_TANH)
+        n = _tanh(xn + r * gh_n, FAST_TANH)
         h_minus_n = h - n
         h_new = n + z * h_minus_n
         if MASK_H:
@@ -181,20 +261,32 @@ def _gru_fwd(
 
         # Where step s writes: its position, or (past the length) position s, with 0.
         if REVERSE:
-            pos = tl.where(s < length, length - 1 - s, s)
-        else:
-            pos = seqs * 0 + s
-        row = (seq_rows + pos[None, :]) * H + offs_h[:, None]
+            # Pointers per column at row (sequence, position) of [B·T, ·].
+            at = (seq_rows + tl.where(s < length, length - 1 - s, s))[None, :]
+            if STORE_OUT:
+                out_step = out_ptr + at * row_h
+            if STORE_SAVED:
+                hs_step = hs_ptr + at * row_h
+                aux_step = aux_ptr + at * (AUX_ROWS * row_h)
         if STORE_OUT:
-            tl.store(out_ptr + row, tl.where(valid, h, 0.0).to(out_ptr.dtype.element_ty), mask=h_mask)
+            _store(out_step + out_offs, tl.where(valid, h, 0.0), store_mask, STORES_VIA_TILE_IO)
         if STORE_SAVED:
-            tl.store(hs_ptr + row, tl.where(valid, h, 0.0), mask=h_mask)
-            aux_row = aux_ptr + (seq_rows + pos[None, :]) * (AUX_ROWS * H) + offs_h[:, None]
-            tl.store(aux_row + AUX_R * H, tl.where(valid, r, 0.0), mask=h_mask)
-            tl.store(aux_row + AUX_Z * H, tl.where(valid, z, 0.0), mask=h_mask)
-            tl.store(aux_row + AUX_A * H, tl.where(valid, (1.0 - z) * (1.0 - n * n), 0.0), mask=h_mask)
-            tl.store(aux_row + AUX_Q * H, tl.where(valid, gh_n * r * (1.0 - r), 0.0), mask=h_mask)
-            tl.store(aux_row + AUX_C * H, tl.where(valid, h_minus_n * z * (1.0 - z), 0.0), mask=h_mask)
+            _store(hs_step + out_offs, tl.where(valid, h, 0.0), store_mask, STORES_VIA_TILE_IO)
+            aux_at = aux_step + aux_offs
+            _store(aux_at + AUX_R * row_h, tl.where(valid, r, 0.0), store_mask, STORES_VIA_TILE_IO)
+            _store(aux_at + AUX_Z * row_h, tl.where(valid, z, 0.0), store_mask, STORES_VIA_TILE_IO)
+            _store(aux_at + AUX_A * row_h, tl.where(valid, (1.0 - z) * (1.0 - n * n), 0.0), store_mask,
+                   STORES_VIA_TILE_IO)
+            _store(aux_at + AUX_Q * row_h, tl.where(valid, gh_n * r * (1.0 - r), 0.0), store_mask,
+                   STORES_VIA_TILE_IO)
+            _store(aux_at + AUX_C * row_h, tl.where(valid, h_minus_n * z * (1.0 - z), 0.0), store_mask,
+                   STORES_VIA_TILE_IO)
+        if not REVERSE:
+            if STORE_OUT:
+                out_step += row_h
+            if STORE_SAVED:
+                hs_step += row_h
+                aux_step += AUX_ROWS * row_h
 
     tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
 
@@ -258,28 +350,72 @@ def _gru_bwd_kernel(
     else:
         dh = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
 
-    seq_rows = seqs[None, :] * T
-    # Step s's factors are loaded during step s + 1 (off the dependent chain); first those of T - 1.
-    # Past a length nothing is loaded (padding may hold anything).
-    s_last = T - 1
-    valid_next = (s_last < length)[None, :]
-    if REVERSE:
-        pos_next = tl.where(s_last < length, length - 1 - s_last, s_last)
+    # The time loop's tiles move between global memory and the MMA's register layout through
+    # tile_io, addressed as in _gru_fwd (static, sm_90a, H = 128, bf16, against the coalesced
+    # tl.load and tl.store: 537 -> 313 loop instructions, 26 -> 6 barriers); where H is padded
+    # through tl.load and tl.store (see _load). Step s's factors and dout are loaded during step
+    # s + 1, off the dependent chain. The loads are unmasked: every address is valid memory of aux
+    # and dout (neither written here), and what a read past the data returns is discarded, as the
+    # masked loads' zeros were before:
+    # - columns past B read sequence B - 1; nothing of theirs is stored (h_mask);
+    # - padded rows (MASK_H) read row H - 1; `keep` zeroes dxp, dgh and the MMA operands there and
+    #   dout is zeroed there, so dh's padded rows stay 0;
+    # - a step past a length (s ≥ length) reads position s (forward: s; reverse: the position it
+    #   writes, s) and after step 0 the prefetch reads step 0 again; there `keep` zeroes dxp, dgh
+    #   and the MMA operands, and dh keeps its value from before the step (dout is added only to
+    #   the step's own copy, dh_in, and dh_prev is discarded by the last where).
+    # tile_io except where H is padded (see _load) and for REVERSE below BLOCK_H = 64, as in
+    # _gru_fwd (static, sm_90a, H = 32, fp32 with TF32, with lengths: 519 loop instructions with
+    # tile_io, 446 without).
+    VIA_TILE_IO: tl.constexpr = not MASK_H and (not REVERSE or BLOCK_H >= 64)
+    seqs_in = tl.minimum(seqs, B - 1)
+    if MASK_H:
+        rows_in = tl.minimum(offs_h, H - 1)
+        row_h = H
+        store_mask = h_mask
     else:
-        pos_next = seqs * 0 + s_last
-    aux_next = aux_ptr + (seq_rows + pos_next[None, :]) * (AUX_ROWS * H) + offs_h[:, None]
-    m = h_mask & valid_next
-    r_next = tl.load(aux_next + AUX_R * H, mask=m, other=0.0)
-    z_next = tl.load(aux_next + AUX_Z * H, mask=m, other=0.0)
-    a_next = tl.load(aux_next + AUX_A * H, mask=m, other=0.0)
-    q_next = tl.load(aux_next + AUX_Q * H, mask=m, other=0.0)
-    c_next = tl.load(aux_next + AUX_C * H, mask=m, other=0.0)
+        rows_in = offs_h
+        row_h = BLOCK_H
+        store_mask = tl.broadcast_to(seq_ok[None, :], [BLOCK_H, BLOCK_B])
+    if REVERSE or MASK_H:
+        # A pointer per column at each step's positions (REVERSE: they differ per sequence), plus
+        # the rows. (MASK_H: in the scalar form below the runtime row offsets gave every element
+        # a pointer of its own that moved each step: at H = 20 the bf16 backward spilled 160 B.)
+        aux_offs = rows_in[:, None]
+        dout_offs = rows_in[:, None] * stride_dh
+        dxp_offs = rows_in[:, None]
+        seq_rows = seqs_in * T
+    else:
+        # Scalar parts at position T - 1 (widened first: (T - 1)·5H in int32 may pass 2³¹), walking
+        # back one position per step.
+        aux_offs = seqs_in[None, :] * T * (AUX_ROWS * row_h) + rows_in[:, None]
+        dout_offs = seqs_in[None, :] * stride_db + rows_in[:, None] * stride_dh
+        dxp_offs = seqs_in[None, :] * T * (3 * row_h) + rows_in[:, None]
+        last = T.to(tl.int64) - 1
+        aux_step = aux_ptr + last * (AUX_ROWS * row_h)
+        dxp_step = dxp_ptr + last * (3 * row_h)
+        dgh_step = dgh_ptr + last * (3 * row_h)
+        if HAS_DOUT:
+            dout_step = dout_ptr + last * stride_dt
+    # Step T - 1's position (REVERSE: position T - 1 past a length, else length - T = 0).
+    if REVERSE:
+        pos_next = tl.where(T - 1 < length, length - T, T - 1)
+    else:
+        pos_next = seqs.to(tl.int32) * 0 + T - 1
+    if REVERSE or MASK_H:
+        aux_step = aux_ptr + ((seq_rows + pos_next) * (AUX_ROWS * row_h))[None, :]
+        if HAS_DOUT:
+            dout_step = dout_ptr + (seqs_in * stride_db + pos_next.to(tl.int64) * stride_dt)[None, :]
+    aux_at = aux_step + aux_offs
+    r_next = _load(aux_at + AUX_R * row_h, VIA_TILE_IO)
+    z_next = _load(aux_at + AUX_Z * row_h, VIA_TILE_IO)
+    a_next = _load(aux_at + AUX_A * row_h, VIA_TILE_IO)
+    q_next = _load(aux_at + AUX_Q * row_h, VIA_TILE_IO)
+    c_next = _load(aux_at + AUX_C * row_h, VIA_TILE_IO)
     if HAS_DOUT:
-        do_next = tl.load(dout_ptr + seqs[None, :] * stride_db + pos_next[None, :] * stride_dt
-                          + offs_h[:, None] * stride_dh, mask=m, other=0.0)
+        do_next = _load(dout_step + dout_offs, VIA_TILE_IO)
     for i in range(T):
         s = T - 1 - i
-        valid = valid_next
         pos = pos_next
         r = r_next
         z = z_next
@@ -289,28 +425,39 @@ def _gru_bwd_kernel(
         if HAS_DOUT:
             d_out = do_next.to(tl.float32)
 
-        # Prefetch step s - 1 (nothing is loaded when s = 0).
-        valid_next = ((s - 1) < length)[None, :] & (seqs[None, :] * 0 + s >= 1)
-        if REVERSE:
-            pos_next = tl.where(s - 1 < length, length - s, s - 1)
+        # Prefetch step s - 1 (step 0 again when s = 0).
+        if REVERSE or MASK_H:
+            s_next = tl.maximum(s - 1, 0)
+            if REVERSE:
+                pos_next = tl.where(s_next < length, length - 1 - s_next, s_next)
+            else:
+                pos_next = seqs.to(tl.int32) * 0 + s_next
+            aux_step = aux_ptr + ((seq_rows + pos_next) * (AUX_ROWS * row_h))[None, :]
+            if HAS_DOUT:
+                dout_step = dout_ptr + (seqs_in * stride_db + pos_next.to(tl.int64) * stride_dt)[None, :]
         else:
-            pos_next = seqs * 0 + s - 1
-        aux_next = aux_ptr + (seq_rows + pos_next[None, :]) * (AUX_ROWS * H) + offs_h[:, None]
-        m = h_mask & valid_next
-        r_next = tl.load(aux_next + AUX_R * H, mask=m, other=0.0)
-        z_next = tl.load(aux_next + AUX_Z * H, mask=m, other=0.0)
-        a_next = tl.load(aux_next + AUX_A * H, mask=m, other=0.0)
-        q_next = tl.load(aux_next + AUX_Q * H, mask=m, other=0.0)
-        c_next = tl.load(aux_next + AUX_C * H, mask=m, other=0.0)
+            back = tl.where(s >= 1, 1, 0)
+            aux_step -= back * (AUX_ROWS * row_h)
+            if HAS_DOUT:
+                dout_step -= back * stride_dt
+        aux_at = aux_step + aux_offs
+        r_next = _load(aux_at + AUX_R * row_h, VIA_TILE_IO)
+        z_next = _load(aux_at + AUX_Z * row_h, VIA_TILE_IO)
+        a_next = _load(aux_at + AUX_A * row_h, VIA_TILE_IO)
+        q_next = _load(aux_at + AUX_Q * row_h, VIA_TILE_IO)
+        c_next = _load(aux_at + AUX_C * row_h, VIA_TILE_IO)
         if HAS_DOUT:
-            do_next = tl.load(dout_ptr + seqs[None, :] * stride_db + pos_next[None, :] * stride_dt
-                              + offs_h[:, None] * stride_dh, mask=m, other=0.0)
+            do_next = _load(dout_step + dout_offs, VIA_TILE_IO)
 
+        valid = (s < length)[None, :]
+        dh_in = dh
         if HAS_DOUT:
-            dh += d_out
-        dn_pre = dh * a
+            if MASK_H:
+                d_out = tl.where(h_rows_ok[:, None], d_out, 0.0)
+            dh_in = dh + d_out
+        dn_pre = dh_in * a
         dr_pre = dn_pre * q
-        dz_pre = dh * c
+        dz_pre = dh_in * c
         dgh_n = dn_pre * r
         # Past a length: 0 (dh there may be non-finite, and 0·inf is NaN). Padded rows: 0, so that
         # they cannot reach real rows through W_hhᵀ's zero padding.
@@ -322,15 +469,24 @@ def _gru_bwd_kernel(
         dn_pre = tl.where(keep, dn_pre, 0.0)
         dgh_n = tl.where(keep, dgh_n, 0.0)
 
-        row = (seq_rows + pos[None, :]) * (3 * H) + offs_h[:, None]
-        tl.store(dxp_ptr + row, dr_pre, mask=h_mask)
-        tl.store(dxp_ptr + row + H, dz_pre, mask=h_mask)
-        tl.store(dxp_ptr + row + 2 * H, dn_pre, mask=h_mask)
-        tl.store(dgh_ptr + row, dr_pre, mask=h_mask)
-        tl.store(dgh_ptr + row + H, dz_pre, mask=h_mask)
-        tl.store(dgh_ptr + row + 2 * H, dgh_n, mask=h_mask)
+        if REVERSE or MASK_H:
+            at = ((seq_rows + pos) * (3 * row_h))[None, :]
+            dxp_at = dxp_ptr + at + dxp_offs
+            dgh_at = dgh_ptr + at + dxp_offs
+        else:
+            dxp_at = dxp_step + dxp_offs
+            dgh_at = dgh_step + dxp_offs
+        _store(dxp_at, dr_pre, store_mask, VIA_TILE_IO)
+        _store(dxp_at + row_h, dz_pre, store_mask, VIA_TILE_IO)
+        _store(dxp_at + 2 * row_h, dn_pre, store_mask, VIA_TILE_IO)
+        _store(dgh_at, dr_pre, store_mask, VIA_TILE_IO)
+        _store(dgh_at + row_h, dz_pre, store_mask, VIA_TILE_IO)
+        _store(dgh_at + 2 * row_h, dgh_n, store_mask, VIA_TILE_IO)
+        if not (REVERSE or MASK_H):
+            dxp_step -= 3 * row_h
+            dgh_step -= 3 * row_h
 
-        dh_prev = _mm(w_n_t, w_n_t_lo, dgh_n.to(OPERAND_DTYPE), dh * z, PRECISION)
+        dh_prev = _mm(w_n_t, w_n_t_lo, dgh_n.to(OPERAND_DTYPE), dh_in * z, PRECISION)
         dh_prev = _mm(w_z_t, w_z_t_lo, dz_pre.to(OPERAND_DTYPE), dh_prev, PRECISION)
         dh_prev = _mm(w_r_t, w_r_t_lo, dr_pre.to(OPERAND_DTYPE), dh_prev, PRECISION)
         dh = tl.where(valid, dh_prev, dh)
@@ -351,8 +507,10 @@ def _check_cell(cell):
 def num_warps(block_h, prec, train):
     """Warps per program, the choice with the fewest issue slots per SM sub-partition per step and no spills
     (static, sm_90, triton 3.6, B64 T1024): 4 up to H = 64 (bf16 forward at H = 64: 245 against 358
-    with 8), 8 from H = 128 (bf16 forward: 540 against 575; with 4 the training forward and the
-    backward spill at bf16, and every fp32 launch spills). 3xTF32 (two tiles per operand) when
+    with 8), 8 from H = 128 (bf16 forward: 460 against 487; with 4 the fp32 backward spills 24 B).
+    At H = 128 bf16 the training forward and the backward take 806 and 611 with 4 against 826 and
+    626 with 8: within 3%, and with 8 each sub-partition has a second warp to issue from while one
+    waits on a step's loads or MMA, so they keep 8. 3xTF32 (two tiles per operand) when
     training takes 8 at every H: with 4 the training forward at H = 16 and the backward at H = 64
     spilled 8 B.
     """
@@ -366,13 +524,14 @@ def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False)
     smem_bytes takes them; one bound covers every mode here.
 
     The three gate blocks of W_hh stay resident (twice, hi and lo, for "tf32x3"); beside them Triton
-    stages the step's MMA operands and the layout conversions of what is loaded and stored each step:
-    at most 4 fp32 [BLOCK_H, BLOCK_B] tiles, 6 for "tf32x3" below H = 64 (mma.sync stages b_hi and
-    b_lo apart), in every configuration compiled for sm_90 with triton 3.6 (H = 16 … 128; fp32 with
-    TF32 and 3xTF32, bf16, fp16; forward with and without the saved tensors, and backward, which need
-    about the same). The figure is never below Triton's there, at most 8 KiB above it up to H = 64 and
-    23% above at H = 128 (bf16: 131072 B against 106496). It lets fp32 with TF32 at
-    H = 128 launch (backward: exactly Triton's 229376 B of 232448) and refuses 3xTF32 at H = 128 and
+    stages the step's MMA operands and the layout conversions of what is loaded and stored each step
+    (the time loop's tiles mostly go through tile_io, which stages nothing): at most 4 fp32
+    [BLOCK_H, BLOCK_B] tiles, 6 for "tf32x3" below H = 64 (mma.sync stages b_hi and b_lo apart), in
+    every configuration compiled for sm_90 with triton 3.6 (H = 16, 20, 32, 64, 128; fp32 with TF32
+    and 3xTF32, bf16, fp16; forward and reverse, with and without lengths; forward with and without
+    the saved tensors, and backward). The figure is never below Triton's there, at most 14 KiB above
+    it up to H = 64 and 28% above at H = 128 (bf16: 131072 B against 102400). It lets fp32 with TF32
+    at H = 128 launch (backward: Triton's 221184 B of 232448) and refuses 3xTF32 at H = 128 and
     bf16/fp16 at H = 256, whose weights alone pass the limit. Always the GPU's figure, also under the
     interpreter, so that what launches does not depend on where it is tested.
     """
