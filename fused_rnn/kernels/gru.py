@@ -66,35 +66,6 @@ def _sigmoid_of_double(u, FAST_TANH: tl.constexpr):
 
 
 @triton.jit
-def _load(ptrs, VIA_TILE_IO: tl.constexpr):
-    """The elements at ``ptrs`` (every address valid): tile_io.load, in the MMA's layout, or tl.load.
-
-    tl.load where H is padded (MASK_H): there the rows are clamped at H - 1 and gates sit at runtime
-    multiples of H, so no offset folds into an instruction, and tile_io's per-element loads cost
-    more than tl.load's layout conversion (static, sm_90a, H = 20, bf16 backward: 525 loop
-    instructions against 458).
-    """
-    if VIA_TILE_IO:
-        value = tile_io.load(ptrs)
-    else:
-        value = tl.load(ptrs)
-    return value
-
-
-@triton.jit
-def _store(ptrs, value, mask, VIA_TILE_IO: tl.constexpr):
-    """``value`` to ``ptrs`` where ``mask``: tile_io.store from the MMA's layout, or tl.store.
-
-    tl.store where H is padded, as in _load (static, sm_90a, H = 20, bf16: forward 225 loop
-    instructions against 207, backward 597 against 458).
-    """
-    if VIA_TILE_IO:
-        tile_io.store(ptrs, value, mask)
-    else:
-        tl.store(ptrs, value.to(ptrs.dtype.element_ty), mask=mask)
-
-
-@triton.jit
 def _bias_tile(b_ptr, gate, offs_h, H, HAS_B: tl.constexpr, BLOCK_B: tl.constexpr):
     """[BLOCK_H, BLOCK_B] fp32 tile of gate ``gate``'s bias ``b[gate·H + offs_h]`` repeated over the columns
     (0 without a bias)."""
@@ -170,7 +141,7 @@ def _gru_fwd(
 
     # The time loop's tiles move between global memory and the MMA's register layout through
     # tile_io (no shared-memory round trip, no barrier; the stores through tl.store where H is
-    # padded, see _store). Addresses: a scalar pointer that moves each step plus loop-invariant
+    # padded, see below). Addresses: a scalar pointer that moves each step plus loop-invariant
     # offsets (REVERSE: a pointer per column, the sequences' positions differ). Without MASK_H
     # (H == BLOCK_H) the row offsets are written with BLOCK_H, compile-time constants that fold
     # into the instructions. (Static, sm_90a, H = 128, bf16, against the coalesced tl.load and
@@ -190,9 +161,11 @@ def _gru_fwd(
     # REVERSE below BLOCK_H = 64 (4 warps hold few rows and many columns each, and every column's
     # position is computed per step): tl.load and tl.store (static, sm_90a, H = 32, bf16, with
     # lengths: forward 220 loop instructions before tile_io, 289 with it, 221 without). Where H is
-    # padded the stores go through tl.store (see _store).
-    LOADS_VIA_TILE_IO: tl.constexpr = not REVERSE or BLOCK_H >= 64
-    STORES_VIA_TILE_IO: tl.constexpr = LOADS_VIA_TILE_IO and not MASK_H
+    # padded the stores go through tl.store: there the rows are clamped at H - 1 and gates sit at
+    # runtime multiples of H, so no offset folds into an instruction (static, sm_90a, H = 20, bf16:
+    # forward 225 loop instructions against 207, backward 597 against 458).
+    LOADS_IN_PLACE: tl.constexpr = not REVERSE or BLOCK_H >= 64
+    STORES_IN_PLACE: tl.constexpr = LOADS_IN_PLACE and not MASK_H
     seqs_in = tl.minimum(seqs, B - 1)
     if MASK_H:
         rz_xp_rows = (rz // BLOCK_H) * H + tl.minimum(rz % BLOCK_H, H - 1)
@@ -212,8 +185,8 @@ def _gru_fwd(
         xrz_offs = seqs_in[None, :] * stride_xb + rz_xp_rows[:, None] * stride_xg
         xn_offs = seqs_in[None, :] * stride_xb + n_xp_rows[:, None] * stride_xg
         xp_step = xp_ptr
-    rz_acc_next = 0.5 * _load(xp_step + xrz_offs, LOADS_VIA_TILE_IO).to(tl.float32) + b_rz_half
-    xn_next = _load(xp_step + xn_offs, LOADS_VIA_TILE_IO).to(tl.float32)
+    rz_acc_next = 0.5 * tile_io.load(xp_step + xrz_offs, LOADS_IN_PLACE).to(tl.float32) + b_rz_half
+    xn_next = tile_io.load(xp_step + xn_offs, LOADS_IN_PLACE).to(tl.float32)
 
     # out, hs and aux: [B, T, ·] contiguous, position p of sequence b at row b·T + p.
     if MASK_H:
@@ -239,8 +212,8 @@ def _gru_fwd(
             xp_step -= tl.where(s + 1 < length, stride_xt, 0).to(tl.int64)[None, :]
         else:
             xp_step += tl.where(s + 1 < T, stride_xt, 0)
-        rz_acc_next = 0.5 * _load(xp_step + xrz_offs, LOADS_VIA_TILE_IO).to(tl.float32) + b_rz_half
-        xn_next = _load(xp_step + xn_offs, LOADS_VIA_TILE_IO).to(tl.float32)
+        rz_acc_next = 0.5 * tile_io.load(xp_step + xrz_offs, LOADS_IN_PLACE).to(tl.float32) + b_rz_half
+        xn_next = tile_io.load(xp_step + xn_offs, LOADS_IN_PLACE).to(tl.float32)
 
         h_op = h.to(OPERAND_DTYPE)
         # xp_r and xp_z enter as the accumulator (rz_acc: halved, plus the halved biases, prepared
@@ -269,18 +242,18 @@ def _gru_fwd(
                 hs_step = hs_ptr + at * row_h
                 aux_step = aux_ptr + at * (AUX_ROWS * row_h)
         if STORE_OUT:
-            _store(out_step + out_offs, tl.where(valid, h, 0.0), store_mask, STORES_VIA_TILE_IO)
+            tile_io.store(out_step + out_offs, tl.where(valid, h, 0.0), store_mask, STORES_IN_PLACE)
         if STORE_SAVED:
-            _store(hs_step + out_offs, tl.where(valid, h, 0.0), store_mask, STORES_VIA_TILE_IO)
+            tile_io.store(hs_step + out_offs, tl.where(valid, h, 0.0), store_mask, STORES_IN_PLACE)
             aux_at = aux_step + aux_offs
-            _store(aux_at + AUX_R * row_h, tl.where(valid, r, 0.0), store_mask, STORES_VIA_TILE_IO)
-            _store(aux_at + AUX_Z * row_h, tl.where(valid, z, 0.0), store_mask, STORES_VIA_TILE_IO)
-            _store(aux_at + AUX_A * row_h, tl.where(valid, (1.0 - z) * (1.0 - n * n), 0.0), store_mask,
-                   STORES_VIA_TILE_IO)
-            _store(aux_at + AUX_Q * row_h, tl.where(valid, gh_n * r * (1.0 - r), 0.0), store_mask,
-                   STORES_VIA_TILE_IO)
-            _store(aux_at + AUX_C * row_h, tl.where(valid, h_minus_n * z * (1.0 - z), 0.0), store_mask,
-                   STORES_VIA_TILE_IO)
+            tile_io.store(aux_at + AUX_R * row_h, tl.where(valid, r, 0.0), store_mask, STORES_IN_PLACE)
+            tile_io.store(aux_at + AUX_Z * row_h, tl.where(valid, z, 0.0), store_mask, STORES_IN_PLACE)
+            tile_io.store(aux_at + AUX_A * row_h, tl.where(valid, (1.0 - z) * (1.0 - n * n), 0.0), store_mask,
+                          STORES_IN_PLACE)
+            tile_io.store(aux_at + AUX_Q * row_h, tl.where(valid, gh_n * r * (1.0 - r), 0.0), store_mask,
+                          STORES_IN_PLACE)
+            tile_io.store(aux_at + AUX_C * row_h, tl.where(valid, h_minus_n * z * (1.0 - z), 0.0), store_mask,
+                          STORES_IN_PLACE)
         if not REVERSE:
             if STORE_OUT:
                 out_step += row_h
@@ -353,7 +326,8 @@ def _gru_bwd_kernel(
     # The time loop's tiles move between global memory and the MMA's register layout through
     # tile_io, addressed as in _gru_fwd (static, sm_90a, H = 128, bf16, against the coalesced
     # tl.load and tl.store: 537 -> 313 loop instructions, 26 -> 6 barriers); where H is padded
-    # through tl.load and tl.store (see _load). Step s's factors and dout are loaded during step
+    # through tl.load and tl.store (static, sm_90a, H = 20, bf16: 525 and 597 loop instructions
+    # with tile_io's loads and stores, 458 without; see _gru_fwd). Step s's factors and dout are loaded during step
     # s + 1, off the dependent chain. The loads are unmasked: every address is valid memory of aux
     # and dout (neither written here), and what a read past the data returns is discarded, as the
     # masked loads' zeros were before:
@@ -364,10 +338,10 @@ def _gru_bwd_kernel(
     #   writes, s) and after step 0 the prefetch reads step 0 again; there `keep` zeroes dxp, dgh
     #   and the MMA operands, and dh keeps its value from before the step (dout is added only to
     #   the step's own copy, dh_in, and dh_prev is discarded by the last where).
-    # tile_io except where H is padded (see _load) and for REVERSE below BLOCK_H = 64, as in
+    # tile_io except where H is padded and for REVERSE below BLOCK_H = 64, as in
     # _gru_fwd (static, sm_90a, H = 32, fp32 with TF32, with lengths: 519 loop instructions with
     # tile_io, 446 without).
-    VIA_TILE_IO: tl.constexpr = not MASK_H and (not REVERSE or BLOCK_H >= 64)
+    IN_PLACE: tl.constexpr = not MASK_H and (not REVERSE or BLOCK_H >= 64)
     seqs_in = tl.minimum(seqs, B - 1)
     if MASK_H:
         rows_in = tl.minimum(offs_h, H - 1)
@@ -407,13 +381,13 @@ def _gru_bwd_kernel(
         if HAS_DOUT:
             dout_step = dout_ptr + (seqs_in * stride_db + pos_next.to(tl.int64) * stride_dt)[None, :]
     aux_at = aux_step + aux_offs
-    r_next = _load(aux_at + AUX_R * row_h, VIA_TILE_IO)
-    z_next = _load(aux_at + AUX_Z * row_h, VIA_TILE_IO)
-    a_next = _load(aux_at + AUX_A * row_h, VIA_TILE_IO)
-    q_next = _load(aux_at + AUX_Q * row_h, VIA_TILE_IO)
-    c_next = _load(aux_at + AUX_C * row_h, VIA_TILE_IO)
+    r_next = tile_io.load(aux_at + AUX_R * row_h, IN_PLACE)
+    z_next = tile_io.load(aux_at + AUX_Z * row_h, IN_PLACE)
+    a_next = tile_io.load(aux_at + AUX_A * row_h, IN_PLACE)
+    q_next = tile_io.load(aux_at + AUX_Q * row_h, IN_PLACE)
+    c_next = tile_io.load(aux_at + AUX_C * row_h, IN_PLACE)
     if HAS_DOUT:
-        do_next = _load(dout_step + dout_offs, VIA_TILE_IO)
+        do_next = tile_io.load(dout_step + dout_offs, IN_PLACE)
     for i in range(T):
         s = T - 1 - i
         pos = pos_next
@@ -441,13 +415,13 @@ def _gru_bwd_kernel(
             if HAS_DOUT:
                 dout_step -= back * stride_dt
         aux_at = aux_step + aux_offs
-        r_next = _load(aux_at + AUX_R * row_h, VIA_TILE_IO)
-        z_next = _load(aux_at + AUX_Z * row_h, VIA_TILE_IO)
-        a_next = _load(aux_at + AUX_A * row_h, VIA_TILE_IO)
-        q_next = _load(aux_at + AUX_Q * row_h, VIA_TILE_IO)
-        c_next = _load(aux_at + AUX_C * row_h, VIA_TILE_IO)
+        r_next = tile_io.load(aux_at + AUX_R * row_h, IN_PLACE)
+        z_next = tile_io.load(aux_at + AUX_Z * row_h, IN_PLACE)
+        a_next = tile_io.load(aux_at + AUX_A * row_h, IN_PLACE)
+        q_next = tile_io.load(aux_at + AUX_Q * row_h, IN_PLACE)
+        c_next = tile_io.load(aux_at + AUX_C * row_h, IN_PLACE)
         if HAS_DOUT:
-            do_next = _load(dout_step + dout_offs, VIA_TILE_IO)
+            do_next = tile_io.load(dout_step + dout_offs, IN_PLACE)
 
         valid = (s < length)[None, :]
         dh_in = dh
@@ -476,12 +450,12 @@ def _gru_bwd_kernel(
         else:
             dxp_at = dxp_step + dxp_offs
             dgh_at = dgh_step + dxp_offs
-        _store(dxp_at, dr_pre, store_mask, VIA_TILE_IO)
-        _store(dxp_at + row_h, dz_pre, store_mask, VIA_TILE_IO)
-        _store(dxp_at + 2 * row_h, dn_pre, store_mask, VIA_TILE_IO)
-        _store(dgh_at, dr_pre, store_mask, VIA_TILE_IO)
-        _store(dgh_at + row_h, dz_pre, store_mask, VIA_TILE_IO)
-        _store(dgh_at + 2 * row_h, dgh_n, store_mask, VIA_TILE_IO)
+        tile_io.store(dxp_at, dr_pre, store_mask, IN_PLACE)
+        tile_io.store(dxp_at + row_h, dz_pre, store_mask, IN_PLACE)
+        tile_io.store(dxp_at + 2 * row_h, dn_pre, store_mask, IN_PLACE)
+        tile_io.store(dgh_at, dr_pre, store_mask, IN_PLACE)
+        tile_io.store(dgh_at + row_h, dz_pre, store_mask, IN_PLACE)
+        tile_io.store(dgh_at + 2 * row_h, dgh_n, store_mask, IN_PLACE)
         if not (REVERSE or MASK_H):
             dxp_step -= 3 * row_h
             dgh_step -= 3 * row_h

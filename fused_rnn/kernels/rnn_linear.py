@@ -224,7 +224,9 @@ def _rnn_linear_fwd(
         else:
             h = h_new
         if STORE_HS:
-            tile_io.store(hs_step + hs_offs, h, h_mask)
+            # (3xTF32 through tl.store: its three products leave too few registers for the stored
+            # tile's addresses, and the in-place store spilled 8-40 B at H <= 32.)
+            tile_io.store(hs_step + hs_offs, h, h_mask, PRECISION != "tf32x3")
             hs_step += H
 
     if STORE_HN:

@@ -18,7 +18,10 @@ Callers keep the addresses in the form ``scalar pointer + loop-invariant offsets
 then folds each element's constant part into the instruction (``LDG [R+0x120]``) and computes one
 64-bit address per column instead of one per element.
 
-Under the interpreter (which runs no PTX) both are ``tl.load`` / ``tl.store``.
+Both take ``IN_PLACE`` (default True): False makes them plain ``tl.load`` / ``tl.store``, for the
+configurations where the static report shows the per-element accesses costing more than the
+conversion (each kernel says where, with its numbers). Under the interpreter (which runs no PTX)
+they are always ``tl.load`` / ``tl.store``.
 """
 
 import triton
@@ -36,14 +39,14 @@ DIRECT = tl.constexpr(type(_probe).__name__ != "InterpretedFunction")
 
 
 @triton.jit
-def load(ptrs):
-    """The elements at ``ptrs`` (fp32, fp16 or bf16), in ``ptrs``' layout.
+def load(ptrs, IN_PLACE: tl.constexpr = True):
+    """The elements at ``ptrs`` (fp32, fp16 or bf16), in ``ptrs``' layout (IN_PLACE).
 
     Unmasked: every address must be valid, and the memory must not be written while the kernel runs
     (a read-only, non-coherent load). Callers point a row or column that has nothing to read at a
     valid element instead, and discard the value.
     """
-    if DIRECT:
+    if DIRECT and IN_PLACE:
         if ptrs.dtype.element_ty.primitive_bitwidth == 32:
             value = tl.inline_asm_elementwise("ld.global.nc.b32 $0, [$1];", "=r,l", [ptrs],
                                               dtype=ptrs.dtype.element_ty, is_pure=True, pack=1)
@@ -56,10 +59,11 @@ def load(ptrs):
 
 
 @triton.jit
-def store(ptrs, value, mask):
-    """Stores ``value`` (converted to ``ptrs``' element type) where ``mask`` is true, in ``value``'s layout."""
+def store(ptrs, value, mask, IN_PLACE: tl.constexpr = True):
+    """Stores ``value`` (converted to ``ptrs``' element type) where ``mask`` is true, in ``value``'s layout
+    (IN_PLACE)."""
     value = value.to(ptrs.dtype.element_ty)
-    if DIRECT:
+    if DIRECT and IN_PLACE:
         # The inline asm must return a value; the 0 is discarded. is_pure=False keeps the store.
         if ptrs.dtype.element_ty.primitive_bitwidth == 32:
             tl.inline_asm_elementwise(
