@@ -416,3 +416,19 @@ def test_family_zero_steps_runs_no_kernel(checked_tile_io, cell, reverse, with_s
         torch.testing.assert_close(c_n, c0 if with_state else zeros, rtol=0, atol=0)
         torch.testing.assert_close(dc0, dc_n if with_state else zeros, rtol=0, atol=0)
     assert checked_tile_io["load"] == 0 and checked_tile_io["store"] == 0
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_family_empty_batch_runs_no_program(checked_tile_io, cell):
+    """B = 0: a grid of no programs (B - 1 = -1 would be no valid sequence to clamp to)."""
+    H = 20
+    module = FAMILY[cell]
+    _, w_hh, b_hh, _, _ = family_inputs(cell, 1, 1, H, seed=72)
+    xp = torch.randn(0, 3, w_hh.shape[0], device=DEVICE)
+    out, h_n, _, hs, aux = module.recurrence_fwd(cell, xp, w_hh, b_hh, None, None, None, reverse=True,
+                                                 allow_tf32=False, store_saved=True)
+    assert out.shape == hs.shape == (0, 3, H) and h_n.shape == (0, H)
+    dxp, _, dh0, _ = module.recurrence_bwd(cell, hs, aux, w_hh, b_hh, None, None, torch.zeros(0, 3, H, device=DEVICE),
+                                           None, None, None, reverse=True, allow_tf32=False)
+    assert dxp.shape == (0, 3, w_hh.shape[0]) and dh0.shape == (0, H)
+    assert checked_tile_io["load"] == 0 and checked_tile_io["store"] == 0
