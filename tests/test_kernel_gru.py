@@ -300,3 +300,19 @@ def test_wrong_cell_is_refused():
     xp, w, b, h0 = make_inputs(2, 3, 16)
     with pytest.raises(ValueError, match="'rnn_tanh'"):
         gru_kernels.recurrence_fwd("rnn_tanh", xp, w, b, h0, None, None, reverse=False, allow_tf32=False)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_no_steps(reverse):
+    """T = 0: h_n is h0 and dh0 is dh_n, and no kernel reads the empty xp or aux."""
+    _, w, b, h0 = make_inputs(3, 1, 20, seed=17)
+    xp = torch.randn(3, 0, 60, device=DEVICE)
+    out, h_n, c_n, hs, aux = forward(xp, w, b, h0, None, reverse=reverse, store_saved=True)
+    assert out.shape == hs.shape == (3, 0, 20) and aux.shape == (3, 0, 100) and c_n is None
+    assert torch.equal(h_n, h0)
+    dh_n = torch.randn(3, 20, device=DEVICE)
+    dxp, dgh, dh0, _ = backward(hs, aux, w, b, h0, None, dh_n, None, reverse=reverse)
+    assert dxp.shape == dgh.shape == (3, 0, 60) and torch.equal(dh0, dh_n)
+    _, h_n, _, _, _ = forward(xp, w, b, None, None, reverse=reverse)
+    _, _, dh0, _ = backward(hs, aux, w, b, None, None, None, None, reverse=reverse)
+    assert torch.equal(h_n, torch.zeros_like(h_n)) and torch.equal(dh0, torch.zeros_like(dh0))

@@ -2,7 +2,8 @@
 
 On a GPU an address outside is an illegal-address fault, or a silently wrong value; the interpreter
 reads whatever memory is there, so a plain comparison with the oracle cannot see it. Here every
-tile_io.load and tile_io.store of the Elman and rnn_linear kernels is checked, element by element,
+tile_io.load and tile_io.store of the Elman, rnn_linear, GRU and LSTM kernels is checked (and the GRU's
+_load / _store, which take tl.load / tl.store in some configurations at the same addresses), element by element,
 against the spans of the running launch's tensor arguments (recorded by a pre-run hook): a load
 address must lie inside one of them, and so must a store address wherever the store's mask is set.
 The results are also compared with the float64 oracle, with NaN at every position a clamped load
@@ -17,8 +18,9 @@ import torch
 
 from conftest import kernels
 from fused_rnn import rnn_linear as rnn_linear_fn
-from fused_rnn.kernels import elman, tile_io
+from fused_rnn.kernels import elman, gru, lstm, tile_io
 from helpers import DEVICE, TOL, make_params, rnn_linear_loop
+from oracles import recurrence_loop
 from test_kernel_elman import (assert_gradients, check_forward, make_gradients, make_inputs,
                                reference_gradients, tolerance)
 
@@ -81,6 +83,10 @@ def checked_tile_io(monkeypatch):
 
     monkeypatch.setattr(tile_io, "load", checked_load)
     monkeypatch.setattr(tile_io, "store", checked_store)
+    # The GRU's unmasked loads go through tl.load where H is padded or (reverse) below BLOCK_H = 64:
+    # the same addresses, checked the same way.
+    monkeypatch.setattr(gru, "_load", lambda ptrs, VIA_TILE_IO: checked_load(ptrs))
+    monkeypatch.setattr(gru, "_store", lambda ptrs, value, mask, VIA_TILE_IO: checked_store(ptrs, value, mask))
     yield checked
     for kernel in hooked:
         kernel.pre_run_hooks.remove(record)
@@ -218,4 +224,211 @@ def test_elman_bidirectional_zero_steps_runs_no_kernel(checked_tile_io, with_h0)
     dxp, _, dh0, _ = elman.bidirectional_bwd(cell, hs, w_hh, None, dh_n, None, allow_tf32=False)
     assert dxp.shape == (B, 0, 2 * H)
     torch.testing.assert_close(dh0, dh_n if with_h0 else torch.zeros(2, B, H, device=DEVICE), rtol=0, atol=0)
+    assert checked_tile_io["load"] == 0 and checked_tile_io["store"] == 0
+
+
+# --- GRU and LSTM: xp loads, out/hs/aux stores (forward); aux and dout loads, dxp/dgh stores (backward) ---------
+
+FAMILY = {"gru": gru, "lstm": lstm}
+
+
+def family_inputs(cell, B, T, H, *, with_state=True, seed=0):
+    """xp [B, T, G·H], w_hh (nn.GRU / nn.LSTM's init), b_hh, h0 and (LSTM) c0; drawn on CPU."""
+    G = 3 if cell == "gru" else 4
+    gen = torch.Generator().manual_seed(seed)
+    xp = torch.randn(B, T, G * H, generator=gen)
+    w_hh = (torch.rand(G * H, H, generator=gen) * 2 - 1) * H ** -0.5
+    b_hh = (torch.rand(G * H, generator=gen) * 2 - 1) * H ** -0.5
+    h0 = torch.randn(B, H, generator=gen) * 0.5 if with_state else None
+    c0 = torch.randn(B, H, generator=gen) if with_state and cell == "lstm" else None
+    return tuple(t.to(DEVICE) if t is not None else None for t in (xp, w_hh, b_hh, h0, c0))
+
+
+def family_gradients(kind, B, T, H, lengths, time_major, seed):
+    """dout: "poisoned" (NaN past each length, in a NaN-bordered buffer, time-major if asked), "broadcast"
+    (all strides 0) or None."""
+    if kind is None:
+        return None
+    if kind == "broadcast":
+        return torch.full((1, 1, 1), 0.5, device=DEVICE).expand(B, T, H)
+    dout = torch.randn(B, T, H, generator=torch.Generator().manual_seed(seed)).to(DEVICE)
+    return in_nan_buffer(poison_padding(dout, lengths), time_major)
+
+
+def family_reference(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, dout, dh_n, dc_n):
+    """The float64 oracle's out, h_n, c_n and, for L = Σ out·dout + Σ h_n·dh_n + Σ c_n·dc_n, ∂L/∂xp, ∂L/∂W_hh,
+    ∂L/∂h0 and ∂L/∂c0 (of zeros where None). NaN in xp and dout at padding positions is ignored (the oracle
+    never reads xp there, and out is constant 0 there)."""
+    B, _, _ = xp.shape
+    H = w_hh.shape[1]
+    xp64 = xp.detach().double().nan_to_num(0.0).requires_grad_()
+    w64 = w_hh.double().requires_grad_()
+    h064 = (h0.double() if h0 is not None else torch.zeros(B, H, dtype=torch.float64)).requires_grad_()
+    c064 = (c0.double() if c0 is not None else torch.zeros(B, H, dtype=torch.float64)).requires_grad_()
+    out, h_n, c_n = recurrence_loop(cell, xp64, w64, b_hh.double(), h064, c064 if cell == "lstm" else None,
+                                    lengths, reverse)
+    loss = sum((y * dy.double().nan_to_num(0.0)).sum() for y, dy in ((out, dout), (h_n, dh_n), (c_n, dc_n))
+               if dy is not None)
+    grads = torch.autograd.grad(loss, (xp64, w64, h064, c064), allow_unused=True) if torch.is_tensor(loss) \
+        else (None,) * 4
+    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, (xp64, w64, h064, c064))]
+    return (out.detach(), h_n.detach(), c_n.detach(), *grads)
+
+
+def states_before(out, h0, lengths, reverse):
+    """h_{t-1} of the step at each position t (0 past a length), from the oracle's out."""
+    B, T, H = out.shape
+    prev = torch.zeros_like(out)
+    for b in range(B):
+        n = int(lengths[b]) if lengths is not None else T
+        h = h0[b].double() if h0 is not None else torch.zeros(H, dtype=out.dtype)
+        for t in (reversed(range(n)) if reverse else range(n)):
+            prev[b, t] = h
+            h = out[b, t]
+    return prev
+
+
+def assert_family_close(got, want, name):
+    assert torch.isfinite(got).all(), name
+    scale = max(1.0, want.abs().max().item())
+    torch.testing.assert_close(got.double(), want, atol=2e-5 * scale, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+def run_family(cell, B, T, H, lengths, reverse, time_major, *, store_out=True, dout="poisoned", with_dh_n=True,
+               with_dc_n=True, with_state=True, seed=50):
+    """Forward (store_saved) and backward with NaN at every padding position of xp and dout and around every
+    row; everything against the float64 oracle and finite."""
+    module = FAMILY[cell]
+    xp, w_hh, b_hh, h0, c0 = family_inputs(cell, B, T, H, with_state=with_state, seed=seed)
+    lengths = torch.tensor(lengths, device=DEVICE) if lengths is not None else None
+    xp = in_nan_buffer(poison_padding(xp, lengths), time_major)
+    out, h_n, c_n, hs, aux = module.recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse,
+                                                   allow_tf32=False, store_out=store_out, store_saved=True)
+    dout = family_gradients(dout, B, T, H, lengths, time_major, seed + 1)
+    gen = torch.Generator().manual_seed(seed + 2)
+    dh_n = torch.randn(B, H, generator=gen).to(DEVICE) if with_dh_n else None
+    dc_n = torch.randn(B, H, generator=gen).to(DEVICE) if with_dc_n and cell == "lstm" else None
+    dxp, dgh, dh0, dc0 = module.recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
+                                               reverse=reverse, allow_tf32=False)
+    ref_out, ref_hn, ref_cn, ref_dxp, ref_dw, ref_dh0, ref_dc0 = family_reference(
+        cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, dout, dh_n, dc_n)
+    if store_out:
+        assert_family_close(out, ref_out, "out")
+    else:
+        assert out is None
+    assert_family_close(h_n, ref_hn, "h_n")
+    assert_family_close(hs, ref_out, "hs")
+    assert torch.isfinite(aux).all()
+    if cell == "lstm":
+        assert_family_close(c_n, ref_cn, "c_n")
+        assert_family_close(dc0, ref_dc0, "dc0")
+    assert_family_close(dxp, ref_dxp, "dxp")
+    assert_family_close(dh0, ref_dh0, "dh0")
+    # dgh (the GRU's differs from dxp in the n block) through the weight gradient it gives.
+    h_prev = states_before(ref_out, h0, lengths, reverse)
+    assert torch.isfinite(dgh).all()
+    assert_family_close(torch.einsum("btg,bth->gh", dgh.double(), h_prev), ref_dw, "dW_hh")
+    return out, hs
+
+
+FAMILY_CASES = [
+    (5, 7, 20, RAGGED, False, False),
+    (5, 7, 20, RAGGED, True, True),
+    (5, 7, 20, None, True, True),
+    (5, 7, 16, RAGGED, True, False),
+    (5, 7, 32, RAGGED, False, True),
+    (3, 4, 40, [4, 1, 3], True, False),     # BLOCK_H = 64: the GRU's reverse loads through tile_io, padded rows
+    (17, 1, 20, None, False, False),        # two tiles, the second with one sequence; one step
+    (17, 3, 16, [3, 1, 2] * 5 + [1, 3], True, True),
+    (1, 1, 16, [1], True, False),
+]
+FAMILY_IDS = ["H20-ragged", "H20-ragged-reverse-time_major", "H20-full-reverse-time_major", "H16-ragged-reverse",
+              "H32-ragged-time_major", "H40-ragged-reverse", "B17-T1", "B17-ragged-reverse-time_major",
+              "B1-T1-reverse"]
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("B, T, H, lengths, reverse, time_major", FAMILY_CASES, ids=FAMILY_IDS)
+def test_family_loads_stay_inside_and_padding_is_discarded(checked_tile_io, cell, B, T, H, lengths, reverse,
+                                                           time_major):
+    run_family(cell, B, T, H, lengths, reverse, time_major)
+    assert checked_tile_io["load"] > 0 and checked_tile_io["store"] > 0
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("dout, with_dh_n, with_dc_n, with_state", [
+    (None, True, False, True),
+    ("broadcast", False, True, False),
+    ("poisoned", False, False, True),
+    (None, False, False, False),
+], ids=["dh_n-only", "broadcast_dout-dc_n", "dout-only", "no_gradient"])
+def test_family_optional_gradients(checked_tile_io, cell, dout, with_dh_n, with_dc_n, with_state):
+    run_family(cell, 5, 7, 20, RAGGED, True, True, store_out=False, dout=dout, with_dh_n=with_dh_n,
+               with_dc_n=with_dc_n, with_state=with_state)
+    assert checked_tile_io["load"] > 0 and checked_tile_io["store"] > 0
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_family_inference_forward(checked_tile_io, cell, reverse):
+    """store_saved=False (the inference forward): out and h_n only."""
+    B, T, H = 5, 7, 20
+    xp, w_hh, b_hh, h0, c0 = family_inputs(cell, B, T, H, seed=60)
+    lengths = torch.tensor(RAGGED, device=DEVICE)
+    xp = in_nan_buffer(poison_padding(xp, lengths), True)
+    out, h_n, c_n, hs, aux = FAMILY[cell].recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse,
+                                                         allow_tf32=False, store_out=True, store_saved=False)
+    assert hs is None and aux is None
+    ref_out, ref_hn, ref_cn = recurrence_loop(cell, xp.double().nan_to_num(0.0), w_hh.double(), b_hh.double(),
+                                              h0.double(), c0.double() if c0 is not None else None, lengths,
+                                              reverse)
+    assert_family_close(out, ref_out, "out")
+    assert_family_close(h_n, ref_hn, "h_n")
+    if cell == "lstm":
+        assert_family_close(c_n, ref_cn, "c_n")
+    assert checked_tile_io["load"] > 0 and checked_tile_io["store"] > 0
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("with_state", [True, False], ids=["states", "no_states"])
+def test_family_zero_steps_runs_no_kernel(checked_tile_io, cell, reverse, with_state):
+    """T = 0 (the loads would have no valid address): h_n, c_n are h0, c0 (or 0) and dh0, dc0 are dh_n, dc_n
+    (or 0), on the host."""
+    B, H = 3, 20
+    module = FAMILY[cell]
+    _, w_hh, b_hh, h0, c0 = family_inputs(cell, B, 1, H, with_state=with_state, seed=70)
+    G = w_hh.shape[0] // H
+    xp = torch.randn(B, 0, G * H, device=DEVICE)
+    out, h_n, c_n, hs, aux = module.recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, None, reverse=reverse,
+                                                   allow_tf32=False, store_saved=True)
+    assert out.shape == hs.shape == (B, 0, H) and aux.shape[:2] == (B, 0)
+    zeros = torch.zeros(B, H, device=DEVICE)
+    torch.testing.assert_close(h_n, h0 if with_state else zeros, rtol=0, atol=0)
+    gen = torch.Generator().manual_seed(71)
+    dh_n = torch.randn(B, H, generator=gen).to(DEVICE) if with_state else None
+    dc_n = torch.randn(B, H, generator=gen).to(DEVICE) if with_state and cell == "lstm" else None
+    dxp, dgh, dh0, dc0 = module.recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, None, dh_n, dc_n, None,
+                                               reverse=reverse, allow_tf32=False)
+    assert dxp.shape == dgh.shape == (B, 0, G * H)
+    torch.testing.assert_close(dh0, dh_n if with_state else zeros, rtol=0, atol=0)
+    if cell == "lstm":
+        torch.testing.assert_close(c_n, c0 if with_state else zeros, rtol=0, atol=0)
+        torch.testing.assert_close(dc0, dc_n if with_state else zeros, rtol=0, atol=0)
+    assert checked_tile_io["load"] == 0 and checked_tile_io["store"] == 0
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_family_empty_batch_runs_no_program(checked_tile_io, cell):
+    """B = 0: a grid of no programs (B - 1 = -1 would be no valid sequence to clamp to)."""
+    H = 20
+    module = FAMILY[cell]
+    _, w_hh, b_hh, _, _ = family_inputs(cell, 1, 1, H, seed=72)
+    xp = torch.randn(0, 3, w_hh.shape[0], device=DEVICE)
+    out, h_n, _, hs, aux = module.recurrence_fwd(cell, xp, w_hh, b_hh, None, None, None, reverse=True,
+                                                 allow_tf32=False, store_saved=True)
+    assert out.shape == hs.shape == (0, 3, H) and h_n.shape == (0, H)
+    dxp, _, dh0, _ = module.recurrence_bwd(cell, hs, aux, w_hh, b_hh, None, None, torch.zeros(0, 3, H, device=DEVICE),
+                                           None, None, None, reverse=True, allow_tf32=False)
+    assert dxp.shape == (0, 3, w_hh.shape[0]) and dh0.shape == (0, H)
     assert checked_tile_io["load"] == 0 and checked_tile_io["store"] == 0

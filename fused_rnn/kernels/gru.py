@@ -561,6 +561,10 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
     h_n = new_empty((B, H), device=xp.device, dtype=xp.dtype)
     hs = new_empty((B, T, H), device=xp.device, dtype=torch.float32) if store_saved else None
     aux = new_empty((B, T, AUX_ROWS.value * H), device=xp.device, dtype=torch.float32) if store_saved else None
+    if T == 0:
+        # No step: h_n is h0. (The kernel's loads are unmasked and it prefetches position 0, which does not exist.)
+        h_n.copy_(h0 if h0 is not None else torch.zeros_like(h_n))
+        return out, h_n, None, hs, aux
     block_h = block(H)
     prec = precision(xp.dtype, allow_tf32)
     w_hh = _halve_rz(w_hh)
@@ -598,6 +602,10 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
     dxp = new_empty((B, T, GATES * H), device=hs.device, dtype=torch.float32)
     dgh = new_empty((B, T, GATES * H), device=hs.device, dtype=torch.float32)
     dh0 = new_empty((B, H), device=hs.device, dtype=torch.float32)
+    if T == 0:
+        # No step: dh0 is dh_n. (The kernel's loads are unmasked and it prefetches position T - 1 = -1 of aux.)
+        dh0.copy_(dh_n if dh_n is not None else torch.zeros_like(dh0))
+        return dxp, dgh, dh0, None
     block_h = block(H)
     prec = precision(w_hh.dtype, allow_tf32)
     w_hh_lo = None
