@@ -2,8 +2,8 @@
 
 On a GPU an address outside is an illegal-address fault, or a silently wrong value; the interpreter
 reads whatever memory is there, so a plain comparison with the oracle cannot see it. Here every
-tile_io.load and tile_io.store of the Elman, rnn_linear, GRU and LSTM kernels is checked (and the GRU's
-_load / _store, which take tl.load / tl.store in some configurations at the same addresses), element by element,
+tile_io.load and tile_io.store of the Elman, rnn_linear, GRU and LSTM kernels is checked (also those called
+with IN_PLACE=False, which are tl.load / tl.store at the same unmasked addresses), element by element,
 against the spans of the running launch's tensor arguments (recorded by a pre-run hook): a load
 address must lie inside one of them, and so must a store address wherever the store's mask is set.
 The results are also compared with the float64 oracle, with NaN at every position a clamped load
@@ -64,29 +64,25 @@ def checked_tile_io(monkeypatch):
         kernel.add_pre_run_hook(record)
     load, store = tile_io.load, tile_io.store
 
-    def checked_load(ptrs):
+    def checked_load(ptrs, IN_PLACE=True):
         addresses = ptrs.handle.data.astype(np.uint64)
         bad = outside(addresses, ptrs.dtype.element_ty.primitive_bitwidth // 8, spans)
         if bad.any():  # raised before reading: the interpreter would read foreign memory
             raise AssertionError(f"tile_io.load: {int(bad.sum())} of {bad.size} addresses outside every tensor "
                                  f"argument, at tile elements {np.argwhere(bad)[:4].tolist()}")
         checked["load"] += addresses.size
-        return load(ptrs)
+        return load(ptrs, IN_PLACE)
 
-    def checked_store(ptrs, value, mask):
+    def checked_store(ptrs, value, mask, IN_PLACE=True):
         addresses = np.broadcast_to(ptrs.handle.data.astype(np.uint64), mask.handle.data.shape)
         bad = outside(addresses, ptrs.dtype.element_ty.primitive_bitwidth // 8, spans) & mask.handle.data
         if bad.any():
             raise AssertionError(f"tile_io.store: {int(bad.sum())} stored addresses outside every tensor argument")
         checked["store"] += int(mask.handle.data.sum())
-        return store(ptrs, value, mask)
+        return store(ptrs, value, mask, IN_PLACE)
 
     monkeypatch.setattr(tile_io, "load", checked_load)
     monkeypatch.setattr(tile_io, "store", checked_store)
-    # The GRU's unmasked loads go through tl.load where H is padded or (reverse) below BLOCK_H = 64:
-    # the same addresses, checked the same way.
-    monkeypatch.setattr(gru, "_load", lambda ptrs, VIA_TILE_IO: checked_load(ptrs))
-    monkeypatch.setattr(gru, "_store", lambda ptrs, value, mask, VIA_TILE_IO: checked_store(ptrs, value, mask))
     yield checked
     for kernel in hooked:
         kernel.pre_run_hooks.remove(record)
