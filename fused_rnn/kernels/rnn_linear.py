@@ -459,9 +459,10 @@ def smem_bytes(dtype, block_i, block_h, block_o, allow_tf32, *, store_hs=False, 
     """Shared memory one program needs, in bytes: what decides whether a configuration launches.
 
     The weight tiles stay resident for the whole loop (twice, hi and lo, for
-    "tf32x3"); the step's MMA operands (x and h, or g and dy) reuse one region,
-    which also holds the fp32 [BLOCK_H, BLOCK_B] layout conversion of the
-    stored states. "tf32x3" has two operand tiles per product (b_hi, b_lo),
+    "tf32x3"); the step's MMA operands (x and h, or g and dy) reuse one region.
+    The stored states (hs) and the backward's g need none: they move through
+    tile_io (or, under 3xTF32, a store that reuses that region), so
+    ``store_hs`` changes nothing. "tf32x3" has two operand tiles per product (b_hi, b_lo),
     which Triton stages differently for mma.sync and wgmma. Checked against
     every row of the static report (tests/test_static_report.py): it never says
     a configuration fits that does not, refuses only a few 3xTF32 ones that
@@ -484,8 +485,7 @@ def smem_bytes(dtype, block_i, block_h, block_o, allow_tf32, *, store_hs=False, 
         operands = 2 * sum(operand_rows)  # mma.sync stages b_hi and b_lo apart
     else:
         operands = 2 * max(operand_rows)  # wgmma: b_hi and b_lo of the larger operand live at once
-    states = 4 * block_h * BLOCK_B if (store_hs or backward) else 0
-    return item * copies * weights + max(item * BLOCK_B * operands, states) + 1024
+    return item * copies * weights + item * BLOCK_B * operands + 1024
 
 
 def launch_unsupported_reason(dtype, input_size, hidden_size, output_size, allow_tf32, needs_grad):
