@@ -91,7 +91,7 @@ def test_issue_slots_per_step(rows, config, slots):
 CELL_TARGET = 2.5 * 151
 
 
-@pytest.mark.xfail(strict=True, reason="582 slots: 64 for the wgmma product and its descriptors, 96 to load "
+@pytest.mark.xfail(strict=True, reason="582 slots: 79 for the wgmma product and its descriptors, 96 to load "
                    "and widen xp, 88 of gate arithmetic per warp at 8 warps; the MUFU pipe alone takes ~640 "
                    "cycles per step at H = 128 (README)")
 def test_lstm_issue_slots_per_step(rows):
@@ -129,28 +129,27 @@ def test_wgmma_at_hidden_128(rows):
         assert counts["HGMMA"] > 0 and counts["HMMA"] == 0, config
 
 
-FORWARD_ROWS = ("seed_fp32_forward", "seed_fp32_train_forward", "long_fp32_forward", "long_bf16_forward",
-                "long_bf16_train_forward", "h256_bf16_forward", "long_layer_bf16_forward",
-                "long_layer_bf16_reverse_forward", "long_bidir_layer_bf16_forward", "long_layer_fp32_forward",
-                "long_layer_bf16_train_forward", "long_lstm_bf16_forward", "long_lstm_bf16_train_forward",
-                "long_gru_bf16_forward", "long_gru_bf16_train_forward", "long_gru_fp32_forward")
+def test_wgmma_loops_take_two_barriers(report):
+    """Every loop "auto" can pick at H >= 64 (wgmma), at the default precisions, synchronises twice a step.
 
-
-@pytest.mark.parametrize("config", FORWARD_ROWS)
-def test_forward_loops_take_two_barriers(rows, config):
-    """At the default precision every forward loop synchronises twice per step: h's operand tile.
-
-    xp, out, hs and aux move between registers and global memory without shared memory
-    (kernels/tile_io.py); only the MMA's B operand (h) is staged there.
+    The two barriers guard the MMA's operand tile (h, or g in the backward) in shared memory; xp,
+    out, hs, aux, dout and g move between registers and global memory without it
+    (kernels/tile_io.py). The GRU's backward takes 6: its three products stage an operand tile each.
+    3xTF32 (two operand tiles per product) and mma.sync below H = 64 are not held to this.
     """
-    assert rows[config]["counts"]["BAR"] <= 2
+    checked = 0
+    for row in report["rows"]:
+        if not row["auto"] or row["precision"] == "tf32x3" or kernels.block(row["H"]) < 64:
+            continue
+        limit = 6 if row.get("cell") == "gru" and row["mode"] == "backward" else 2
+        assert row["counts"]["BAR"] <= limit, row["config"]
+        checked += 1
+    assert checked > 250
 
 
-@pytest.mark.parametrize("config", ("seed_fp32_backward", "long_fp32_backward", "long_bf16_backward",
-                                    "long_layer_bf16_backward", "long_bidir_layer_bf16_backward",
-                                    "long_layer_fp32_backward", "long_lstm_bf16_backward"))
-def test_backward_loops_take_two_barriers(rows, config):
-    """The backward sweeps too: the states and dout are read, and g (∂L/∂pre) written, in registers."""
+@pytest.mark.parametrize("config", ("seed_fp32_forward", "seed_fp32_train_forward", "seed_fp32_backward"))
+def test_seed_loops_take_two_barriers(rows, config):
+    """The seed's H = 20 too: its TF32 forward is padded to 64 for wgmma; the backward's mma.sync takes 2."""
     assert rows[config]["counts"]["BAR"] <= 2
 
 
