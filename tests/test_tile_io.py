@@ -1,0 +1,56 @@
+"""kernels/tile_io.py on its own: a load and a masked store of a tile in an MMA accumulator's layout.
+
+The kernels only ever use tile_io on tiles that come out of (or go into) a tl.dot, so that is what
+this kernel does: it loads a tile through tile_io, adds it to a product, and stores the sum through
+tile_io under a mask, for every dtype the kernels store. On a GPU (the `gpu` run, or any CUDA
+machine) that is the inline-PTX path, compared here with plain torch; under the interpreter it is the
+tl.load / tl.store fallback, so the same test pins the semantics both paths must share.
+"""
+
+import pytest
+import torch
+
+from conftest import kernels  # noqa: F401  (switches the interpreter on first where there is no GPU)
+from helpers import DEVICE
+
+import triton
+import triton.language as tl
+from fused_rnn.kernels import tile_io
+
+
+@triton.jit
+def _add_product(a_ptr, b_ptr, c_ptr, out_ptr, M, N, M_BLOCK: tl.constexpr, N_BLOCK: tl.constexpr,
+                 K: tl.constexpr, IN_PLACE: tl.constexpr):
+    """out[m, n] = (a @ b)[m, n] + c[m, n] where m < M and n < N; c's rows and columns past M, N clamped."""
+    rows = tl.arange(0, M_BLOCK)
+    cols = tl.arange(0, N_BLOCK)
+    ks = tl.arange(0, K)
+    a = tl.load(a_ptr + rows[:, None] * K + ks[None, :])
+    b = tl.load(b_ptr + ks[:, None] * N_BLOCK + cols[None, :])
+    acc = tl.dot(a, b)
+    # As the kernels do: unmasked loads at clamped (valid) addresses, the stores masked.
+    c_offs = tl.minimum(rows, M - 1)[:, None] * N + tl.minimum(cols, N - 1)[None, :]
+    c = tile_io.load(c_ptr + c_offs, IN_PLACE)
+    out = acc + c.to(tl.float32)
+    mask = (rows < M)[:, None] & (cols < N)[None, :]
+    tile_io.store(out_ptr + rows[:, None] * N + cols[None, :], out, mask, IN_PLACE)
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_load_and_masked_store_in_the_accumulators_layout(dtype, in_place):
+    M_BLOCK, N_BLOCK, K = 64, 16, 16
+    M, N = 50, 11  # a ragged tile: rows and columns past these must be neither read past nor written
+    torch.manual_seed(0)
+    a = torch.randn(M_BLOCK, K, device=DEVICE).to(torch.float16)  # (the interpreter's bf16 tl.dot is wrong)
+    b = torch.randn(K, N_BLOCK, device=DEVICE).to(torch.float16)
+    c = torch.randn(M, N, device=DEVICE).to(dtype)
+    # One buffer with a NaN border: a store outside [M, N) shows as a changed border element.
+    border = torch.full((M * N + 64,), float("nan"), device=DEVICE, dtype=dtype)
+    out = border[32:32 + M * N]
+    _add_product[(1,)](a, b, c, out, M, N, M_BLOCK=M_BLOCK, N_BLOCK=N_BLOCK, K=K, IN_PLACE=in_place,
+                       num_warps=4)
+    expected = (a.float() @ b.float())[:M, :N] + c.float()
+    tol = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}[dtype]
+    torch.testing.assert_close(out.view(M, N).float(), expected, atol=tol, rtol=tol)
+    assert border[:32].isnan().all() and border[32 + M * N:].isnan().all()
