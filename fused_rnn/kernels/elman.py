@@ -10,13 +10,16 @@ Transposed as in kernels.rnn_linear: the state tile is ``hᵀ`` ``[BLOCK_H,
 BLOCK_B]``, H the MMA's M dimension (wgmma at H ≥ 64 with 4 warps), W_hh read
 by the tensor core from shared memory where it is stored once before the loop.
 The step's only product is ``W_hh · hᵀ``; ``xpᵀ_t`` is loaded one step ahead,
-off the dependent chain.
+off the dependent chain. xp, out, hs, dout and g move between global memory
+and the accumulator's registers directly (kernels/tile_io.py): only W_hh and
+the step's operand tile are in shared memory.
 
 Processing step s of sequence b is at position ``p = s`` (forward) or
 ``p = len_b - 1 - s`` (reverse), for s < len_b. The loop runs the tile's
 longest length; past its own length a sequence's state is held and nothing is
-read or written. The padding positions len_b … T-1 are written with 0 after
-the loop, so every position of ``out`` and ``hs`` is written exactly once.
+written (its unmasked loads read a valid position, and the value is
+discarded). The padding positions len_b … T-1 are written with 0 after the
+loop, so every position of ``out`` and ``hs`` is written exactly once.
 
 Backward walks the processing steps in reverse::
 
