@@ -161,11 +161,12 @@ def _gru_fwd(
     # REVERSE below BLOCK_H = 64 (4 warps hold few rows and many columns each, and every column's
     # position is computed per step): tl.load and tl.store (static, sm_90a, H = 32, bf16, with
     # lengths: forward 220 loop instructions before tile_io, 289 with it, 221 without). Where H is
-    # padded the stores go through tl.store: there the rows are clamped at H - 1 and gates sit at
-    # runtime multiples of H, so no offset folds into an instruction (static, sm_90a, H = 20, bf16:
-    # forward 225 loop instructions against 207, backward 597 against 458).
+    # padded below BLOCK_H = 64 the stores go through tl.store: there the rows are clamped at H - 1
+    # and gates sit at runtime multiples of H, so no offset folds into an instruction (static,
+    # sm_90a, H = 20, bf16: forward 225 loop instructions against 207); from 64 on tile_io wins
+    # there too (H = 100, bf16, training forward: 1206 slots and 2 barriers against 1368 and 28).
     LOADS_IN_PLACE: tl.constexpr = not REVERSE or BLOCK_H >= 64
-    STORES_IN_PLACE: tl.constexpr = LOADS_IN_PLACE and not MASK_H
+    STORES_IN_PLACE: tl.constexpr = LOADS_IN_PLACE and (BLOCK_H >= 64 or not MASK_H)
     seqs_in = tl.minimum(seqs, B - 1)
     if MASK_H:
         rz_xp_rows = (rz // BLOCK_H) * H + tl.minimum(rz % BLOCK_H, H - 1)
@@ -325,10 +326,8 @@ def _gru_bwd_kernel(
 
     # The time loop's tiles move between global memory and the MMA's register layout through
     # tile_io, addressed as in _gru_fwd (static, sm_90a, H = 128, bf16, against the coalesced
-    # tl.load and tl.store: 537 -> 313 loop instructions, 26 -> 6 barriers); where H is padded
-    # through tl.load and tl.store (static, sm_90a, H = 20, bf16: 525 and 597 loop instructions
-    # with tile_io's loads and stores, 458 without; see _gru_fwd). Step s's factors and dout are loaded during step
-    # s + 1, off the dependent chain. The loads are unmasked: every address is valid memory of aux
+    # tl.load and tl.store: 537 -> 313 loop instructions, 26 -> 6 barriers). Step s's factors and
+    # dout are loaded during step s + 1, off the dependent chain. The loads are unmasked: every address is valid memory of aux
     # and dout (neither written here), and what a read past the data returns is discarded, as the
     # masked loads' zeros were before:
     # - columns past B read sequence B - 1; nothing of theirs is stored (h_mask);
@@ -338,10 +337,12 @@ def _gru_bwd_kernel(
     #   writes, s) and after step 0 the prefetch reads step 0 again; there `keep` zeroes dxp, dgh
     #   and the MMA operands, and dh keeps its value from before the step (dout is added only to
     #   the step's own copy, dh_in, and dh_prev is discarded by the last where).
-    # tile_io except where H is padded and for REVERSE below BLOCK_H = 64, as in
-    # _gru_fwd (static, sm_90a, H = 32, fp32 with TF32, with lengths: 519 loop instructions with
-    # tile_io, 446 without).
-    IN_PLACE: tl.constexpr = not MASK_H and (not REVERSE or BLOCK_H >= 64)
+    # tile_io except below BLOCK_H = 64 where H is padded or REVERSE, as in _gru_fwd (static, sm_90a:
+    # H = 20, bf16: 597 loop instructions with tile_io, 458 without; H = 32, fp32 with TF32, reverse
+    # with lengths: 519 against 446). From 64 on tile_io wins padded too (H = 100: bf16 1300 slots,
+    # 6 barriers, no spill against 1580, 44 and 120 B spilled; fp32 1522, 2, none against 1812, 40,
+    # 104 B).
+    IN_PLACE: tl.constexpr = BLOCK_H >= 64 or not (MASK_H or REVERSE)
     seqs_in = tl.minimum(seqs, B - 1)
     if MASK_H:
         rows_in = tl.minimum(offs_h, H - 1)
