@@ -144,16 +144,17 @@ def test_wgmma_at_hidden_128(rows):
 
 
 def test_wgmma_loops_take_two_barriers(report):
-    """Every loop "auto" can pick at H >= 64 (wgmma), at the default precisions, synchronises twice a step.
+    """Every loop "auto" can pick at H = 64, 128 (wgmma), at the default precisions, synchronises twice a step.
 
     The two barriers guard the MMA's operand tile (h, or g in the backward) in shared memory; xp,
     out, hs, aux, dout and g move between registers and global memory without it
     (kernels/tile_io.py). The GRU's backward takes 6: its three products stage an operand tile each.
-    3xTF32 (two operand tiles per product) and mma.sync below H = 64 are not held to this.
+    3xTF32 (two operand tiles per product), mma.sync below H = 64 and padded hidden sizes (the
+    padded_* rows: the LSTM backward's four products take 8) are not held to this.
     """
     checked = 0
     for row in report["rows"]:
-        if not row["auto"] or row["precision"] == "tf32x3" or kernels.block(row["H"]) < 64:
+        if not row["auto"] or row["precision"] == "tf32x3" or kernels.block(row["H"]) < 64 or padded(row):
             continue
         limit = 6 if row.get("cell") == "gru" and row["mode"] == "backward" else 2
         assert row["counts"]["BAR"] <= limit, row["config"]
