@@ -39,6 +39,17 @@ def _add_product(a_ptr, b_ptr, c_ptr, out_ptr, M, N, M_BLOCK: tl.constexpr, N_BL
 @pytest.mark.parametrize("in_place", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_load_and_masked_store_in_the_accumulators_layout(dtype, in_place):
+    check_add_product(dtype, in_place)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_inline_ptx_on_the_gpu(dtype):
+    """The same, in the GPU proof's `-m gpu` run: there tile_io is the inline PTX."""
+    check_add_product(dtype, True)
+
+
+def check_add_product(dtype, in_place):
     M_BLOCK, N_BLOCK, K = 64, 16, 16
     M, N = 50, 11  # a ragged tile: rows and columns past these must be neither read past nor written
     torch.manual_seed(0)
