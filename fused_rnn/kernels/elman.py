@@ -36,7 +36,7 @@ import triton.language as tl
 from . import rnn_linear
 from . import tile_io
 from .rnn_linear import (BLOCK_B, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, FP32_OPERANDS, _act, _launch, _load_tile,
-                         _mm, _operand_dtype, block, num_warps, precision, split_tf32)
+                         _mm, _operand_dtype, block, num_warps, precision, operand_weights, set_state)
 
 CELLS = ("rnn_tanh", "rnn_relu")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -441,13 +441,11 @@ def _forward(cell, xp, w_hh, b_hh, h0, lengths, directions, reverse, allow_tf32,
         return out, h_n, None, hs, None
     if T == 0:
         # No step: h_n is h0. (The kernel's loads are unmasked, so it must not run without xp.)
-        h_n.copy_(h0.reshape(h_n.shape) if h0 is not None else torch.zeros_like(h_n))
+        set_state(h_n, h0)
         return out, h_n, None, hs, None
     block_h = block(H)
     prec = precision(xp.dtype, allow_tf32)
-    w_hh_lo = None
-    if prec == "tf32x3":
-        w_hh, w_hh_lo = split_tf32(w_hh)
+    w_hh, w_hh_lo = operand_weights(w_hh, prec)
     _launch(
         _elman_fwd_kernel if _aligned(xp) else _elman_fwd_kernel_any_stride,
         (triton.cdiv(B, BLOCK_B), directions), wrap,
@@ -479,13 +477,11 @@ def _backward(cell, hs, w_hh, dout, dh_n, lengths, directions, reverse, allow_tf
         return g, g, dh0, None
     if T == 0:
         # No step: dh0 is dh_n. (The kernel's loads are unmasked, so it must not run without hs.)
-        dh0.copy_(dh_n.reshape(dh0.shape) if dh_n is not None else torch.zeros_like(dh0))
+        set_state(dh0, dh_n)
         return g, g, dh0, None
     block_h = block(H)
     prec = precision(w_hh.dtype, allow_tf32)
-    w_hh_lo = None
-    if prec == "tf32x3":
-        w_hh, w_hh_lo = split_tf32(w_hh)
+    w_hh, w_hh_lo = operand_weights(w_hh, prec)
     _launch(
         _elman_bwd_kernel if dout is None or _aligned(dout) else _elman_bwd_kernel_any_stride,
         (triton.cdiv(B, BLOCK_B), directions), wrap,

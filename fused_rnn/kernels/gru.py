@@ -28,7 +28,7 @@ import triton.language as tl
 
 from . import rnn_linear, tile_io
 from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, _launch, _load_tile, _mm,
-                         _operand_dtype, _tanh, block, precision, split_tf32)
+                         _operand_dtype, _tanh, block, precision, operand_weights, set_state)
 
 CELL = "gru"
 GATES = 3
@@ -564,14 +564,12 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
     aux = new_empty((B, T, AUX_ROWS.value * H), device=xp.device, dtype=torch.float32) if store_saved else None
     if T == 0:
         # No step: h_n is h0. (The kernel's loads are unmasked and it prefetches position 0, which does not exist.)
-        h_n.copy_(h0 if h0 is not None else torch.zeros_like(h_n))
+        set_state(h_n, h0)
         return out, h_n, None, hs, aux
     block_h = block(H)
     prec = precision(xp.dtype, allow_tf32)
     w_hh = _halve_rz(w_hh)
-    w_hh_lo = None
-    if prec == "tf32x3":
-        w_hh, w_hh_lo = split_tf32(w_hh)
+    w_hh, w_hh_lo = operand_weights(w_hh, prec)
     aligned = xp.stride(0) % 16 == 0 and xp.stride(1) % 16 == 0
     _launch(
         _gru_fwd_kernel if aligned else _gru_fwd_kernel_any_stride, (triton.cdiv(B, BLOCK_B),), wrap,
@@ -605,13 +603,11 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
     dh0 = new_empty((B, H), device=hs.device, dtype=torch.float32)
     if T == 0:
         # No step: dh0 is dh_n. (The kernel's loads are unmasked and it prefetches position T - 1 = -1 of aux.)
-        dh0.copy_(dh_n if dh_n is not None else torch.zeros_like(dh0))
+        set_state(dh0, dh_n)
         return dxp, dgh, dh0, None
     block_h = block(H)
     prec = precision(w_hh.dtype, allow_tf32)
-    w_hh_lo = None
-    if prec == "tf32x3":
-        w_hh, w_hh_lo = split_tf32(w_hh)
+    w_hh, w_hh_lo = operand_weights(w_hh, prec)
     _launch(
         _gru_bwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
         aux, w_hh, w_hh_lo, dout, dh_n, lengths,

@@ -36,7 +36,7 @@ import triton.language as tl
 
 from . import rnn_linear, tile_io
 from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, SMEM_LIMIT, _launch, _load_tile, _mm, _tanh, block,
-                         precision, split_tf32)
+                         precision, operand_weights, set_state)
 
 GATES = 4
 # aux's blocks of H per position: the activated gates i, f, g, o, then c_{t-1}.
@@ -617,15 +617,13 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
     aux = new_empty((B, T, AUX_BLOCKS * H), device=xp.device, dtype=torch.float32) if store_saved else None
     if T == 0:
         # No step: the states pass through (the kernel would prefetch position 0, which does not exist).
-        h_n.copy_(h0 if h0 is not None else 0.0)
-        c_n.copy_(c0 if c0 is not None else 0.0)
+        set_state(h_n, h0)
+        set_state(c_n, c0)
         return out, h_n, c_n, hs, aux
     block_h = block(H)
     prec = precision(xp.dtype, allow_tf32)
     w_hh = _halve_sigmoid_rows(w_hh)
-    w_hh_lo = None
-    if prec == "tf32x3":
-        w_hh, w_hh_lo = split_tf32(w_hh)
+    w_hh, w_hh_lo = operand_weights(w_hh, prec)
     aligned = xp.stride(0) % 16 == 0 and xp.stride(1) % 16 == 0
     _launch(
         _lstm_fwd_kernel if aligned else _lstm_fwd_kernel_any_stride, (triton.cdiv(B, BLOCK_B),), wrap,
@@ -659,14 +657,12 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
     dh0 = new_empty((B, H), device=aux.device, dtype=torch.float32)
     dc0 = new_empty((B, H), device=aux.device, dtype=torch.float32)
     if T == 0:
-        dh0.copy_(dh_n if dh_n is not None else 0.0)
-        dc0.copy_(dc_n if dc_n is not None else 0.0)
+        set_state(dh0, dh_n)
+        set_state(dc0, dc_n)
         return dxp, dxp, dh0, dc0
     block_h = block(H)
     prec = precision(w_hh.dtype, allow_tf32)
-    w_hh_lo = None
-    if prec == "tf32x3":
-        w_hh, w_hh_lo = split_tf32(w_hh)
+    w_hh, w_hh_lo = operand_weights(w_hh, prec)
     _launch(
         _lstm_bwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
         aux, w_hh, w_hh_lo, dout, dh_n, dc_n, lengths,

@@ -420,6 +420,19 @@ def num_warps(prec, block_h):
     return 4
 
 
+def operand_weights(w, prec):
+    """``(w, None)``, or for "tf32x3" products ``split_tf32(w)``: what a kernel takes as (W, W_lo)."""
+    return split_tf32(w) if prec == "tf32x3" else (w, None)
+
+
+def set_state(state, given):
+    """``state = given`` (same elements, any leading shape), or 0 without one: a layer's result with no step."""
+    if given is None:
+        state.zero_()
+    else:
+        state.copy_(given.reshape(state.shape))
+
+
 def forward_block_h(hidden_size, prec):
     """The forward kernel's padded H: block(H), except that TF32 products pad 32 to 64.
 
@@ -540,9 +553,7 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
     hs = new_empty((B, T, H), device=x.device, dtype=torch.float32) if store_hs else None
     prec = precision(x.dtype, allow_tf32)
     block_i, block_h, block_o = block(I), forward_block_h(H, prec), block(O)
-    w_ih_lo = w_hh_lo = fc_w_lo = None
-    if prec == "tf32x3":
-        (w_ih, w_ih_lo), (w_hh, w_hh_lo), (fc_w, fc_w_lo) = split_tf32(w_ih), split_tf32(w_hh), split_tf32(fc_w)
+    (w_ih, w_ih_lo), (w_hh, w_hh_lo), (fc_w, fc_w_lo) = (operand_weights(w, prec) for w in (w_ih, w_hh, fc_w))
     aligned = x.stride(0) % 16 == 0 and x.stride(1) % 16 == 0
     _launch(
         _rnn_linear_fwd_kernel if aligned else _rnn_linear_fwd_kernel_any_stride,
@@ -578,9 +589,7 @@ def rnn_linear_bwd_sweep(hs, w_hh, fc_w, dy, dhn=None, lengths=None, *, relu=Fal
     dh0 = new_empty((B, H), device=hs.device, dtype=torch.float32)
     block_h, block_o = block(H), block(O)
     prec = precision(w_hh.dtype, allow_tf32)
-    w_hh_lo = fc_w_lo = None
-    if prec == "tf32x3":
-        (w_hh, w_hh_lo), (fc_w, fc_w_lo) = split_tf32(w_hh), split_tf32(fc_w)
+    (w_hh, w_hh_lo), (fc_w, fc_w_lo) = operand_weights(w_hh, prec), operand_weights(fc_w, prec)
     _launch(
         _rnn_linear_bwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
         hs, lengths, w_hh, fc_w, w_hh_lo, fc_w_lo, dy.contiguous(), dhn.contiguous() if dhn is not None else None,
