@@ -310,7 +310,6 @@ def _elman_bwd(
     # discarded: where a step is not valid, dh is kept and g is neither used nor written, and the
     # padded rows of g are zeroed, so a NaN in padding or in dout at a padding position cannot
     # reach dh.
-    hs_base = d64 * B * T * H + seqs[None, :] * T * H + offs_h[:, None]
     g_base = seqs[None, :] * T * (DIRECTIONS * H) + d * H + offs_h[:, None]
     if MASK_H:
         rows = tl.where(h_rows_ok, offs_h, 0)
