@@ -46,6 +46,7 @@ def grads_vs_float64(B, T, I, H, O, *, dtype=torch.float32, with_h0=True, length
     (1, 1, 1, 1, 1),
     (7, 33, 3, 70, 5),
     (40, 9, 10, 20, 1),    # several batch tiles
+    (5, 6, 4, 37, 3),      # odd H: tile_io.load_pairs reads each unit on its own
     (3, 4, 16, 128, 2),    # H = 128: wgmma, fp32 on 8 warps
 ])
 @pytest.mark.parametrize("with_h0", [True, False])

@@ -259,7 +259,7 @@ def _rnn_linear_bwd_kernel(
     B, T, H, O,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_O: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, HAS_DHN: tl.constexpr, RELU: tl.constexpr, MASK_H: tl.constexpr,
-    PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+    PAIRED: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     """Reverse-time sweep: dh_T = fc_Wᵀ dy (+ dh_n); g_t = dh_t ⊙ act'(h_t); dh_{t-1} = W_hhᵀ g_t.
 
@@ -269,49 +269,58 @@ def _rnn_linear_bwd_kernel(
     pid = tl.program_id(0)
     seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     seq_ok = seqs < B
-    offs_h = tl.arange(0, BLOCK_H)
+    # Row m of every [BLOCK_H, ·] tile holds unit units[m] (see tile_io.paired_units).
+    units = tile_io.paired_units(BLOCK_H)
     offs_o = tl.arange(0, BLOCK_O)
-    h_mask = (offs_h[:, None] < H) & seq_ok[None, :]
+    h_mask = (units[:, None] < H) & seq_ok[None, :]
 
-    # W_hhᵀ[k, j] = W_hh[j, k]; fc_Wᵀ: [BLOCK_H, BLOCK_O].
-    w_hh_t = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
-    fc_w_t = _load_tile(fc_w_ptr, offs_h, offs_o, H, O, 1, H).to(OPERAND_DTYPE)
+    # A[m, k] = W_hhᵀ[units[m], units[k]] = W_hh[units[k], units[m]]; fc_Wᵀ: [BLOCK_H, BLOCK_O].
+    w_hh_t = _load_tile(w_hh_ptr, units, units, H, H, 1, H).to(OPERAND_DTYPE)
+    fc_w_t = _load_tile(fc_w_ptr, units, offs_o, H, O, 1, H).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_hh_t_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, 1, H)
-        fc_w_t_lo = _load_tile(fc_w_lo_ptr, offs_h, offs_o, H, O, 1, H)
+        w_hh_t_lo = _load_tile(w_hh_lo_ptr, units, units, H, H, 1, H)
+        fc_w_t_lo = _load_tile(fc_w_lo_ptr, units, offs_o, H, O, 1, H)
     else:
         w_hh_t_lo = w_hh_t
         fc_w_t_lo = fc_w_t
     dy_t = _load_tile(dy_ptr, offs_o, seqs, O, B, 1, O).to(tl.float32)
     dh = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
     if HAS_DHN:
-        dh = tl.load(dhn_ptr + seqs[None, :] * H + offs_h[:, None], mask=h_mask, other=0.0).to(tl.float32)
+        dh = tl.load(dhn_ptr + seqs[None, :] * H + units[:, None], mask=h_mask, other=0.0).to(tl.float32)
     dh = _mm(fc_w_t, fc_w_t_lo, dy_t.to(OPERAND_DTYPE), dh, PRECISION)
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
 
-    # hs and g are read and written straight from the MMA's layout (see tile_io): scalar pointers
-    # at step T-1 that walk back one row of H per step, plus loop-invariant offsets. T is widened
-    # first: (T - 1)·H in int32 overflows past 2³¹ elements per sequence. The loads are unmasked:
-    # columns past B read sequence B-1, padded rows (MASK_H) row 0 (row r >= H of step T-1 of
-    # sequence B-1 is past the end of hs), and the load after the last step reads step 0 again.
-    # What those read is discarded: g is zeroed in padded rows, and columns past B are not stored.
-    offs = seqs[None, :] * T * H + offs_h[:, None]
+    # hs and g are read and written straight from the MMA's layout, two adjacent units per access
+    # (see tile_io.load_pairs): scalar pointers at step T-1 that walk back one row of H per step,
+    # plus loop-invariant offsets of units 2p (lo) and 2p + 1 (hi). T is widened first: (T - 1)·H
+    # in int32 overflows past 2³¹ elements per sequence. The loads are unmasked: columns past B
+    # read sequence B-1, padded units (MASK_H) unit 0 (unit u >= H of step T-1 of sequence B-1 is
+    # past the end of hs), and the load after the last step reads step 0 again. What those read
+    # is discarded: g is zeroed in padded rows, and columns past B are not stored.
+    lo_units = 2 * tl.arange(0, BLOCK_H // 2)
+    hi_units = lo_units + 1
+    lo_mask = (lo_units[:, None] < H) & seq_ok[None, :]
+    hi_mask = (hi_units[:, None] < H) & seq_ok[None, :]
     if MASK_H:
-        hs_rows = tl.where(offs_h < H, offs_h, 0)
+        lo_read = tl.where(lo_units < H, lo_units, 0)
+        hi_read = tl.where(hi_units < H, hi_units, 0)
     else:
-        hs_rows = offs_h  # (not the where: constant offsets per register fold into the loads)
-    hs_offs = tl.minimum(seqs, B - 1)[None, :] * T * H + hs_rows[:, None]
+        lo_read = lo_units  # (not the where: constant offsets per register fold into the loads)
+        hi_read = hi_units
+    seq_read = tl.minimum(seqs, B - 1)[None, :] * T * H
+    hs_lo, hs_hi = seq_read + lo_read[:, None], seq_read + hi_read[:, None]
+    g_lo, g_hi = seqs[None, :] * T * H + lo_units[:, None], seqs[None, :] * T * H + hi_units[:, None]
     hs_step = hs_ptr + (T.to(tl.int64) - 1) * H
     g_step = g_ptr + (T.to(tl.int64) - 1) * H
     if T > 0:
-        h_t = tile_io.load(hs_step + hs_offs)
+        h_t = tile_io.load_pairs(hs_step + hs_lo, hs_step + hs_hi, PAIRED)
     else:
         h_t = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)  # no step: hs may not even be allocated
     for i in range(T):
         # h_{t-1} is loaded during step t, off the dependent chain.
         hs_step -= tl.where(i + 1 < T, H, 0)
-        h_prev = tile_io.load(hs_step + hs_offs)
+        h_prev = tile_io.load_pairs(hs_step + hs_lo, hs_step + hs_hi, PAIRED)
         if RELU:
             # As ATen's relu backward (threshold_backward): 0 where h_t <= 0, so
             # a NaN state passes the gradient on, as it does in stock nn.RNN.
@@ -321,7 +330,7 @@ def _rnn_linear_bwd_kernel(
         if MASK_H:
             # An infinite dh times a padded (zero) weight is NaN in a padded
             # row; g there must stay 0 so it cannot reach real rows.
-            g = tl.where((offs_h < H)[:, None], g, 0.0)
+            g = tl.where((units < H)[:, None], g, 0.0)
         if HAS_LENGTHS:
             # Steps past a sequence's length were identities (h_t = h_{t-1}):
             # no gradient to the pre-activation, dh passes through unchanged.
@@ -331,11 +340,11 @@ def _rnn_linear_bwd_kernel(
             dh = tl.where(valid, dh_prev, dh)
         else:
             dh = _mm(w_hh_t, w_hh_t_lo, g.to(OPERAND_DTYPE), tl.zeros_like(dh), PRECISION)
-        tile_io.store(g_step + offs, g, h_mask)
+        tile_io.store_pairs(g_step + g_lo, g_step + g_hi, g, lo_mask, hi_mask, PAIRED)
         g_step -= H
         h_t = h_prev
 
-    tl.store(dh0_ptr + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
+    tl.store(dh0_ptr + seqs[None, :] * H + units[:, None], dh, mask=h_mask)
 
 
 # ----------------------------------------------------------------------------
@@ -597,7 +606,7 @@ def rnn_linear_bwd_sweep(hs, w_hh, fc_w, dy, dhn=None, lengths=None, *, relu=Fal
         B, T, H, O,
         BLOCK_B=BLOCK_B, BLOCK_H=block_h, BLOCK_O=block_o,
         HAS_LENGTHS=lengths is not None, HAS_DHN=dhn is not None, RELU=relu, MASK_H=H != block_h,
-        PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
+        PAIRED=H % 2 == 0, PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
         num_warps=num_warps(prec, block_h),
     )
     return g, dh0

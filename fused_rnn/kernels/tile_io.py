@@ -75,3 +75,89 @@ def store(ptrs, value, mask, IN_PLACE: tl.constexpr = True):
                 "=r,r,l,h", [mask.to(tl.int32), ptrs, value], dtype=tl.int32, is_pure=False, pack=1)
     else:
         tl.store(ptrs, value, mask=mask)
+
+
+
+# ----------------------------------------------------------------------------
+# Paired rows: two adjacent elements per access
+# ----------------------------------------------------------------------------
+# In every NVIDIA MMA accumulator layout (mma.sync's m16n8 and wgmma's m64nN) a thread's rows come
+# in pairs m, m + 8: bit 3 of the row index is a register index, bits 0-2 are lane bits. A tile
+# whose row m holds unit ``paired_units(BLOCK)[m]`` therefore has units 2k and 2k + 1, adjacent in
+# memory, in one thread: one 8-byte (fp32) or 4-byte (bf16/fp16) access reads or writes both, half
+# the instructions of ``load``/``store``. The kernels that use this hold every [BLOCK_H, ·] tile
+# (state, gates, weights' rows and columns) in that order, which changes no result: it is a
+# permutation of the hidden units, undone by the addresses.
+#
+# ``rows_from_pairs``/``pairs_from_rows`` move between the [2P, N] tile and its two [P, N] halves
+# (units 2p and 2p + 1) by reshapes the compiler resolves in registers (no shared memory in the
+# sm_90 build: tests/test_static_report.py counts the loop's barriers).
+
+
+@triton.jit
+def paired_units(BLOCK: tl.constexpr):
+    """The unit row m of a paired tile holds: row 16q + 8j + i holds unit 16q + 2i + j (BLOCK % 16 == 0)."""
+    m = tl.arange(0, BLOCK)
+    return (m // 16) * 16 + 2 * (m % 8) + (m // 8) % 2
+
+
+@triton.jit
+def rows_from_pairs(lo, hi):
+    """[P, N] tiles of units 2p and 2p + 1 -> the [2P, N] tile in paired_units order."""
+    P: tl.constexpr = lo.shape[0]
+    N: tl.constexpr = lo.shape[1]
+    x = tl.reshape(tl.join(lo, hi), [P // 8, 8, N, 2])
+    return tl.reshape(tl.permute(x, [0, 3, 1, 2]), [2 * P, N])
+
+
+@triton.jit
+def pairs_from_rows(x):
+    """The inverse of rows_from_pairs: a [2P, N] tile in paired_units order -> (lo, hi), [P, N] each."""
+    M: tl.constexpr = x.shape[0]
+    N: tl.constexpr = x.shape[1]
+    x = tl.permute(tl.reshape(x, [M // 16, 2, 8, N]), [0, 2, 3, 1])
+    return tl.split(tl.reshape(x, [M // 2, N, 2]))
+
+
+@triton.jit
+def load_pairs(ptrs, hi_ptrs, PAIRED: tl.constexpr):
+    """The [2P, N] tile (paired_units order) of the elements at ``ptrs`` (units 2p) and ``hi_ptrs`` (2p + 1).
+
+    PAIRED: ``hi_ptrs`` is ``ptrs + 1`` and every ``ptrs`` is aligned to two elements; one vector
+    load reads both. Otherwise two loads (an odd row length leaves the pairs unaligned). Unmasked
+    and read-only, as ``load``.
+    """
+    if DIRECT and PAIRED:
+        if ptrs.dtype.element_ty.primitive_bitwidth == 32:
+            lo, hi = tl.inline_asm_elementwise("ld.global.nc.v2.b32 {$0, $1}, [$2];", "=r,=r,l", [ptrs],
+                                               dtype=(ptrs.dtype.element_ty, ptrs.dtype.element_ty),
+                                               is_pure=True, pack=1)
+        else:
+            lo, hi = tl.inline_asm_elementwise(
+                "{ .reg .b32 r; ld.global.nc.b32 r, [$2]; mov.b32 {$0, $1}, r; }", "=h,=h,l", [ptrs],
+                dtype=(ptrs.dtype.element_ty, ptrs.dtype.element_ty), is_pure=True, pack=1)
+    else:
+        lo = load(ptrs)
+        hi = load(hi_ptrs)
+    return rows_from_pairs(lo, hi)
+
+
+@triton.jit
+def store_pairs(ptrs, hi_ptrs, value, mask, hi_mask, PAIRED: tl.constexpr):
+    """Stores a [2P, N] tile in paired_units order: units 2p at ``ptrs`` where ``mask``, 2p + 1 at
+    ``hi_ptrs`` where ``hi_mask``. PAIRED: as load_pairs, one vector store where ``mask`` (which
+    must then equal ``hi_mask``)."""
+    lo, hi = pairs_from_rows(value.to(ptrs.dtype.element_ty))
+    if DIRECT and PAIRED:
+        if ptrs.dtype.element_ty.primitive_bitwidth == 32:
+            tl.inline_asm_elementwise(
+                "{ .reg .pred p; setp.ne.b32 p, $1, 0; @p st.global.v2.b32 [$2], {$3, $4}; mov.b32 $0, 0; }",
+                "=r,r,l,r,r", [mask.to(tl.int32), ptrs, lo, hi], dtype=tl.int32, is_pure=False, pack=1)
+        else:
+            tl.inline_asm_elementwise(
+                "{ .reg .pred p; .reg .b32 r; setp.ne.b32 p, $1, 0; mov.b32 r, {$3, $4}; "
+                "@p st.global.b32 [$2], r; mov.b32 $0, 0; }",
+                "=r,r,l,h,h", [mask.to(tl.int32), ptrs, lo, hi], dtype=tl.int32, is_pure=False, pack=1)
+    else:
+        store(ptrs, lo, mask)
+        store(hi_ptrs, hi, hi_mask)
