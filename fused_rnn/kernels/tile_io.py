@@ -121,7 +121,7 @@ def pairs_from_rows(x):
 
 @triton.jit
 def load_pairs(ptrs, hi_ptrs, PAIRED: tl.constexpr):
-    """The [2P, N] tile (paired_units order) of the elements at ``ptrs`` (units 2p) and ``hi_ptrs`` (2p + 1).
+    """The [2P, N] fp32 tile (paired_units order) of the elements at ``ptrs`` (units 2p) and ``hi_ptrs`` (2p + 1).
 
     PAIRED: ``hi_ptrs`` is ``ptrs + 1`` and every ``ptrs`` is aligned to two elements; one vector
     load reads both. Otherwise two loads (an odd row length leaves the pairs unaligned). Unmasked
@@ -132,13 +132,19 @@ def load_pairs(ptrs, hi_ptrs, PAIRED: tl.constexpr):
             lo, hi = tl.inline_asm_elementwise("ld.global.nc.v2.b32 {$0, $1}, [$2];", "=r,=r,l", [ptrs],
                                                dtype=(ptrs.dtype.element_ty, ptrs.dtype.element_ty),
                                                is_pure=True, pack=1)
+        elif ptrs.dtype.element_ty == tl.bfloat16:
+            # bf16 is fp32's upper half: widening is a shift or a mask, no unpacking.
+            lo, hi = tl.inline_asm_elementwise(
+                "{ .reg .b32 r; ld.global.nc.b32 r, [$2]; shl.b32 $0, r, 16; and.b32 $1, r, 0xffff0000; }",
+                "=r,=r,l", [ptrs], dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
         else:
             lo, hi = tl.inline_asm_elementwise(
-                "{ .reg .b32 r; ld.global.nc.b32 r, [$2]; mov.b32 {$0, $1}, r; }", "=h,=h,l", [ptrs],
-                dtype=(ptrs.dtype.element_ty, ptrs.dtype.element_ty), is_pure=True, pack=1)
+                "{ .reg .b32 r; .reg .b16 l, h; ld.global.nc.b32 r, [$2]; mov.b32 {l, h}, r; "
+                "cvt.f32.f16 $0, l; cvt.f32.f16 $1, h; }",
+                "=r,=r,l", [ptrs], dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
     else:
-        lo = load(ptrs)
-        hi = load(hi_ptrs)
+        lo = load(ptrs).to(tl.float32)
+        hi = load(hi_ptrs).to(tl.float32)
     return rows_from_pairs(lo, hi)
 
 
