@@ -131,6 +131,28 @@ def _load_tile(ptr, rows, cols, n_rows, n_cols, stride_r, stride_c):
     return tl.load(ptr + rows[:, None] * stride_r + cols[None, :] * stride_c, mask=mask, other=0.0)
 
 
+@triton.jit
+def _load_paired_columns(ptr, rows, cols, n_rows, n_cols, stride_r, stride_c):
+    """_load_tile with its columns in tile_io.paired_units order (loaded contiguous, see tile_io.paired_rows)."""
+    return tl.trans(tile_io.paired_rows(tl.trans(_load_tile(ptr, rows, cols, n_rows, n_cols, stride_r, stride_c))))
+
+
+@triton.jit
+def _load_paired_hh(ptr, offs_h, H, TRANSPOSED: tl.constexpr):
+    """W_hh [H, H] (or W_hhᵀ, TRANSPOSED) as a [BLOCK_H, BLOCK_H] tile with rows and columns in
+    tile_io.paired_units order: both index hidden units."""
+    if TRANSPOSED:
+        w = _load_tile(ptr, offs_h, offs_h, H, H, 1, H)
+    else:
+        w = _load_tile(ptr, offs_h, offs_h, H, H, H, 1)
+    return _paired_columns(tile_io.paired_rows(w))
+
+
+@triton.jit
+def _paired_columns(x):
+    return tl.trans(tile_io.paired_rows(tl.trans(x)))
+
+
 # ----------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------
@@ -147,7 +169,7 @@ def _rnn_linear_fwd(
     HAS_H0: tl.constexpr, HAS_LENGTHS: tl.constexpr,
     HAS_B_IH: tl.constexpr, HAS_B_HH: tl.constexpr, HAS_FC_B: tl.constexpr,
     STORE_HN: tl.constexpr, STORE_HS: tl.constexpr,
-    RELU: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr,
+    RELU: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, PAIRED: tl.constexpr,
     PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -156,35 +178,38 @@ def _rnn_linear_fwd(
     seq_ok = seqs < B
     offs_i = tl.arange(0, BLOCK_I)
     offs_h = tl.arange(0, BLOCK_H)
+    # Row m of every [BLOCK_H, ·] tile holds unit units[m] (see tile_io.paired_units), so that
+    # hs is stored two units per access.
+    units = tile_io.paired_units(BLOCK_H)
     offs_o = tl.arange(0, BLOCK_O)
-    h_rows_ok = offs_h < H
+    h_rows_ok = units < H
 
     # Loop invariants, all loaded before the first step. A tile that comes
     # straight from a load stays in shared memory, where wgmma reads it; one
     # computed in the kernel (a TF32 split, say) would be held in registers
     # (128 per thread for a [128, 128] fp32 tile) and spill. Hence the host
     # passes the TF32 remainders ready-made (w_*_lo, "tf32x3" only).
-    w_hh = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, H, 1).to(OPERAND_DTYPE)
-    w_ih = _load_tile(w_ih_ptr, offs_h, offs_i, H, I, I, 1).to(OPERAND_DTYPE)
-    fc_w = _load_tile(fc_w_ptr, offs_o, offs_h, O, H, H, 1).to(OPERAND_DTYPE)
+    w_hh = _load_paired_hh(w_hh_ptr, offs_h, H, False).to(OPERAND_DTYPE)
+    w_ih = tile_io.paired_rows(_load_tile(w_ih_ptr, offs_h, offs_i, H, I, I, 1)).to(OPERAND_DTYPE)
+    fc_w = _load_paired_columns(fc_w_ptr, offs_o, offs_h, O, H, H, 1).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_hh_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, H, 1)
-        w_ih_lo = _load_tile(w_ih_lo_ptr, offs_h, offs_i, H, I, I, 1)
-        fc_w_lo = _load_tile(fc_w_lo_ptr, offs_o, offs_h, O, H, H, 1)
+        w_hh_lo = _load_paired_hh(w_hh_lo_ptr, offs_h, H, False)
+        w_ih_lo = tile_io.paired_rows(_load_tile(w_ih_lo_ptr, offs_h, offs_i, H, I, I, 1))
+        fc_w_lo = _load_paired_columns(fc_w_lo_ptr, offs_o, offs_h, O, H, H, 1)
     else:
         w_hh_lo = w_hh
         w_ih_lo = w_ih
         fc_w_lo = fc_w
     bias = tl.zeros([BLOCK_H], dtype=tl.float32)
     if HAS_B_IH:
-        bias += tl.load(b_ih_ptr + offs_h, mask=h_rows_ok, other=0.0).to(tl.float32)
+        bias += tl.load(b_ih_ptr + units, mask=h_rows_ok, other=0.0).to(tl.float32)
     if HAS_B_HH:
-        bias += tl.load(b_hh_ptr + offs_h, mask=h_rows_ok, other=0.0).to(tl.float32)
+        bias += tl.load(b_hh_ptr + units, mask=h_rows_ok, other=0.0).to(tl.float32)
     bias_tile = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32) + bias[:, None]
 
     h_mask = h_rows_ok[:, None] & seq_ok[None, :]
     if HAS_H0:
-        h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + offs_h[:, None] * stride_h0h,
+        h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + units[:, None] * stride_h0h,
                     mask=h_mask, other=0.0).to(tl.float32)
     else:
         h = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
@@ -199,9 +224,16 @@ def _rnn_linear_fwd(
     x_ptrs = x_ptr + seqs[None, :] * stride_xb + offs_i[:, None] * stride_xi
     x_next = tl.load(x_ptrs, mask=x_mask, other=0.0)
     if STORE_HS:
-        # h_t goes to hs straight from the MMA's layout (see tile_io): a scalar pointer that moves
-        # one step of H per iteration plus loop-invariant offsets.
-        hs_offs = seqs[None, :] * T * H + offs_h[:, None]
+        # h_t goes to hs straight from the MMA's layout, two adjacent units per access (see
+        # tile_io.store_pairs): a scalar pointer that moves one step of H per iteration plus
+        # loop-invariant offsets of units 2p (lo) and 2p + 1 (hi).
+        lo_units = 2 * tl.arange(0, BLOCK_H // 2)
+        hi_units = lo_units + 1
+        hs_lo = seqs[None, :] * T * H + lo_units[:, None]
+        hs_hi = seqs[None, :] * T * H + hi_units[:, None]
+        hs_units = seqs[None, :] * T * H + units[:, None]
+        lo_mask = (lo_units[:, None] < H) & seq_ok[None, :]
+        hi_mask = (hi_units[:, None] < H) & seq_ok[None, :]
         hs_step = hs_ptr
     for t in range(T):
         x_t = x_next
@@ -224,13 +256,17 @@ def _rnn_linear_fwd(
         else:
             h = h_new
         if STORE_HS:
-            # (3xTF32 through tl.store: its three products leave too few registers for the stored
-            # tile's addresses, and the in-place store spilled 8-40 B at H <= 32.)
-            tile_io.store(hs_step + hs_offs, h, h_mask, PRECISION != "tf32x3")
+            if PRECISION == "tf32x3":
+                # Through tl.store: the three products leave too few registers for the stored
+                # tile's addresses (in place, single stores spilled 8-40 B at H <= 32; pairs cost
+                # 480 issue slots per step against tl.store's 440 at the seed's shape).
+                tl.store(hs_step + hs_units, h, mask=h_mask)
+            else:
+                tile_io.store_pairs(hs_step + hs_lo, hs_step + hs_hi, h, lo_mask, hi_mask, PAIRED)
             hs_step += H
 
     if STORE_HN:
-        tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
+        tl.store(hn_ptr + seqs[None, :] * H + units[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
 
     # yᵀ = fc_W · hᵀ: [BLOCK_O, BLOCK_H] @ [BLOCK_H, BLOCK_B], in the loop's precision.
     y = _mm(fc_w, fc_w_lo, h.to(OPERAND_DTYPE), tl.zeros([BLOCK_O, BLOCK_B], dtype=tl.float32), PRECISION)
@@ -271,15 +307,16 @@ def _rnn_linear_bwd_kernel(
     seq_ok = seqs < B
     # Row m of every [BLOCK_H, ·] tile holds unit units[m] (see tile_io.paired_units).
     units = tile_io.paired_units(BLOCK_H)
+    offs_h = tl.arange(0, BLOCK_H)
     offs_o = tl.arange(0, BLOCK_O)
     h_mask = (units[:, None] < H) & seq_ok[None, :]
 
     # A[m, k] = W_hhᵀ[units[m], units[k]] = W_hh[units[k], units[m]]; fc_Wᵀ: [BLOCK_H, BLOCK_O].
-    w_hh_t = _load_tile(w_hh_ptr, units, units, H, H, 1, H).to(OPERAND_DTYPE)
-    fc_w_t = _load_tile(fc_w_ptr, units, offs_o, H, O, 1, H).to(OPERAND_DTYPE)
+    w_hh_t = _load_paired_hh(w_hh_ptr, offs_h, H, True).to(OPERAND_DTYPE)
+    fc_w_t = tile_io.paired_rows(_load_tile(fc_w_ptr, offs_h, offs_o, H, O, 1, H)).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_hh_t_lo = _load_tile(w_hh_lo_ptr, units, units, H, H, 1, H)
-        fc_w_t_lo = _load_tile(fc_w_lo_ptr, units, offs_o, H, O, 1, H)
+        w_hh_t_lo = _load_paired_hh(w_hh_lo_ptr, offs_h, H, True)
+        fc_w_t_lo = tile_io.paired_rows(_load_tile(fc_w_lo_ptr, offs_h, offs_o, H, O, 1, H))
     else:
         w_hh_t_lo = w_hh_t
         fc_w_t_lo = fc_w_t
@@ -578,7 +615,7 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
         HAS_H0=h0 is not None, HAS_LENGTHS=lengths is not None,
         HAS_B_IH=b_ih is not None, HAS_B_HH=b_hh is not None, HAS_FC_B=fc_b is not None,
         STORE_HN=store_hn, STORE_HS=store_hs, RELU=relu, MASK_H=H != block_h,
-        FAST_TANH=not INTERPRETED and prec in ("tf32", "low"),
+        FAST_TANH=not INTERPRETED and prec in ("tf32", "low"), PAIRED=H % 2 == 0,
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(x.dtype, prec),
         num_warps=num_warps(prec, block_h),
     )

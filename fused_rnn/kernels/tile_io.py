@@ -120,6 +120,21 @@ def pairs_from_rows(x):
 
 
 @triton.jit
+def paired_rows(x):
+    """A [M, K] tile with rows in unit order -> the same rows in paired_units order.
+
+    For tiles loaded once, before a loop (weights): loaded contiguous, their layout (and so the
+    shared-memory layout an MMA reads them from each step) is the compiler's best; a load through
+    paired_units indices (a gather) can lose that (3xTF32 at BLOCK_H = 32: LDSM -> LDS, +40 issue
+    slots per step). Columns: ``tl.trans(paired_rows(tl.trans(x)))``.
+    """
+    M: tl.constexpr = x.shape[0]
+    K: tl.constexpr = x.shape[1]
+    lo, hi = tl.split(tl.permute(tl.reshape(x, [M // 2, 2, K]), [0, 2, 1]))
+    return rows_from_pairs(lo, hi)
+
+
+@triton.jit
 def load_pairs(ptrs, hi_ptrs, PAIRED: tl.constexpr):
     """The [2P, N] fp32 tile (paired_units order) of the elements at ``ptrs`` (units 2p) and ``hi_ptrs`` (2p + 1).
 
