@@ -35,8 +35,8 @@ import triton.language as tl
 
 from . import rnn_linear
 from . import tile_io
-from .rnn_linear import (BLOCK_B, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, FP32_OPERANDS, _act, _launch, _load_tile,
-                         _mm, _operand_dtype, block, num_warps, precision, operand_weights, set_state)
+from .rnn_linear import (BLOCK_B, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, FP32_OPERANDS, _act, _launch, _load_paired_hh,
+                         _load_tile, _mm, _operand_dtype, block, num_warps, precision, operand_weights, set_state)
 
 CELLS = ("rnn_tanh", "rnn_relu")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -109,6 +109,19 @@ def _zero_padding(ptr, offs, length, mask, first_padding, T, row, zeros_b):
 
 
 @triton.jit
+def _pair_rows_read(lo_units, hi_units, H, MASK_H: tl.constexpr):
+    """The units a load of pair (lo, hi) reads: themselves, or unit 0 in place of a padded unit
+    (MASK_H), so that every unmasked load's address is valid."""
+    if MASK_H:
+        lo_read = tl.where(lo_units < H, lo_units, 0)
+        hi_read = tl.where(hi_units < H, hi_units, 0)
+    else:
+        # (Not the where: constant offsets per register fold into the loads.)
+        lo_read, hi_read = lo_units, hi_units
+    return lo_read, hi_read
+
+
+@triton.jit
 def _direction(length, zeros_b, first_step, T, DIRECTIONS: tl.constexpr, HAS_LENGTHS: tl.constexpr,
                REVERSE: tl.constexpr):
     """(d, d64, sign, pos): the direction this program runs (grid axis 1 when DIRECTIONS = 2: 0
@@ -147,8 +160,8 @@ def _elman_fwd(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, DIRECTIONS: tl.constexpr,
     HAS_H0: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_B_HH: tl.constexpr,
     STORE_OUT: tl.constexpr, STORE_HS: tl.constexpr, REVERSE: tl.constexpr,
-    RELU: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr,
-    PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+    RELU: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, PAIRED: tl.constexpr,
+    PAIRED_XP: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     # Columns are sequences. int64: B·T·H may pass 2³¹.
@@ -156,7 +169,9 @@ def _elman_fwd(
     seq_ok = seqs < B
     zeros_b = tl.zeros([BLOCK_B], dtype=tl.int64)
     offs_h = tl.arange(0, BLOCK_H)
-    h_rows_ok = offs_h < H
+    # Row m of every [BLOCK_H, ·] tile holds unit units[m]: tile_io.paired_units.
+    units = tile_io.paired_units(BLOCK_H)
+    h_rows_ok = units < H
     h_mask = h_rows_ok[:, None] & seq_ok[None, :]
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
@@ -164,45 +179,53 @@ def _elman_fwd(
         length = zeros_b
     d, d64, sign, pos = _direction(length, zeros_b, 0, T, DIRECTIONS, HAS_LENGTHS, REVERSE)
 
-    # Loop invariants, loaded before the first step: a tile straight from a
-    # load stays in shared memory for wgmma (see rnn_linear: the TF32
-    # remainder comes ready-made from the host for that reason).
-    w_hh = _load_tile(w_hh_ptr + d * H * H, offs_h, offs_h, H, H, H, 1).to(OPERAND_DTYPE)
+    # Loop invariants, loaded before the first step (see rnn_linear._load_paired_hh).
+    w_hh = _load_paired_hh(w_hh_ptr + d * H * H, offs_h, H, False).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_hh_lo = _load_tile(w_hh_lo_ptr + d * H * H, offs_h, offs_h, H, H, H, 1)
+        w_hh_lo = _load_paired_hh(w_hh_lo_ptr + d * H * H, offs_h, H, False)
     else:
         w_hh_lo = w_hh
     if HAS_B_HH:
         bias_tile = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32) + \
-            tl.load(b_hh_ptr + d * H + offs_h, mask=h_rows_ok, other=0.0).to(tl.float32)[:, None]
+            tl.load(b_hh_ptr + d * H + units, mask=h_rows_ok, other=0.0).to(tl.float32)[:, None]
 
     if HAS_H0:
-        h = tl.load(h0_ptr + d * stride_h0d + seqs[None, :] * stride_h0b + offs_h[:, None] * stride_h0h,
+        h = tl.load(h0_ptr + d * stride_h0d + seqs[None, :] * stride_h0b + units[:, None] * stride_h0h,
                     mask=h_mask, other=0.0).to(tl.float32)
     else:
         h = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
 
     # xpᵀ tiles [BLOCK_H, BLOCK_B] through xp's own strides (a time-major caller passes a transposed
-    # view), read and written in the MMA's layout (tile_io): per step, one offset per column (its
-    # position) plus loop-invariant row offsets. The loads are unmasked, so every address is kept
-    # valid: columns past B read sequence B-1, padded rows (MASK_H) row 0, and a position outside
-    # [0, T) (a step past a length, or the prefetch after the last step) position 0 or T-1. What
-    # those read is discarded: h keeps its value where a step is not valid, out and hs are not
-    # written there, padded rows are zeroed, so an inf or NaN at a padding position cannot reach h.
-    if MASK_H:
-        xp_rows = xp_ptr + d * stride_xd + (tl.where(h_rows_ok, offs_h, 0) * stride_xh)[:, None]
-    else:
-        # (offs_h alone, not the where: constant offsets per register fold into the loads.)
-        xp_rows = xp_ptr + d * stride_xd + (offs_h * stride_xh)[:, None]
+    # view), read and written in the MMA's layout, two adjacent units per access where the strides
+    # allow (tile_io.load_pairs; PAIRED_XP): per step, one offset per column (its position) plus
+    # loop-invariant offsets of units 2p (lo) and 2p + 1 (hi). The loads are unmasked, so every
+    # address is kept valid: columns past B read sequence B-1, padded units (MASK_H) unit 0, and a
+    # position outside [0, T) (a step past a length, or the prefetch after the last step) position
+    # 0 or T-1. What those read is discarded: h keeps its value where a step is not valid, out and
+    # hs are not written there, padded rows are zeroed, so an inf or NaN at a padding position
+    # cannot reach h.
+    lo_units = 2 * tl.arange(0, BLOCK_H // 2)
+    hi_units = lo_units + 1
+    lo_read, hi_read = _pair_rows_read(lo_units, hi_units, H, MASK_H)
+    xp_lo = xp_ptr + d * stride_xd + (lo_read * stride_xh)[:, None]
+    xp_hi = xp_ptr + d * stride_xd + (hi_read * stride_xh)[:, None]
     xp_seqs = tl.minimum(seqs, B - 1) * stride_xb
-    # out: [B, T, DIRECTIONS·H] contiguous; hs: [DIRECTIONS, B, T, H] fp32 contiguous.
-    out_base = seqs[None, :] * T * (DIRECTIONS * H) + d * H + offs_h[:, None]
+    # out: [B, T, DIRECTIONS·H] contiguous; hs: [DIRECTIONS, B, T, H] fp32 contiguous; both written
+    # two units per access (PAIRED: H even).
+    lo_mask = (lo_units < H)[:, None] & seq_ok[None, :]
+    hi_mask = (hi_units < H)[:, None] & seq_ok[None, :]
+    out_seqs = seqs[None, :] * T * (DIRECTIONS * H) + d * H
+    out_lo, out_hi = out_seqs + lo_units[:, None], out_seqs + hi_units[:, None]
     if DIRECTIONS == 2:
-        hs_base = d64 * B * T * H + seqs[None, :] * T * H + offs_h[:, None]
+        hs_seqs = d64 * B * T * H + seqs[None, :] * T * H
+        hs_lo, hs_hi = hs_seqs + lo_units[:, None], hs_seqs + hi_units[:, None]
+    else:
+        hs_lo, hs_hi = out_lo, out_hi
     steps, first_padding = _steps(lengths_ptr, length, seq_ok, pid, B, T, BLOCK_B, HAS_LENGTHS)
     valid_next = _valid(0, T, length, zeros_b, HAS_LENGTHS)
     pos_next = pos
-    xp_next = tile_io.load(xp_rows + (xp_seqs + tl.minimum(tl.maximum(pos, 0), T - 1) * stride_xt)[None, :])
+    at = (xp_seqs + tl.minimum(tl.maximum(pos, 0), T - 1) * stride_xt)[None, :]
+    xp_next = tile_io.load_pairs(xp_lo + at, xp_hi + at, PAIRED_XP)
     for s in range(steps):
         xp_t = xp_next
         valid = valid_next
@@ -210,9 +233,9 @@ def _elman_fwd(
         # xp of step s+1, loaded during step s.
         valid_next = _valid(s + 1, T, length, zeros_b, HAS_LENGTHS)
         pos_next = pos + sign
-        xp_next = tile_io.load(
-            xp_rows + (xp_seqs + tl.minimum(tl.maximum(pos_next, 0), T - 1) * stride_xt)[None, :])
-        acc = xp_t.to(tl.float32)
+        at = (xp_seqs + tl.minimum(tl.maximum(pos_next, 0), T - 1) * stride_xt)[None, :]
+        xp_next = tile_io.load_pairs(xp_lo + at, xp_hi + at, PAIRED_XP)
+        acc = xp_t
         if HAS_B_HH:
             acc += bias_tile
         pre = _mm(w_hh, w_hh_lo, h.to(OPERAND_DTYPE), acc, PRECISION)
@@ -224,29 +247,33 @@ def _elman_fwd(
         if HAS_LENGTHS:
             # A finished sequence keeps its last state (h_n as a PackedSequence's).
             h = tl.where(valid[None, :], h_new, h)
-            y_mask = h_mask & valid[None, :]
+            y_lo, y_hi = lo_mask & valid[None, :], hi_mask & valid[None, :]
         else:
             h = h_new
-            y_mask = h_mask
+            y_lo, y_hi = lo_mask, hi_mask
         if STORE_OUT:
-            tile_io.store(out_ptr + out_base + (pos * (DIRECTIONS * H))[None, :], h_new, y_mask)
+            at = (pos * (DIRECTIONS * H))[None, :]
+            tile_io.store_pairs(out_ptr + out_lo + at, out_ptr + out_hi + at, h_new, y_lo, y_hi, PAIRED)
         if STORE_HS:
-            if DIRECTIONS == 2:
-                tile_io.store(hs_ptr + hs_base + (pos * H)[None, :], h_new, y_mask)
-            else:
-                tile_io.store(hs_ptr + out_base + (pos * H)[None, :], h_new, y_mask)
+            at = (pos * H)[None, :]
+            tile_io.store_pairs(hs_ptr + hs_lo + at, hs_ptr + hs_hi + at, h_new, y_lo, y_hi, PAIRED)
 
-    hn_offs = d64 * B * H + seqs[None, :] * H + offs_h[:, None]
+    hn_offs = d64 * B * H + seqs[None, :] * H + units[:, None]
     tl.store(hn_ptr + hn_offs, h.to(hn_ptr.dtype.element_ty), mask=h_mask)
     if HAS_LENGTHS:
+        # (Natural unit order: these tiles are written from a load's layout, off the loop.)
+        offs_mask = (offs_h < H)[:, None] & seq_ok[None, :]
+        out_base = seqs[None, :] * T * (DIRECTIONS * H) + d * H + offs_h[:, None]
+        if DIRECTIONS == 2:
+            hs_base = d64 * B * T * H + seqs[None, :] * T * H + offs_h[:, None]
         # Padding positions, off the time loop: exactly 0, as pad_packed_sequence gives.
         if STORE_OUT:
-            _zero_padding(out_ptr, out_base, length, h_mask, first_padding, T, DIRECTIONS * H, zeros_b)
+            _zero_padding(out_ptr, out_base, length, offs_mask, first_padding, T, DIRECTIONS * H, zeros_b)
         if STORE_HS:
             if DIRECTIONS == 2:
-                _zero_padding(hs_ptr, hs_base, length, h_mask, first_padding, T, H, zeros_b)
+                _zero_padding(hs_ptr, hs_base, length, offs_mask, first_padding, T, H, zeros_b)
             else:
-                _zero_padding(hs_ptr, out_base, length, h_mask, first_padding, T, H, zeros_b)
+                _zero_padding(hs_ptr, out_base, length, offs_mask, first_padding, T, H, zeros_b)
 
 
 # B and T are never specialized (Triton would compile anew for B = 1, T = 1 and
@@ -267,7 +294,8 @@ def _elman_bwd(
     stride_nd, stride_nb, stride_nh,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, DIRECTIONS: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, HAS_DOUT: tl.constexpr, HAS_DHN: tl.constexpr, REVERSE: tl.constexpr,
-    RELU: tl.constexpr, MASK_H: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+    RELU: tl.constexpr, MASK_H: tl.constexpr, PAIRED: tl.constexpr, PAIRED_DOUT: tl.constexpr,
+    PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     """hs: [DIRECTIONS, B, T, H] fp32; g: [B, T, DIRECTIONS·H] fp32; dout: [B, T, DIRECTIONS·H] any
     strides; dhn: [DIRECTIONS, B, H]; dh0: [DIRECTIONS, B, H] fp32 (the leading dimension absent for 1).
@@ -279,7 +307,9 @@ def _elman_bwd(
     seq_ok = seqs < B
     zeros_b = tl.zeros([BLOCK_B], dtype=tl.int64)
     offs_h = tl.arange(0, BLOCK_H)
-    h_rows_ok = offs_h < H
+    # Row m of every [BLOCK_H, ·] tile holds unit units[m]: tile_io.paired_units.
+    units = tile_io.paired_units(BLOCK_H)
+    h_rows_ok = units < H
     h_mask = h_rows_ok[:, None] & seq_ok[None, :]
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
@@ -291,51 +321,58 @@ def _elman_bwd(
     d, d64, sign, pos = _direction(length, zeros_b, steps - 1, T, DIRECTIONS, HAS_LENGTHS, REVERSE)
 
     # W_hhᵀ[k, j] = W_hh[j, k].
-    w_hh_t = _load_tile(w_hh_ptr + d * H * H, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+    w_hh_t = _load_paired_hh(w_hh_ptr + d * H * H, offs_h, H, True).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_hh_t_lo = _load_tile(w_hh_lo_ptr + d * H * H, offs_h, offs_h, H, H, 1, H)
+        w_hh_t_lo = _load_paired_hh(w_hh_lo_ptr + d * H * H, offs_h, H, True)
     else:
         w_hh_t_lo = w_hh_t
     if HAS_DHN:
-        dh = tl.load(dhn_ptr + d * stride_nd + seqs[None, :] * stride_nb + offs_h[:, None] * stride_nh,
+        dh = tl.load(dhn_ptr + d * stride_nd + seqs[None, :] * stride_nb + units[:, None] * stride_nh,
                      mask=h_mask, other=0.0).to(tl.float32)
     else:
         dh = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
 
     # hs: [DIRECTIONS, B, T, H]; g: [B, T, DIRECTIONS·H], the same offsets for one direction. Read
-    # and written in the MMA's layout (tile_io): per step one offset per column (its position) plus
-    # loop-invariant row offsets. The loads are unmasked, so every address is kept valid: columns
-    # past B read sequence B-1, padded rows (MASK_H) row 0, and a position outside [0, T) (a step
-    # past a length, or the prefetch before step 0) position 0 or T-1. What those read is
-    # discarded: where a step is not valid, dh is kept and g is neither used nor written, and the
-    # padded rows of g are zeroed, so a NaN in padding or in dout at a padding position cannot
-    # reach dh.
-    g_base = seqs[None, :] * T * (DIRECTIONS * H) + d * H + offs_h[:, None]
-    if MASK_H:
-        rows = tl.where(h_rows_ok, offs_h, 0)
-    else:
-        rows = offs_h  # (not the where: constant offsets per register fold into the loads)
+    # and written in the MMA's layout, two adjacent units per access (tile_io.load_pairs; dout's
+    # strides decide PAIRED_DOUT): per step one offset per column (its position) plus
+    # loop-invariant offsets of units 2p (lo) and 2p + 1 (hi). The loads are unmasked, so every
+    # address is kept valid: columns past B read sequence B-1, padded units (MASK_H) unit 0, and a
+    # position outside [0, T) (a step past a length, or the prefetch before step 0) position 0 or
+    # T-1. What those read is discarded: where a step is not valid, dh is kept and g is neither
+    # used nor written, and the padded rows of g are zeroed, so a NaN in padding or in dout at a
+    # padding position cannot reach dh.
+    lo_units = 2 * tl.arange(0, BLOCK_H // 2)
+    hi_units = lo_units + 1
+    lo_mask = (lo_units < H)[:, None] & seq_ok[None, :]
+    hi_mask = (hi_units < H)[:, None] & seq_ok[None, :]
+    g_seqs = seqs[None, :] * T * (DIRECTIONS * H) + d * H
+    g_lo, g_hi = g_seqs + lo_units[:, None], g_seqs + hi_units[:, None]
+    lo_read, hi_read = _pair_rows_read(lo_units, hi_units, H, MASK_H)
     seqs_in = tl.minimum(seqs, B - 1)
-    hs_rows = hs_ptr + d64 * B * T * H + rows[:, None]
+    hs_lo = hs_ptr + d64 * B * T * H + lo_read[:, None]
+    hs_hi = hs_ptr + d64 * B * T * H + hi_read[:, None]
     hs_seqs = seqs_in * T * H
     if HAS_DOUT:
-        dout_rows = dout_ptr + d * stride_dd + (rows * stride_dh)[:, None]
+        dout_lo = dout_ptr + d * stride_dd + (lo_read * stride_dh)[:, None]
+        dout_hi = dout_ptr + d * stride_dd + (hi_read * stride_dh)[:, None]
         dout_seqs = seqs_in * stride_db
     valid_next = _valid(steps - 1, T, length, zeros_b, HAS_LENGTHS)
     pos_next = pos
     pos_in = tl.minimum(tl.maximum(pos, 0), T - 1)
-    h_next = tile_io.load(hs_rows + (hs_seqs + pos_in * H)[None, :])
+    at = (hs_seqs + pos_in * H)[None, :]
+    h_next = tile_io.load_pairs(hs_lo + at, hs_hi + at, PAIRED)
     if HAS_DOUT:
-        dout_next = tile_io.load(dout_rows + (dout_seqs + pos_in * stride_dt)[None, :])
+        at = (dout_seqs + pos_in * stride_dt)[None, :]
+        dout_next = tile_io.load_pairs(dout_lo + at, dout_hi + at, PAIRED_DOUT)
     for i in range(steps):
         valid = valid_next
         pos = pos_next
         h_t = h_next
         if HAS_DOUT:
             if HAS_LENGTHS:
-                dh += tl.where(valid[None, :], dout_next.to(tl.float32), 0.0)
+                dh += tl.where(valid[None, :], dout_next, 0.0)
             else:
-                dh += dout_next.to(tl.float32)
+                dh += dout_next
         if RELU:
             # As ATen's threshold_backward: 0 where h <= 0, so a NaN state
             # passes the gradient on, as in stock nn.RNN.
@@ -352,25 +389,30 @@ def _elman_bwd(
         valid_next = _valid(steps - 2 - i, T, length, zeros_b, HAS_LENGTHS)
         pos_next = pos - sign
         pos_in = tl.minimum(tl.maximum(pos_next, 0), T - 1)
-        h_next = tile_io.load(hs_rows + (hs_seqs + pos_in * H)[None, :])
+        at = (hs_seqs + pos_in * H)[None, :]
+        h_next = tile_io.load_pairs(hs_lo + at, hs_hi + at, PAIRED)
         if HAS_DOUT:
-            dout_next = tile_io.load(dout_rows + (dout_seqs + pos_in * stride_dt)[None, :])
+            at = (dout_seqs + pos_in * stride_dt)[None, :]
+            dout_next = tile_io.load_pairs(dout_lo + at, dout_hi + at, PAIRED_DOUT)
         if HAS_LENGTHS:
             # Past a length the step was an identity: dh passes unchanged (the
             # MMA's columns are independent, so what it made of this column's g
             # is simply dropped).
             dh_prev = _mm(w_hh_t, w_hh_t_lo, g.to(OPERAND_DTYPE), tl.zeros_like(dh), PRECISION)
             dh = tl.where(valid[None, :], dh_prev, dh)
-            g_mask = h_mask & valid[None, :]
+            g_lo_mask, g_hi_mask = lo_mask & valid[None, :], hi_mask & valid[None, :]
         else:
             dh = _mm(w_hh_t, w_hh_t_lo, g.to(OPERAND_DTYPE), tl.zeros_like(dh), PRECISION)
-            g_mask = h_mask
-        tile_io.store(g_ptr + g_base + (pos * (DIRECTIONS * H))[None, :], g, g_mask)
+            g_lo_mask, g_hi_mask = lo_mask, hi_mask
+        at = (pos * (DIRECTIONS * H))[None, :]
+        tile_io.store_pairs(g_ptr + g_lo + at, g_ptr + g_hi + at, g, g_lo_mask, g_hi_mask, PAIRED)
 
-    tl.store(dh0_ptr + d64 * B * H + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
+    tl.store(dh0_ptr + d64 * B * H + seqs[None, :] * H + units[:, None], dh, mask=h_mask)
     if HAS_LENGTHS:
-        # No gradient reaches xp at padding positions.
-        _zero_padding(g_ptr, g_base, length, h_mask, first_padding, T, DIRECTIONS * H, zeros_b)
+        # No gradient reaches xp at padding positions (natural unit order, off the loop).
+        g_base = seqs[None, :] * T * (DIRECTIONS * H) + d * H + offs_h[:, None]
+        offs_mask = (offs_h < H)[:, None] & seq_ok[None, :]
+        _zero_padding(g_ptr, g_base, length, offs_mask, first_padding, T, DIRECTIONS * H, zeros_b)
 
 
 # As the forward: dout's strides are specialized only when both are multiples of 16.
@@ -458,6 +500,7 @@ def _forward(cell, xp, w_hh, b_hh, h0, lengths, directions, reverse, allow_tf32,
         STORE_OUT=store_out, STORE_HS=store_saved, REVERSE=bool(reverse),
         RELU=cell == "rnn_relu", MASK_H=H != block_h,
         FAST_TANH=not INTERPRETED and prec in ("tf32", "low"),
+        PAIRED=H % 2 == 0, PAIRED_XP=H % 2 == 0 and tile_io.pairs_fit(xp),
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(xp.dtype, prec),
         num_warps=num_warps(prec, block_h),
     )
@@ -492,6 +535,7 @@ def _backward(cell, hs, w_hh, dout, dh_n, lengths, directions, reverse, allow_tf
         BLOCK_B=BLOCK_B, BLOCK_H=block_h, DIRECTIONS=directions,
         HAS_LENGTHS=lengths is not None, HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None,
         REVERSE=bool(reverse), RELU=cell == "rnn_relu", MASK_H=H != block_h,
+        PAIRED=H % 2 == 0, PAIRED_DOUT=dout is not None and H % 2 == 0 and tile_io.pairs_fit(dout),
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
         num_warps=num_warps(prec, block_h),
     )

@@ -94,6 +94,13 @@ def store(ptrs, value, mask, IN_PLACE: tl.constexpr = True):
 # sm_90 build: tests/test_static_report.py counts the loop's barriers).
 
 
+def pairs_fit(t):
+    """Whether load_pairs/store_pairs may take one access per pair of ``t``'s last dimension (PAIRED):
+    contiguous along it, every other stride even and the data aligned to two elements."""
+    return (t.stride(-1) == 1 and all(stride % 2 == 0 for stride in t.stride()[:-1])
+            and t.data_ptr() % (2 * t.element_size()) == 0 and t.shape[-1] % 2 == 0)
+
+
 @triton.jit
 def paired_units(BLOCK: tl.constexpr):
     """The unit row m of a paired tile holds: row 16q + 8j + i holds unit 16q + 2i + j (BLOCK % 16 == 0)."""
