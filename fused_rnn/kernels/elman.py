@@ -36,7 +36,7 @@ import triton.language as tl
 from . import rnn_linear
 from . import tile_io
 from .rnn_linear import (BLOCK_B, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, FP32_OPERANDS, _act, _launch, _load_paired_hh,
-                         _load_tile, _mm, _operand_dtype, block, num_warps, precision, operand_weights, set_state)
+                         _mm, _operand_dtype, block, num_warps, precision, operand_weights, set_state)
 
 CELLS = ("rnn_tanh", "rnn_relu")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -161,7 +161,7 @@ def _elman_fwd(
     HAS_H0: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_B_HH: tl.constexpr,
     STORE_OUT: tl.constexpr, STORE_HS: tl.constexpr, REVERSE: tl.constexpr,
     RELU: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, PAIRED: tl.constexpr,
-    PAIRED_XP: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+    PAIRED_XP: tl.constexpr, W_IN_REGISTERS: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     # Columns are sequences. int64: B·T·H may pass 2³¹.
@@ -180,9 +180,9 @@ def _elman_fwd(
     d, d64, sign, pos = _direction(length, zeros_b, 0, T, DIRECTIONS, HAS_LENGTHS, REVERSE)
 
     # Loop invariants, loaded before the first step (see rnn_linear._load_paired_hh).
-    w_hh = _load_paired_hh(w_hh_ptr + d * H * H, offs_h, H, False).to(OPERAND_DTYPE)
+    w_hh = _load_paired_hh(w_hh_ptr + d * H * H, offs_h, units, H, H, 1, W_IN_REGISTERS).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_hh_lo = _load_paired_hh(w_hh_lo_ptr + d * H * H, offs_h, H, False)
+        w_hh_lo = _load_paired_hh(w_hh_lo_ptr + d * H * H, offs_h, units, H, H, 1, W_IN_REGISTERS)
     else:
         w_hh_lo = w_hh
     if HAS_B_HH:
@@ -295,7 +295,7 @@ def _elman_bwd(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, DIRECTIONS: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, HAS_DOUT: tl.constexpr, HAS_DHN: tl.constexpr, REVERSE: tl.constexpr,
     RELU: tl.constexpr, MASK_H: tl.constexpr, PAIRED: tl.constexpr, PAIRED_DOUT: tl.constexpr,
-    PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+    W_IN_REGISTERS: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     """hs: [DIRECTIONS, B, T, H] fp32; g: [B, T, DIRECTIONS·H] fp32; dout: [B, T, DIRECTIONS·H] any
     strides; dhn: [DIRECTIONS, B, H]; dh0: [DIRECTIONS, B, H] fp32 (the leading dimension absent for 1).
@@ -321,9 +321,9 @@ def _elman_bwd(
     d, d64, sign, pos = _direction(length, zeros_b, steps - 1, T, DIRECTIONS, HAS_LENGTHS, REVERSE)
 
     # W_hhᵀ[k, j] = W_hh[j, k].
-    w_hh_t = _load_paired_hh(w_hh_ptr + d * H * H, offs_h, H, True).to(OPERAND_DTYPE)
+    w_hh_t = _load_paired_hh(w_hh_ptr + d * H * H, offs_h, units, H, 1, H, W_IN_REGISTERS).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_hh_t_lo = _load_paired_hh(w_hh_lo_ptr + d * H * H, offs_h, H, True)
+        w_hh_t_lo = _load_paired_hh(w_hh_lo_ptr + d * H * H, offs_h, units, H, 1, H, W_IN_REGISTERS)
     else:
         w_hh_t_lo = w_hh_t
     if HAS_DHN:
@@ -501,6 +501,7 @@ def _forward(cell, xp, w_hh, b_hh, h0, lengths, directions, reverse, allow_tf32,
         RELU=cell == "rnn_relu", MASK_H=H != block_h,
         FAST_TANH=not INTERPRETED and prec in ("tf32", "low"),
         PAIRED=H % 2 == 0, PAIRED_XP=H % 2 == 0 and tile_io.pairs_fit(xp),
+        W_IN_REGISTERS=rnn_linear.weights_in_registers(prec, num_warps(prec, block_h), (block_h, block_h))[0],
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(xp.dtype, prec),
         num_warps=num_warps(prec, block_h),
     )
@@ -536,6 +537,7 @@ def _backward(cell, hs, w_hh, dout, dh_n, lengths, directions, reverse, allow_tf
         HAS_LENGTHS=lengths is not None, HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None,
         REVERSE=bool(reverse), RELU=cell == "rnn_relu", MASK_H=H != block_h,
         PAIRED=H % 2 == 0, PAIRED_DOUT=dout is not None and H % 2 == 0 and tile_io.pairs_fit(dout),
+        W_IN_REGISTERS=rnn_linear.weights_in_registers(prec, num_warps(prec, block_h), (block_h, block_h))[0],
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
         num_warps=num_warps(prec, block_h),
     )

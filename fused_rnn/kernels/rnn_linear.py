@@ -132,25 +132,32 @@ def _load_tile(ptr, rows, cols, n_rows, n_cols, stride_r, stride_c):
 
 
 @triton.jit
-def _load_paired_columns(ptr, rows, cols, n_rows, n_cols, stride_r, stride_c):
-    """_load_tile with its columns in tile_io.paired_units order (loaded contiguous, see tile_io.paired_rows)."""
-    return tl.trans(tile_io.paired_rows(tl.trans(_load_tile(ptr, rows, cols, n_rows, n_cols, stride_r, stride_c))))
+def _load_paired_rows(ptr, offs_h, units, cols, H, n_cols, stride_r, stride_c, IN_REGISTERS: tl.constexpr):
+    """A weight's [BLOCK_H, BLOCK_C] tile whose rows are hidden units (W_ih, W_hhᵀ's rows, fc_Wᵀ), rows in
+    tile_io.paired_units order, for a loop that multiplies it every step.
 
-
-@triton.jit
-def _load_paired_hh(ptr, offs_h, H, TRANSPOSED: tl.constexpr):
-    """W_hh [H, H] (or W_hhᵀ, TRANSPOSED) as a [BLOCK_H, BLOCK_H] tile with rows and columns in
-    tile_io.paired_units order: both index hidden units."""
-    if TRANSPOSED:
-        w = _load_tile(ptr, offs_h, offs_h, H, H, 1, H)
+    IN_REGISTERS: loaded contiguous, then reordered in registers (tile_io.paired_rows); a computed
+    tile stays in registers for the whole loop, and wgmma reads its A operand from there instead
+    of from shared memory (see weights_in_registers). Otherwise a gather through ``units``: a tile
+    straight from a load, which the compiler keeps in shared memory.
+    """
+    if IN_REGISTERS:
+        w = tile_io.paired_rows(_load_tile(ptr, offs_h, cols, H, n_cols, stride_r, stride_c))
     else:
-        w = _load_tile(ptr, offs_h, offs_h, H, H, H, 1)
-    return _paired_columns(tile_io.paired_rows(w))
+        w = _load_tile(ptr, units, cols, H, n_cols, stride_r, stride_c)
+    return w
 
 
 @triton.jit
-def _paired_columns(x):
-    return tl.trans(tile_io.paired_rows(tl.trans(x)))
+def _load_paired_hh(ptr, offs_h, units, H, stride_r, stride_c, IN_REGISTERS: tl.constexpr):
+    """W_hh [H, H] (or W_hhᵀ, by the strides) as a [BLOCK_H, BLOCK_H] tile whose rows and columns,
+    both hidden units, are in tile_io.paired_units order; IN_REGISTERS as _load_paired_rows."""
+    if IN_REGISTERS:
+        w = tile_io.paired_rows(_load_tile(ptr, offs_h, offs_h, H, H, stride_r, stride_c))
+        w = tl.trans(tile_io.paired_rows(tl.trans(w)))
+    else:
+        w = _load_tile(ptr, units, units, H, H, stride_r, stride_c)
+    return w
 
 
 # ----------------------------------------------------------------------------
@@ -170,6 +177,7 @@ def _rnn_linear_fwd(
     HAS_B_IH: tl.constexpr, HAS_B_HH: tl.constexpr, HAS_FC_B: tl.constexpr,
     STORE_HN: tl.constexpr, STORE_HS: tl.constexpr,
     RELU: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, PAIRED: tl.constexpr,
+    W_HH_IN_REGISTERS: tl.constexpr, W_IH_IN_REGISTERS: tl.constexpr,
     PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -189,13 +197,13 @@ def _rnn_linear_fwd(
     # computed in the kernel (a TF32 split, say) would be held in registers
     # (128 per thread for a [128, 128] fp32 tile) and spill. Hence the host
     # passes the TF32 remainders ready-made (w_*_lo, "tf32x3" only).
-    w_hh = _load_paired_hh(w_hh_ptr, offs_h, H, False).to(OPERAND_DTYPE)
-    w_ih = tile_io.paired_rows(_load_tile(w_ih_ptr, offs_h, offs_i, H, I, I, 1)).to(OPERAND_DTYPE)
-    fc_w = _load_paired_columns(fc_w_ptr, offs_o, offs_h, O, H, H, 1).to(OPERAND_DTYPE)
+    w_hh = _load_paired_hh(w_hh_ptr, offs_h, units, H, H, 1, W_HH_IN_REGISTERS).to(OPERAND_DTYPE)
+    w_ih = _load_paired_rows(w_ih_ptr, offs_h, units, offs_i, H, I, I, 1, W_IH_IN_REGISTERS).to(OPERAND_DTYPE)
+    fc_w = _load_tile(fc_w_ptr, offs_o, units, O, H, H, 1).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_hh_lo = _load_paired_hh(w_hh_lo_ptr, offs_h, H, False)
-        w_ih_lo = tile_io.paired_rows(_load_tile(w_ih_lo_ptr, offs_h, offs_i, H, I, I, 1))
-        fc_w_lo = _load_paired_columns(fc_w_lo_ptr, offs_o, offs_h, O, H, H, 1)
+        w_hh_lo = _load_paired_hh(w_hh_lo_ptr, offs_h, units, H, H, 1, W_HH_IN_REGISTERS)
+        w_ih_lo = _load_paired_rows(w_ih_lo_ptr, offs_h, units, offs_i, H, I, I, 1, W_IH_IN_REGISTERS)
+        fc_w_lo = _load_tile(fc_w_lo_ptr, offs_o, units, O, H, H, 1)
     else:
         w_hh_lo = w_hh
         w_ih_lo = w_ih
@@ -295,7 +303,7 @@ def _rnn_linear_bwd_kernel(
     B, T, H, O,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_O: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, HAS_DHN: tl.constexpr, RELU: tl.constexpr, MASK_H: tl.constexpr,
-    PAIRED: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+    PAIRED: tl.constexpr, W_HH_IN_REGISTERS: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     """Reverse-time sweep: dh_T = fc_Wᵀ dy (+ dh_n); g_t = dh_t ⊙ act'(h_t); dh_{t-1} = W_hhᵀ g_t.
 
@@ -312,11 +320,11 @@ def _rnn_linear_bwd_kernel(
     h_mask = (units[:, None] < H) & seq_ok[None, :]
 
     # A[m, k] = W_hhᵀ[units[m], units[k]] = W_hh[units[k], units[m]]; fc_Wᵀ: [BLOCK_H, BLOCK_O].
-    w_hh_t = _load_paired_hh(w_hh_ptr, offs_h, H, True).to(OPERAND_DTYPE)
-    fc_w_t = tile_io.paired_rows(_load_tile(fc_w_ptr, offs_h, offs_o, H, O, 1, H)).to(OPERAND_DTYPE)
+    w_hh_t = _load_paired_hh(w_hh_ptr, offs_h, units, H, 1, H, W_HH_IN_REGISTERS).to(OPERAND_DTYPE)
+    fc_w_t = _load_tile(fc_w_ptr, units, offs_o, H, O, 1, H).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_hh_t_lo = _load_paired_hh(w_hh_lo_ptr, offs_h, H, True)
-        fc_w_t_lo = tile_io.paired_rows(_load_tile(fc_w_lo_ptr, offs_h, offs_o, H, O, 1, H))
+        w_hh_t_lo = _load_paired_hh(w_hh_lo_ptr, offs_h, units, H, 1, H, W_HH_IN_REGISTERS)
+        fc_w_t_lo = _load_tile(fc_w_lo_ptr, units, offs_o, H, O, 1, H)
     else:
         w_hh_t_lo = w_hh_t
         fc_w_t_lo = fc_w_t
@@ -471,6 +479,31 @@ def operand_weights(w, prec):
     return split_tf32(w) if prec == "tf32x3" else (w, None)
 
 
+# 32-bit registers per thread that weights held in registers across the time loop may take.
+# The static report (sm_90a, triton 3.6) shows what a budget of 96 buys: W_hh (and W_ih where it
+# fits) in registers take long_bf16_forward from 151 to 100 issue slots per step and
+# long_bf16_backward from 157 to 134, without spills; past it (I = H = 128 bf16 at 4 warps: 128
+# registers) the rest of the step spilled up to 116 B.
+WEIGHT_REGISTERS = 96
+
+
+def weights_in_registers(prec, warps, *tiles):
+    """For each weight tile (rows, cols), in order of priority (W_hh first: it is on the dependent
+    chain), whether the kernel holds it in registers for the whole loop instead of shared memory.
+
+    Only where wgmma reads it (rows = BLOCK_H >= 64: its A operand may come from registers;
+    mma.sync's smaller tiles gained nothing and took barriers) at one-pass precisions (3xTF32's
+    two tiles per weight spilled), within WEIGHT_REGISTERS.
+    """
+    budget = WEIGHT_REGISTERS if prec in ("low", "tf32") else 0
+    chosen = []
+    for rows, cols in tiles:
+        words = rows * cols * (2 if prec == "low" else 4) // (4 * 32 * warps)
+        chosen.append(rows >= 64 and words <= budget)
+        budget -= words if chosen[-1] else 0
+    return tuple(chosen)
+
+
 def set_state(state, given):
     """``state = given`` (same elements, any leading shape), or 0 without one: a layer's result with no step."""
     if given is None:
@@ -601,6 +634,8 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
     block_i, block_h, block_o = block(I), forward_block_h(H, prec), block(O)
     (w_ih, w_ih_lo), (w_hh, w_hh_lo), (fc_w, fc_w_lo) = (operand_weights(w, prec) for w in (w_ih, w_hh, fc_w))
     aligned = x.stride(0) % 16 == 0 and x.stride(1) % 16 == 0
+    warps = num_warps(prec, block_h)
+    w_hh_in_registers, w_ih_in_registers = weights_in_registers(prec, warps, (block_h, block_h), (block_h, block_i))
     _launch(
         _rnn_linear_fwd_kernel if aligned else _rnn_linear_fwd_kernel_any_stride,
         (triton.cdiv(B, BLOCK_B),), wrap,
@@ -616,8 +651,9 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
         HAS_B_IH=b_ih is not None, HAS_B_HH=b_hh is not None, HAS_FC_B=fc_b is not None,
         STORE_HN=store_hn, STORE_HS=store_hs, RELU=relu, MASK_H=H != block_h,
         FAST_TANH=not INTERPRETED and prec in ("tf32", "low"), PAIRED=H % 2 == 0,
+        W_HH_IN_REGISTERS=w_hh_in_registers, W_IH_IN_REGISTERS=w_ih_in_registers,
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(x.dtype, prec),
-        num_warps=num_warps(prec, block_h),
+        num_warps=warps,
     )
     return y, hn, hs
 
@@ -635,6 +671,7 @@ def rnn_linear_bwd_sweep(hs, w_hh, fc_w, dy, dhn=None, lengths=None, *, relu=Fal
     dh0 = new_empty((B, H), device=hs.device, dtype=torch.float32)
     block_h, block_o = block(H), block(O)
     prec = precision(w_hh.dtype, allow_tf32)
+    warps = num_warps(prec, block_h)
     (w_hh, w_hh_lo), (fc_w, fc_w_lo) = operand_weights(w_hh, prec), operand_weights(fc_w, prec)
     _launch(
         _rnn_linear_bwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
@@ -643,7 +680,8 @@ def rnn_linear_bwd_sweep(hs, w_hh, fc_w, dy, dhn=None, lengths=None, *, relu=Fal
         B, T, H, O,
         BLOCK_B=BLOCK_B, BLOCK_H=block_h, BLOCK_O=block_o,
         HAS_LENGTHS=lengths is not None, HAS_DHN=dhn is not None, RELU=relu, MASK_H=H != block_h,
-        PAIRED=H % 2 == 0, PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
-        num_warps=num_warps(prec, block_h),
+        PAIRED=H % 2 == 0, W_HH_IN_REGISTERS=weights_in_registers(prec, warps, (block_h, block_h))[0],
+        PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
+        num_warps=warps,
     )
     return g, dh0
