@@ -134,3 +134,14 @@ def test_training_follows_stock():
 ])
 def test_gradients_gpu_large(B, T, I, H, O, dtype):
     grads_vs_float64(B, T, I, H, O, dtype=dtype)
+
+
+@pytest.mark.parametrize("in_registers", [True, False], ids=["registers", "shared"])
+@pytest.mark.parametrize("H", [20, 37])
+def test_weight_placements(monkeypatch, in_registers, H):
+    """W_hh and W_ih reordered in registers (where a launch holds them for the loop) or gathered
+    straight into shared memory: the same gradients. Forced here (the launch's choice is
+    kernels.rnn_linear.weights_in_registers'), so that the interpreter runs both."""
+    from fused_rnn.kernels import rnn_linear as kernels
+    monkeypatch.setattr(kernels, "weights_in_registers", lambda prec, warps, *tiles: (in_registers,) * len(tiles))
+    grads_vs_float64(7, 6, 10, H, 3, seed=9)

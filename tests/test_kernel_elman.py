@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import DEVICE, TOL, kernels
-from fused_rnn.kernels import elman
+from fused_rnn.kernels import elman, rnn_linear
 from oracles import recurrence_loop
 
 # fp32 with allow_tf32: one TF32 pass per product on a GPU (~2^-11 relative
@@ -441,3 +441,15 @@ def test_bidirectional_without_optional_inputs():
         torch.testing.assert_close(hs[d].double(), out_ref, **TF32_TOL)
         reference = reference_gradients(cell, *inputs, d == 1, None, dh_n[d])
         assert_gradients(dxp[..., d * H:(d + 1) * H], dh0[d], hs[d], None, lengths, d == 1, reference, TF32_TOL)
+
+
+@pytest.mark.parametrize("in_registers", [True, False], ids=["registers", "shared"])
+@pytest.mark.parametrize("H", [20, 64, 33])
+def test_weight_placements(monkeypatch, in_registers, H):
+    """W_hh reordered in registers (where a launch holds it for the loop) or gathered straight into
+    shared memory: the same results. Which one a launch takes is rnn_linear.weights_in_registers';
+    forced here, so that the interpreter runs both."""
+    monkeypatch.setattr(rnn_linear, "weights_in_registers", lambda prec, warps, *tiles: (in_registers,) * len(tiles))
+    inputs = make_inputs("rnn_tanh", 5, 7, H, lengths=RAGGED, seed=7)
+    check_forward("rnn_tanh", *inputs, reverse=False)
+    check_backward("rnn_tanh", *inputs, reverse=True)
