@@ -199,11 +199,11 @@ def _rnn_linear_fwd(
     # passes the TF32 remainders ready-made (w_*_lo, "tf32x3" only).
     w_hh = _load_paired_hh(w_hh_ptr, offs_h, units, H, H, 1, W_HH_IN_REGISTERS).to(OPERAND_DTYPE)
     w_ih = _load_paired_rows(w_ih_ptr, offs_h, units, offs_i, H, I, I, 1, W_IH_IN_REGISTERS).to(OPERAND_DTYPE)
-    fc_w = _load_tile(fc_w_ptr, offs_o, units, O, H, H, 1).to(OPERAND_DTYPE)
+    fc_w = _load_tile(fc_w_ptr, offs_o, offs_h, O, H, H, 1).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
         w_hh_lo = _load_paired_hh(w_hh_lo_ptr, offs_h, units, H, H, 1, W_HH_IN_REGISTERS)
         w_ih_lo = _load_paired_rows(w_ih_lo_ptr, offs_h, units, offs_i, H, I, I, 1, W_IH_IN_REGISTERS)
-        fc_w_lo = _load_tile(fc_w_lo_ptr, offs_o, units, O, H, H, 1)
+        fc_w_lo = _load_tile(fc_w_lo_ptr, offs_o, offs_h, O, H, H, 1)
     else:
         w_hh_lo = w_hh
         w_ih_lo = w_ih
@@ -277,6 +277,8 @@ def _rnn_linear_fwd(
         tl.store(hn_ptr + seqs[None, :] * H + units[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
 
     # yᵀ = fc_W · hᵀ: [BLOCK_O, BLOCK_H] @ [BLOCK_H, BLOCK_B], in the loop's precision.
+    # (h back in unit order, once: fc_W is loaded as it is, not gathered into the units' order.)
+    h = tile_io.natural_rows(h)
     y = _mm(fc_w, fc_w_lo, h.to(OPERAND_DTYPE), tl.zeros([BLOCK_O, BLOCK_B], dtype=tl.float32), PRECISION)
     if HAS_FC_B:
         y += tl.load(fc_b_ptr + offs_o, mask=offs_o < O, other=0.0).to(tl.float32)[:, None]
@@ -319,20 +321,21 @@ def _rnn_linear_bwd_kernel(
     offs_o = tl.arange(0, BLOCK_O)
     h_mask = (units[:, None] < H) & seq_ok[None, :]
 
-    # A[m, k] = W_hhᵀ[units[m], units[k]] = W_hh[units[k], units[m]]; fc_Wᵀ: [BLOCK_H, BLOCK_O].
+    # A[m, k] = W_hhᵀ[units[m], units[k]] = W_hh[units[k], units[m]]; fc_Wᵀ: [BLOCK_H, BLOCK_O], unit order.
     w_hh_t = _load_paired_hh(w_hh_ptr, offs_h, units, H, 1, H, W_HH_IN_REGISTERS).to(OPERAND_DTYPE)
-    fc_w_t = _load_tile(fc_w_ptr, units, offs_o, H, O, 1, H).to(OPERAND_DTYPE)
+    fc_w_t = _load_tile(fc_w_ptr, offs_h, offs_o, H, O, 1, H).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
         w_hh_t_lo = _load_paired_hh(w_hh_lo_ptr, offs_h, units, H, 1, H, W_HH_IN_REGISTERS)
-        fc_w_t_lo = _load_tile(fc_w_lo_ptr, units, offs_o, H, O, 1, H)
+        fc_w_t_lo = _load_tile(fc_w_lo_ptr, offs_h, offs_o, H, O, 1, H)
     else:
         w_hh_t_lo = w_hh_t
         fc_w_t_lo = fc_w_t
     dy_t = _load_tile(dy_ptr, offs_o, seqs, O, B, 1, O).to(tl.float32)
-    dh = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
+    # fc_Wᵀ·dy in unit order (fc_W loaded as it is), put in the units' order once.
+    dh = _mm(fc_w_t, fc_w_t_lo, dy_t.to(OPERAND_DTYPE), tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32), PRECISION)
+    dh = tile_io.paired_rows(dh)
     if HAS_DHN:
-        dh = tl.load(dhn_ptr + seqs[None, :] * H + units[:, None], mask=h_mask, other=0.0).to(tl.float32)
-    dh = _mm(fc_w_t, fc_w_t_lo, dy_t.to(OPERAND_DTYPE), dh, PRECISION)
+        dh += tl.load(dhn_ptr + seqs[None, :] * H + units[:, None], mask=h_mask, other=0.0).to(tl.float32)
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
 
@@ -479,29 +482,28 @@ def operand_weights(w, prec):
     return split_tf32(w) if prec == "tf32x3" else (w, None)
 
 
-# 32-bit registers per thread that weights held in registers across the time loop may take.
-# The static report (sm_90a, triton 3.6) shows what a budget of 96 buys: W_hh (and W_ih where it
-# fits) in registers take long_bf16_forward from 151 to 100 issue slots per step and
-# long_bf16_backward from 157 to 134, without spills; past it (I = H = 128 bf16 at 4 warps: 128
-# registers) the rest of the step spilled up to 116 B.
-WEIGHT_REGISTERS = 96
+# 32-bit registers per thread the weights may take when a program holds them in registers for
+# the whole loop (see weights_in_registers): the most the static report (sm_90a, triton 3.6) shows
+# held without spilling, h256_bf16_forward's W_hh and W_ih (256·256 + 256·64 bf16 over 8 warps).
+WEIGHT_REGISTERS = 160
 
 
-def weights_in_registers(prec, warps, *tiles):
-    """For each weight tile (rows, cols), in order of priority (W_hh first: it is on the dependent
-    chain), whether the kernel holds it in registers for the whole loop instead of shared memory.
+def weights_in_registers(prec, warps, *tiles, budget=WEIGHT_REGISTERS):
+    """Whether a kernel holds the weight tiles (rows, cols) it multiplies every step in registers
+    for the whole loop, instead of shared memory: all of them or none (a tuple, one per tile).
 
-    Only where wgmma reads it (rows = BLOCK_H >= 64: its A operand may come from registers;
-    mma.sync's smaller tiles gained nothing and took barriers) at one-pass precisions (3xTF32's
-    two tiles per weight spilled), within WEIGHT_REGISTERS.
+    In registers (loaded once, reordered there: see _load_paired_rows) wgmma reads its A operand
+    from them, and a step issues no shared-memory descriptors for the weights: static report,
+    long_bf16_forward 151 -> 98 issue slots per step, long_fp32_forward 270 -> 200,
+    long_bf16_backward 157 -> 136. Only with wgmma (rows >= 64; mma.sync's tiles of 16 and 32
+    rows took more slots and barriers), at one-pass precisions (3xTF32's two tiles per weight
+    spilled) and within ``budget`` registers per thread. All or none: one tile in registers and
+    another in shared memory cost more than either (I = H = 128 fp32: 173 slots in shared memory,
+    126 in registers, 210-214 split).
     """
-    budget = WEIGHT_REGISTERS if prec in ("low", "tf32") else 0
-    chosen = []
-    for rows, cols in tiles:
-        words = rows * cols * (2 if prec == "low" else 4) // (4 * 32 * warps)
-        chosen.append(rows >= 64 and words <= budget)
-        budget -= words if chosen[-1] else 0
-    return tuple(chosen)
+    words = sum(rows * cols for rows, cols in tiles) * (2 if prec == "low" else 4) // (4 * 32 * warps)
+    chosen = prec in ("low", "tf32") and tiles[0][0] >= 64 and words <= budget
+    return (chosen,) * len(tiles)
 
 
 def set_state(state, given):

@@ -142,6 +142,15 @@ def paired_rows(x):
 
 
 @triton.jit
+def natural_rows(x):
+    """The inverse of paired_rows: a tile in paired_units order -> its rows in unit order."""
+    lo, hi = pairs_from_rows(x)
+    P: tl.constexpr = lo.shape[0]
+    N: tl.constexpr = lo.shape[1]
+    return tl.reshape(tl.permute(tl.join(lo, hi), [0, 2, 1]), [2 * P, N])
+
+
+@triton.jit
 def load_pairs(ptrs, hi_ptrs, PAIRED: tl.constexpr):
     """The [2P, N] fp32 tile (paired_units order) of the elements at ``ptrs`` (units 2p) and ``hi_ptrs`` (2p + 1).
 
