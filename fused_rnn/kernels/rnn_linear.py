@@ -239,7 +239,8 @@ def _rnn_linear_fwd(
         hi_units = lo_units + 1
         hs_lo = seqs[None, :] * T * H + lo_units[:, None]
         hs_hi = seqs[None, :] * T * H + hi_units[:, None]
-        hs_units = seqs[None, :] * T * H + units[:, None]
+        hs_natural = seqs[None, :] * T * H + offs_h[:, None]
+        nat_mask = (offs_h < H)[:, None] & seq_ok[None, :]
         lo_mask = (lo_units[:, None] < H) & seq_ok[None, :]
         hi_mask = (hi_units[:, None] < H) & seq_ok[None, :]
         hs_step = hs_ptr
@@ -265,10 +266,11 @@ def _rnn_linear_fwd(
             h = h_new
         if STORE_HS:
             if PRECISION == "tf32x3":
-                # Through tl.store: the three products leave too few registers for the stored
-                # tile's addresses (in place, single stores spilled 8-40 B at H <= 32; pairs cost
-                # 480 issue slots per step against tl.store's 440 at the seed's shape).
-                tl.store(hs_step + hs_units, h, mask=h_mask)
+                # Through tl.store, h back in unit order: the three products leave too few
+                # registers for the stored tile's addresses (in place, single stores spilled 8-40 B
+                # at H <= 32), and a tl.store in the units' order took 2 more barriers and up to
+                # 90 more issue slots per step (static report, I = 16, H = 128).
+                tl.store(hs_step + hs_natural, tile_io.natural_rows(h), mask=nat_mask)
             else:
                 tile_io.store_pairs(hs_step + hs_lo, hs_step + hs_hi, h, lo_mask, hi_mask, PAIRED)
             hs_step += H
