@@ -75,6 +75,28 @@ def _bias_tile(b_ptr, gate, offs_h, H, HAS_B: tl.constexpr, BLOCK_B: tl.constexp
     return tile
 
 
+@triton.jit
+def _load_rows(ptrs, hi_ptrs, PAIRED: tl.constexpr, IN_PLACE: tl.constexpr):
+    """An fp32 tile. IN_PLACE: tile_io.load_pairs (``ptrs``: the pairs' lo units, ``hi_ptrs``: their hi
+    units; rows in tile_io.paired_units order); else tl.load (tile_io.load with IN_PLACE=False) of the
+    whole tile at ``ptrs`` (``hi_ptrs`` unused)."""
+    if IN_PLACE:
+        tile = tile_io.load_pairs(ptrs, hi_ptrs, PAIRED)
+    else:
+        tile = tile_io.load(ptrs, False).to(tl.float32)
+    return tile
+
+
+@triton.jit
+def _store_rows(ptrs, hi_ptrs, value, mask, hi_mask, PAIRED: tl.constexpr, IN_PLACE: tl.constexpr):
+    """Stores a tile: IN_PLACE as tile_io.store_pairs, else tl.store (tile_io.store with IN_PLACE=False)
+    of the whole tile at ``ptrs`` where ``mask`` (``hi_ptrs``, ``hi_mask`` unused)."""
+    if IN_PLACE:
+        tile_io.store_pairs(ptrs, hi_ptrs, value, mask, hi_mask, PAIRED)
+    else:
+        tile_io.store(ptrs, value, mask, False)
+
+
 # ----------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------
@@ -88,16 +110,30 @@ def _gru_fwd(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     HAS_B_HH: tl.constexpr, HAS_H0: tl.constexpr, HAS_LENGTHS: tl.constexpr, REVERSE: tl.constexpr,
     STORE_OUT: tl.constexpr, STORE_SAVED: tl.constexpr,
-    MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+    MASK_H: tl.constexpr, PAIRED: tl.constexpr, XP_PAIRED: tl.constexpr,
+    FAST_TANH: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     """xp: [B, T, 3H] (strides given); out: [B, T, H] xp's dtype; hn: [B, H] xp's dtype;
-    hs: [B, T, H] fp32 and aux: [B, T, 5H] fp32 (see AUX_ROWS), written when STORE_SAVED."""
+    hs: [B, T, H] fp32 and aux: [B, T, 5H] fp32 (see AUX_ROWS), written when STORE_SAVED.
+    PAIRED: H is even (out, hs, aux take two units per access); XP_PAIRED: xp does too (see _pairs_fit)."""
     pid = tl.program_id(0)
     # Columns are sequences. int64: B·T·3H may pass 2³¹.
     seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     seq_ok = seqs < B
-    offs_h = tl.arange(0, BLOCK_H)
-    h_rows_ok = offs_h < H
+    # tile_io's loads (REVERSE below BLOCK_H = 64: tl.load, see below) read two adjacent units per
+    # access: row m of every [BLOCK_H, ·] tile (state, gates, W_hh's rows and columns) holds unit
+    # units[m] (tile_io.paired_units), and row m of the stacked [2·BLOCK_H, ·] r-z tile holds
+    # stacked index rz[m] (gate rz[m] // BLOCK_H, unit rz[m] % BLOCK_H: the permutation works in
+    # blocks of 16 and never crosses a gate). The coalesced tl.load keeps the natural order, in
+    # which its rows are contiguous.
+    LOADS_IN_PLACE: tl.constexpr = not REVERSE or BLOCK_H >= 64
+    if LOADS_IN_PLACE:
+        units = tile_io.paired_units(BLOCK_H)
+        rz = tile_io.paired_units(2 * BLOCK_H)
+    else:
+        units = tl.arange(0, BLOCK_H)
+        rz = tl.arange(0, 2 * BLOCK_H)
+    h_rows_ok = units < H
     h_mask = h_rows_ok[:, None] & seq_ok[None, :]
 
     # r and z come from one product with M = 2·BLOCK_H (rows: W_hr, then W_hz), n from its own (r
@@ -105,19 +141,19 @@ def _gru_fwd(
     # (static, sm_90, bf16, H = 128, 8 warps, no out: 510 issue slots per SM sub-partition per step
     # against 558). rz_rows: the row of W_hh, b_hh and xp's last dimension behind each row of the
     # stacked tile.
-    rz = tl.arange(0, 2 * BLOCK_H)
     rz_rows = (rz // BLOCK_H) * H + rz % BLOCK_H
     rz_ok = (rz % BLOCK_H) < H
     # Loop invariants: the gate blocks of W_hh (and their TF32 remainders for "tf32x3", split on the
-    # host so that they too come straight from loads and stay in shared memory).
+    # host so that they too come straight from loads and stay in shared memory), columns in units
+    # order too: the product's K index is the state's row.
     # (Padded rows of the stacked tile would point at the next gate's real rows: the mask zeroes them.)
     w_rz_mask = rz_ok[:, None] & h_rows_ok[None, :]
-    w_rz_offs = rz_rows[:, None] * H + offs_h[None, :]
+    w_rz_offs = rz_rows[:, None] * H + units[None, :]
     w_rz = tl.load(w_hh_ptr + w_rz_offs, mask=w_rz_mask, other=0.0).to(OPERAND_DTYPE)
-    w_n = _load_tile(w_hh_ptr + 2 * H * H, offs_h, offs_h, H, H, H, 1).to(OPERAND_DTYPE)
+    w_n = _load_tile(w_hh_ptr + 2 * H * H, units, units, H, H, H, 1).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
         w_rz_lo = tl.load(w_hh_lo_ptr + w_rz_offs, mask=w_rz_mask, other=0.0)
-        w_n_lo = _load_tile(w_hh_lo_ptr + 2 * H * H, offs_h, offs_h, H, H, H, 1)
+        w_n_lo = _load_tile(w_hh_lo_ptr + 2 * H * H, units, units, H, H, H, 1)
     else:
         w_rz_lo = w_rz
         w_n_lo = w_n
@@ -126,10 +162,10 @@ def _gru_fwd(
     b_rz_half = tl.zeros([2 * BLOCK_H, BLOCK_B], dtype=tl.float32)
     if HAS_B_HH:
         b_rz_half += 0.5 * tl.load(b_hh_ptr + rz_rows, mask=rz_ok, other=0.0).to(tl.float32)[:, None]
-    b_n = _bias_tile(b_hh_ptr, 2, offs_h, H, HAS_B_HH, BLOCK_B)
+    b_n = _bias_tile(b_hh_ptr, 2, units, H, HAS_B_HH, BLOCK_B)
 
     if HAS_H0:
-        h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + offs_h[:, None] * stride_h0h,
+        h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + units[:, None] * stride_h0h,
                     mask=h_mask, other=0.0).to(tl.float32)
     else:
         h = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
@@ -141,68 +177,109 @@ def _gru_fwd(
 
     # The time loop's tiles move between global memory and the MMA's register layout through
     # tile_io (no shared-memory round trip, no barrier; the stores through tl.store where H is
-    # padded, see below). Addresses: a scalar pointer that moves each step plus loop-invariant
-    # offsets (REVERSE: a pointer per column, the sequences' positions differ). Without MASK_H
-    # (H == BLOCK_H) the row offsets are written with BLOCK_H, compile-time constants that fold
-    # into the instructions. (Static, sm_90a, H = 128, bf16, against the coalesced tl.load and
-    # tl.store: forward 255 -> 230 loop instructions and 6 -> 2 barriers, with the saved tensors
-    # 500 -> 413 and 20 -> 2.)
+    # padded, see below), two adjacent units per access where the pairs are aligned (PAIRED,
+    # XP_PAIRED; else two accesses). Addresses: a scalar pointer that moves each step plus
+    # loop-invariant offsets of the pairs' lo units 2p and hi units 2p + 1 (REVERSE: a pointer per
+    # column, the sequences' positions differ). Without MASK_H (H == BLOCK_H) the row offsets are
+    # written with BLOCK_H, compile-time constants that fold into the instructions. (Static,
+    # sm_90a, H = 128, bf16, against the coalesced tl.load and tl.store: forward 255 -> 230 loop
+    # instructions and 6 -> 2 barriers, with the saved tensors 500 -> 413 and 20 -> 2; pairs then
+    # took them to 217 and 364, and at H = 100 (padded) 280 -> 241 and 603 -> 467 with no more
+    # spill: 21 LDL per step before.)
     #
     # xpᵀ tiles: [2·BLOCK_H, BLOCK_B] for r and z, [BLOCK_H, BLOCK_B] for n; xp_{t+1}'s are loaded
-    # during step t, in fp32. The loads are unmasked: every address is valid memory of xp (never
-    # written here), and what a read past the data returns is discarded, as the masked loads'
-    # zeros were before:
+    # during step t, in fp32 (tile_io.load_pairs widens bf16 and fp16 in the load). The loads are
+    # unmasked: every address is valid memory of xp (never written here), and what a read past the
+    # data returns is discarded, as the masked loads' zeros were before:
     # - columns past B read sequence B - 1; their state and outputs are never stored (h_mask);
-    # - padded rows (MASK_H) read row H - 1 of their gate; the where below forces h_new there to 0
-    #   and the stores skip them (h_mask), so r, z, n of padded rows reach nothing;
+    # - padded units (MASK_H) read unit H - 1 of their gate (a pair's lo unit the last even unit
+    #   below H, so that an aligned pair stays aligned and inside its gate); the where below forces
+    #   h_new there to 0 and the stores skip them (h_mask), so r, z, n of padded rows reach nothing;
     # - steps past a length read a position inside [0, T) (forward: position s + 1, clamped to
     #   T - 1 after the last step; reverse: position 0); step s's h_new is kept only where
     #   s < length, and r, z and the aux factors are stored as 0 there.
     # REVERSE below BLOCK_H = 64 (4 warps hold few rows and many columns each, and every column's
-    # position is computed per step): tl.load and tl.store (static, sm_90a, H = 32, bf16, with
-    # lengths: forward 220 loop instructions before tile_io, 289 with it, 221 without). Where H is
-    # padded below BLOCK_H = 64 the stores go through tl.store: there the rows are clamped at H - 1
-    # and gates sit at runtime multiples of H, so no offset folds into an instruction (static,
-    # sm_90a, H = 20, bf16: forward 225 loop instructions against 207); from 64 on tile_io wins
-    # there too (H = 100, bf16, training forward: 1206 slots and 2 barriers against 1368 and 28).
-    LOADS_IN_PLACE: tl.constexpr = not REVERSE or BLOCK_H >= 64
+    # position is computed per step): tl.load and tl.store in the natural unit order (static,
+    # sm_90a, H = 32, bf16, with lengths: forward 220 loop instructions before tile_io, 289 with it,
+    # 221 without). Where H is padded below BLOCK_H = 64 the stores go through tl.store: there the
+    # rows are clamped at H - 1 and gates sit at runtime multiples of H, so no offset folds into an
+    # instruction (static, sm_90a, H = 20, bf16: forward 225 loop instructions against 207); from 64
+    # on tile_io wins there too (H = 100, bf16, training forward: 1206 slots and 2 barriers against
+    # 1368 and 28).
     STORES_IN_PLACE: tl.constexpr = LOADS_IN_PLACE and (BLOCK_H >= 64 or not MASK_H)
     seqs_in = tl.minimum(seqs, B - 1)
-    if MASK_H:
-        rz_xp_rows = (rz // BLOCK_H) * H + tl.minimum(rz % BLOCK_H, H - 1)
-        n_xp_rows = 2 * H + tl.minimum(offs_h, H - 1)
+    # The xp rows read (offset of the unit in xp's last dimension): in place, *_lo of the pairs' lo
+    # units and *_hi of their hi units (rz_lo[p] = 2p: the stacked index of the r-z tile's pair p);
+    # else *_lo of every row, in rz / units order, and *_hi unused.
+    lo_units = 2 * tl.arange(0, BLOCK_H // 2)
+    rz_lo = 2 * tl.arange(0, BLOCK_H)
+    if LOADS_IN_PLACE:
+        if MASK_H:
+            last_lo = (H - 1) // 2 * 2
+            rz_xp_lo = (rz_lo // BLOCK_H) * H + tl.minimum(rz_lo % BLOCK_H, last_lo)
+            rz_xp_hi = (rz_lo // BLOCK_H) * H + tl.minimum(rz_lo % BLOCK_H + 1, H - 1)
+            n_xp_lo = 2 * H + tl.minimum(lo_units, last_lo)
+            n_xp_hi = 2 * H + tl.minimum(lo_units + 1, H - 1)
+        else:
+            rz_xp_lo = rz_lo
+            rz_xp_hi = rz_lo + 1
+            n_xp_lo = 2 * BLOCK_H + lo_units
+            n_xp_hi = n_xp_lo + 1
     else:
-        rz_xp_rows = rz
-        n_xp_rows = 2 * BLOCK_H + offs_h
+        if MASK_H:
+            rz_xp_lo = (rz // BLOCK_H) * H + tl.minimum(rz % BLOCK_H, H - 1)
+            n_xp_lo = 2 * H + tl.minimum(units, H - 1)
+        else:
+            rz_xp_lo = rz
+            n_xp_lo = 2 * BLOCK_H + units
+        rz_xp_hi = rz_xp_lo
+        n_xp_hi = n_xp_lo
     if REVERSE:
         # Sequences start at different positions (length - 1): a pointer per column that walks back
         # one position per step down to position 0, plus the rows. (The position is widened first:
         # position·stride_xt may pass 2³¹ in a time-major xp.)
-        xrz_offs = rz_xp_rows[:, None] * stride_xg
-        xn_offs = n_xp_rows[:, None] * stride_xg
+        x_col = 0
         first = tl.where(0 < length, length - 1, 0).to(tl.int64)
         xp_step = (xp_ptr + seqs_in * stride_xb + first * stride_xt)[None, :]
     else:
-        xrz_offs = seqs_in[None, :] * stride_xb + rz_xp_rows[:, None] * stride_xg
-        xn_offs = seqs_in[None, :] * stride_xb + n_xp_rows[:, None] * stride_xg
+        x_col = seqs_in[None, :] * stride_xb
         xp_step = xp_ptr
-    rz_acc_next = 0.5 * tile_io.load(xp_step + xrz_offs, LOADS_IN_PLACE).to(tl.float32) + b_rz_half
-    xn_next = tile_io.load(xp_step + xn_offs, LOADS_IN_PLACE).to(tl.float32)
+    xrz_lo = x_col + rz_xp_lo[:, None] * stride_xg
+    xrz_hi = x_col + rz_xp_hi[:, None] * stride_xg
+    xn_lo = x_col + n_xp_lo[:, None] * stride_xg
+    xn_hi = x_col + n_xp_hi[:, None] * stride_xg
+    rz_acc_next = 0.5 * _load_rows(xp_step + xrz_lo, xp_step + xrz_hi, XP_PAIRED, LOADS_IN_PLACE) + b_rz_half
+    xn_next = _load_rows(xp_step + xn_lo, xp_step + xn_hi, XP_PAIRED, LOADS_IN_PLACE)
 
-    # out, hs and aux: [B, T, ·] contiguous, position p of sequence b at row b·T + p.
+    # out, hs and aux: [B, T, ·] contiguous, position p of sequence b at row b·T + p. Offsets and
+    # masks as xp's rows: in place of the pairs' lo and hi units, else of every row (units order).
     if MASK_H:
         row_h = H
-        store_mask = h_mask
     else:
         row_h = BLOCK_H
-        store_mask = tl.broadcast_to(seq_ok[None, :], [BLOCK_H, BLOCK_B])
+    if STORES_IN_PLACE:
+        store_lo = lo_units[:, None]
+        store_hi = lo_units[:, None] + 1
+    else:
+        store_lo = units[:, None]
+        store_hi = store_lo
+    if MASK_H:
+        lo_mask = (store_lo < H) & seq_ok[None, :]
+        hi_mask = (store_hi < H) & seq_ok[None, :]
+    else:
+        lo_mask = tl.broadcast_to(seq_ok[None, :], [store_lo.shape[0], BLOCK_B])
+        hi_mask = lo_mask
     if REVERSE:
-        out_offs = offs_h[:, None]
-        aux_offs = offs_h[:, None]
+        out_lo = store_lo
+        out_hi = store_hi
+        aux_lo = store_lo
+        aux_hi = store_hi
         seq_rows = seqs * T
     else:
-        out_offs = seqs[None, :] * T * row_h + offs_h[:, None]
-        aux_offs = seqs[None, :] * T * (AUX_ROWS * row_h) + offs_h[:, None]
+        out_lo = seqs[None, :] * T * row_h + store_lo
+        out_hi = seqs[None, :] * T * row_h + store_hi
+        aux_lo = seqs[None, :] * T * (AUX_ROWS * row_h) + store_lo
+        aux_hi = seqs[None, :] * T * (AUX_ROWS * row_h) + store_hi
         out_step = out_ptr
         hs_step = hs_ptr
         aux_step = aux_ptr
@@ -213,8 +290,8 @@ def _gru_fwd(
             xp_step -= tl.where(s + 1 < length, stride_xt, 0).to(tl.int64)[None, :]
         else:
             xp_step += tl.where(s + 1 < T, stride_xt, 0)
-        rz_acc_next = 0.5 * tile_io.load(xp_step + xrz_offs, LOADS_IN_PLACE).to(tl.float32) + b_rz_half
-        xn_next = tile_io.load(xp_step + xn_offs, LOADS_IN_PLACE).to(tl.float32)
+        rz_acc_next = 0.5 * _load_rows(xp_step + xrz_lo, xp_step + xrz_hi, XP_PAIRED, LOADS_IN_PLACE) + b_rz_half
+        xn_next = _load_rows(xp_step + xn_lo, xp_step + xn_hi, XP_PAIRED, LOADS_IN_PLACE)
 
         h_op = h.to(OPERAND_DTYPE)
         # xp_r and xp_z enter as the accumulator (rz_acc: halved, plus the halved biases, prepared
@@ -243,18 +320,23 @@ def _gru_fwd(
                 hs_step = hs_ptr + at * row_h
                 aux_step = aux_ptr + at * (AUX_ROWS * row_h)
         if STORE_OUT:
-            tile_io.store(out_step + out_offs, tl.where(valid, h, 0.0), store_mask, STORES_IN_PLACE)
+            _store_rows(out_step + out_lo, out_step + out_hi, tl.where(valid, h, 0.0), lo_mask, hi_mask,
+                        PAIRED, STORES_IN_PLACE)
         if STORE_SAVED:
-            tile_io.store(hs_step + out_offs, tl.where(valid, h, 0.0), store_mask, STORES_IN_PLACE)
-            aux_at = aux_step + aux_offs
-            tile_io.store(aux_at + AUX_R * row_h, tl.where(valid, r, 0.0), store_mask, STORES_IN_PLACE)
-            tile_io.store(aux_at + AUX_Z * row_h, tl.where(valid, z, 0.0), store_mask, STORES_IN_PLACE)
-            tile_io.store(aux_at + AUX_A * row_h, tl.where(valid, (1.0 - z) * (1.0 - n * n), 0.0), store_mask,
-                          STORES_IN_PLACE)
-            tile_io.store(aux_at + AUX_Q * row_h, tl.where(valid, gh_n * r * (1.0 - r), 0.0), store_mask,
-                          STORES_IN_PLACE)
-            tile_io.store(aux_at + AUX_C * row_h, tl.where(valid, h_minus_n * z * (1.0 - z), 0.0), store_mask,
-                          STORES_IN_PLACE)
+            _store_rows(hs_step + out_lo, hs_step + out_hi, tl.where(valid, h, 0.0), lo_mask, hi_mask,
+                        PAIRED, STORES_IN_PLACE)
+            aux_at = aux_step + aux_lo
+            aux_at_hi = aux_step + aux_hi
+            _store_rows(aux_at + AUX_R * row_h, aux_at_hi + AUX_R * row_h, tl.where(valid, r, 0.0),
+                        lo_mask, hi_mask, PAIRED, STORES_IN_PLACE)
+            _store_rows(aux_at + AUX_Z * row_h, aux_at_hi + AUX_Z * row_h, tl.where(valid, z, 0.0),
+                        lo_mask, hi_mask, PAIRED, STORES_IN_PLACE)
+            _store_rows(aux_at + AUX_A * row_h, aux_at_hi + AUX_A * row_h,
+                        tl.where(valid, (1.0 - z) * (1.0 - n * n), 0.0), lo_mask, hi_mask, PAIRED, STORES_IN_PLACE)
+            _store_rows(aux_at + AUX_Q * row_h, aux_at_hi + AUX_Q * row_h,
+                        tl.where(valid, gh_n * r * (1.0 - r), 0.0), lo_mask, hi_mask, PAIRED, STORES_IN_PLACE)
+            _store_rows(aux_at + AUX_C * row_h, aux_at_hi + AUX_C * row_h,
+                        tl.where(valid, h_minus_n * z * (1.0 - z), 0.0), lo_mask, hi_mask, PAIRED, STORES_IN_PLACE)
         if not REVERSE:
             if STORE_OUT:
                 out_step += row_h
@@ -262,7 +344,10 @@ def _gru_fwd(
                 hs_step += row_h
                 aux_step += AUX_ROWS * row_h
 
-    tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
+    # As the loop's stores: tl.store would convert h's layout through shared memory (fp32, H = 128:
+    # 4 barriers after the loop).
+    hn_at = hn_ptr + seqs[None, :] * H
+    _store_rows(hn_at + store_lo, hn_at + store_hi, h, lo_mask, hi_mask, PAIRED, STORES_IN_PLACE)
 
 
 # B and T are never specialized (Triton would compile a new kernel for B = 1, T = 1 and multiples
@@ -536,6 +621,14 @@ def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
     return None
 
 
+def _pairs_fit(t):
+    """Whether the kernels may read ``t`` [B, T, ·] two adjacent units per access (tile_io.load_pairs):
+    units contiguous, and every pair's first unit 2·element_size-aligned (even batch and time strides,
+    an aligned start; the kernels then add even unit offsets, with an even H)."""
+    return (t.stride(2) == 1 and t.stride(0) % 2 == 0 and t.stride(1) % 2 == 0
+            and t.data_ptr() % (2 * t.element_size()) == 0)
+
+
 def _halve_rz(w_hh):
     """W_hh with its r and z blocks halved, as the forward kernel takes it (see _sigmoid_of_double).
 
@@ -581,7 +674,8 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         BLOCK_B=BLOCK_B, BLOCK_H=block_h,
         HAS_B_HH=b_hh is not None, HAS_H0=h0 is not None, HAS_LENGTHS=lengths is not None, REVERSE=reverse,
         STORE_OUT=store_out, STORE_SAVED=store_saved,
-        MASK_H=H != block_h, FAST_TANH=not INTERPRETED and prec in ("tf32", "low"),
+        MASK_H=H != block_h, PAIRED=H % 2 == 0, XP_PAIRED=H % 2 == 0 and _pairs_fit(xp),
+        FAST_TANH=not INTERPRETED and prec in ("tf32", "low"),
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(xp.dtype, prec),
         num_warps=num_warps(block_h, prec, store_saved),
     )
