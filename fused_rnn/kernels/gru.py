@@ -366,7 +366,8 @@ def _gru_bwd_kernel(
     stride_db, stride_dt, stride_dh, stride_dhnb, stride_dhnh,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     HAS_DOUT: tl.constexpr, HAS_DHN: tl.constexpr, HAS_LENGTHS: tl.constexpr,
-    REVERSE: tl.constexpr, MASK_H: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+    REVERSE: tl.constexpr, MASK_H: tl.constexpr, PAIRED: tl.constexpr, DOUT_PAIRED: tl.constexpr,
+    PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     """Reverse sweep over the forward's processing order, steps s = T-1 … 0, from the factors in aux::
 
@@ -377,22 +378,32 @@ def _gru_bwd_kernel(
 
     At steps past a length dxp and dgh are 0 (at position s) and dh passes unchanged.
     aux: [B, T, 5H] fp32 (see AUX_ROWS); dxp, dgh: [B, T, 3H] fp32; dh0: [B, H] fp32.
+    PAIRED: aux, dxp, dgh and dh0 take two units per access (even H); DOUT_PAIRED: dout does too.
     """
     pid = tl.program_id(0)
     seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     seq_ok = seqs < B
-    offs_h = tl.arange(0, BLOCK_H)
-    h_rows_ok = offs_h < H
+    # tile_io (IN_PLACE, see the time loop) reads and writes two adjacent units per access: row m of
+    # every [BLOCK_H, ·] tile (dh, the gates' gradients, W_gᵀ's rows and columns) holds unit
+    # units[m] (tile_io.paired_units). tl.load and tl.store keep the natural order, whose rows are
+    # contiguous.
+    IN_PLACE: tl.constexpr = BLOCK_H >= 64 or not (MASK_H or REVERSE)
+    if IN_PLACE:
+        units = tile_io.paired_units(BLOCK_H)
+    else:
+        units = tl.arange(0, BLOCK_H)
+    h_rows_ok = units < H
     h_mask = h_rows_ok[:, None] & seq_ok[None, :]
 
-    # W_gᵀ[k, j] = W_g[j, k]: the MMA's A for dh_prev = W_gᵀ · dgh_g.
-    w_r_t = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
-    w_z_t = _load_tile(w_hh_ptr + H * H, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
-    w_n_t = _load_tile(w_hh_ptr + 2 * H * H, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+    # A_g[m, k] = W_gᵀ[units[m], units[k]] = W_g[units[k], units[m]]: the MMA's A for
+    # dh_prev = W_gᵀ · dgh_g (K runs over dgh_g's rows, in units order too).
+    w_r_t = _load_tile(w_hh_ptr, units, units, H, H, 1, H).to(OPERAND_DTYPE)
+    w_z_t = _load_tile(w_hh_ptr + H * H, units, units, H, H, 1, H).to(OPERAND_DTYPE)
+    w_n_t = _load_tile(w_hh_ptr + 2 * H * H, units, units, H, H, 1, H).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_r_t_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, 1, H)
-        w_z_t_lo = _load_tile(w_hh_lo_ptr + H * H, offs_h, offs_h, H, H, 1, H)
-        w_n_t_lo = _load_tile(w_hh_lo_ptr + 2 * H * H, offs_h, offs_h, H, H, 1, H)
+        w_r_t_lo = _load_tile(w_hh_lo_ptr, units, units, H, H, 1, H)
+        w_z_t_lo = _load_tile(w_hh_lo_ptr + H * H, units, units, H, H, 1, H)
+        w_n_t_lo = _load_tile(w_hh_lo_ptr + 2 * H * H, units, units, H, H, 1, H)
     else:
         w_r_t_lo = w_r_t
         w_z_t_lo = w_z_t
@@ -404,59 +415,86 @@ def _gru_bwd_kernel(
     else:
         length = tl.zeros([BLOCK_B], dtype=tl.int32) + T
     if HAS_DHN:
-        dh = tl.load(dhn_ptr + seqs[None, :] * stride_dhnb + offs_h[:, None] * stride_dhnh,
+        dh = tl.load(dhn_ptr + seqs[None, :] * stride_dhnb + units[:, None] * stride_dhnh,
                      mask=h_mask, other=0.0).to(tl.float32)
     else:
         dh = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
 
     # The time loop's tiles move between global memory and the MMA's register layout through
-    # tile_io, addressed as in _gru_fwd (static, sm_90a, H = 128, bf16, against the coalesced
-    # tl.load and tl.store: 537 -> 313 loop instructions, 26 -> 6 barriers). Step s's factors and
-    # dout are loaded during step s + 1, off the dependent chain. The loads are unmasked: every address is valid memory of aux
-    # and dout (neither written here), and what a read past the data returns is discarded, as the
-    # masked loads' zeros were before:
+    # tile_io, two adjacent units per access where the pairs are aligned (PAIRED, DOUT_PAIRED),
+    # addressed as in _gru_fwd (static, sm_90a, H = 128, bf16, against the coalesced tl.load and
+    # tl.store: 537 -> 313 loop instructions, 26 -> 6 barriers; pairs then 293, and at H = 100
+    # (padded) 650 -> 459). Step s's factors and dout are loaded during step s + 1, off the
+    # dependent chain. The loads are unmasked: every address is valid memory of aux and dout
+    # (neither written here), and what a read past the data returns is discarded, as the masked
+    # loads' zeros were before:
     # - columns past B read sequence B - 1; nothing of theirs is stored (h_mask);
-    # - padded rows (MASK_H) read row H - 1; `keep` zeroes dxp, dgh and the MMA operands there and
+    # - padded units (MASK_H) read unit H - 1 (a pair's lo unit the last even unit below H, so
+    #   that an aligned pair stays aligned); `keep` zeroes dxp, dgh and the MMA operands there and
     #   dout is zeroed there, so dh's padded rows stay 0;
     # - a step past a length (s ≥ length) reads position s (forward: s; reverse: the position it
     #   writes, s) and after step 0 the prefetch reads step 0 again; there `keep` zeroes dxp, dgh
     #   and the MMA operands, and dh keeps its value from before the step (dout is added only to
     #   the step's own copy, dh_in, and dh_prev is discarded by the last where).
-    # tile_io except below BLOCK_H = 64 where H is padded or REVERSE, as in _gru_fwd (static, sm_90a:
-    # H = 20, bf16: 597 loop instructions with tile_io, 458 without; H = 32, fp32 with TF32, reverse
-    # with lengths: 519 against 446). From 64 on tile_io wins padded too (H = 100: bf16 1300 slots,
-    # 6 barriers, no spill against 1580, 44 and 120 B spilled; fp32 1522, 2, none against 1812, 40,
-    # 104 B).
-    IN_PLACE: tl.constexpr = BLOCK_H >= 64 or not (MASK_H or REVERSE)
+    # tile_io (IN_PLACE) except below BLOCK_H = 64 where H is padded or REVERSE, as in _gru_fwd
+    # (static, sm_90a, before the pairs: H = 20, bf16: 597 loop instructions with tile_io, 458
+    # without; H = 32, fp32 with TF32, reverse with lengths: 519 against 446). From 64 on tile_io
+    # wins padded too (H = 100: bf16 1300 slots, 6 barriers, no spill against 1580, 44 and 120 B
+    # spilled; fp32 1522, 2, none against 1812, 40, 104 B).
     seqs_in = tl.minimum(seqs, B - 1)
-    if MASK_H:
-        rows_in = tl.minimum(offs_h, H - 1)
-        row_h = H
-        store_mask = h_mask
+    # The units read and written (stores masked where they are padded): IN_PLACE, rows_in of the
+    # pairs' lo units and rows_hi of their hi units; else rows_in of every row and rows_hi unused.
+    lo_units = 2 * tl.arange(0, BLOCK_H // 2)
+    if IN_PLACE:
+        if MASK_H:
+            rows_in = tl.minimum(lo_units, (H - 1) // 2 * 2)
+            rows_hi = tl.minimum(lo_units + 1, H - 1)
+            lo_mask = (lo_units < H)[:, None] & seq_ok[None, :]
+            hi_mask = (lo_units + 1 < H)[:, None] & seq_ok[None, :]
+        else:
+            rows_in = lo_units
+            rows_hi = lo_units + 1
+            lo_mask = tl.broadcast_to(seq_ok[None, :], [BLOCK_H // 2, BLOCK_B])
+            hi_mask = lo_mask
+        dh0_rows = lo_units
     else:
-        rows_in = offs_h
+        if MASK_H:
+            rows_in = tl.minimum(units, H - 1)
+            lo_mask = h_mask
+        else:
+            rows_in = units
+            lo_mask = tl.broadcast_to(seq_ok[None, :], [BLOCK_H, BLOCK_B])
+        rows_hi = rows_in
+        hi_mask = lo_mask
+        dh0_rows = units
+    if MASK_H:
+        row_h = H
+    else:
         row_h = BLOCK_H
-        store_mask = tl.broadcast_to(seq_ok[None, :], [BLOCK_H, BLOCK_B])
     if REVERSE or MASK_H:
         # A pointer per column at each step's positions (REVERSE: they differ per sequence), plus
         # the rows. (MASK_H: in the scalar form below the runtime row offsets gave every element
         # a pointer of its own that moved each step: at H = 20 the bf16 backward spilled 160 B.)
-        aux_offs = rows_in[:, None]
-        dout_offs = rows_in[:, None] * stride_dh
-        dxp_offs = rows_in[:, None]
+        col = 0
+        dout_col = 0
         seq_rows = seqs_in * T
     else:
         # Scalar parts at position T - 1 (widened first: (T - 1)·5H in int32 may pass 2³¹), walking
         # back one position per step.
-        aux_offs = seqs_in[None, :] * T * (AUX_ROWS * row_h) + rows_in[:, None]
-        dout_offs = seqs_in[None, :] * stride_db + rows_in[:, None] * stride_dh
-        dxp_offs = seqs_in[None, :] * T * (3 * row_h) + rows_in[:, None]
+        col = seqs_in[None, :] * T
+        dout_col = seqs_in[None, :] * stride_db
         last = T.to(tl.int64) - 1
         aux_step = aux_ptr + last * (AUX_ROWS * row_h)
         dxp_step = dxp_ptr + last * (3 * row_h)
         dgh_step = dgh_ptr + last * (3 * row_h)
         if HAS_DOUT:
             dout_step = dout_ptr + last * stride_dt
+    aux_offs = col * (AUX_ROWS * row_h) + rows_in[:, None]
+    aux_hi = col * (AUX_ROWS * row_h) + rows_hi[:, None]
+    dxp_offs = col * (3 * row_h) + rows_in[:, None]
+    dxp_hi = col * (3 * row_h) + rows_hi[:, None]
+    dout_offs = dout_col + rows_in[:, None] * stride_dh
+    dout_hi = dout_col + rows_hi[:, None] * stride_dh
     # Step T - 1's position (REVERSE: position T - 1 past a length, else length - T = 0).
     if REVERSE:
         pos_next = tl.where(T - 1 < length, length - T, T - 1)
@@ -467,13 +505,14 @@ def _gru_bwd_kernel(
         if HAS_DOUT:
             dout_step = dout_ptr + (seqs_in * stride_db + pos_next.to(tl.int64) * stride_dt)[None, :]
     aux_at = aux_step + aux_offs
-    r_next = tile_io.load(aux_at + AUX_R * row_h, IN_PLACE)
-    z_next = tile_io.load(aux_at + AUX_Z * row_h, IN_PLACE)
-    a_next = tile_io.load(aux_at + AUX_A * row_h, IN_PLACE)
-    q_next = tile_io.load(aux_at + AUX_Q * row_h, IN_PLACE)
-    c_next = tile_io.load(aux_at + AUX_C * row_h, IN_PLACE)
+    aux_at_hi = aux_step + aux_hi
+    r_next = _load_rows(aux_at + AUX_R * row_h, aux_at_hi + AUX_R * row_h, PAIRED, IN_PLACE)
+    z_next = _load_rows(aux_at + AUX_Z * row_h, aux_at_hi + AUX_Z * row_h, PAIRED, IN_PLACE)
+    a_next = _load_rows(aux_at + AUX_A * row_h, aux_at_hi + AUX_A * row_h, PAIRED, IN_PLACE)
+    q_next = _load_rows(aux_at + AUX_Q * row_h, aux_at_hi + AUX_Q * row_h, PAIRED, IN_PLACE)
+    c_next = _load_rows(aux_at + AUX_C * row_h, aux_at_hi + AUX_C * row_h, PAIRED, IN_PLACE)
     if HAS_DOUT:
-        do_next = tile_io.load(dout_step + dout_offs, IN_PLACE)
+        do_next = _load_rows(dout_step + dout_offs, dout_step + dout_hi, DOUT_PAIRED, IN_PLACE)
     for i in range(T):
         s = T - 1 - i
         pos = pos_next
@@ -483,7 +522,7 @@ def _gru_bwd_kernel(
         q = q_next
         c = c_next
         if HAS_DOUT:
-            d_out = do_next.to(tl.float32)
+            d_out = do_next
 
         # Prefetch step s - 1 (step 0 again when s = 0).
         if REVERSE or MASK_H:
@@ -501,13 +540,14 @@ def _gru_bwd_kernel(
             if HAS_DOUT:
                 dout_step -= back * stride_dt
         aux_at = aux_step + aux_offs
-        r_next = tile_io.load(aux_at + AUX_R * row_h, IN_PLACE)
-        z_next = tile_io.load(aux_at + AUX_Z * row_h, IN_PLACE)
-        a_next = tile_io.load(aux_at + AUX_A * row_h, IN_PLACE)
-        q_next = tile_io.load(aux_at + AUX_Q * row_h, IN_PLACE)
-        c_next = tile_io.load(aux_at + AUX_C * row_h, IN_PLACE)
+        aux_at_hi = aux_step + aux_hi
+        r_next = _load_rows(aux_at + AUX_R * row_h, aux_at_hi + AUX_R * row_h, PAIRED, IN_PLACE)
+        z_next = _load_rows(aux_at + AUX_Z * row_h, aux_at_hi + AUX_Z * row_h, PAIRED, IN_PLACE)
+        a_next = _load_rows(aux_at + AUX_A * row_h, aux_at_hi + AUX_A * row_h, PAIRED, IN_PLACE)
+        q_next = _load_rows(aux_at + AUX_Q * row_h, aux_at_hi + AUX_Q * row_h, PAIRED, IN_PLACE)
+        c_next = _load_rows(aux_at + AUX_C * row_h, aux_at_hi + AUX_C * row_h, PAIRED, IN_PLACE)
         if HAS_DOUT:
-            do_next = tile_io.load(dout_step + dout_offs, IN_PLACE)
+            do_next = _load_rows(dout_step + dout_offs, dout_step + dout_hi, DOUT_PAIRED, IN_PLACE)
 
         valid = (s < length)[None, :]
         dh_in = dh
@@ -531,17 +571,19 @@ def _gru_bwd_kernel(
 
         if REVERSE or MASK_H:
             at = ((seq_rows + pos) * (3 * row_h))[None, :]
-            dxp_at = dxp_ptr + at + dxp_offs
-            dgh_at = dgh_ptr + at + dxp_offs
+            dxp_at = dxp_ptr + at
+            dgh_at = dgh_ptr + at
         else:
-            dxp_at = dxp_step + dxp_offs
-            dgh_at = dgh_step + dxp_offs
-        tile_io.store(dxp_at, dr_pre, store_mask, IN_PLACE)
-        tile_io.store(dxp_at + row_h, dz_pre, store_mask, IN_PLACE)
-        tile_io.store(dxp_at + 2 * row_h, dn_pre, store_mask, IN_PLACE)
-        tile_io.store(dgh_at, dr_pre, store_mask, IN_PLACE)
-        tile_io.store(dgh_at + row_h, dz_pre, store_mask, IN_PLACE)
-        tile_io.store(dgh_at + 2 * row_h, dgh_n, store_mask, IN_PLACE)
+            dxp_at = dxp_step
+            dgh_at = dgh_step
+        dxp_lo, dxp_hi_at = dxp_at + dxp_offs, dxp_at + dxp_hi
+        dgh_lo, dgh_hi_at = dgh_at + dxp_offs, dgh_at + dxp_hi
+        _store_rows(dxp_lo, dxp_hi_at, dr_pre, lo_mask, hi_mask, PAIRED, IN_PLACE)
+        _store_rows(dxp_lo + row_h, dxp_hi_at + row_h, dz_pre, lo_mask, hi_mask, PAIRED, IN_PLACE)
+        _store_rows(dxp_lo + 2 * row_h, dxp_hi_at + 2 * row_h, dn_pre, lo_mask, hi_mask, PAIRED, IN_PLACE)
+        _store_rows(dgh_lo, dgh_hi_at, dr_pre, lo_mask, hi_mask, PAIRED, IN_PLACE)
+        _store_rows(dgh_lo + row_h, dgh_hi_at + row_h, dz_pre, lo_mask, hi_mask, PAIRED, IN_PLACE)
+        _store_rows(dgh_lo + 2 * row_h, dgh_hi_at + 2 * row_h, dgh_n, lo_mask, hi_mask, PAIRED, IN_PLACE)
         if not (REVERSE or MASK_H):
             dxp_step -= 3 * row_h
             dgh_step -= 3 * row_h
@@ -551,7 +593,9 @@ def _gru_bwd_kernel(
         dh_prev = _mm(w_r_t, w_r_t_lo, dr_pre.to(OPERAND_DTYPE), dh_prev, PRECISION)
         dh = tl.where(valid, dh_prev, dh)
 
-    tl.store(dh0_ptr + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
+    # As the loop's stores (tl.store would convert dh's layout through shared memory).
+    dh0_at = dh0_ptr + seqs[None, :] * H
+    _store_rows(dh0_at + dh0_rows[:, None], dh0_at + dh0_rows[:, None] + 1, dh, lo_mask, hi_mask, PAIRED, IN_PLACE)
 
 
 # ----------------------------------------------------------------------------
@@ -712,6 +756,7 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         BLOCK_B=BLOCK_B, BLOCK_H=block_h,
         HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None,
         HAS_LENGTHS=lengths is not None, REVERSE=reverse, MASK_H=H != block_h,
+        PAIRED=H % 2 == 0 and _pairs_fit(aux), DOUT_PAIRED=H % 2 == 0 and dout is not None and _pairs_fit(dout),
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
         num_warps=num_warps(block_h, prec, True),
     )
