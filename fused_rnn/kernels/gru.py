@@ -423,9 +423,9 @@ def _gru_bwd_kernel(
     # The time loop's tiles move between global memory and the MMA's register layout through
     # tile_io, two adjacent units per access where the pairs are aligned (PAIRED, DOUT_PAIRED),
     # addressed as in _gru_fwd (static, sm_90a, H = 128, bf16, against the coalesced tl.load and
-    # tl.store: 537 -> 313 loop instructions, 26 -> 6 barriers; pairs then 293, and at H = 100
-    # (padded) 650 -> 459). Step s's factors and dout are loaded during step s + 1, off the
-    # dependent chain. The loads are unmasked: every address is valid memory of aux and dout
+    # tl.store: 537 -> 313 loop instructions, 26 -> 6 barriers; pairs and the prefetch's place
+    # below then 264, and at H = 100 (padded) 650 -> 420). Step s's factors and dout are loaded
+    # during step s + 1, off the dependent chain. The loads are unmasked: every address is valid memory of aux and dout
     # (neither written here), and what a read past the data returns is discarded, as the masked
     # loads' zeros were before:
     # - columns past B read sequence B - 1; nothing of theirs is stored (h_mask);
@@ -524,7 +524,31 @@ def _gru_bwd_kernel(
         if HAS_DOUT:
             d_out = do_next
 
-        # Prefetch step s - 1 (step 0 again when s = 0).
+        valid = (s < length)[None, :]
+        dh_in = dh
+        if HAS_DOUT:
+            if MASK_H:
+                d_out = tl.where(h_rows_ok[:, None], d_out, 0.0)
+            dh_in = dh + d_out
+        dn_pre = dh_in * a
+        dr_pre = dn_pre * q
+        dz_pre = dh_in * c
+        dgh_n = dn_pre * r
+        # Past a length: 0 (dh there may be non-finite, and 0·inf is NaN). Padded rows: 0, so that
+        # they cannot reach real rows through W_hhᵀ's zero padding.
+        keep = valid
+        if MASK_H:
+            keep = keep & h_rows_ok[:, None]
+        dr_pre = tl.where(keep, dr_pre, 0.0)
+        dz_pre = tl.where(keep, dz_pre, 0.0)
+        dn_pre = tl.where(keep, dn_pre, 0.0)
+        dgh_n = tl.where(keep, dgh_n, 0.0)
+        dh_through_z = dh_in * z
+
+        # Prefetch step s - 1 (step 0 again when s = 0), after this step's last use of r, z, a, q, c and
+        # dout: the loads then write the registers those held. Placed before, every loaded register
+        # pair was copied at the step's end (static, sm_90a, H = 128, bf16: 293 -> 264 loop
+        # instructions, 41 -> 13 moves); ptxas issues the loads during the last product either way.
         if REVERSE or MASK_H:
             s_next = tl.maximum(s - 1, 0)
             if REVERSE:
@@ -549,26 +573,6 @@ def _gru_bwd_kernel(
         if HAS_DOUT:
             do_next = _load_rows(dout_step + dout_offs, dout_step + dout_hi, DOUT_PAIRED, IN_PLACE)
 
-        valid = (s < length)[None, :]
-        dh_in = dh
-        if HAS_DOUT:
-            if MASK_H:
-                d_out = tl.where(h_rows_ok[:, None], d_out, 0.0)
-            dh_in = dh + d_out
-        dn_pre = dh_in * a
-        dr_pre = dn_pre * q
-        dz_pre = dh_in * c
-        dgh_n = dn_pre * r
-        # Past a length: 0 (dh there may be non-finite, and 0·inf is NaN). Padded rows: 0, so that
-        # they cannot reach real rows through W_hhᵀ's zero padding.
-        keep = valid
-        if MASK_H:
-            keep = keep & h_rows_ok[:, None]
-        dr_pre = tl.where(keep, dr_pre, 0.0)
-        dz_pre = tl.where(keep, dz_pre, 0.0)
-        dn_pre = tl.where(keep, dn_pre, 0.0)
-        dgh_n = tl.where(keep, dgh_n, 0.0)
-
         if REVERSE or MASK_H:
             at = ((seq_rows + pos) * (3 * row_h))[None, :]
             dxp_at = dxp_ptr + at
@@ -588,7 +592,7 @@ def _gru_bwd_kernel(
             dxp_step -= 3 * row_h
             dgh_step -= 3 * row_h
 
-        dh_prev = _mm(w_n_t, w_n_t_lo, dgh_n.to(OPERAND_DTYPE), dh_in * z, PRECISION)
+        dh_prev = _mm(w_n_t, w_n_t_lo, dgh_n.to(OPERAND_DTYPE), dh_through_z, PRECISION)
         dh_prev = _mm(w_z_t, w_z_t_lo, dz_pre.to(OPERAND_DTYPE), dh_prev, PRECISION)
         dh_prev = _mm(w_r_t, w_r_t_lo, dr_pre.to(OPERAND_DTYPE), dh_prev, PRECISION)
         dh = tl.where(valid, dh_prev, dh)
