@@ -237,12 +237,12 @@ def test_time_major_views(reverse):
     check_backward(xp, w, b, h0, lengths, reverse=reverse, dout_time_major=True)
 
 
-@pytest.mark.parametrize("H", [33, 34], ids=["odd", "even"])
+@pytest.mark.parametrize("H", [21, 33, 34], ids=["odd_below_64", "odd", "even"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_padded_in_place_sizes(H, reverse):
-    """H = 33 and 34 padded to 64, where every step's tile goes through tile_io (rows in paired order):
-    33 reads and writes each unit apart (odd H: no aligned pairs), 34 two units per access, the padded
-    pairs clamped inside their gate."""
+    """Padded H where every step's tile goes through tile_io (rows in paired order): 21 (to 32) and 33
+    (to 64) read and write each unit apart (odd H: no aligned pairs), 34 two units per access, the
+    padded pairs clamped inside their gate."""
     B, T = 5, 6
     xp, w, b, h0 = make_inputs(B, T, H, seed=18)
     lengths = ragged(B, T, seed=19)
