@@ -139,8 +139,7 @@ def _gru_fwd(
     # r and z come from one product with M = 2·BLOCK_H (rows: W_hr, then W_hz), n from its own (r
     # multiplies gh_n): one wgmma sequence and one xp tile fewer per step than three gate products
     # (static, sm_90, bf16, H = 128, 8 warps, no out: 510 issue slots per SM sub-partition per step
-    # against 558). rz_rows: the row of W_hh, b_hh and xp's last dimension behind each row of the
-    # stacked tile.
+    # against 558). rz_rows: the row of W_hh and b_hh behind each row of the stacked tile.
     rz_rows = (rz // BLOCK_H) * H + rz % BLOCK_H
     rz_ok = (rz % BLOCK_H) < H
     # Loop invariants: the gate blocks of W_hh (and their TF32 remainders for "tf32x3", split on the
@@ -345,8 +344,8 @@ def _gru_fwd(
                 hs_step += row_h
                 aux_step += AUX_ROWS * row_h
 
-    # As the loop's stores: tl.store would convert h's layout through shared memory (fp32, H = 128:
-    # 4 barriers after the loop).
+    # As the loop's stores: tl.store would convert h's layout through shared memory (static, sm_90a,
+    # fp32, H = 128, rows in paired order: 4 barriers after the loop, none this way).
     hn_at = hn_ptr + seqs[None, :] * H
     _store_rows(hn_at + store_lo, hn_at + store_hi, h, lo_mask, hi_mask, PAIRED, IN_PLACE)
 
@@ -426,9 +425,9 @@ def _gru_bwd_kernel(
     # addressed as in _gru_fwd (static, sm_90a, H = 128, bf16, against the coalesced tl.load and
     # tl.store: 537 -> 313 loop instructions, 26 -> 6 barriers; pairs and the prefetch's place
     # below then 264, and at H = 100 (padded) 650 -> 420). Step s's factors and dout are loaded
-    # during step s + 1, off the dependent chain. The loads are unmasked: every address is valid memory of aux and dout
-    # (neither written here), and what a read past the data returns is discarded, as the masked
-    # loads' zeros were before:
+    # during step s + 1, off the dependent chain. The loads are unmasked: every address is valid
+    # memory of aux and dout (neither written here), and what a read past the data returns is
+    # discarded, as the masked loads' zeros were before:
     # - columns past B read sequence B - 1; nothing of theirs is stored (h_mask);
     # - padded units (MASK_H) read unit H - 1 (a pair's lo unit the last even unit below H, so
     #   that an aligned pair stays aligned); `keep` zeroes dxp, dgh and the MMA operands there and
@@ -548,8 +547,8 @@ def _gru_bwd_kernel(
         dgh_n = tl.where(keep, dgh_n, 0.0)
         dh_through_z = dh_in * z
 
-        # Prefetch step s - 1 (step 0 again when s = 0), after this step's last use of r, z, a, q, c and
-        # dout: the loads then write the registers those held. Placed before, every loaded register
+        # Prefetch step s - 1 (step 0 again when s = 0), after this step's last use of r, z, a, q,
+        # c and dout: the loads then write the registers those held. Placed before, every loaded register
         # pair was copied at the step's end (static, sm_90a, H = 128, bf16: 293 -> 264 loop
         # instructions, 41 -> 13 moves). Where the source puts them changes little else: LLVM
         # sinks the (pure) loads, and ptxas issues 21 of the 24 during the last product, 3 after
@@ -602,9 +601,10 @@ def _gru_bwd_kernel(
         dh_prev = _mm(w_r_t, w_r_t_lo, dr_pre.to(OPERAND_DTYPE), dh_prev, PRECISION)
         dh = tl.where(valid, dh_prev, dh)
 
-    # As the loop's stores (tl.store would convert dh's layout through shared memory).
-    dh0_at = dh0_ptr + seqs[None, :] * H
-    _store_rows(dh0_at + dh0_rows[:, None], dh0_at + dh0_rows[:, None] + 1, dh, lo_mask, hi_mask, PAIRED, IN_PLACE)
+    # As the loop's stores: tl.store would convert dh's layout through shared memory (static,
+    # sm_90a, bf16, H = 128: 2 barriers after the loop, none this way).
+    dh0_at = dh0_ptr + seqs[None, :] * H + dh0_rows[:, None]
+    _store_rows(dh0_at, dh0_at + 1, dh, lo_mask, hi_mask, PAIRED, IN_PLACE)
 
 
 # ----------------------------------------------------------------------------
