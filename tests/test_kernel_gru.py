@@ -240,9 +240,9 @@ def test_time_major_views(reverse):
 @pytest.mark.parametrize("H", [21, 33, 34], ids=["odd_below_64", "odd", "even"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_padded_in_place_sizes(H, reverse):
-    """Padded H where every step's tile goes through tile_io (rows in paired order): 21 (to 32) and 33
-    (to 64) read and write each unit apart (odd H: no aligned pairs), 34 two units per access, the
-    padded pairs clamped inside their gate."""
+    """Padded H with the rows in paired order: 21 (to 32) and 33 (to 64) go one unit per access (odd H:
+    no aligned pairs; the backward at 21 through tl.load and tl.store, in the natural order), 34 two
+    units per access, the padded pairs clamped inside their gate."""
     B, T = 5, 6
     xp, w, b, h0 = make_inputs(B, T, H, seed=18)
     lengths = ragged(B, T, seed=19)

@@ -120,19 +120,12 @@ def _gru_fwd(
     # Columns are sequences. int64: B·T·3H may pass 2³¹.
     seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     seq_ok = seqs < B
-    # tile_io's loads and stores (IN_PLACE; else tl.load and tl.store, see the time loop) move two
-    # adjacent units per access: row m of every [BLOCK_H, ·] tile (state, gates, W_hh's rows and
-    # columns) holds unit units[m] (tile_io.paired_units), and row m of the stacked [2·BLOCK_H, ·]
-    # r-z tile holds stacked index rz[m] (gate rz[m] // BLOCK_H, unit rz[m] % BLOCK_H: the
-    # permutation works in blocks of 16 and never crosses a gate). tl.load and tl.store keep the
-    # natural order, in which their rows are contiguous.
-    IN_PLACE: tl.constexpr = not REVERSE or BLOCK_H >= 64 or MASK_H
-    if IN_PLACE:
-        units = tile_io.paired_units(BLOCK_H)
-        rz = tile_io.paired_units(2 * BLOCK_H)
-    else:
-        units = tl.arange(0, BLOCK_H)
-        rz = tl.arange(0, 2 * BLOCK_H)
+    # Row m of every [BLOCK_H, ·] tile (state, gates, W_hh's rows and columns) holds unit units[m]
+    # (tile_io.paired_units), and row m of the stacked [2·BLOCK_H, ·] r-z tile holds stacked index
+    # rz[m] (gate rz[m] // BLOCK_H, unit rz[m] % BLOCK_H: the permutation works in blocks of 16 and
+    # never crosses a gate), so that the time loop's accesses move two adjacent units at once.
+    units = tile_io.paired_units(BLOCK_H)
+    rz = tile_io.paired_units(2 * BLOCK_H)
     h_rows_ok = units < H
     h_mask = h_rows_ok[:, None] & seq_ok[None, :]
 
@@ -175,12 +168,12 @@ def _gru_fwd(
         length = tl.zeros([BLOCK_B], dtype=tl.int32) + T
 
     # The time loop's tiles move between global memory and the MMA's register layout through
-    # tile_io (no shared-memory round trip, no barrier; REVERSE below BLOCK_H = 64 unpadded
-    # excepted, see below), two adjacent units per access where the pairs are aligned (PAIRED,
-    # XP_PAIRED; else two accesses). Addresses: a scalar pointer that moves each step plus
-    # loop-invariant offsets of the pairs' lo units 2p and hi units 2p + 1 (REVERSE: a pointer per
-    # column, the sequences' positions differ). Without MASK_H (H == BLOCK_H) the row offsets are
-    # written with BLOCK_H, compile-time constants that fold into the instructions. (Static,
+    # tile_io (no shared-memory round trip, no barrier), two adjacent units per access where the
+    # pairs are aligned (PAIRED, XP_PAIRED; else two accesses). Addresses: a scalar pointer that
+    # moves each step plus loop-invariant offsets of the pairs' lo units 2p and hi units 2p + 1
+    # (REVERSE: a pointer per column, the sequences' positions differ). Without MASK_H
+    # (H == BLOCK_H) the row offsets are written with BLOCK_H, compile-time constants that fold
+    # into the instructions. (Static,
     # sm_90a, H = 128, bf16, against the coalesced tl.load and tl.store: forward 255 -> 230 loop
     # instructions and 6 -> 2 barriers, with the saved tensors 500 -> 413 and 20 -> 2; pairs then
     # took them to 217 and 364, and at H = 100 (padded) 280 -> 241 and 603 -> 467 with no more
@@ -197,43 +190,35 @@ def _gru_fwd(
     # - steps past a length read a position inside [0, T) (forward: position s + 1, clamped to
     #   T - 1 after the last step; reverse: position 0); step s's h_new is kept only where
     #   s < length, and r, z and the aux factors are stored as 0 there.
-    # REVERSE below BLOCK_H = 64 where H is not padded (4 warps hold few rows and many columns
-    # each, and every column's position is computed per step): tl.load and tl.store in the natural
-    # unit order (static, sm_90a, H = 32, bf16, with lengths: forward 220 loop instructions before
-    # tile_io, 289 with it, 221 without; with the pairs, no lengths: 214 and 6 barriers against 195
-    # and 10, training forward 384 and 8 against 352 and 20). Where H is padded below 64, tl.store
-    # (and reversed tl.load) cost less before the pairs (rows clamped at H - 1, gates at runtime
-    # multiples of H: no offset folds into an instruction; H = 20, bf16, forward: 225 loop
-    # instructions against 207). With the pairs tile_io costs less there (H = 20, bf16: forward 175
-    # and 6 barriers against 181 and 8, training forward 371 and 8 against 437 and 18, reverse 214
-    # and 6 against 267 and 12, reverse training 394 and 8 against 476 and 22; fp32: forward 147
-    # against 162, training 251 against 363, reverse 175 against 229), in instructions too but at
-    # an odd H, whose units go one per access (H = 21, bf16: forward 222 and 6 barriers against 206
-    # and 8, reverse training 496 and 8 against 476 and 22; training forward 447 and 8 against 471,
-    # 18 and a spill).
+    # Every configuration takes tile_io. Before the pairs REVERSE below BLOCK_H = 64 (4 warps hold
+    # few rows and many columns each, and every column's position is computed per step) and the
+    # stores where H is padded below 64 (rows clamped at H - 1, gates at runtime multiples of H: no
+    # offset folds into an instruction) took tl.load and tl.store, for fewer instructions (static,
+    # sm_90a, bf16: H = 32 reverse with lengths 289 loop instructions against 221; H = 20 forward
+    # 225 against 207). With the pairs tile_io takes about as many or fewer there and 2 to 14
+    # barriers fewer per step (static, sm_90a, no lengths, tile_io against tl.load and tl.store:
+    # bf16 H = 16 reverse 184 and 4 barriers against 165 and 10, reverse training 315 and 6 against
+    # 317 and 20; H = 32 reverse 189 and 6 against 195 and 10, reverse training 334 and 8 against
+    # 352 and 20; H = 20 forward 175 and 6 against 181 and 8, training 371 and 8 against 437 and
+    # 18, reverse 214 and 6 against 267 and 12; fp32 H = 20 training 251 against 363; odd H = 21,
+    # one unit per access: forward 222 and 6 against 206 and 8, reverse training 496 and 8 against
+    # 476 and 22).
     seqs_in = tl.minimum(seqs, B - 1)
-    # The xp rows read (offset of the unit in xp's last dimension): in place, *_lo of the pairs' lo
-    # units and *_hi of their hi units (rz_lo[p] = 2p: the stacked index of the r-z tile's pair p);
-    # else *_lo of every row, in the natural order, and *_hi unused.
+    # The xp rows read (offset of the unit in xp's last dimension): *_lo of the pairs' lo units,
+    # *_hi of their hi units (rz_lo[p] = 2p: the stacked index of the r-z tile's pair p).
     lo_units = 2 * tl.arange(0, BLOCK_H // 2)
     rz_lo = 2 * tl.arange(0, BLOCK_H)
-    if IN_PLACE:
-        if MASK_H:
-            last_lo = (H - 1) // 2 * 2
-            rz_xp_lo = (rz_lo // BLOCK_H) * H + tl.minimum(rz_lo % BLOCK_H, last_lo)
-            rz_xp_hi = (rz_lo // BLOCK_H) * H + tl.minimum(rz_lo % BLOCK_H + 1, H - 1)
-            n_xp_lo = 2 * H + tl.minimum(lo_units, last_lo)
-            n_xp_hi = 2 * H + tl.minimum(lo_units + 1, H - 1)
-        else:
-            rz_xp_lo = rz_lo
-            rz_xp_hi = rz_lo + 1
-            n_xp_lo = 2 * BLOCK_H + lo_units
-            n_xp_hi = n_xp_lo + 1
-    else:   # (H == BLOCK_H)
-        rz_xp_lo = rz
-        n_xp_lo = 2 * BLOCK_H + units
-        rz_xp_hi = rz_xp_lo
-        n_xp_hi = n_xp_lo
+    if MASK_H:
+        last_lo = (H - 1) // 2 * 2
+        rz_xp_lo = (rz_lo // BLOCK_H) * H + tl.minimum(rz_lo % BLOCK_H, last_lo)
+        rz_xp_hi = (rz_lo // BLOCK_H) * H + tl.minimum(rz_lo % BLOCK_H + 1, H - 1)
+        n_xp_lo = 2 * H + tl.minimum(lo_units, last_lo)
+        n_xp_hi = 2 * H + tl.minimum(lo_units + 1, H - 1)
+    else:
+        rz_xp_lo = rz_lo
+        rz_xp_hi = rz_lo + 1
+        n_xp_lo = 2 * BLOCK_H + lo_units
+        n_xp_hi = n_xp_lo + 1
     if REVERSE:
         # Sequences start at different positions (length - 1): a pointer per column that walks back
         # one position per step down to position 0, plus the rows. (The position is widened first:
@@ -248,26 +233,22 @@ def _gru_fwd(
     xrz_hi = x_col + rz_xp_hi[:, None] * stride_xg
     xn_lo = x_col + n_xp_lo[:, None] * stride_xg
     xn_hi = x_col + n_xp_hi[:, None] * stride_xg
-    rz_acc_next = 0.5 * _load_rows(xp_step + xrz_lo, xp_step + xrz_hi, XP_PAIRED, IN_PLACE) + b_rz_half
-    xn_next = _load_rows(xp_step + xn_lo, xp_step + xn_hi, XP_PAIRED, IN_PLACE)
+    rz_acc_next = 0.5 * tile_io.load_pairs(xp_step + xrz_lo, xp_step + xrz_hi, XP_PAIRED) + b_rz_half
+    xn_next = tile_io.load_pairs(xp_step + xn_lo, xp_step + xn_hi, XP_PAIRED)
 
     # out, hs and aux: [B, T, ·] contiguous, position p of sequence b at row b·T + p. Offsets and
-    # masks as xp's rows: in place of the pairs' lo and hi units, else of every row (natural order).
+    # masks of the pairs' lo and hi units.
     if MASK_H:
         row_h = H
     else:
         row_h = BLOCK_H
-    if IN_PLACE:
-        store_lo = lo_units[:, None]
-        store_hi = lo_units[:, None] + 1
-    else:
-        store_lo = units[:, None]
-        store_hi = store_lo
+    store_lo = lo_units[:, None]
+    store_hi = store_lo + 1
     if MASK_H:
         lo_mask = (store_lo < H) & seq_ok[None, :]
         hi_mask = (store_hi < H) & seq_ok[None, :]
     else:
-        lo_mask = tl.broadcast_to(seq_ok[None, :], [store_lo.shape[0], BLOCK_B])
+        lo_mask = tl.broadcast_to(seq_ok[None, :], [BLOCK_H // 2, BLOCK_B])
         hi_mask = lo_mask
     if REVERSE:
         out_lo = store_lo
@@ -290,8 +271,8 @@ def _gru_fwd(
             xp_step -= tl.where(s + 1 < length, stride_xt, 0).to(tl.int64)[None, :]
         else:
             xp_step += tl.where(s + 1 < T, stride_xt, 0)
-        rz_acc_next = 0.5 * _load_rows(xp_step + xrz_lo, xp_step + xrz_hi, XP_PAIRED, IN_PLACE) + b_rz_half
-        xn_next = _load_rows(xp_step + xn_lo, xp_step + xn_hi, XP_PAIRED, IN_PLACE)
+        rz_acc_next = 0.5 * tile_io.load_pairs(xp_step + xrz_lo, xp_step + xrz_hi, XP_PAIRED) + b_rz_half
+        xn_next = tile_io.load_pairs(xp_step + xn_lo, xp_step + xn_hi, XP_PAIRED)
 
         h_op = h.to(OPERAND_DTYPE)
         # xp_r and xp_z enter as the accumulator (rz_acc: halved, plus the halved biases, prepared
@@ -320,23 +301,23 @@ def _gru_fwd(
                 hs_step = hs_ptr + at * row_h
                 aux_step = aux_ptr + at * (AUX_ROWS * row_h)
         if STORE_OUT:
-            _store_rows(out_step + out_lo, out_step + out_hi, tl.where(valid, h, 0.0), lo_mask, hi_mask,
-                        PAIRED, IN_PLACE)
+            tile_io.store_pairs(out_step + out_lo, out_step + out_hi, tl.where(valid, h, 0.0), lo_mask, hi_mask,
+                                PAIRED)
         if STORE_SAVED:
-            _store_rows(hs_step + out_lo, hs_step + out_hi, tl.where(valid, h, 0.0), lo_mask, hi_mask,
-                        PAIRED, IN_PLACE)
+            tile_io.store_pairs(hs_step + out_lo, hs_step + out_hi, tl.where(valid, h, 0.0), lo_mask, hi_mask,
+                                PAIRED)
             aux_at = aux_step + aux_lo
             aux_at_hi = aux_step + aux_hi
-            _store_rows(aux_at + AUX_R * row_h, aux_at_hi + AUX_R * row_h, tl.where(valid, r, 0.0),
-                        lo_mask, hi_mask, PAIRED, IN_PLACE)
-            _store_rows(aux_at + AUX_Z * row_h, aux_at_hi + AUX_Z * row_h, tl.where(valid, z, 0.0),
-                        lo_mask, hi_mask, PAIRED, IN_PLACE)
-            _store_rows(aux_at + AUX_A * row_h, aux_at_hi + AUX_A * row_h,
-                        tl.where(valid, (1.0 - z) * (1.0 - n * n), 0.0), lo_mask, hi_mask, PAIRED, IN_PLACE)
-            _store_rows(aux_at + AUX_Q * row_h, aux_at_hi + AUX_Q * row_h,
-                        tl.where(valid, gh_n * r * (1.0 - r), 0.0), lo_mask, hi_mask, PAIRED, IN_PLACE)
-            _store_rows(aux_at + AUX_C * row_h, aux_at_hi + AUX_C * row_h,
-                        tl.where(valid, h_minus_n * z * (1.0 - z), 0.0), lo_mask, hi_mask, PAIRED, IN_PLACE)
+            tile_io.store_pairs(aux_at + AUX_R * row_h, aux_at_hi + AUX_R * row_h, tl.where(valid, r, 0.0),
+                                lo_mask, hi_mask, PAIRED)
+            tile_io.store_pairs(aux_at + AUX_Z * row_h, aux_at_hi + AUX_Z * row_h, tl.where(valid, z, 0.0),
+                                lo_mask, hi_mask, PAIRED)
+            tile_io.store_pairs(aux_at + AUX_A * row_h, aux_at_hi + AUX_A * row_h,
+                                tl.where(valid, (1.0 - z) * (1.0 - n * n), 0.0), lo_mask, hi_mask, PAIRED)
+            tile_io.store_pairs(aux_at + AUX_Q * row_h, aux_at_hi + AUX_Q * row_h,
+                                tl.where(valid, gh_n * r * (1.0 - r), 0.0), lo_mask, hi_mask, PAIRED)
+            tile_io.store_pairs(aux_at + AUX_C * row_h, aux_at_hi + AUX_C * row_h,
+                                tl.where(valid, h_minus_n * z * (1.0 - z), 0.0), lo_mask, hi_mask, PAIRED)
         if not REVERSE:
             if STORE_OUT:
                 out_step += row_h
@@ -347,7 +328,7 @@ def _gru_fwd(
     # As the loop's stores: tl.store would convert h's layout through shared memory (static, sm_90a,
     # fp32, H = 128, rows in paired order: 4 barriers after the loop, none this way).
     hn_at = hn_ptr + seqs[None, :] * H
-    _store_rows(hn_at + store_lo, hn_at + store_hi, h, lo_mask, hi_mask, PAIRED, IN_PLACE)
+    tile_io.store_pairs(hn_at + store_lo, hn_at + store_hi, h, lo_mask, hi_mask, PAIRED)
 
 
 # B and T are never specialized (Triton would compile a new kernel for B = 1, T = 1 and multiples
@@ -387,7 +368,7 @@ def _gru_bwd_kernel(
     # every [BLOCK_H, ·] tile (dh, the gates' gradients, W_gᵀ's rows and columns) holds unit
     # units[m] (tile_io.paired_units). tl.load and tl.store keep the natural order, whose rows are
     # contiguous.
-    IN_PLACE: tl.constexpr = BLOCK_H >= 64 or not (MASK_H or REVERSE)
+    IN_PLACE: tl.constexpr = BLOCK_H >= 64 or PAIRED
     if IN_PLACE:
         units = tile_io.paired_units(BLOCK_H)
     else:
@@ -436,13 +417,17 @@ def _gru_bwd_kernel(
     #   writes, s) and after step 0 the prefetch reads step 0 again; there `keep` zeroes dxp, dgh
     #   and the MMA operands, and dh keeps its value from before the step (dout is added only to
     #   the step's own copy, dh_in, and dh_prev is discarded by the last where).
-    # tile_io (IN_PLACE) except below BLOCK_H = 64 where H is padded or REVERSE (static, sm_90a,
-    # before the pairs: H = 20, bf16: 597 loop instructions with tile_io, 458 without; H = 32, fp32
-    # with TF32, reverse with lengths: 519 against 446; with them, no lengths: H = 20, bf16: 597
-    # and 6 barriers against 457 and 26, reverse 599 against 465; fp32 701 and 2 against 558 and
-    # 20; H = 32 reverse, bf16: 357 against 336, fp32: 402 and 2 against 411 and 20). From 64 on
-    # tile_io wins padded too (H = 100: bf16 1300 slots, 6 barriers, no spill against 1580, 44 and
-    # 120 B spilled; fp32 1522, 2, none against 1812, 40, 104 B).
+    # tile_io (IN_PLACE) except below BLOCK_H = 64 without aligned pairs (odd H: one unit per
+    # access), where tl.load and tl.store take fewer instructions (static, sm_90a, bf16, H = 21: 571
+    # loop instructions and 6 barriers with tile_io against 457 and 26, reverse 582 against 464).
+    # Before the pairs that held wherever H was padded or REVERSE below 64 (H = 20, bf16: 597
+    # against 458; H = 32, fp32 with TF32, reverse with lengths: 519 against 446); with them
+    # tile_io takes fewer there too (no lengths: H = 20, bf16: 381 and 6 barriers against 457 and
+    # 26, reverse 388 against 464, fp32 492 and 2 against 562 and 20; H = 16 reverse, bf16: 279
+    # and 1 against 316 and 20; H = 32 reverse, bf16: 264 and 6 against 331 and 26, fp32: 377 and
+    # 2 against 411 and 20). From 64 on tile_io wins padded too (H = 100, before the pairs: bf16
+    # 1300 slots, 6 barriers, no spill against 1580, 44 and 120 B spilled; fp32 1522, 2, none
+    # against 1812, 40, 104 B).
     seqs_in = tl.minimum(seqs, B - 1)
     # The units read and written (stores masked where they are padded): IN_PLACE, rows_in of the
     # pairs' lo units and rows_hi of their hi units; else rows_in of every row and rows_hi unused.
