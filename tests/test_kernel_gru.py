@@ -144,7 +144,7 @@ def reference_grads(xp, w, b, h0, lengths, reverse, dout, dh_n):
 
 
 def check_backward(xp, w, b, h0, lengths, *, reverse, allow_tf32=False, with_dout=True, with_dhn=True,
-                   seed=0, dout_time_major=False):
+                   seed=0, dout_time_major=False, dout_unaligned=False):
     B, T, _ = xp.shape
     H = w.shape[1]
     _, _, _, hs, aux = forward(xp, w, b, h0, lengths, reverse=reverse, allow_tf32=allow_tf32, store_out=False,
@@ -152,8 +152,12 @@ def check_backward(xp, w, b, h0, lengths, *, reverse, allow_tf32=False, with_dou
     g = torch.Generator().manual_seed(seed + 100)
     dout = dh_n = None
     if with_dout:
-        dout = (torch.randn(T, B, H, generator=g).transpose(0, 1) if dout_time_major
-                else torch.randn(B, T, H, generator=g)).to(DEVICE, xp.dtype)
+        if dout_time_major:
+            dout = torch.randn(T, B, H, generator=g).transpose(0, 1).to(DEVICE, xp.dtype)
+        elif dout_unaligned:   # an odd time stride and a start one element in: no two-unit reads
+            dout = torch.randn(B, T, H + 1, generator=g).to(DEVICE, xp.dtype)[..., 1:]
+        else:
+            dout = torch.randn(B, T, H, generator=g).to(DEVICE, xp.dtype)
     if with_dhn:
         dh_n = torch.randn(B, H, generator=g).to(DEVICE, xp.dtype)
     dxp, dgh, dh0, dc0 = backward(hs, aux, w, b, h0, dout, dh_n, lengths, reverse=reverse,
@@ -231,6 +235,48 @@ def test_time_major_views(reverse):
     lengths = ragged(B, T, seed=11)
     check_forward(xp, w, b, h0, lengths, reverse=reverse)
     check_backward(xp, w, b, h0, lengths, reverse=reverse, dout_time_major=True)
+
+
+@pytest.mark.parametrize("H", [21, 33, 34], ids=["odd_below_64", "odd", "even"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_padded_in_place_sizes(H, reverse):
+    """Padded H with the rows in paired order: 21 (to 32) and 33 (to 64) go one unit per access (odd H:
+    no aligned pairs; the backward at 21 through tl.load and tl.store, in the natural order), 34 two
+    units per access, the padded pairs clamped inside their gate."""
+    B, T = 5, 6
+    xp, w, b, h0 = make_inputs(B, T, H, seed=18)
+    lengths = ragged(B, T, seed=19)
+    check_forward(xp, w, b, h0, lengths, reverse=reverse, store_saved=True)
+    check_backward(xp, w, b, h0, lengths, reverse=reverse)
+
+
+def test_pairs_fit():
+    """Two-unit reads of a caller's tensor need unit stride 1, even batch and time strides, an aligned start."""
+    fit = gru_kernels._pairs_fit
+    wide = torch.randn(4, 6, 2 * 31 + 2, device=DEVICE)
+    assert fit(torch.randn(4, 6, 62, device=DEVICE))
+    assert fit(torch.randn(6, 4, 62, device=DEVICE).transpose(0, 1))      # time-major view
+    assert fit(wide[..., 2:])                                              # 8 bytes in: aligned
+    assert not fit(wide[..., 1:63])                                        # 4 bytes in
+    assert not fit(torch.randn(4, 6, 63, device=DEVICE)[..., :62])         # odd time stride
+    assert not fit(torch.randn(4 * 379, device=DEVICE).as_strided((4, 6, 62), (379, 62, 1)))  # odd batch stride
+    assert not fit(wide[..., ::2])                                         # unit stride 2
+    half = torch.randn(4, 6, 64, device=DEVICE, dtype=torch.bfloat16)
+    assert fit(half[..., 2:]) and not fit(half[..., 1:63])
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_unaligned_views(reverse):
+    """xp and dout one element into a wider tensor (odd time stride, unaligned start) at an even H = 34
+    whose own buffers do take pairs: xp and dout are read one unit at a time, the results unchanged."""
+    B, T, H = 5, 6, 34
+    _, w, b, h0 = make_inputs(B, T, H, seed=20)
+    g = torch.Generator().manual_seed(21)
+    xp = torch.randn(B, T, 3 * H + 1, generator=g).to(DEVICE)[..., 1:]
+    assert not gru_kernels._pairs_fit(xp)
+    lengths = ragged(B, T, seed=22)
+    check_forward(xp, w, b, h0, lengths, reverse=reverse, store_saved=True)
+    check_backward(xp, w, b, h0, lengths, reverse=reverse, dout_unaligned=True)
 
 
 def test_store_out_false_gives_the_same_state():
