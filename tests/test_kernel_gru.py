@@ -362,3 +362,18 @@ def test_no_steps(reverse):
     _, h_n, _, _, _ = forward(xp, w, b, None, None, reverse=reverse)
     _, _, dh0, _ = backward(hs, aux, w, b, None, None, None, None, reverse=reverse)
     assert torch.equal(h_n, torch.zeros_like(h_n)) and torch.equal(dh0, torch.zeros_like(dh0))
+
+
+@pytest.mark.parametrize("in_registers", [True, False], ids=["registers", "shared"])
+@pytest.mark.parametrize("H", [20, 21, 64, 33])
+def test_weight_placements(monkeypatch, in_registers, H):
+    """W_hh reordered in registers (where a launch holds it for the loop) or gathered straight into
+    shared memory: the same results. Which one a launch takes is kernels.rnn_linear.weights_in_registers';
+    forced here, so that the interpreter runs both."""
+    from fused_rnn.kernels import rnn_linear
+    monkeypatch.setattr(rnn_linear, "weights_in_registers", lambda prec, warps, *tiles: (in_registers,) * len(tiles))
+    B, T = 5, 6
+    xp, w, b, h0 = make_inputs(B, T, H, seed=20)
+    lengths = ragged(B, T, seed=21)
+    check_forward(xp, w, b, h0, lengths, reverse=False, store_saved=True)
+    check_backward(xp, w, b, h0, lengths, reverse=True)

@@ -27,8 +27,8 @@ import triton
 import triton.language as tl
 
 from . import rnn_linear, tile_io
-from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, _launch, _load_tile, _mm,
-                         _operand_dtype, _tanh, block, precision, operand_weights, set_state)
+from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, _launch, _load_paired_hh,
+                         _mm, _operand_dtype, _tanh, block, precision, operand_weights, set_state)
 
 CELL = "gru"
 GATES = 3
@@ -97,6 +97,31 @@ def _store_rows(ptrs, hi_ptrs, value, mask, hi_mask, PAIRED: tl.constexpr, IN_PL
         tile_io.store(ptrs, value, mask, False)
 
 
+@triton.jit
+def _load_rz(w_hh_ptr, rz, H, BLOCK_H: tl.constexpr, IN_REGISTERS: tl.constexpr):
+    """W_hr stacked over W_hz as one [2·BLOCK_H, BLOCK_H] tile, row m holding stacked index rz[m] (gate
+    rz[m] // BLOCK_H, unit rz[m] % BLOCK_H), columns in tile_io.paired_units order; IN_REGISTERS as
+    rnn_linear._load_paired_rows (loaded in order and reordered in registers, or gathered)."""
+    offs_h = tl.arange(0, BLOCK_H)
+    if IN_REGISTERS:
+        stacked = tl.arange(0, 2 * BLOCK_H)
+    else:
+        stacked = rz
+    unit = stacked % BLOCK_H
+    # (A padded row would point at the next gate's real rows: the mask zeroes it.)
+    rows = (stacked // BLOCK_H) * H + unit
+    if IN_REGISTERS:
+        cols = offs_h
+    else:
+        cols = tile_io.paired_units(BLOCK_H)
+    w = tl.load(w_hh_ptr + rows[:, None] * H + cols[None, :], mask=(unit < H)[:, None] & (cols < H)[None, :],
+                other=0.0)
+    if IN_REGISTERS:
+        w = tile_io.paired_rows(w)
+        w = tl.trans(tile_io.paired_rows(tl.trans(w)))
+    return w
+
+
 # ----------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------
@@ -110,7 +135,7 @@ def _gru_fwd(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     HAS_B_HH: tl.constexpr, HAS_H0: tl.constexpr, HAS_LENGTHS: tl.constexpr, REVERSE: tl.constexpr,
     STORE_OUT: tl.constexpr, STORE_SAVED: tl.constexpr,
-    MASK_H: tl.constexpr, PAIRED: tl.constexpr, XP_PAIRED: tl.constexpr,
+    MASK_H: tl.constexpr, PAIRED: tl.constexpr, XP_PAIRED: tl.constexpr, W_IN_REGISTERS: tl.constexpr,
     FAST_TANH: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     """xp: [B, T, 3H] (strides given); out: [B, T, H] xp's dtype; hn: [B, H] xp's dtype;
@@ -139,13 +164,12 @@ def _gru_fwd(
     # host so that they too come straight from loads and stay in shared memory), columns in units
     # order too: the product's K index is the state's row.
     # (Padded rows of the stacked tile would point at the next gate's real rows: the mask zeroes them.)
-    w_rz_mask = rz_ok[:, None] & h_rows_ok[None, :]
-    w_rz_offs = rz_rows[:, None] * H + units[None, :]
-    w_rz = tl.load(w_hh_ptr + w_rz_offs, mask=w_rz_mask, other=0.0).to(OPERAND_DTYPE)
-    w_n = _load_tile(w_hh_ptr + 2 * H * H, units, units, H, H, H, 1).to(OPERAND_DTYPE)
+    w_rz = _load_rz(w_hh_ptr, rz, H, BLOCK_H, W_IN_REGISTERS).to(OPERAND_DTYPE)
+    w_n = _load_paired_hh(w_hh_ptr + 2 * H * H, tl.arange(0, BLOCK_H), units, H, H, 1,
+                          W_IN_REGISTERS).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_rz_lo = tl.load(w_hh_lo_ptr + w_rz_offs, mask=w_rz_mask, other=0.0)
-        w_n_lo = _load_tile(w_hh_lo_ptr + 2 * H * H, units, units, H, H, H, 1)
+        w_rz_lo = _load_rz(w_hh_lo_ptr, rz, H, BLOCK_H, W_IN_REGISTERS)
+        w_n_lo = _load_paired_hh(w_hh_lo_ptr + 2 * H * H, tl.arange(0, BLOCK_H), units, H, H, 1, W_IN_REGISTERS)
     else:
         w_rz_lo = w_rz
         w_n_lo = w_n
@@ -348,7 +372,7 @@ def _gru_bwd_kernel(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     HAS_DOUT: tl.constexpr, HAS_DHN: tl.constexpr, HAS_LENGTHS: tl.constexpr,
     REVERSE: tl.constexpr, MASK_H: tl.constexpr, PAIRED: tl.constexpr, DOUT_PAIRED: tl.constexpr,
-    PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+    W_IN_REGISTERS: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     """Reverse sweep over the forward's processing order, steps s = T-1 … 0, from the factors in aux::
 
@@ -378,13 +402,16 @@ def _gru_bwd_kernel(
 
     # A_g[m, k] = W_gᵀ[units[m], units[k]] = W_g[units[k], units[m]]: the MMA's A for
     # dh_prev = W_gᵀ · dgh_g (K runs over dgh_g's rows, in units order too).
-    w_r_t = _load_tile(w_hh_ptr, units, units, H, H, 1, H).to(OPERAND_DTYPE)
-    w_z_t = _load_tile(w_hh_ptr + H * H, units, units, H, H, 1, H).to(OPERAND_DTYPE)
-    w_n_t = _load_tile(w_hh_ptr + 2 * H * H, units, units, H, H, 1, H).to(OPERAND_DTYPE)
+    offs_h = tl.arange(0, BLOCK_H)
+    # (Reordered in registers only where the rows are paired: see units.)
+    W_REG: tl.constexpr = W_IN_REGISTERS and IN_PLACE
+    w_r_t = _load_paired_hh(w_hh_ptr, offs_h, units, H, 1, H, W_REG).to(OPERAND_DTYPE)
+    w_z_t = _load_paired_hh(w_hh_ptr + H * H, offs_h, units, H, 1, H, W_REG).to(OPERAND_DTYPE)
+    w_n_t = _load_paired_hh(w_hh_ptr + 2 * H * H, offs_h, units, H, 1, H, W_REG).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_r_t_lo = _load_tile(w_hh_lo_ptr, units, units, H, H, 1, H)
-        w_z_t_lo = _load_tile(w_hh_lo_ptr + H * H, units, units, H, H, 1, H)
-        w_n_t_lo = _load_tile(w_hh_lo_ptr + 2 * H * H, units, units, H, H, 1, H)
+        w_r_t_lo = _load_paired_hh(w_hh_lo_ptr, offs_h, units, H, 1, H, W_REG)
+        w_z_t_lo = _load_paired_hh(w_hh_lo_ptr + H * H, offs_h, units, H, 1, H, W_REG)
+        w_n_t_lo = _load_paired_hh(w_hh_lo_ptr + 2 * H * H, offs_h, units, H, 1, H, W_REG)
     else:
         w_r_t_lo = w_r_t
         w_z_t_lo = w_z_t
@@ -615,6 +642,13 @@ def num_warps(block_h, prec, train):
     return 8 if block_h >= 128 or (prec == "tf32x3" and train) else 4
 
 
+def weights_in_registers(prec, warps, block_h, backward):
+    """Whether the kernel holds W_hh in registers for the whole loop: rnn_linear.weights_in_registers
+    for its three gate blocks."""
+    placed = rnn_linear.weights_in_registers(prec, warps, *((block_h, block_h),) * GATES)
+    return placed[0]
+
+
 def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False):
     """Shared memory one program needs, in bytes: what decides whether a configuration launches.
 
@@ -713,6 +747,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         HAS_B_HH=b_hh is not None, HAS_H0=h0 is not None, HAS_LENGTHS=lengths is not None, REVERSE=reverse,
         STORE_OUT=store_out, STORE_SAVED=store_saved,
         MASK_H=H != block_h, PAIRED=H % 2 == 0, XP_PAIRED=H % 2 == 0 and _pairs_fit(xp),
+        W_IN_REGISTERS=weights_in_registers(prec, num_warps(block_h, prec, store_saved), block_h, False),
         FAST_TANH=not INTERPRETED and prec in ("tf32", "low"),
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(xp.dtype, prec),
         num_warps=num_warps(block_h, prec, store_saved),
@@ -751,6 +786,7 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None,
         HAS_LENGTHS=lengths is not None, REVERSE=reverse, MASK_H=H != block_h,
         PAIRED=H % 2 == 0 and _pairs_fit(aux), DOUT_PAIRED=H % 2 == 0 and dout is not None and _pairs_fit(dout),
+        W_IN_REGISTERS=weights_in_registers(prec, num_warps(block_h, prec, True), block_h, True),
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
         num_warps=num_warps(block_h, prec, True),
     )
