@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import DEVICE
-from fused_rnn.kernels import gru as gru_kernels
+from fused_rnn.kernels import gru as gru_kernels, tile_io
 from oracles import recurrence_loop
 
 # Tolerances against the float64 oracle run on the same (rounded) inputs; backward ones are relative to
@@ -250,21 +250,6 @@ def test_padded_in_place_sizes(H, reverse):
     check_backward(xp, w, b, h0, lengths, reverse=reverse)
 
 
-def test_pairs_fit():
-    """Two-unit reads of a caller's tensor need unit stride 1, even batch and time strides, an aligned start."""
-    fit = gru_kernels._pairs_fit
-    wide = torch.randn(4, 6, 2 * 31 + 2, device=DEVICE)
-    assert fit(torch.randn(4, 6, 62, device=DEVICE))
-    assert fit(torch.randn(6, 4, 62, device=DEVICE).transpose(0, 1))      # time-major view
-    assert fit(wide[..., 2:])                                              # 8 bytes in: aligned
-    assert not fit(wide[..., 1:63])                                        # 4 bytes in
-    assert not fit(torch.randn(4, 6, 63, device=DEVICE)[..., :62])         # odd time stride
-    assert not fit(torch.randn(4 * 379, device=DEVICE).as_strided((4, 6, 62), (379, 62, 1)))  # odd batch stride
-    assert not fit(wide[..., ::2])                                         # unit stride 2
-    half = torch.randn(4, 6, 64, device=DEVICE, dtype=torch.bfloat16)
-    assert fit(half[..., 2:]) and not fit(half[..., 1:63])
-
-
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_unaligned_views(reverse):
     """xp and dout one element into a wider tensor (odd time stride, unaligned start) at an even H = 34
@@ -273,7 +258,7 @@ def test_unaligned_views(reverse):
     _, w, b, h0 = make_inputs(B, T, H, seed=20)
     g = torch.Generator().manual_seed(21)
     xp = torch.randn(B, T, 3 * H + 1, generator=g).to(DEVICE)[..., 1:]
-    assert not gru_kernels._pairs_fit(xp)
+    assert not tile_io.pairs_fit(xp)
     lengths = ragged(B, T, seed=22)
     check_forward(xp, w, b, h0, lengths, reverse=reverse, store_saved=True)
     check_backward(xp, w, b, h0, lengths, reverse=reverse, dout_unaligned=True)

@@ -136,3 +136,18 @@ def test_paired_units_pair_rows_m_and_m_plus_8():
         for i in range(8):
             m = 16 * q + i
             assert units[m] % 2 == 0 and units[m + 8] == units[m] + 1
+
+
+def test_pairs_fit():
+    """tile_io.pairs_fit: two-unit accesses to a caller's tensor need unit stride 1, even batch and time strides, an aligned start."""
+    fit = tile_io.pairs_fit
+    wide = torch.randn(4, 6, 2 * 31 + 2, device=DEVICE)
+    assert fit(torch.randn(4, 6, 62, device=DEVICE))
+    assert fit(torch.randn(6, 4, 62, device=DEVICE).transpose(0, 1))      # time-major view
+    assert fit(wide[..., 2:])                                              # 8 bytes in: aligned
+    assert not fit(wide[..., 1:63])                                        # 4 bytes in
+    assert not fit(torch.randn(4, 6, 63, device=DEVICE)[..., :62])         # odd time stride
+    assert not fit(torch.randn(4 * 379, device=DEVICE).as_strided((4, 6, 62), (379, 62, 1)))  # odd batch stride
+    assert not fit(wide[..., ::2])                                         # unit stride 2
+    half = torch.randn(4, 6, 64, device=DEVICE, dtype=torch.bfloat16)
+    assert fit(half[..., 2:]) and not fit(half[..., 1:63])

@@ -140,7 +140,7 @@ def _gru_fwd(
 ):
     """xp: [B, T, 3H] (strides given); out: [B, T, H] xp's dtype; hn: [B, H] xp's dtype;
     hs: [B, T, H] fp32 and aux: [B, T, 5H] fp32 (see AUX_ROWS), written when STORE_SAVED.
-    PAIRED: H is even (out, hs, aux take two units per access); XP_PAIRED: xp does too (see _pairs_fit)."""
+    PAIRED: H is even (out, hs, aux take two units per access); XP_PAIRED: xp does too (see tile_io.pairs_fit)."""
     pid = tl.program_id(0)
     # Columns are sequences. int64: B·T·3H may pass 2³¹.
     seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
@@ -693,14 +693,6 @@ def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
     return None
 
 
-def _pairs_fit(t):
-    """Whether the kernels may read ``t`` [B, T, ·] two adjacent units per access (tile_io.load_pairs):
-    units contiguous, and every pair's first unit 2·element_size-aligned (even batch and time strides,
-    an aligned start; the kernels then add even unit offsets, with an even H)."""
-    return (t.stride(2) == 1 and t.stride(0) % 2 == 0 and t.stride(1) % 2 == 0
-            and t.data_ptr() % (2 * t.element_size()) == 0)
-
-
 def _halve_rz(w_hh):
     """W_hh with its r and z blocks halved, as the forward kernel takes it (see _sigmoid_of_double).
 
@@ -746,7 +738,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         BLOCK_B=BLOCK_B, BLOCK_H=block_h,
         HAS_B_HH=b_hh is not None, HAS_H0=h0 is not None, HAS_LENGTHS=lengths is not None, REVERSE=reverse,
         STORE_OUT=store_out, STORE_SAVED=store_saved,
-        MASK_H=H != block_h, PAIRED=H % 2 == 0, XP_PAIRED=H % 2 == 0 and _pairs_fit(xp),
+        MASK_H=H != block_h, PAIRED=H % 2 == 0, XP_PAIRED=H % 2 == 0 and tile_io.pairs_fit(xp),
         W_IN_REGISTERS=weights_in_registers(prec, num_warps(block_h, prec, store_saved), block_h, False),
         FAST_TANH=not INTERPRETED and prec in ("tf32", "low"),
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(xp.dtype, prec),
@@ -785,7 +777,7 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         BLOCK_B=BLOCK_B, BLOCK_H=block_h,
         HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None,
         HAS_LENGTHS=lengths is not None, REVERSE=reverse, MASK_H=H != block_h,
-        PAIRED=H % 2 == 0 and _pairs_fit(aux), DOUT_PAIRED=H % 2 == 0 and dout is not None and _pairs_fit(dout),
+        PAIRED=H % 2 == 0 and tile_io.pairs_fit(aux), DOUT_PAIRED=H % 2 == 0 and dout is not None and tile_io.pairs_fit(dout),
         W_IN_REGISTERS=weights_in_registers(prec, num_warps(block_h, prec, True), block_h, True),
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
         num_warps=num_warps(block_h, prec, True),
