@@ -82,7 +82,8 @@ def _add_product_paired(a_ptr, b_ptr, c_ptr, out_ptr, M, N, M_BLOCK: tl.constexp
     lo = 2 * tl.arange(0, M_BLOCK // 2)
     hi = lo + 1
     col_read = tl.minimum(cols, N - 1)[None, :] * M
-    c = tile_io.load_pairs(c_ptr + col_read + tl.minimum(lo, M - 1)[:, None],
+    # Past M, read unit 0 (lo) or M - 1 (hi): valid, and a pair's lo unit stays even (aligned).
+    c = tile_io.load_pairs(c_ptr + col_read + tl.where(lo < M, lo, 0)[:, None],
                            c_ptr + col_read + tl.minimum(hi, M - 1)[:, None], PAIRED)
     out = acc + c.to(tl.float32)
     col_ok = (cols < N)[None, :]
