@@ -106,16 +106,18 @@ def _step_position(s, T, REVERSE: tl.constexpr):
 
 
 @triton.jit
-def _load_xp(xp_ptr, offs, at, cols_at, stride_xt, PER_COLUMN: tl.constexpr):
-    """xp's stacked tile at position ``at`` (a scalar), or ``cols_at`` ([BLOCK_B]) with PER_COLUMN.
+def _load_xp(xp_ptr, lo_offs, hi_offs, at, cols_at, stride_xt, PER_COLUMN: tl.constexpr, PAIRED: tl.constexpr):
+    """xp's stacked fp32 tile (paired_units order) at position ``at`` (a scalar), or ``cols_at``
+    ([BLOCK_B]) with PER_COLUMN.
 
-    ``offs``: the loop-invariant [4·BLOCK_H, BLOCK_B] offsets, every address valid (see the caller).
+    ``lo_offs``, ``hi_offs``: the loop-invariant [2·BLOCK_H, BLOCK_B] offsets of the pairs' two
+    units (see tile_io.load_pairs), every address valid (see the caller).
     """
     if PER_COLUMN:
-        xp = tile_io.load(xp_ptr + (cols_at * stride_xt)[None, :] + offs)
+        xp_at = xp_ptr + (cols_at * stride_xt)[None, :]
     else:
-        xp = tile_io.load(xp_ptr + at.to(tl.int64) * stride_xt + offs)
-    return xp
+        xp_at = xp_ptr + at.to(tl.int64) * stride_xt
+    return tile_io.load_pairs(xp_at + lo_offs, xp_at + hi_offs, PAIRED)
 
 
 @triton.jit
@@ -182,7 +184,7 @@ def _lstm_fwd(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     HAS_H0: tl.constexpr, HAS_C0: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_B_HH: tl.constexpr,
     REVERSE: tl.constexpr, STORE_OUT: tl.constexpr, STORE_SAVED: tl.constexpr,
-    MASK_H: tl.constexpr, FAST_TANH: tl.constexpr,
+    MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, PAIRED: tl.constexpr, PAIRED_XP: tl.constexpr,
     PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     if not MASK_H:
@@ -193,13 +195,16 @@ def _lstm_fwd(
     # Columns are sequences. int64: B·T·4H may pass 2³¹.
     seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     seq_ok = seqs < B
-    offs_h = tl.arange(0, BLOCK_H)
-    h_rows_ok = offs_h < H
+    # Row m of every [BLOCK_H, ·] tile (h, c, each gate) holds unit units[m], so that a thread
+    # holds units 2k and 2k + 1 and reads or writes both in one access (see tile_io.paired_units).
+    units = tile_io.paired_units(BLOCK_H)
+    h_rows_ok = units < H
     h_mask = h_rows_ok[:, None] & seq_ok[None, :]
 
-    # Rows of the stacked gate product: row k·BLOCK_H + u is unit u of gate k
-    # (i, f, g, o), i.e. row k·H + u of W_hh and column k·H + u of xp.
-    offs_a = tl.arange(0, 4 * BLOCK_H)
+    # Rows of the stacked gate product: row k·BLOCK_H + m is unit units[m] of gate k (i, f, g,
+    # o), i.e. row k·H + units[m] of W_hh and column k·H + units[m] of xp (paired_units over
+    # 4·BLOCK_H permutes within blocks of 16, so within each gate).
+    offs_a = tile_io.paired_units(4 * BLOCK_H)
     unit = offs_a % BLOCK_H
     gate = offs_a // BLOCK_H
     a_rows = gate * H + unit
@@ -209,9 +214,10 @@ def _lstm_fwd(
     # W_hh as one [4·BLOCK_H, BLOCK_H] tile, loaded once: straight from a load
     # it stays in shared memory, where wgmma reads it (the TF32 remainder comes
     # from the host for the same reason, see rnn_linear.split_tf32). The host
-    # has halved the rows of the sigmoid gates (see recurrence_fwd).
+    # has halved the rows of the sigmoid gates (see recurrence_fwd). Its columns
+    # are in h's row order too (the product's K index).
     w_mask = a_rows_ok[:, None] & h_rows_ok[None, :]
-    w_ptrs = a_rows[:, None] * H + offs_h[None, :]
+    w_ptrs = a_rows[:, None] * H + units[None, :]
     w = tl.load(w_hh_ptr + w_ptrs, mask=w_mask, other=0.0).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
         w_lo = tl.load(w_hh_lo_ptr + w_ptrs, mask=w_mask, other=0.0)
@@ -227,12 +233,12 @@ def _lstm_fwd(
 
     zero = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
     if HAS_H0:
-        h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + offs_h[:, None] * stride_h0h,
+        h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + units[:, None] * stride_h0h,
                     mask=h_mask, other=0.0).to(tl.float32)
     else:
         h = zero
     if HAS_C0:
-        c = tl.load(c0_ptr + seqs[None, :] * stride_c0b + offs_h[:, None] * stride_c0h,
+        c = tl.load(c0_ptr + seqs[None, :] * stride_c0b + units[:, None] * stride_c0h,
                     mask=h_mask, other=0.0).to(tl.float32)
     else:
         c = zero
@@ -241,11 +247,16 @@ def _lstm_fwd(
     else:
         length = seqs * 0 + T
 
-    # xpᵀ as one [4·BLOCK_H, BLOCK_B] tile, loaded straight into the accumulator's layout
-    # (tile_io.load: no shared-memory round trip, no barrier). The tile of step s+1 is loaded
-    # during step s, off the dependent chain. tile_io.load is unmasked, so every address is valid:
+    # xpᵀ as one [4·BLOCK_H, BLOCK_B] fp32 tile, loaded straight into the accumulator's layout
+    # two units per access (tile_io.load_pairs: no shared-memory round trip, no barrier; one
+    # 4-byte load per pair for bf16/fp16, 8-byte for fp32, when PAIRED_XP). Pair row p holds
+    # stacked row 2p, unit 2p % BLOCK_H of gate 2p // BLOCK_H, and the unit after it. The tile
+    # of step s+1 is loaded during step s, off the dependent chain. The loads are unmasked, so
+    # every address is valid:
     # - columns past B read sequence B-1;
-    # - padded rows (unit ≥ H) read unit H-1 of their gate (column k·H + H-1 < 4H). Not zeroed:
+    # - padded units (≥ H) read a real unit of their gate (column k·H + H-1 < 4H): unit H-1, or
+    #   for even H the pair H-2, H-1 (aligned, as PAIRED_XP's one access needs; a pair is then
+    #   all padding or none). Not zeroed:
     #   a padded row of the product only reaches the same padded unit of i, f, g, o, c and h
     #   (elementwise), where h is zeroed before it reaches W_hh and nothing is stored;
     # - a step that processes nothing (s ≥ len_b) reads a position < T of its own sequence:
@@ -257,22 +268,34 @@ def _lstm_fwd(
     # Addresses are a scalar pointer at the step's position plus loop-invariant offsets, except
     # with lengths in reverse, where each sequence walks from its own last position.
     PER_COLUMN: tl.constexpr = HAS_LENGTHS and REVERSE
-    xp_rows = (gate * H + tl.minimum(unit, H - 1)) * stride_xg
-    xp_offs = tl.minimum(seqs, B - 1)[None, :] * stride_xb + xp_rows[:, None]
+    pair_rows = 2 * tl.arange(0, 2 * BLOCK_H)
+    pair_gate = pair_rows // BLOCK_H
+    pair_unit = pair_rows % BLOCK_H
+    # (H - 1) // 2 · 2: H - 2 for even H keeps a padded pair aligned; H - 1 for odd H.
+    xp_lo_rows = (pair_gate * H + tl.minimum(pair_unit, (H - 1) // 2 * 2)) * stride_xg
+    xp_hi_rows = (pair_gate * H + tl.minimum(pair_unit + 1, H - 1)) * stride_xg
+    xp_seqs = tl.minimum(seqs, B - 1)[None, :] * stride_xb
+    xp_lo, xp_hi = xp_seqs + xp_lo_rows[:, None], xp_seqs + xp_hi_rows[:, None]
     pos, valid = _position(0, length, seqs, T, HAS_LENGTHS, REVERSE)
-    xp_next = _load_xp(xp_ptr, xp_offs, _step_position(0, T, REVERSE), tl.where(valid, pos, 0), stride_xt,
-                       PER_COLUMN)
+    xp_next = _load_xp(xp_ptr, xp_lo, xp_hi, _step_position(0, T, REVERSE), tl.where(valid, pos, 0), stride_xt,
+                       PER_COLUMN, PAIRED_XP)
     # [B, T, H] rows of out and hs, [B, T, 5H] rows of aux: a scalar pointer at the step's
-    # position (per column with PER_COLUMN) plus these loop-invariant offsets.
-    state_offs = seqs[None, :] * T * H + offs_h[:, None]
-    aux_offs = seqs[None, :] * T * (5 * H) + offs_h[:, None]
+    # position (per column with PER_COLUMN) plus these loop-invariant offsets of units 2p (lo)
+    # and 2p + 1 (hi), written two per access (tile_io.store_pairs) when PAIRED.
+    lo_units = 2 * tl.arange(0, BLOCK_H // 2)
+    hi_units = lo_units + 1
+    lo_mask = (lo_units < H)[:, None] & seq_ok[None, :]
+    hi_mask = (hi_units < H)[:, None] & seq_ok[None, :]
+    state_lo, state_hi = seqs[None, :] * T * H + lo_units[:, None], seqs[None, :] * T * H + hi_units[:, None]
+    aux_lo = seqs[None, :] * T * (5 * H) + lo_units[:, None]
+    aux_hi = seqs[None, :] * T * (5 * H) + hi_units[:, None]
     for s in range(T):
-        acc = xp_next.to(tl.float32) * scale[:, None] + bias[:, None]
+        acc = xp_next * scale[:, None] + bias[:, None]
         pos_s, valid_s = pos, valid
         pos, valid = _position(s + 1, length, seqs, T, HAS_LENGTHS, REVERSE)
         # Step s + 1 = T (no such step) reads step T-1's position again (discarded).
-        xp_next = _load_xp(xp_ptr, xp_offs, _step_position(tl.minimum(s + 1, T - 1), T, REVERSE),
-                           tl.where(valid, pos, 0), stride_xt, PER_COLUMN)
+        xp_next = _load_xp(xp_ptr, xp_lo, xp_hi, _step_position(tl.minimum(s + 1, T - 1), T, REVERSE),
+                           tl.where(valid, pos, 0), stride_xt, PER_COLUMN, PAIRED_XP)
         acc = _mm(w, w_lo, h.to(OPERAND_DTYPE), acc, PRECISION)
         u_i, u_f, a_g, u_o = _split_gates(acc, BLOCK_H, BLOCK_B)
         i = _sigmoid_of_half(u_i, FAST_TANH)
@@ -304,11 +327,12 @@ def _lstm_fwd(
                 c_prev = c
             # Straight from the accumulator's layout (see tile_io).
             aux_at = aux_ptr + at * (5 * H)
-            tile_io.store(aux_at + aux_offs, i, h_mask)
-            tile_io.store(aux_at + H + aux_offs, f, h_mask)
-            tile_io.store(aux_at + 2 * H + aux_offs, g, h_mask)
-            tile_io.store(aux_at + 3 * H + aux_offs, o, h_mask)
-            tile_io.store(aux_at + 4 * H + aux_offs, c_prev, h_mask)
+            tile_io.store_pairs(aux_at + aux_lo, aux_at + aux_hi, i, lo_mask, hi_mask, PAIRED)
+            tile_io.store_pairs(aux_at + H + aux_lo, aux_at + H + aux_hi, f, lo_mask, hi_mask, PAIRED)
+            tile_io.store_pairs(aux_at + 2 * H + aux_lo, aux_at + 2 * H + aux_hi, g, lo_mask, hi_mask, PAIRED)
+            tile_io.store_pairs(aux_at + 3 * H + aux_lo, aux_at + 3 * H + aux_hi, o, lo_mask, hi_mask, PAIRED)
+            tile_io.store_pairs(aux_at + 4 * H + aux_lo, aux_at + 4 * H + aux_hi, c_prev, lo_mask, hi_mask,
+                                PAIRED)
         if HAS_LENGTHS:
             # A finished sequence keeps its last state (a PackedSequence's h_n, c_n).
             h = tl.where(keep, h_new, h)
@@ -319,12 +343,14 @@ def _lstm_fwd(
             c = c_new
             h_out = h_new
         if STORE_OUT:
-            tile_io.store(out_ptr + at * H + state_offs, h_out, h_mask)
+            out_at = out_ptr + at * H
+            tile_io.store_pairs(out_at + state_lo, out_at + state_hi, h_out, lo_mask, hi_mask, PAIRED)
         if STORE_SAVED:
-            tile_io.store(hs_ptr + at * H + state_offs, h_out, h_mask)
+            hs_at = hs_ptr + at * H
+            tile_io.store_pairs(hs_at + state_lo, hs_at + state_hi, h_out, lo_mask, hi_mask, PAIRED)
 
-    tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
-    tl.store(cn_ptr + seqs[None, :] * H + offs_h[:, None], c.to(cn_ptr.dtype.element_ty), mask=h_mask)
+    tl.store(hn_ptr + seqs[None, :] * H + units[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
+    tl.store(cn_ptr + seqs[None, :] * H + units[:, None], c.to(cn_ptr.dtype.element_ty), mask=h_mask)
 
 
 # B and T never specialized (a new kernel for B = 1, T = 1, multiples of 16);
@@ -600,6 +626,14 @@ def _halve_sigmoid_rows(w_hh):
     return w.reshape(GATES * H, H)
 
 
+def _pairs_aligned(t, H):
+    """Whether the kernels may read or write units 2k and 2k + 1 of ``t`` ([B, T, n·H], any strides)
+    in one access (tile_io.load_pairs): H even, unit stride 1, even batch and time strides, and data
+    aligned to two elements, so that every pair's first unit is aligned to the pair."""
+    return (H % 2 == 0 and t.stride(2) == 1 and t.stride(0) % 2 == 0 and t.stride(1) % 2 == 0
+            and t.data_ptr() % (2 * t.element_size()) == 0)
+
+
 def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, store_out=True,
                    store_saved=False, wrap=None):
     """The contract's forward (see /fused_rnn/cells/__init__.py): (out, h_n, c_n, hs, aux).
@@ -637,6 +671,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         HAS_H0=h0 is not None, HAS_C0=c0 is not None, HAS_LENGTHS=lengths is not None,
         HAS_B_HH=b_hh is not None, REVERSE=bool(reverse), STORE_OUT=bool(store_out),
         STORE_SAVED=bool(store_saved), MASK_H=H != block_h, FAST_TANH=_fast_tanh(prec),
+        PAIRED=H % 2 == 0, PAIRED_XP=_pairs_aligned(xp, H),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(xp.dtype, prec),
         num_warps=_num_warps(prec, block_h, H != block_h, backward=False, store_saved=bool(store_saved)),
     )
