@@ -144,28 +144,31 @@ def _join_gates(i, f, g, o, BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr):
 
 
 @triton.jit
-def _load_saved(aux_ptr, aux_offs, dout_ptr, dout_offs, stride_dt, H, at, cols_at,
-                HAS_DOUT: tl.constexpr, PER_COLUMN: tl.constexpr):
+def _load_saved(aux_ptr, aux_lo, aux_hi, dout_ptr, dout_lo, dout_hi, stride_dt, H, at, cols_at,
+                HAS_DOUT: tl.constexpr, PER_COLUMN: tl.constexpr, PAIRED: tl.constexpr,
+                PAIRED_DOUT: tl.constexpr):
     """What the backward's step at position ``at`` (a scalar; ``cols_at`` [BLOCK_B] with PER_COLUMN)
-    reads: the gates i, f, g, o, c_{t-1} from aux and dout (0.0 without HAS_DOUT), fp32 [BLOCK_H, BLOCK_B].
+    reads: the gates i, f, g, o, c_{t-1} from aux and dout (0.0 without HAS_DOUT), fp32 [BLOCK_H, BLOCK_B]
+    in paired_units order.
 
-    Unmasked (tile_io.load): ``aux_offs`` and ``dout_offs`` must make every address valid.
+    Unmasked (tile_io.load_pairs): the ``_lo`` (units 2p) and ``_hi`` (2p + 1) offsets must make
+    every address valid.
     """
     if PER_COLUMN:
         aux_at = aux_ptr + (cols_at * (5 * H))[None, :]
     else:
         aux_at = aux_ptr + at.to(tl.int64) * (5 * H)
-    i = tile_io.load(aux_at + aux_offs)
-    f = tile_io.load(aux_at + H + aux_offs)
-    g = tile_io.load(aux_at + 2 * H + aux_offs)
-    o = tile_io.load(aux_at + 3 * H + aux_offs)
-    c_prev = tile_io.load(aux_at + 4 * H + aux_offs)
+    i = tile_io.load_pairs(aux_at + aux_lo, aux_at + aux_hi, PAIRED)
+    f = tile_io.load_pairs(aux_at + H + aux_lo, aux_at + H + aux_hi, PAIRED)
+    g = tile_io.load_pairs(aux_at + 2 * H + aux_lo, aux_at + 2 * H + aux_hi, PAIRED)
+    o = tile_io.load_pairs(aux_at + 3 * H + aux_lo, aux_at + 3 * H + aux_hi, PAIRED)
+    c_prev = tile_io.load_pairs(aux_at + 4 * H + aux_lo, aux_at + 4 * H + aux_hi, PAIRED)
     if HAS_DOUT:
         if PER_COLUMN:
             dout_at = dout_ptr + (cols_at * stride_dt)[None, :]
         else:
             dout_at = dout_ptr + at.to(tl.int64) * stride_dt
-        dout = tile_io.load(dout_at + dout_offs).to(tl.float32)
+        dout = tile_io.load_pairs(dout_at + dout_lo, dout_at + dout_hi, PAIRED_DOUT)
     else:
         dout = 0.0
     return i, f, g, o, c_prev, dout
@@ -370,7 +373,7 @@ def _lstm_bwd_kernel(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     HAS_DOUT: tl.constexpr, HAS_DHN: tl.constexpr, HAS_DCN: tl.constexpr, HAS_LENGTHS: tl.constexpr,
     REVERSE: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, JOIN_GATES: tl.constexpr,
-    PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+    PAIRED: tl.constexpr, PAIRED_DOUT: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     """Reverse sweep over processing order; aux [B, T, 5H] and dxp [B, T, 4H] fp32 contiguous."""
     if not MASK_H:
@@ -379,18 +382,23 @@ def _lstm_bwd_kernel(
     pid = tl.program_id(0)
     seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     seq_ok = seqs < B
-    offs_h = tl.arange(0, BLOCK_H)
-    h_rows_ok = offs_h < H
+    # Row m of every [BLOCK_H, ·] tile (dh, dc, the gates, each da) holds unit units[m], so that a
+    # thread holds units 2k and 2k + 1 and reads or writes both in one access (see
+    # tile_io.paired_units).
+    units = tile_io.paired_units(BLOCK_H)
+    h_rows_ok = units < H
     h_mask = h_rows_ok[:, None] & seq_ok[None, :]
 
-    # dh = Σ_k W_kᵀ · da_k, W_kᵀ[j, r] = W_hh[k·H + r, j]. With JOIN_GATES one product
+    # dh = Σ_k W_kᵀ · da_k, W_kᵀ[j, r] = W_hh[k·H + r, j]; the A tiles' rows and columns are both
+    # in units order (dh's rows; da's rows, the product's K index). With JOIN_GATES one product
     # [BLOCK_H, 4·BLOCK_H] · [4·BLOCK_H, BLOCK_B] (see _join_gates_in_backward); its A, loaded once,
-    # has W_kᵀ at columns k·BLOCK_H … k·BLOCK_H + BLOCK_H - 1. Otherwise four products.
+    # has W_kᵀ at columns k·BLOCK_H … k·BLOCK_H + BLOCK_H - 1 (paired_units over 4·BLOCK_H permutes
+    # within blocks of 16, so within each gate: _join_gates' row order). Otherwise four products.
     if JOIN_GATES:
-        offs_a = tl.arange(0, 4 * BLOCK_H)
+        offs_a = tile_io.paired_units(4 * BLOCK_H)
         unit = offs_a % BLOCK_H
         w_mask = h_rows_ok[:, None] & (unit < H)[None, :]
-        w_ptrs = ((offs_a // BLOCK_H) * H + unit)[None, :] * H + offs_h[:, None]
+        w_ptrs = ((offs_a // BLOCK_H) * H + unit)[None, :] * H + units[:, None]
         w_t = tl.load(w_hh_ptr + w_ptrs, mask=w_mask, other=0.0).to(OPERAND_DTYPE)
         if PRECISION == "tf32x3":
             w_t_lo = tl.load(w_hh_lo_ptr + w_ptrs, mask=w_mask, other=0.0)
@@ -398,26 +406,26 @@ def _lstm_bwd_kernel(
             w_t_lo = w_t
     else:
         HH = H * H
-        w_i = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
-        w_f = _load_tile(w_hh_ptr + HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
-        w_g = _load_tile(w_hh_ptr + 2 * HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
-        w_o = _load_tile(w_hh_ptr + 3 * HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+        w_i = _load_tile(w_hh_ptr, units, units, H, H, 1, H).to(OPERAND_DTYPE)
+        w_f = _load_tile(w_hh_ptr + HH, units, units, H, H, 1, H).to(OPERAND_DTYPE)
+        w_g = _load_tile(w_hh_ptr + 2 * HH, units, units, H, H, 1, H).to(OPERAND_DTYPE)
+        w_o = _load_tile(w_hh_ptr + 3 * HH, units, units, H, H, 1, H).to(OPERAND_DTYPE)
         if PRECISION == "tf32x3":
-            w_i_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, 1, H)
-            w_f_lo = _load_tile(w_hh_lo_ptr + HH, offs_h, offs_h, H, H, 1, H)
-            w_g_lo = _load_tile(w_hh_lo_ptr + 2 * HH, offs_h, offs_h, H, H, 1, H)
-            w_o_lo = _load_tile(w_hh_lo_ptr + 3 * HH, offs_h, offs_h, H, H, 1, H)
+            w_i_lo = _load_tile(w_hh_lo_ptr, units, units, H, H, 1, H)
+            w_f_lo = _load_tile(w_hh_lo_ptr + HH, units, units, H, H, 1, H)
+            w_g_lo = _load_tile(w_hh_lo_ptr + 2 * HH, units, units, H, H, 1, H)
+            w_o_lo = _load_tile(w_hh_lo_ptr + 3 * HH, units, units, H, H, 1, H)
         else:
             w_i_lo, w_f_lo, w_g_lo, w_o_lo = w_i, w_f, w_g, w_o
 
     zero = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
     if HAS_DHN:
-        dh = tl.load(dhn_ptr + seqs[None, :] * stride_dhnb + offs_h[:, None] * stride_dhnh,
+        dh = tl.load(dhn_ptr + seqs[None, :] * stride_dhnb + units[:, None] * stride_dhnh,
                      mask=h_mask, other=0.0).to(tl.float32)
     else:
         dh = zero
     if HAS_DCN:
-        dc = tl.load(dcn_ptr + seqs[None, :] * stride_dcnb + offs_h[:, None] * stride_dcnh,
+        dc = tl.load(dcn_ptr + seqs[None, :] * stride_dcnb + units[:, None] * stride_dcnh,
                      mask=h_mask, other=0.0).to(tl.float32)
     else:
         dc = zero
@@ -426,11 +434,15 @@ def _lstm_bwd_kernel(
     else:
         length = seqs * 0 + T
 
-    # aux and dout are read, dxp written, straight in the accumulator's layout (see tile_io):
-    # a scalar pointer at the step's position (per column with lengths in reverse) plus these
-    # loop-invariant offsets. tile_io.load is unmasked, so every address is valid:
+    # aux and dout are read, dxp written, straight in the accumulator's layout two units per
+    # access (tile_io.load_pairs/store_pairs): one 8-byte access per pair of aux and dxp (fp32)
+    # when PAIRED, one 4- or 8-byte access per pair of dout (bf16/fp16 or fp32) when PAIRED_DOUT.
+    # Addresses are a scalar pointer at the step's position (per column with lengths in reverse)
+    # plus these loop-invariant offsets of units 2p (lo) and 2p + 1 (hi). The loads are unmasked,
+    # so every address is valid:
     # - columns past B read sequence B-1;
-    # - padded rows (unit ≥ H) read unit H-1;
+    # - padded units (≥ H) read unit H-1, or the pair H-2, H-1 for even H (aligned; a pair is
+    #   then all padding or none);
     # - a step that processes nothing (s ≥ len_b) reads a position < T of its own sequence:
     #   position s (with lengths, forward: aux there holds the forward's zeros, dout padding
     #   anything, inf or NaN included) or 0 (with lengths, reverse); the prefetch after step 0
@@ -440,18 +452,29 @@ def _lstm_bwd_kernel(
     # and the padded rows of dh and dc reach no real row (da is zeroed there before the
     # product) and are never stored.
     PER_COLUMN: tl.constexpr = HAS_LENGTHS and REVERSE
+    lo_units = 2 * tl.arange(0, BLOCK_H // 2)
+    hi_units = lo_units + 1
     if MASK_H:
-        rows_read = tl.minimum(offs_h, H - 1)
+        # (H - 1) // 2 · 2: H - 2 for even H keeps a padded pair aligned; H - 1 for odd H.
+        lo_read = tl.minimum(lo_units, (H - 1) // 2 * 2)
+        hi_read = tl.minimum(hi_units, H - 1)
     else:
-        rows_read = offs_h
+        lo_read = lo_units
+        hi_read = hi_units
     seqs_read = tl.minimum(seqs, B - 1)
-    aux_offs = seqs_read[None, :] * T * (5 * H) + rows_read[:, None]
-    dout_offs = seqs_read[None, :] * stride_db + (rows_read * stride_dh)[:, None]
-    dxp_offs = seqs[None, :] * T * (4 * H) + offs_h[:, None]
+    aux_seqs = seqs_read[None, :] * T * (5 * H)
+    aux_lo, aux_hi = aux_seqs + lo_read[:, None], aux_seqs + hi_read[:, None]
+    dout_seqs = seqs_read[None, :] * stride_db
+    dout_lo, dout_hi = dout_seqs + (lo_read * stride_dh)[:, None], dout_seqs + (hi_read * stride_dh)[:, None]
+    dxp_seqs = seqs[None, :] * T * (4 * H)
+    dxp_lo, dxp_hi = dxp_seqs + lo_units[:, None], dxp_seqs + hi_units[:, None]
+    lo_mask = (lo_units < H)[:, None] & seq_ok[None, :]
+    hi_mask = (hi_units < H)[:, None] & seq_ok[None, :]
     # What step s reads is loaded during step s + 1, off the dependent chain.
     pos, valid = _position(T - 1, length, seqs, T, HAS_LENGTHS, REVERSE)
-    i, f, g, o, c_prev, dout = _load_saved(aux_ptr, aux_offs, dout_ptr, dout_offs, stride_dt, H,
-                                           _step_position(T - 1, T, REVERSE), pos, HAS_DOUT, PER_COLUMN)
+    i, f, g, o, c_prev, dout = _load_saved(aux_ptr, aux_lo, aux_hi, dout_ptr, dout_lo, dout_hi, stride_dt, H,
+                                           _step_position(T - 1, T, REVERSE), pos, HAS_DOUT, PER_COLUMN,
+                                           PAIRED, PAIRED_DOUT)
     for n in range(T):
         s = T - 1 - n
         pos_s, valid_s = pos, valid
@@ -463,8 +486,9 @@ def _lstm_bwd_kernel(
             dh_s = dh + dout
         else:
             dh_s = dh
-        i, f, g, o, c_prev, dout = _load_saved(aux_ptr, aux_offs, dout_ptr, dout_offs, stride_dt, H,
-                                               _step_position(s_next, T, REVERSE), pos, HAS_DOUT, PER_COLUMN)
+        i, f, g, o, c_prev, dout = _load_saved(aux_ptr, aux_lo, aux_hi, dout_ptr, dout_lo, dout_hi, stride_dt, H,
+                                               _step_position(s_next, T, REVERSE), pos, HAS_DOUT, PER_COLUMN,
+                                               PAIRED, PAIRED_DOUT)
 
         tc = _tanh(f_s * c_prev_s + i_s * g_s, FAST_TANH)
         # The shared products first, and each gate's x·(1 - y) as x - x·y (one FFMA, rounded once):
@@ -498,10 +522,10 @@ def _lstm_bwd_kernel(
             dxp_at = dxp_ptr + (pos_s * (4 * H))[None, :]
         else:
             dxp_at = dxp_ptr + _step_position(s, T, REVERSE).to(tl.int64) * (4 * H)
-        tile_io.store(dxp_at + dxp_offs, da_i, h_mask)
-        tile_io.store(dxp_at + H + dxp_offs, da_f, h_mask)
-        tile_io.store(dxp_at + 2 * H + dxp_offs, da_g, h_mask)
-        tile_io.store(dxp_at + 3 * H + dxp_offs, da_o, h_mask)
+        tile_io.store_pairs(dxp_at + dxp_lo, dxp_at + dxp_hi, da_i, lo_mask, hi_mask, PAIRED)
+        tile_io.store_pairs(dxp_at + H + dxp_lo, dxp_at + H + dxp_hi, da_f, lo_mask, hi_mask, PAIRED)
+        tile_io.store_pairs(dxp_at + 2 * H + dxp_lo, dxp_at + 2 * H + dxp_hi, da_g, lo_mask, hi_mask, PAIRED)
+        tile_io.store_pairs(dxp_at + 3 * H + dxp_lo, dxp_at + 3 * H + dxp_hi, da_o, lo_mask, hi_mask, PAIRED)
 
         if JOIN_GATES:
             da = _join_gates(da_i, da_f, da_g, da_o, BLOCK_H, BLOCK_B)
@@ -519,8 +543,8 @@ def _lstm_bwd_kernel(
             dh = dh_new
             dc = dc_f
 
-    tl.store(dh0_ptr + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
-    tl.store(dc0_ptr + seqs[None, :] * H + offs_h[:, None], dc, mask=h_mask)
+    tl.store(dh0_ptr + seqs[None, :] * H + units[:, None], dh, mask=h_mask)
+    tl.store(dc0_ptr + seqs[None, :] * H + units[:, None], dc, mask=h_mask)
 
 
 # ----------------------------------------------------------------------------
@@ -710,6 +734,7 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None, HAS_DCN=dc_n is not None,
         HAS_LENGTHS=lengths is not None, REVERSE=bool(reverse), MASK_H=H != block_h,
         FAST_TANH=_fast_tanh(prec), JOIN_GATES=_join_gates_in_backward(prec, block_h, H != block_h),
+        PAIRED=_pairs_aligned(aux, H), PAIRED_DOUT=dout is not None and _pairs_aligned(dout, H),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(w_hh.dtype, prec),
         num_warps=_num_warps(prec, block_h, H != block_h, backward=True),
     )
