@@ -15,6 +15,10 @@ result splits into the four gates without moving data (see _split_gates), each
 in the same register layout as h and c. h and c stay in fp32 registers for the
 whole sequence. The sigmoid gates' rows of W_hh are halved on the host, so that
 σ(a) = ½ + ½·tanh(a/2) costs one MUFU op on a GPU (see _sigmoid_of_half).
+Every tile's rows (and W_hh's columns) hold the hidden units in tile_io.paired_units order (a
+permutation within each 16), which puts units 2k and 2k + 1 in one thread: the
+per-step reads and writes of xp, out, hs, aux, dout and dxp move two units per
+instruction (tile_io.load_pairs / store_pairs).
 
 Saved for the backward (``store_saved``): ``hs`` (fp32 h_t) and ``aux``
 ``[B, T, 5H]`` fp32 = the activated gates i, f, g, o and c_{t-1} at each
