@@ -247,24 +247,30 @@ def paired_accesses(monkeypatch):
 
 
 @pytest.mark.skipif(ON_GPU, reason="reads the interpreter's addresses")
-@pytest.mark.parametrize("H,dtype,time_major,reverse", [
-    (20, torch.float32, False, True),      # H padded to 32: padded pairs read the pair H-2, H-1
-    (16, torch.bfloat16, False, False),    # no padding; 2-byte xp and out
-    (20, torch.float16, True, False),      # xp a transposed view (batch stride 4H, time stride B·4H)
+@pytest.mark.parametrize("H,dtype,time_major,reverse,forward_pairs,backward_pairs", [
+    # H padded to 32: padded pairs read the pair H-2, H-1; out, hs, aux stored unit by unit (_gate_pairs)
+    (20, torch.float32, False, True, False, True),
+    (16, torch.bfloat16, False, False, False, True),    # no padding; 2-byte xp and out
+    (20, torch.float16, True, False, False, True),      # xp a transposed view (batch stride 4H, time stride B·4H)
+    (64, torch.bfloat16, False, True, True, True),      # BLOCK_H = 64 on 4 warps: out, hs, aux stored in pairs
+    (50, torch.float32, False, False, False, False),    # 3xTF32 backward on 8 warps: aux, dout, dxp unit by unit
 ])
-def test_paired_accesses(paired_accesses, H, dtype, time_major, reverse):
-    """Even H: every per-step access (xp, out, hs, aux, dout, dxp) moves aligned pairs of units."""
+def test_paired_accesses(paired_accesses, H, dtype, time_major, reverse, forward_pairs, backward_pairs):
+    """Even H: xp is read in aligned pairs of units, and the per-gate tiles (out, hs, aux; aux, dout, dxp)
+    are read and written in pairs where _gate_pairs says so (else unit by unit, tile_io.load / store)."""
     check(5, 7, H, dtype=dtype, time_major=time_major, reverse=reverse, lengths=[7, 3, 1, 7, 5], seed=18)
-    assert paired_accesses["load", True] > 0 and paired_accesses["store", True] > 0
-    # Only time_major's dout (unit stride T·B) is read unit by unit.
-    assert (paired_accesses["load", False] > 0) == time_major and paired_accesses["store", False] == 0
+    assert paired_accesses["load", True] > 0
+    # Unit by unit: time_major's dout (unit stride T·B) where the backward pairs.
+    assert (paired_accesses["load", False] > 0) == (time_major and backward_pairs)
+    assert (paired_accesses["store", True] > 0) == (forward_pairs or backward_pairs)
+    assert paired_accesses["store", False] == 0
 
 
 @pytest.mark.skipif(ON_GPU, reason="reads the interpreter's addresses")
-@pytest.mark.parametrize("H", [20, 33])
+@pytest.mark.parametrize("H", [20, 21])
 def test_unaligned_pairs_are_read_unit_by_unit(paired_accesses, H):
     """xp and dout one element into their storage (any H), or H odd (every access): two accesses per pair.
-    aux (the kernels' own, aligned) and the stores stay paired for even H."""
+    aux (the kernels' own, aligned) and dxp stay paired for even H."""
     check(5, 7, H, misaligned=True, lengths=[7, 3, 1, 7, 5], seed=19)
     even = H % 2 == 0
     assert paired_accesses["load", False] > 0 and (paired_accesses["load", True] > 0) == even

@@ -125,13 +125,37 @@ def _load_xp(xp_ptr, lo_offs, hi_offs, at, cols_at, stride_xt, PER_COLUMN: tl.co
 
 
 @triton.jit
+def _load_units(ptr, offs, lo_offs, hi_offs, PAIRED: tl.constexpr, GATE_PAIRS: tl.constexpr):
+    """A [BLOCK_H, BLOCK_B] fp32 tile in paired_units order: with GATE_PAIRS two units per access
+    (tile_io.load_pairs at ``ptr`` + ``lo_offs``, ``hi_offs``), else one (tile_io.load at ``ptr`` +
+    ``offs``, each row's own unit; see _gate_pairs). Unmasked: every address must be valid."""
+    if GATE_PAIRS:
+        x = tile_io.load_pairs(ptr + lo_offs, ptr + hi_offs, PAIRED)
+    else:
+        x = tile_io.load(ptr + offs).to(tl.float32)
+    return x
+
+
+@triton.jit
+def _store_units(ptr, offs, lo_offs, hi_offs, value, mask, lo_mask, hi_mask, PAIRED: tl.constexpr,
+                 GATE_PAIRS: tl.constexpr):
+    """Stores a [BLOCK_H, BLOCK_B] tile in paired_units order, as _load_units reads one."""
+    if GATE_PAIRS:
+        tile_io.store_pairs(ptr + lo_offs, ptr + hi_offs, value, lo_mask, hi_mask, PAIRED)
+    else:
+        tile_io.store(ptr + offs, value, mask)
+
+
+@triton.jit
 def _split_gates(x, BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr):
     """[4·BLOCK_H, BLOCK_B] (row k·BLOCK_H + u: unit u of gate k) -> the four gates' [BLOCK_H, BLOCK_B].
 
     Gate k = 2·k1 + k2 becomes two trailing dimensions of size 2, which in the
-    MMA accumulator's layout are register indices (the rows of a 64-row tile
-    repeat over registers): the split moves no data (no shared memory in the
-    sm_90 build).
+    MMA accumulator's layout are register indices where BLOCK_H ≥ 16·num_warps
+    (the warps' 16-row slices repeat over registers every 16·num_warps rows):
+    the split then moves no data (no shared memory in the sm_90 build). Below
+    that (BLOCK_H ≤ 32 on 4 warps, 64 on 8) a gate's rows lie in some of the
+    warps only and the split crosses shared memory (see _gate_pairs).
     """
     x = tl.permute(tl.reshape(x, [2, 2, BLOCK_H, BLOCK_B]), [2, 3, 0, 1])
     k2_is_0, k2_is_1 = tl.split(x)
@@ -148,31 +172,31 @@ def _join_gates(i, f, g, o, BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr):
 
 
 @triton.jit
-def _load_saved(aux_ptr, aux_lo, aux_hi, dout_ptr, dout_lo, dout_hi, stride_dt, H, at, cols_at,
-                HAS_DOUT: tl.constexpr, PER_COLUMN: tl.constexpr, PAIRED: tl.constexpr,
-                PAIRED_DOUT: tl.constexpr):
+def _load_saved(aux_ptr, aux_offs, aux_lo, aux_hi, dout_ptr, dout_offs, dout_lo, dout_hi, stride_dt, H, at,
+                cols_at, HAS_DOUT: tl.constexpr, PER_COLUMN: tl.constexpr, PAIRED: tl.constexpr,
+                PAIRED_DOUT: tl.constexpr, GATE_PAIRS: tl.constexpr):
     """What the backward's step at position ``at`` (a scalar; ``cols_at`` [BLOCK_B] with PER_COLUMN)
     reads: the gates i, f, g, o, c_{t-1} from aux and dout (0.0 without HAS_DOUT), fp32 [BLOCK_H, BLOCK_B]
     in paired_units order.
 
-    Unmasked (tile_io.load_pairs): the ``_lo`` (units 2p) and ``_hi`` (2p + 1) offsets must make
-    every address valid.
+    Unmasked (_load_units): the offsets (``_lo``: units 2p, ``_hi``: 2p + 1) must make every
+    address valid.
     """
     if PER_COLUMN:
         aux_at = aux_ptr + (cols_at * (5 * H))[None, :]
     else:
         aux_at = aux_ptr + at.to(tl.int64) * (5 * H)
-    i = tile_io.load_pairs(aux_at + aux_lo, aux_at + aux_hi, PAIRED)
-    f = tile_io.load_pairs(aux_at + H + aux_lo, aux_at + H + aux_hi, PAIRED)
-    g = tile_io.load_pairs(aux_at + 2 * H + aux_lo, aux_at + 2 * H + aux_hi, PAIRED)
-    o = tile_io.load_pairs(aux_at + 3 * H + aux_lo, aux_at + 3 * H + aux_hi, PAIRED)
-    c_prev = tile_io.load_pairs(aux_at + 4 * H + aux_lo, aux_at + 4 * H + aux_hi, PAIRED)
+    i = _load_units(aux_at, aux_offs, aux_lo, aux_hi, PAIRED, GATE_PAIRS)
+    f = _load_units(aux_at + H, aux_offs, aux_lo, aux_hi, PAIRED, GATE_PAIRS)
+    g = _load_units(aux_at + 2 * H, aux_offs, aux_lo, aux_hi, PAIRED, GATE_PAIRS)
+    o = _load_units(aux_at + 3 * H, aux_offs, aux_lo, aux_hi, PAIRED, GATE_PAIRS)
+    c_prev = _load_units(aux_at + 4 * H, aux_offs, aux_lo, aux_hi, PAIRED, GATE_PAIRS)
     if HAS_DOUT:
         if PER_COLUMN:
             dout_at = dout_ptr + (cols_at * stride_dt)[None, :]
         else:
             dout_at = dout_ptr + at.to(tl.int64) * stride_dt
-        dout = tile_io.load_pairs(dout_at + dout_lo, dout_at + dout_hi, PAIRED_DOUT)
+        dout = _load_units(dout_at, dout_offs, dout_lo, dout_hi, PAIRED_DOUT, GATE_PAIRS)
     else:
         dout = 0.0
     return i, f, g, o, c_prev, dout
@@ -192,7 +216,7 @@ def _lstm_fwd(
     HAS_H0: tl.constexpr, HAS_C0: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_B_HH: tl.constexpr,
     REVERSE: tl.constexpr, STORE_OUT: tl.constexpr, STORE_SAVED: tl.constexpr,
     MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, PAIRED: tl.constexpr, PAIRED_XP: tl.constexpr,
-    PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+    GATE_PAIRS: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     if not MASK_H:
         # H == BLOCK_H: as a constexpr, every gate, row and unit offset below is a compile-time
@@ -287,8 +311,10 @@ def _lstm_fwd(
     xp_next = _load_xp(xp_ptr, xp_lo, xp_hi, _step_position(0, T, REVERSE), tl.where(valid, pos, 0), stride_xt,
                        PER_COLUMN, PAIRED_XP)
     # [B, T, H] rows of out and hs, [B, T, 5H] rows of aux: a scalar pointer at the step's
-    # position (per column with PER_COLUMN) plus these loop-invariant offsets of units 2p (lo)
-    # and 2p + 1 (hi), written two per access (tile_io.store_pairs) when PAIRED.
+    # position (per column with PER_COLUMN) plus these loop-invariant offsets, of units 2p (lo)
+    # and 2p + 1 (hi) with GATE_PAIRS (one access per pair when PAIRED), else of each row's unit.
+    state_offs = seqs[None, :] * T * H + units[:, None]
+    aux_offs = seqs[None, :] * T * (5 * H) + units[:, None]
     lo_units = 2 * tl.arange(0, BLOCK_H // 2)
     hi_units = lo_units + 1
     lo_mask = (lo_units < H)[:, None] & seq_ok[None, :]
@@ -334,12 +360,12 @@ def _lstm_fwd(
                 c_prev = c
             # Straight from the accumulator's layout (see tile_io).
             aux_at = aux_ptr + at * (5 * H)
-            tile_io.store_pairs(aux_at + aux_lo, aux_at + aux_hi, i, lo_mask, hi_mask, PAIRED)
-            tile_io.store_pairs(aux_at + H + aux_lo, aux_at + H + aux_hi, f, lo_mask, hi_mask, PAIRED)
-            tile_io.store_pairs(aux_at + 2 * H + aux_lo, aux_at + 2 * H + aux_hi, g, lo_mask, hi_mask, PAIRED)
-            tile_io.store_pairs(aux_at + 3 * H + aux_lo, aux_at + 3 * H + aux_hi, o, lo_mask, hi_mask, PAIRED)
-            tile_io.store_pairs(aux_at + 4 * H + aux_lo, aux_at + 4 * H + aux_hi, c_prev, lo_mask, hi_mask,
-                                PAIRED)
+            _store_units(aux_at, aux_offs, aux_lo, aux_hi, i, h_mask, lo_mask, hi_mask, PAIRED, GATE_PAIRS)
+            _store_units(aux_at + H, aux_offs, aux_lo, aux_hi, f, h_mask, lo_mask, hi_mask, PAIRED, GATE_PAIRS)
+            _store_units(aux_at + 2 * H, aux_offs, aux_lo, aux_hi, g, h_mask, lo_mask, hi_mask, PAIRED, GATE_PAIRS)
+            _store_units(aux_at + 3 * H, aux_offs, aux_lo, aux_hi, o, h_mask, lo_mask, hi_mask, PAIRED, GATE_PAIRS)
+            _store_units(aux_at + 4 * H, aux_offs, aux_lo, aux_hi, c_prev, h_mask, lo_mask, hi_mask, PAIRED,
+                         GATE_PAIRS)
         if HAS_LENGTHS:
             # A finished sequence keeps its last state (a PackedSequence's h_n, c_n).
             h = tl.where(keep, h_new, h)
@@ -350,11 +376,11 @@ def _lstm_fwd(
             c = c_new
             h_out = h_new
         if STORE_OUT:
-            out_at = out_ptr + at * H
-            tile_io.store_pairs(out_at + state_lo, out_at + state_hi, h_out, lo_mask, hi_mask, PAIRED)
+            _store_units(out_ptr + at * H, state_offs, state_lo, state_hi, h_out, h_mask, lo_mask, hi_mask, PAIRED,
+                         GATE_PAIRS)
         if STORE_SAVED:
-            hs_at = hs_ptr + at * H
-            tile_io.store_pairs(hs_at + state_lo, hs_at + state_hi, h_out, lo_mask, hi_mask, PAIRED)
+            _store_units(hs_ptr + at * H, state_offs, state_lo, state_hi, h_out, h_mask, lo_mask, hi_mask, PAIRED,
+                         GATE_PAIRS)
 
     tl.store(hn_ptr + seqs[None, :] * H + units[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
     tl.store(cn_ptr + seqs[None, :] * H + units[:, None], c.to(cn_ptr.dtype.element_ty), mask=h_mask)
@@ -377,7 +403,8 @@ def _lstm_bwd_kernel(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     HAS_DOUT: tl.constexpr, HAS_DHN: tl.constexpr, HAS_DCN: tl.constexpr, HAS_LENGTHS: tl.constexpr,
     REVERSE: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, JOIN_GATES: tl.constexpr,
-    PAIRED: tl.constexpr, PAIRED_DOUT: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+    PAIRED: tl.constexpr, PAIRED_DOUT: tl.constexpr, GATE_PAIRS: tl.constexpr,
+    PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     """Reverse sweep over processing order; aux [B, T, 5H] and dxp [B, T, 4H] fp32 contiguous."""
     if not MASK_H:
@@ -438,12 +465,13 @@ def _lstm_bwd_kernel(
     else:
         length = seqs * 0 + T
 
-    # aux and dout are read, dxp written, straight in the accumulator's layout two units per
-    # access (tile_io.load_pairs/store_pairs): one 8-byte access per pair of aux and dxp (fp32)
-    # when PAIRED, one 4- or 8-byte access per pair of dout (bf16/fp16 or fp32) when PAIRED_DOUT.
-    # Addresses are a scalar pointer at the step's position (per column with lengths in reverse)
-    # plus these loop-invariant offsets of units 2p (lo) and 2p + 1 (hi). The loads are unmasked,
-    # so every address is valid:
+    # aux and dout are read, dxp written, straight in the accumulator's layout, with GATE_PAIRS
+    # two units per access (tile_io.load_pairs/store_pairs; see _gate_pairs): one 8-byte access
+    # per pair of aux and dxp (fp32) when PAIRED, one 4- or 8-byte access per pair of dout
+    # (bf16/fp16 or fp32) when PAIRED_DOUT. Addresses are a scalar pointer at the step's position
+    # (per column with lengths in reverse) plus these loop-invariant offsets: of units 2p (lo)
+    # and 2p + 1 (hi), or of each row's unit without GATE_PAIRS. The loads are unmasked, so
+    # every address is valid:
     # - columns past B read sequence B-1;
     # - padded units (≥ H) read unit H-1, or the pair H-2, H-1 for even H (aligned; a pair is
     #   then all padding or none);
@@ -459,26 +487,29 @@ def _lstm_bwd_kernel(
     lo_units = 2 * tl.arange(0, BLOCK_H // 2)
     hi_units = lo_units + 1
     if MASK_H:
+        rows_read = tl.minimum(units, H - 1)
         # (H - 1) // 2 · 2: H - 2 for even H keeps a padded pair aligned; H - 1 for odd H.
         lo_read = tl.minimum(lo_units, (H - 1) // 2 * 2)
         hi_read = tl.minimum(hi_units, H - 1)
     else:
+        rows_read = units
         lo_read = lo_units
         hi_read = hi_units
     seqs_read = tl.minimum(seqs, B - 1)
     aux_seqs = seqs_read[None, :] * T * (5 * H)
-    aux_lo, aux_hi = aux_seqs + lo_read[:, None], aux_seqs + hi_read[:, None]
+    aux_offs, aux_lo, aux_hi = aux_seqs + rows_read[:, None], aux_seqs + lo_read[:, None], aux_seqs + hi_read[:, None]
     dout_seqs = seqs_read[None, :] * stride_db
+    dout_offs = dout_seqs + (rows_read * stride_dh)[:, None]
     dout_lo, dout_hi = dout_seqs + (lo_read * stride_dh)[:, None], dout_seqs + (hi_read * stride_dh)[:, None]
     dxp_seqs = seqs[None, :] * T * (4 * H)
-    dxp_lo, dxp_hi = dxp_seqs + lo_units[:, None], dxp_seqs + hi_units[:, None]
+    dxp_offs, dxp_lo, dxp_hi = dxp_seqs + units[:, None], dxp_seqs + lo_units[:, None], dxp_seqs + hi_units[:, None]
     lo_mask = (lo_units < H)[:, None] & seq_ok[None, :]
     hi_mask = (hi_units < H)[:, None] & seq_ok[None, :]
     # What step s reads is loaded during step s + 1, off the dependent chain.
     pos, valid = _position(T - 1, length, seqs, T, HAS_LENGTHS, REVERSE)
-    i, f, g, o, c_prev, dout = _load_saved(aux_ptr, aux_lo, aux_hi, dout_ptr, dout_lo, dout_hi, stride_dt, H,
-                                           _step_position(T - 1, T, REVERSE), pos, HAS_DOUT, PER_COLUMN,
-                                           PAIRED, PAIRED_DOUT)
+    i, f, g, o, c_prev, dout = _load_saved(aux_ptr, aux_offs, aux_lo, aux_hi, dout_ptr, dout_offs, dout_lo, dout_hi,
+                                           stride_dt, H, _step_position(T - 1, T, REVERSE), pos, HAS_DOUT,
+                                           PER_COLUMN, PAIRED, PAIRED_DOUT, GATE_PAIRS)
     for n in range(T):
         s = T - 1 - n
         pos_s, valid_s = pos, valid
@@ -490,9 +521,9 @@ def _lstm_bwd_kernel(
             dh_s = dh + dout
         else:
             dh_s = dh
-        i, f, g, o, c_prev, dout = _load_saved(aux_ptr, aux_lo, aux_hi, dout_ptr, dout_lo, dout_hi, stride_dt, H,
-                                               _step_position(s_next, T, REVERSE), pos, HAS_DOUT, PER_COLUMN,
-                                               PAIRED, PAIRED_DOUT)
+        i, f, g, o, c_prev, dout = _load_saved(aux_ptr, aux_offs, aux_lo, aux_hi, dout_ptr, dout_offs, dout_lo,
+                                               dout_hi, stride_dt, H, _step_position(s_next, T, REVERSE), pos,
+                                               HAS_DOUT, PER_COLUMN, PAIRED, PAIRED_DOUT, GATE_PAIRS)
 
         tc = _tanh(f_s * c_prev_s + i_s * g_s, FAST_TANH)
         # The shared products first, and each gate's x·(1 - y) as x - x·y (one FFMA, rounded once):
@@ -526,10 +557,10 @@ def _lstm_bwd_kernel(
             dxp_at = dxp_ptr + (pos_s * (4 * H))[None, :]
         else:
             dxp_at = dxp_ptr + _step_position(s, T, REVERSE).to(tl.int64) * (4 * H)
-        tile_io.store_pairs(dxp_at + dxp_lo, dxp_at + dxp_hi, da_i, lo_mask, hi_mask, PAIRED)
-        tile_io.store_pairs(dxp_at + H + dxp_lo, dxp_at + H + dxp_hi, da_f, lo_mask, hi_mask, PAIRED)
-        tile_io.store_pairs(dxp_at + 2 * H + dxp_lo, dxp_at + 2 * H + dxp_hi, da_g, lo_mask, hi_mask, PAIRED)
-        tile_io.store_pairs(dxp_at + 3 * H + dxp_lo, dxp_at + 3 * H + dxp_hi, da_o, lo_mask, hi_mask, PAIRED)
+        _store_units(dxp_at, dxp_offs, dxp_lo, dxp_hi, da_i, h_mask, lo_mask, hi_mask, PAIRED, GATE_PAIRS)
+        _store_units(dxp_at + H, dxp_offs, dxp_lo, dxp_hi, da_f, h_mask, lo_mask, hi_mask, PAIRED, GATE_PAIRS)
+        _store_units(dxp_at + 2 * H, dxp_offs, dxp_lo, dxp_hi, da_g, h_mask, lo_mask, hi_mask, PAIRED, GATE_PAIRS)
+        _store_units(dxp_at + 3 * H, dxp_offs, dxp_lo, dxp_hi, da_o, h_mask, lo_mask, hi_mask, PAIRED, GATE_PAIRS)
 
         if JOIN_GATES:
             da = _join_gates(da_i, da_f, da_g, da_o, BLOCK_H, BLOCK_B)
@@ -612,6 +643,25 @@ def _join_gates_in_backward(prec, block_h, padded):
     return not ((prec in ("tf32", "tf32x3") and block_h == 32) or (padded and block_h == 128))
 
 
+def _gate_pairs(prec, block_h, warps, backward):
+    """Whether the per-step accesses of the per-gate [BLOCK_H, BLOCK_B] tiles (the forward's out, hs and
+    aux stores; the backward's aux and dout loads and dxp stores) move two units at once (sm_90, Triton 3.6).
+
+    Splitting a tile into its pairs (tile_io.pairs_from_rows) is free where rows m and m + 8 share a
+    thread. In the forward's gates that holds where _split_gates stays in registers: when each gate's
+    BLOCK_H rows span the 16 rows of every warp (BLOCK_H ≥ 16·warps). Elsewhere the split already
+    crosses shared memory, and the pairs cost another round trip: bf16 training forward at H = 20
+    298 slots and 6 barriers against 240 and 4 unit by unit, at H = 50 (8 warps) 656 against 496;
+    at BLOCK_H ≥ 16·warps pairs save 26 to 140 slots (bf16 at 64: 341 against 372; at 128: 730
+    against 824; at 100: 976 against 1116). The backward's tiles pair in every layout measured
+    (bf16 at H = 20: 278 slots against 340, at 128 722 against 854), except 3xTF32 on 8 warps
+    (H padded to 64; at H = 50: 18 barriers and 28 B of spills against 8 and none).
+    """
+    if backward:
+        return not (prec == "tf32x3" and warps == 8)
+    return block_h >= 16 * warps
+
+
 def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
     """A sentence saying why these kernels cannot launch this configuration, or None if they can.
 
@@ -684,6 +734,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         return out, h_n, c_n, hs, aux
     block_h = block(H)
     prec = precision(xp.dtype, allow_tf32)
+    warps = _num_warps(prec, block_h, H != block_h, backward=False, store_saved=bool(store_saved))
     w_hh = _halve_sigmoid_rows(w_hh)
     w_hh, w_hh_lo = operand_weights(w_hh, prec)
     aligned = xp.stride(0) % 16 == 0 and xp.stride(1) % 16 == 0
@@ -700,8 +751,9 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         HAS_B_HH=b_hh is not None, REVERSE=bool(reverse), STORE_OUT=bool(store_out),
         STORE_SAVED=bool(store_saved), MASK_H=H != block_h, FAST_TANH=_fast_tanh(prec),
         PAIRED=H % 2 == 0, PAIRED_XP=_pairs_aligned(xp, H),
+        GATE_PAIRS=_gate_pairs(prec, block_h, warps, backward=False),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(xp.dtype, prec),
-        num_warps=_num_warps(prec, block_h, H != block_h, backward=False, store_saved=bool(store_saved)),
+        num_warps=warps,
     )
     return out, h_n, c_n, hs, aux
 
@@ -725,6 +777,7 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         return dxp, dxp, dh0, dc0
     block_h = block(H)
     prec = precision(w_hh.dtype, allow_tf32)
+    warps = _num_warps(prec, block_h, H != block_h, backward=True)
     w_hh, w_hh_lo = operand_weights(w_hh, prec)
     _launch(
         _lstm_bwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
@@ -739,7 +792,8 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         HAS_LENGTHS=lengths is not None, REVERSE=bool(reverse), MASK_H=H != block_h,
         FAST_TANH=_fast_tanh(prec), JOIN_GATES=_join_gates_in_backward(prec, block_h, H != block_h),
         PAIRED=_pairs_aligned(aux, H), PAIRED_DOUT=dout is not None and _pairs_aligned(dout, H),
+        GATE_PAIRS=_gate_pairs(prec, block_h, warps, backward=True),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(w_hh.dtype, prec),
-        num_warps=_num_warps(prec, block_h, H != block_h, backward=True),
+        num_warps=warps,
     )
     return dxp, dxp, dh0, dc0
