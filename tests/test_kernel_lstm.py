@@ -198,8 +198,8 @@ def test_strided_views(reverse):
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_backward_as_four_products(monkeypatch, reverse):
-    """The backward's other form of dh = Σ_k W_kᵀ·da_k, four products (a GPU runs it for TF32 and 3xTF32
-    at BLOCK_H = 32 and for H padded to 128; everything else, the interpreter included, runs one product
+    """The backward's other form of dh = Σ_k W_kᵀ·da_k, four products (a GPU runs it for 3xTF32 at
+    BLOCK_H = 32 and for H padded to 128; everything else, the interpreter included, runs one product
     over the stacked gates)."""
     monkeypatch.setattr(lstm, "_join_gates_in_backward", lambda prec, block_h, padded: False)
     check(5, 7, 20, reverse=reverse, lengths=[7, 3, 1, 7, 5], seed=17)

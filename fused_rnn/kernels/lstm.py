@@ -615,14 +615,16 @@ def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False)
 def _num_warps(prec, block_h, padded, backward, store_saved=False):
     """Warps per program: the fewest issue slots per SM sub-partition without spills (sm_90, Triton 3.6).
 
-    Up to BLOCK_H = 64 one warpgroup (4 warps): 8 warps take 1.01x to 2x the
-    slots there (bf16 at 64: forward 378 against 273, backward 456 against
-    355; 3xTF32 backward 2636 against 1397), except with H padded (``padded``)
-    in the forward that saves for the backward and in the backward, which spill
-    on 4 warps at 64 (4 to 136 B). At 128 two warpgroups, each running half of
-    the [4H, H] product: bf16 forward 582 slots against 644 on 4 warps, whose
-    wgmma descriptors outgrow the uniform registers; training forward 812
-    against 837, backward 858 against 925.
+    Up to BLOCK_H = 64 one warpgroup (4 warps): 8 warps take more slots there
+    (bf16 at 64: forward 348 against 257, backward 392 against 290; 3xTF32
+    backward 2646 against 1250), except with H padded (``padded``) in the
+    forward that saves for the backward and in the backward, which spill on 4
+    warps at 64 (training forward 20 to 144 B at H = 40, 50 and 63, with spill
+    loads in the loop; backward 4 to 132 B at H = 63, 8 B with 3xTF32 at 40
+    and 50). At 128 two warpgroups, each running half of the [4H, H] product:
+    bf16 forward 566 slots against 620 on 4 warps, whose wgmma descriptors
+    outgrow the uniform registers (256 B of spills); training forward 730
+    against 767, backward 722 against 770.
     """
     if block_h >= 128 or (block_h >= 64 and padded and (backward or store_saved)):
         return 8
@@ -633,14 +635,15 @@ def _join_gates_in_backward(prec, block_h, padded):
     """Whether the backward forms dh = Σ_k W_kᵀ·da_k as one product over the four gates' stacked da.
 
     Its operand then crosses shared memory once per step instead of four times (sm_90, Triton 3.6,
-    bf16 at H = 128: 2 barriers per step instead of 8; loop 429 instructions per warp against 416,
+    bf16 at H = 128: 2 barriers per step instead of 8; loop 361 instructions per warp against 356,
     the wgmma descriptors of the one K = 4·BLOCK_H product cost more uniform-register arithmetic;
-    bf16 at BLOCK_H = 32 and 64 and TF32 at 64 25 to 40% fewer, 3xTF32 at 64 16% fewer). Not where
-    the stacked tiles spill and four products do not, or less: fp32 operands at BLOCK_H = 32 (TF32
-    at H = 32 12 B, 3xTF32 28 to 76 B; four products: none, TF32 489 instructions at H = 32 and
-    634 at 20), and H padded to 128 (``padded``: 172 to 260 B against 0 to 32 B).
+    bf16 at BLOCK_H = 32 30% fewer, at 64 9%, TF32 at 32 41 to 44%, at 64 5%, 3xTF32 at 64 23%).
+    Not where the stacked tiles spill and four products do not, or take more instructions: 3xTF32 at
+    BLOCK_H = 32 (1228 against 1006 at H = 32; 1425 and 16 B of spills against 1162 at 20), and H
+    padded to 128 (``padded``: bf16 at H = 100 56 B of spills against none, 471 instructions
+    against 477).
     """
-    return not ((prec in ("tf32", "tf32x3") and block_h == 32) or (padded and block_h == 128))
+    return not ((prec == "tf32x3" and block_h == 32) or (padded and block_h == 128))
 
 
 def _gate_pairs(prec, block_h, warps, backward):
