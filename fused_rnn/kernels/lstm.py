@@ -280,7 +280,8 @@ def _lstm_fwd(
 
     # xpᵀ as one [4·BLOCK_H, BLOCK_B] fp32 tile, loaded straight into the accumulator's layout
     # two units per access (tile_io.load_pairs: no shared-memory round trip, no barrier; one
-    # 4-byte load per pair for bf16/fp16, 8-byte for fp32, when PAIRED_XP). Pair row p holds
+    # 4-byte load per pair for bf16/fp16, 8-byte for fp32, when PAIRED_XP: at H = 128 16 LDG per
+    # warp and step instead of 32, 291 -> 283 instructions in bf16). Pair row p holds
     # stacked row 2p, unit 2p % BLOCK_H of gate 2p // BLOCK_H, and the unit after it. The tile
     # of step s+1 is loaded during step s, off the dependent chain. The loads are unmasked, so
     # every address is valid:
@@ -312,7 +313,8 @@ def _lstm_fwd(
                        PER_COLUMN, PAIRED_XP)
     # [B, T, H] rows of out and hs, [B, T, 5H] rows of aux: a scalar pointer at the step's
     # position (per column with PER_COLUMN) plus these loop-invariant offsets, of units 2p (lo)
-    # and 2p + 1 (hi) with GATE_PAIRS (one access per pair when PAIRED), else of each row's unit.
+    # and 2p + 1 (hi) with GATE_PAIRS (one access per pair when PAIRED: bf16 training forward at
+    # H = 128 28 STG per warp and step instead of 56), else of each row's unit.
     state_offs = seqs[None, :] * T * H + units[:, None]
     aux_offs = seqs[None, :] * T * (5 * H) + units[:, None]
     lo_units = 2 * tl.arange(0, BLOCK_H // 2)
@@ -468,7 +470,8 @@ def _lstm_bwd_kernel(
     # aux and dout are read, dxp written, straight in the accumulator's layout, with GATE_PAIRS
     # two units per access (tile_io.load_pairs/store_pairs; see _gate_pairs): one 8-byte access
     # per pair of aux and dxp (fp32) when PAIRED, one 4- or 8-byte access per pair of dout
-    # (bf16/fp16 or fp32) when PAIRED_DOUT. Addresses are a scalar pointer at the step's position
+    # (bf16/fp16 or fp32) when PAIRED_DOUT (bf16 at H = 128: 24 LDG and 16 STG per warp and step
+    # instead of 48 and 32). Addresses are a scalar pointer at the step's position
     # (per column with lengths in reverse) plus these loop-invariant offsets: of units 2p (lo)
     # and 2p + 1 (hi), or of each row's unit without GATE_PAIRS. The loads are unmasked, so
     # every address is valid:
