@@ -17,11 +17,12 @@ Tolerances, against the oracle run on the same (rounded) inputs:
   largest reference entry (the backward's MMA operands are rounded too).
 """
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import DEVICE, TOL
-from fused_rnn.kernels import lstm
+from fused_rnn.kernels import lstm, tile_io
 from oracles import recurrence_loop
 
 TF32_TOL = dict(atol=2e-3, rtol=2e-3)
@@ -39,20 +40,31 @@ def grad_tol(dtype, allow_tf32):
 
 
 def make_inputs(B, T, H, *, dtype=torch.float32, with_h0=True, with_c0=True, with_b=True, time_major=False,
-                seed=0):
-    """xp [B, T, 4H] (a transposed view of a [T, B, 4H] tensor when time_major), w_hh, b_hh, h0, c0."""
+                misaligned=False, seed=0):
+    """xp [B, T, 4H] (a transposed view of a [T, B, 4H] tensor when time_major; with misaligned, a
+    contiguous view one element into its storage), w_hh, b_hh, h0, c0."""
     gen = torch.Generator().manual_seed(seed)
 
     def randn(*shape, scale=1.0):
         return (torch.randn(*shape, generator=gen) * scale).to(device=DEVICE, dtype=dtype)
 
     xp = randn(T, B, 4 * H).transpose(0, 1) if time_major else randn(B, T, 4 * H)
+    if misaligned:
+        xp = one_element_in(xp)
     w_hh = randn(4 * H, H, scale=H ** -0.5)
     b_hh = randn(4 * H, scale=0.3) if with_b else None
     # [B, H] states as views of [H, B] tensors with time_major: strides the kernels must honour.
     h0 = (randn(H, B, scale=0.5).t() if time_major else randn(B, H, scale=0.5)) if with_h0 else None
     c0 = (randn(H, B).t() if time_major else randn(B, H)) if with_c0 else None
     return xp, w_hh, b_hh, h0, c0
+
+
+def one_element_in(t):
+    """A contiguous copy of ``t`` starting one element into its storage: its pairs of elements are unaligned."""
+    storage = torch.full((t.numel() + 1,), float("nan"), dtype=t.dtype, device=t.device)
+    view = storage[1:].view(t.shape)
+    view.copy_(t)
+    return view
 
 
 def as_lengths(lengths):
@@ -76,10 +88,12 @@ def h_before(hs, h0, lengths, reverse):
 
 def check(B, T, H, *, dtype=torch.float32, allow_tf32=False, reverse=False, lengths=None, with_h0=True,
           with_c0=True, with_b=True, time_major=False, use_dout=True, use_dhn=True, use_dcn=True, seed=0,
-          poison_padding=False):
-    """Run forward (store_saved) and backward; compare everything with the float64 oracle and its autograd."""
+          poison_padding=False, misaligned=False):
+    """Run forward (store_saved) and backward; compare everything with the float64 oracle and its autograd.
+
+    misaligned: xp and dout start one element into their storage."""
     xp, w_hh, b_hh, h0, c0 = make_inputs(B, T, H, dtype=dtype, with_h0=with_h0, with_c0=with_c0, with_b=with_b,
-                                         time_major=time_major, seed=seed)
+                                         time_major=time_major, misaligned=misaligned, seed=seed)
     lengths_t = as_lengths(lengths)
     gen = torch.Generator().manual_seed(seed + 1)
 
@@ -91,6 +105,8 @@ def check(B, T, H, *, dtype=torch.float32, allow_tf32=False, reverse=False, leng
             *reversed(range(len(shape))))
 
     dout = grad_like(B, T, H) if use_dout else None
+    if misaligned and dout is not None:
+        dout = one_element_in(dout)
     dhn = grad_like(B, H) if use_dhn else None
     dcn = grad_like(B, H) if use_dcn else None
     if poison_padding and lengths is not None:
@@ -182,8 +198,8 @@ def test_strided_views(reverse):
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_backward_as_four_products(monkeypatch, reverse):
-    """The backward's other form of dh = Σ_k W_kᵀ·da_k, four products (a GPU runs it for TF32 and 3xTF32
-    at BLOCK_H = 32 and for H padded to 128; everything else, the interpreter included, runs one product
+    """The backward's other form of dh = Σ_k W_kᵀ·da_k, four products (a GPU runs it for 3xTF32 at
+    BLOCK_H = 32 and for H padded to 128; everything else, the interpreter included, runs one product
     over the stacked gates)."""
     monkeypatch.setattr(lstm, "_join_gates_in_backward", lambda prec, block_h, padded: False)
     check(5, 7, 20, reverse=reverse, lengths=[7, 3, 1, 7, 5], seed=17)
@@ -193,6 +209,72 @@ def test_backward_as_four_products(monkeypatch, reverse):
 def test_unpadded_and_padded_hidden(H):
     """H = 16 fills its block exactly (no row mask); H = 33 pads to 64."""
     check(3, 4, H, seed=6 + H)
+
+
+@pytest.fixture
+def paired_accesses(monkeypatch):
+    """Checks every tile_io.load_pairs / store_pairs for what its one vector access on a GPU relies on
+    when PAIRED (the interpreter makes two accesses either way, so the results alone cannot show it):
+    each unit 2p + 1 address is its unit 2p address plus one element, the unit 2p address is aligned
+    to two elements, and a store's two masks are equal (stored addresses only). Returns the counts
+    of pairs checked, by ("load" or "store", PAIRED), which the run fills in."""
+    counts = {(kind, paired): 0 for kind in ("load", "store") for paired in (False, True)}
+    load_pairs, store_pairs = tile_io.load_pairs, tile_io.store_pairs
+
+    def check_pairs(kind, ptrs, hi_ptrs, PAIRED, mask=None, hi_mask=None):
+        paired = bool(getattr(PAIRED, "value", PAIRED))
+        lo, hi = np.broadcast_arrays(ptrs.handle.data.astype(np.int64), hi_ptrs.handle.data.astype(np.int64))
+        used = np.ones(lo.shape, dtype=bool) if mask is None else np.broadcast_to(mask.handle.data, lo.shape)
+        if paired:
+            size = ptrs.dtype.element_ty.primitive_bitwidth // 8
+            assert (hi[used] == lo[used] + size).all(), f"{kind}_pairs: unit 2p + 1 is not next to unit 2p"
+            assert (lo[used] % (2 * size) == 0).all(), f"{kind}_pairs: a pair is not aligned to two elements"
+            if mask is not None:
+                assert (mask.handle.data == hi_mask.handle.data).all(), "store_pairs: the two masks differ"
+        counts[kind, paired] += int(used.sum())
+
+    def checked_load_pairs(ptrs, hi_ptrs, PAIRED):
+        check_pairs("load", ptrs, hi_ptrs, PAIRED)
+        return load_pairs(ptrs, hi_ptrs, PAIRED)
+
+    def checked_store_pairs(ptrs, hi_ptrs, value, mask, hi_mask, PAIRED):
+        check_pairs("store", ptrs, hi_ptrs, PAIRED, mask, hi_mask)
+        return store_pairs(ptrs, hi_ptrs, value, mask, hi_mask, PAIRED)
+
+    monkeypatch.setattr(tile_io, "load_pairs", checked_load_pairs)
+    monkeypatch.setattr(tile_io, "store_pairs", checked_store_pairs)
+    return counts
+
+
+@pytest.mark.skipif(ON_GPU, reason="reads the interpreter's addresses")
+@pytest.mark.parametrize("H,dtype,time_major,reverse,forward_pairs,backward_pairs", [
+    # H padded to 32: padded pairs read the pair H-2, H-1; out, hs, aux stored unit by unit (_gate_pairs)
+    (20, torch.float32, False, True, False, True),
+    (16, torch.bfloat16, False, False, False, True),    # no padding; 2-byte xp and out
+    (20, torch.float16, True, False, False, True),      # xp a transposed view (batch stride 4H, time stride B·4H)
+    (64, torch.bfloat16, False, True, True, True),      # BLOCK_H = 64 on 4 warps: out, hs, aux stored in pairs
+    (50, torch.float32, False, False, False, False),    # 3xTF32 backward on 8 warps: aux, dout, dxp unit by unit
+])
+def test_paired_accesses(paired_accesses, H, dtype, time_major, reverse, forward_pairs, backward_pairs):
+    """Even H: xp is read in aligned pairs of units, and the per-gate tiles (out, hs, aux; aux, dout, dxp)
+    are read and written in pairs where _gate_pairs says so (else unit by unit, tile_io.load / store)."""
+    check(5, 7, H, dtype=dtype, time_major=time_major, reverse=reverse, lengths=[7, 3, 1, 7, 5], seed=18)
+    assert paired_accesses["load", True] > 0
+    # Unit by unit: time_major's dout (unit stride T·B) where the backward pairs.
+    assert (paired_accesses["load", False] > 0) == (time_major and backward_pairs)
+    assert (paired_accesses["store", True] > 0) == (forward_pairs or backward_pairs)
+    assert paired_accesses["store", False] == 0
+
+
+@pytest.mark.skipif(ON_GPU, reason="reads the interpreter's addresses")
+@pytest.mark.parametrize("H", [20, 21])
+def test_unaligned_pairs_are_read_unit_by_unit(paired_accesses, H):
+    """xp and dout one element into their storage (any H), or H odd (every access): two accesses per pair.
+    aux (the kernels' own, aligned) and dxp stay paired for even H."""
+    check(5, 7, H, misaligned=True, lengths=[7, 3, 1, 7, 5], seed=19)
+    even = H % 2 == 0
+    assert paired_accesses["load", False] > 0 and (paired_accesses["load", True] > 0) == even
+    assert (paired_accesses["store", True] > 0) == even and (paired_accesses["store", False] > 0) == (not even)
 
 
 @pytest.mark.parametrize("reverse", [False, True])

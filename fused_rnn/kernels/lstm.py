@@ -15,6 +15,10 @@ result splits into the four gates without moving data (see _split_gates), each
 in the same register layout as h and c. h and c stay in fp32 registers for the
 whole sequence. The sigmoid gates' rows of W_hh are halved on the host, so that
 σ(a) = ½ + ½·tanh(a/2) costs one MUFU op on a GPU (see _sigmoid_of_half).
+Every tile's rows (and W_hh's columns) hold the hidden units in tile_io.paired_units order (a
+permutation within each 16), which puts units 2k and 2k + 1 in one thread: the
+per-step reads and writes of xp, out, hs, aux, dout and dxp move two units per
+instruction (tile_io.load_pairs / store_pairs).
 
 Saved for the backward (``store_saved``): ``hs`` (fp32 h_t) and ``aux``
 ``[B, T, 5H]`` fp32 = the activated gates i, f, g, o and c_{t-1} at each
@@ -106,16 +110,40 @@ def _step_position(s, T, REVERSE: tl.constexpr):
 
 
 @triton.jit
-def _load_xp(xp_ptr, offs, at, cols_at, stride_xt, PER_COLUMN: tl.constexpr):
-    """xp's stacked tile at position ``at`` (a scalar), or ``cols_at`` ([BLOCK_B]) with PER_COLUMN.
+def _load_xp(xp_ptr, lo_offs, hi_offs, at, cols_at, stride_xt, PER_COLUMN: tl.constexpr, PAIRED: tl.constexpr):
+    """xp's stacked fp32 tile (paired_units order) at position ``at`` (a scalar), or ``cols_at``
+    ([BLOCK_B]) with PER_COLUMN.
 
-    ``offs``: the loop-invariant [4·BLOCK_H, BLOCK_B] offsets, every address valid (see the caller).
+    ``lo_offs``, ``hi_offs``: the loop-invariant [2·BLOCK_H, BLOCK_B] offsets of the pairs' two
+    units (see tile_io.load_pairs), every address valid (see the caller).
     """
     if PER_COLUMN:
-        xp = tile_io.load(xp_ptr + (cols_at * stride_xt)[None, :] + offs)
+        xp_at = xp_ptr + (cols_at * stride_xt)[None, :]
     else:
-        xp = tile_io.load(xp_ptr + at.to(tl.int64) * stride_xt + offs)
-    return xp
+        xp_at = xp_ptr + at.to(tl.int64) * stride_xt
+    return tile_io.load_pairs(xp_at + lo_offs, xp_at + hi_offs, PAIRED)
+
+
+@triton.jit
+def _load_units(ptr, offs, lo_offs, hi_offs, PAIRED: tl.constexpr, GATE_PAIRS: tl.constexpr):
+    """A [BLOCK_H, BLOCK_B] fp32 tile in paired_units order: with GATE_PAIRS two units per access
+    (tile_io.load_pairs at ``ptr`` + ``lo_offs``, ``hi_offs``), else one (tile_io.load at ``ptr`` +
+    ``offs``, each row's own unit; see _gate_pairs). Unmasked: every address must be valid."""
+    if GATE_PAIRS:
+        x = tile_io.load_pairs(ptr + lo_offs, ptr + hi_offs, PAIRED)
+    else:
+        x = tile_io.load(ptr + offs).to(tl.float32)
+    return x
+
+
+@triton.jit
+def _store_units(ptr, offs, lo_offs, hi_offs, value, mask, lo_mask, hi_mask, PAIRED: tl.constexpr,
+                 GATE_PAIRS: tl.constexpr):
+    """Stores a [BLOCK_H, BLOCK_B] tile in paired_units order, as _load_units reads one."""
+    if GATE_PAIRS:
+        tile_io.store_pairs(ptr + lo_offs, ptr + hi_offs, value, lo_mask, hi_mask, PAIRED)
+    else:
+        tile_io.store(ptr + offs, value, mask)
 
 
 @triton.jit
@@ -123,9 +151,11 @@ def _split_gates(x, BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr):
     """[4·BLOCK_H, BLOCK_B] (row k·BLOCK_H + u: unit u of gate k) -> the four gates' [BLOCK_H, BLOCK_B].
 
     Gate k = 2·k1 + k2 becomes two trailing dimensions of size 2, which in the
-    MMA accumulator's layout are register indices (the rows of a 64-row tile
-    repeat over registers): the split moves no data (no shared memory in the
-    sm_90 build).
+    MMA accumulator's layout are register indices where BLOCK_H ≥ 16·num_warps
+    (the warps' 16-row slices repeat over registers every 16·num_warps rows):
+    the split then moves no data (no shared memory in the sm_90 build). Below
+    that (BLOCK_H ≤ 32 on 4 warps, 64 on 8) a gate's rows lie in some of the
+    warps only and the split crosses shared memory (see _gate_pairs).
     """
     x = tl.permute(tl.reshape(x, [2, 2, BLOCK_H, BLOCK_B]), [2, 3, 0, 1])
     k2_is_0, k2_is_1 = tl.split(x)
@@ -142,28 +172,31 @@ def _join_gates(i, f, g, o, BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr):
 
 
 @triton.jit
-def _load_saved(aux_ptr, aux_offs, dout_ptr, dout_offs, stride_dt, H, at, cols_at,
-                HAS_DOUT: tl.constexpr, PER_COLUMN: tl.constexpr):
+def _load_saved(aux_ptr, aux_offs, aux_lo, aux_hi, dout_ptr, dout_offs, dout_lo, dout_hi, stride_dt, H, at,
+                cols_at, HAS_DOUT: tl.constexpr, PER_COLUMN: tl.constexpr, PAIRED: tl.constexpr,
+                PAIRED_DOUT: tl.constexpr, GATE_PAIRS: tl.constexpr):
     """What the backward's step at position ``at`` (a scalar; ``cols_at`` [BLOCK_B] with PER_COLUMN)
-    reads: the gates i, f, g, o, c_{t-1} from aux and dout (0.0 without HAS_DOUT), fp32 [BLOCK_H, BLOCK_B].
+    reads: the gates i, f, g, o, c_{t-1} from aux and dout (0.0 without HAS_DOUT), fp32 [BLOCK_H, BLOCK_B]
+    in paired_units order.
 
-    Unmasked (tile_io.load): ``aux_offs`` and ``dout_offs`` must make every address valid.
+    Unmasked (_load_units): the offsets (``_lo``: units 2p, ``_hi``: 2p + 1) must make every
+    address valid.
     """
     if PER_COLUMN:
         aux_at = aux_ptr + (cols_at * (5 * H))[None, :]
     else:
         aux_at = aux_ptr + at.to(tl.int64) * (5 * H)
-    i = tile_io.load(aux_at + aux_offs)
-    f = tile_io.load(aux_at + H + aux_offs)
-    g = tile_io.load(aux_at + 2 * H + aux_offs)
-    o = tile_io.load(aux_at + 3 * H + aux_offs)
-    c_prev = tile_io.load(aux_at + 4 * H + aux_offs)
+    i = _load_units(aux_at, aux_offs, aux_lo, aux_hi, PAIRED, GATE_PAIRS)
+    f = _load_units(aux_at + H, aux_offs, aux_lo, aux_hi, PAIRED, GATE_PAIRS)
+    g = _load_units(aux_at + 2 * H, aux_offs, aux_lo, aux_hi, PAIRED, GATE_PAIRS)
+    o = _load_units(aux_at + 3 * H, aux_offs, aux_lo, aux_hi, PAIRED, GATE_PAIRS)
+    c_prev = _load_units(aux_at + 4 * H, aux_offs, aux_lo, aux_hi, PAIRED, GATE_PAIRS)
     if HAS_DOUT:
         if PER_COLUMN:
             dout_at = dout_ptr + (cols_at * stride_dt)[None, :]
         else:
             dout_at = dout_ptr + at.to(tl.int64) * stride_dt
-        dout = tile_io.load(dout_at + dout_offs).to(tl.float32)
+        dout = _load_units(dout_at, dout_offs, dout_lo, dout_hi, PAIRED_DOUT, GATE_PAIRS)
     else:
         dout = 0.0
     return i, f, g, o, c_prev, dout
@@ -182,8 +215,8 @@ def _lstm_fwd(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     HAS_H0: tl.constexpr, HAS_C0: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_B_HH: tl.constexpr,
     REVERSE: tl.constexpr, STORE_OUT: tl.constexpr, STORE_SAVED: tl.constexpr,
-    MASK_H: tl.constexpr, FAST_TANH: tl.constexpr,
-    PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
+    MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, PAIRED: tl.constexpr, PAIRED_XP: tl.constexpr,
+    GATE_PAIRS: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     if not MASK_H:
         # H == BLOCK_H: as a constexpr, every gate, row and unit offset below is a compile-time
@@ -193,13 +226,16 @@ def _lstm_fwd(
     # Columns are sequences. int64: B·T·4H may pass 2³¹.
     seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     seq_ok = seqs < B
-    offs_h = tl.arange(0, BLOCK_H)
-    h_rows_ok = offs_h < H
+    # Row m of every [BLOCK_H, ·] tile (h, c, each gate) holds unit units[m], so that a thread
+    # holds units 2k and 2k + 1 and reads or writes both in one access (see tile_io.paired_units).
+    units = tile_io.paired_units(BLOCK_H)
+    h_rows_ok = units < H
     h_mask = h_rows_ok[:, None] & seq_ok[None, :]
 
-    # Rows of the stacked gate product: row k·BLOCK_H + u is unit u of gate k
-    # (i, f, g, o), i.e. row k·H + u of W_hh and column k·H + u of xp.
-    offs_a = tl.arange(0, 4 * BLOCK_H)
+    # Rows of the stacked gate product: row k·BLOCK_H + m is unit units[m] of gate k (i, f, g,
+    # o), i.e. row k·H + units[m] of W_hh and column k·H + units[m] of xp (paired_units over
+    # 4·BLOCK_H permutes within blocks of 16, so within each gate).
+    offs_a = tile_io.paired_units(4 * BLOCK_H)
     unit = offs_a % BLOCK_H
     gate = offs_a // BLOCK_H
     a_rows = gate * H + unit
@@ -209,9 +245,10 @@ def _lstm_fwd(
     # W_hh as one [4·BLOCK_H, BLOCK_H] tile, loaded once: straight from a load
     # it stays in shared memory, where wgmma reads it (the TF32 remainder comes
     # from the host for the same reason, see rnn_linear.split_tf32). The host
-    # has halved the rows of the sigmoid gates (see recurrence_fwd).
+    # has halved the rows of the sigmoid gates (see recurrence_fwd). Its columns
+    # are in h's row order too (the product's K index).
     w_mask = a_rows_ok[:, None] & h_rows_ok[None, :]
-    w_ptrs = a_rows[:, None] * H + offs_h[None, :]
+    w_ptrs = a_rows[:, None] * H + units[None, :]
     w = tl.load(w_hh_ptr + w_ptrs, mask=w_mask, other=0.0).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
         w_lo = tl.load(w_hh_lo_ptr + w_ptrs, mask=w_mask, other=0.0)
@@ -227,12 +264,12 @@ def _lstm_fwd(
 
     zero = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
     if HAS_H0:
-        h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + offs_h[:, None] * stride_h0h,
+        h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + units[:, None] * stride_h0h,
                     mask=h_mask, other=0.0).to(tl.float32)
     else:
         h = zero
     if HAS_C0:
-        c = tl.load(c0_ptr + seqs[None, :] * stride_c0b + offs_h[:, None] * stride_c0h,
+        c = tl.load(c0_ptr + seqs[None, :] * stride_c0b + units[:, None] * stride_c0h,
                     mask=h_mask, other=0.0).to(tl.float32)
     else:
         c = zero
@@ -241,11 +278,17 @@ def _lstm_fwd(
     else:
         length = seqs * 0 + T
 
-    # xpᵀ as one [4·BLOCK_H, BLOCK_B] tile, loaded straight into the accumulator's layout
-    # (tile_io.load: no shared-memory round trip, no barrier). The tile of step s+1 is loaded
-    # during step s, off the dependent chain. tile_io.load is unmasked, so every address is valid:
+    # xpᵀ as one [4·BLOCK_H, BLOCK_B] fp32 tile, loaded straight into the accumulator's layout
+    # two units per access (tile_io.load_pairs: no shared-memory round trip, no barrier; one
+    # 4-byte load per pair for bf16/fp16, 8-byte for fp32, when PAIRED_XP: at H = 128 16 LDG per
+    # warp and step instead of 32, 291 -> 283 instructions in bf16). Pair row p holds
+    # stacked row 2p, unit 2p % BLOCK_H of gate 2p // BLOCK_H, and the unit after it. The tile
+    # of step s+1 is loaded during step s, off the dependent chain. The loads are unmasked, so
+    # every address is valid:
     # - columns past B read sequence B-1;
-    # - padded rows (unit ≥ H) read unit H-1 of their gate (column k·H + H-1 < 4H). Not zeroed:
+    # - padded units (≥ H) read a real unit of their gate (column k·H + H-1 < 4H): unit H-1, or
+    #   for even H the pair H-2, H-1 (aligned, as PAIRED_XP's one access needs; a pair is then
+    #   all padding or none). Not zeroed:
     #   a padded row of the product only reaches the same padded unit of i, f, g, o, c and h
     #   (elementwise), where h is zeroed before it reaches W_hh and nothing is stored;
     # - a step that processes nothing (s ≥ len_b) reads a position < T of its own sequence:
@@ -257,22 +300,37 @@ def _lstm_fwd(
     # Addresses are a scalar pointer at the step's position plus loop-invariant offsets, except
     # with lengths in reverse, where each sequence walks from its own last position.
     PER_COLUMN: tl.constexpr = HAS_LENGTHS and REVERSE
-    xp_rows = (gate * H + tl.minimum(unit, H - 1)) * stride_xg
-    xp_offs = tl.minimum(seqs, B - 1)[None, :] * stride_xb + xp_rows[:, None]
+    pair_rows = 2 * tl.arange(0, 2 * BLOCK_H)
+    pair_gate = pair_rows // BLOCK_H
+    pair_unit = pair_rows % BLOCK_H
+    # (H - 1) // 2 · 2: H - 2 for even H keeps a padded pair aligned; H - 1 for odd H.
+    xp_lo_rows = (pair_gate * H + tl.minimum(pair_unit, (H - 1) // 2 * 2)) * stride_xg
+    xp_hi_rows = (pair_gate * H + tl.minimum(pair_unit + 1, H - 1)) * stride_xg
+    xp_seqs = tl.minimum(seqs, B - 1)[None, :] * stride_xb
+    xp_lo, xp_hi = xp_seqs + xp_lo_rows[:, None], xp_seqs + xp_hi_rows[:, None]
     pos, valid = _position(0, length, seqs, T, HAS_LENGTHS, REVERSE)
-    xp_next = _load_xp(xp_ptr, xp_offs, _step_position(0, T, REVERSE), tl.where(valid, pos, 0), stride_xt,
-                       PER_COLUMN)
+    xp_next = _load_xp(xp_ptr, xp_lo, xp_hi, _step_position(0, T, REVERSE), tl.where(valid, pos, 0), stride_xt,
+                       PER_COLUMN, PAIRED_XP)
     # [B, T, H] rows of out and hs, [B, T, 5H] rows of aux: a scalar pointer at the step's
-    # position (per column with PER_COLUMN) plus these loop-invariant offsets.
-    state_offs = seqs[None, :] * T * H + offs_h[:, None]
-    aux_offs = seqs[None, :] * T * (5 * H) + offs_h[:, None]
+    # position (per column with PER_COLUMN) plus these loop-invariant offsets, of units 2p (lo)
+    # and 2p + 1 (hi) with GATE_PAIRS (one access per pair when PAIRED: bf16 training forward at
+    # H = 128 28 STG per warp and step instead of 56), else of each row's unit.
+    state_offs = seqs[None, :] * T * H + units[:, None]
+    aux_offs = seqs[None, :] * T * (5 * H) + units[:, None]
+    lo_units = 2 * tl.arange(0, BLOCK_H // 2)
+    hi_units = lo_units + 1
+    lo_mask = (lo_units < H)[:, None] & seq_ok[None, :]
+    hi_mask = (hi_units < H)[:, None] & seq_ok[None, :]
+    state_lo, state_hi = seqs[None, :] * T * H + lo_units[:, None], seqs[None, :] * T * H + hi_units[:, None]
+    aux_lo = seqs[None, :] * T * (5 * H) + lo_units[:, None]
+    aux_hi = seqs[None, :] * T * (5 * H) + hi_units[:, None]
     for s in range(T):
-        acc = xp_next.to(tl.float32) * scale[:, None] + bias[:, None]
+        acc = xp_next * scale[:, None] + bias[:, None]
         pos_s, valid_s = pos, valid
         pos, valid = _position(s + 1, length, seqs, T, HAS_LENGTHS, REVERSE)
         # Step s + 1 = T (no such step) reads step T-1's position again (discarded).
-        xp_next = _load_xp(xp_ptr, xp_offs, _step_position(tl.minimum(s + 1, T - 1), T, REVERSE),
-                           tl.where(valid, pos, 0), stride_xt, PER_COLUMN)
+        xp_next = _load_xp(xp_ptr, xp_lo, xp_hi, _step_position(tl.minimum(s + 1, T - 1), T, REVERSE),
+                           tl.where(valid, pos, 0), stride_xt, PER_COLUMN, PAIRED_XP)
         acc = _mm(w, w_lo, h.to(OPERAND_DTYPE), acc, PRECISION)
         u_i, u_f, a_g, u_o = _split_gates(acc, BLOCK_H, BLOCK_B)
         i = _sigmoid_of_half(u_i, FAST_TANH)
@@ -304,11 +362,12 @@ def _lstm_fwd(
                 c_prev = c
             # Straight from the accumulator's layout (see tile_io).
             aux_at = aux_ptr + at * (5 * H)
-            tile_io.store(aux_at + aux_offs, i, h_mask)
-            tile_io.store(aux_at + H + aux_offs, f, h_mask)
-            tile_io.store(aux_at + 2 * H + aux_offs, g, h_mask)
-            tile_io.store(aux_at + 3 * H + aux_offs, o, h_mask)
-            tile_io.store(aux_at + 4 * H + aux_offs, c_prev, h_mask)
+            _store_units(aux_at, aux_offs, aux_lo, aux_hi, i, h_mask, lo_mask, hi_mask, PAIRED, GATE_PAIRS)
+            _store_units(aux_at + H, aux_offs, aux_lo, aux_hi, f, h_mask, lo_mask, hi_mask, PAIRED, GATE_PAIRS)
+            _store_units(aux_at + 2 * H, aux_offs, aux_lo, aux_hi, g, h_mask, lo_mask, hi_mask, PAIRED, GATE_PAIRS)
+            _store_units(aux_at + 3 * H, aux_offs, aux_lo, aux_hi, o, h_mask, lo_mask, hi_mask, PAIRED, GATE_PAIRS)
+            _store_units(aux_at + 4 * H, aux_offs, aux_lo, aux_hi, c_prev, h_mask, lo_mask, hi_mask, PAIRED,
+                         GATE_PAIRS)
         if HAS_LENGTHS:
             # A finished sequence keeps its last state (a PackedSequence's h_n, c_n).
             h = tl.where(keep, h_new, h)
@@ -319,12 +378,14 @@ def _lstm_fwd(
             c = c_new
             h_out = h_new
         if STORE_OUT:
-            tile_io.store(out_ptr + at * H + state_offs, h_out, h_mask)
+            _store_units(out_ptr + at * H, state_offs, state_lo, state_hi, h_out, h_mask, lo_mask, hi_mask, PAIRED,
+                         GATE_PAIRS)
         if STORE_SAVED:
-            tile_io.store(hs_ptr + at * H + state_offs, h_out, h_mask)
+            _store_units(hs_ptr + at * H, state_offs, state_lo, state_hi, h_out, h_mask, lo_mask, hi_mask, PAIRED,
+                         GATE_PAIRS)
 
-    tl.store(hn_ptr + seqs[None, :] * H + offs_h[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
-    tl.store(cn_ptr + seqs[None, :] * H + offs_h[:, None], c.to(cn_ptr.dtype.element_ty), mask=h_mask)
+    tl.store(hn_ptr + seqs[None, :] * H + units[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
+    tl.store(cn_ptr + seqs[None, :] * H + units[:, None], c.to(cn_ptr.dtype.element_ty), mask=h_mask)
 
 
 # B and T never specialized (a new kernel for B = 1, T = 1, multiples of 16);
@@ -344,6 +405,7 @@ def _lstm_bwd_kernel(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     HAS_DOUT: tl.constexpr, HAS_DHN: tl.constexpr, HAS_DCN: tl.constexpr, HAS_LENGTHS: tl.constexpr,
     REVERSE: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, JOIN_GATES: tl.constexpr,
+    PAIRED: tl.constexpr, PAIRED_DOUT: tl.constexpr, GATE_PAIRS: tl.constexpr,
     PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     """Reverse sweep over processing order; aux [B, T, 5H] and dxp [B, T, 4H] fp32 contiguous."""
@@ -353,18 +415,23 @@ def _lstm_bwd_kernel(
     pid = tl.program_id(0)
     seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     seq_ok = seqs < B
-    offs_h = tl.arange(0, BLOCK_H)
-    h_rows_ok = offs_h < H
+    # Row m of every [BLOCK_H, ·] tile (dh, dc, the gates, each da) holds unit units[m], so that a
+    # thread holds units 2k and 2k + 1 and reads or writes both in one access (see
+    # tile_io.paired_units).
+    units = tile_io.paired_units(BLOCK_H)
+    h_rows_ok = units < H
     h_mask = h_rows_ok[:, None] & seq_ok[None, :]
 
-    # dh = Σ_k W_kᵀ · da_k, W_kᵀ[j, r] = W_hh[k·H + r, j]. With JOIN_GATES one product
+    # dh = Σ_k W_kᵀ · da_k, W_kᵀ[j, r] = W_hh[k·H + r, j]; the A tiles' rows and columns are both
+    # in units order (dh's rows; da's rows, the product's K index). With JOIN_GATES one product
     # [BLOCK_H, 4·BLOCK_H] · [4·BLOCK_H, BLOCK_B] (see _join_gates_in_backward); its A, loaded once,
-    # has W_kᵀ at columns k·BLOCK_H … k·BLOCK_H + BLOCK_H - 1. Otherwise four products.
+    # has W_kᵀ at columns k·BLOCK_H … k·BLOCK_H + BLOCK_H - 1 (paired_units over 4·BLOCK_H permutes
+    # within blocks of 16, so within each gate: _join_gates' row order). Otherwise four products.
     if JOIN_GATES:
-        offs_a = tl.arange(0, 4 * BLOCK_H)
+        offs_a = tile_io.paired_units(4 * BLOCK_H)
         unit = offs_a % BLOCK_H
         w_mask = h_rows_ok[:, None] & (unit < H)[None, :]
-        w_ptrs = ((offs_a // BLOCK_H) * H + unit)[None, :] * H + offs_h[:, None]
+        w_ptrs = ((offs_a // BLOCK_H) * H + unit)[None, :] * H + units[:, None]
         w_t = tl.load(w_hh_ptr + w_ptrs, mask=w_mask, other=0.0).to(OPERAND_DTYPE)
         if PRECISION == "tf32x3":
             w_t_lo = tl.load(w_hh_lo_ptr + w_ptrs, mask=w_mask, other=0.0)
@@ -372,26 +439,26 @@ def _lstm_bwd_kernel(
             w_t_lo = w_t
     else:
         HH = H * H
-        w_i = _load_tile(w_hh_ptr, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
-        w_f = _load_tile(w_hh_ptr + HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
-        w_g = _load_tile(w_hh_ptr + 2 * HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
-        w_o = _load_tile(w_hh_ptr + 3 * HH, offs_h, offs_h, H, H, 1, H).to(OPERAND_DTYPE)
+        w_i = _load_tile(w_hh_ptr, units, units, H, H, 1, H).to(OPERAND_DTYPE)
+        w_f = _load_tile(w_hh_ptr + HH, units, units, H, H, 1, H).to(OPERAND_DTYPE)
+        w_g = _load_tile(w_hh_ptr + 2 * HH, units, units, H, H, 1, H).to(OPERAND_DTYPE)
+        w_o = _load_tile(w_hh_ptr + 3 * HH, units, units, H, H, 1, H).to(OPERAND_DTYPE)
         if PRECISION == "tf32x3":
-            w_i_lo = _load_tile(w_hh_lo_ptr, offs_h, offs_h, H, H, 1, H)
-            w_f_lo = _load_tile(w_hh_lo_ptr + HH, offs_h, offs_h, H, H, 1, H)
-            w_g_lo = _load_tile(w_hh_lo_ptr + 2 * HH, offs_h, offs_h, H, H, 1, H)
-            w_o_lo = _load_tile(w_hh_lo_ptr + 3 * HH, offs_h, offs_h, H, H, 1, H)
+            w_i_lo = _load_tile(w_hh_lo_ptr, units, units, H, H, 1, H)
+            w_f_lo = _load_tile(w_hh_lo_ptr + HH, units, units, H, H, 1, H)
+            w_g_lo = _load_tile(w_hh_lo_ptr + 2 * HH, units, units, H, H, 1, H)
+            w_o_lo = _load_tile(w_hh_lo_ptr + 3 * HH, units, units, H, H, 1, H)
         else:
             w_i_lo, w_f_lo, w_g_lo, w_o_lo = w_i, w_f, w_g, w_o
 
     zero = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
     if HAS_DHN:
-        dh = tl.load(dhn_ptr + seqs[None, :] * stride_dhnb + offs_h[:, None] * stride_dhnh,
+        dh = tl.load(dhn_ptr + seqs[None, :] * stride_dhnb + units[:, None] * stride_dhnh,
                      mask=h_mask, other=0.0).to(tl.float32)
     else:
         dh = zero
     if HAS_DCN:
-        dc = tl.load(dcn_ptr + seqs[None, :] * stride_dcnb + offs_h[:, None] * stride_dcnh,
+        dc = tl.load(dcn_ptr + seqs[None, :] * stride_dcnb + units[:, None] * stride_dcnh,
                      mask=h_mask, other=0.0).to(tl.float32)
     else:
         dc = zero
@@ -400,11 +467,17 @@ def _lstm_bwd_kernel(
     else:
         length = seqs * 0 + T
 
-    # aux and dout are read, dxp written, straight in the accumulator's layout (see tile_io):
-    # a scalar pointer at the step's position (per column with lengths in reverse) plus these
-    # loop-invariant offsets. tile_io.load is unmasked, so every address is valid:
+    # aux and dout are read, dxp written, straight in the accumulator's layout, with GATE_PAIRS
+    # two units per access (tile_io.load_pairs/store_pairs; see _gate_pairs): one 8-byte access
+    # per pair of aux and dxp (fp32) when PAIRED, one 4- or 8-byte access per pair of dout
+    # (bf16/fp16 or fp32) when PAIRED_DOUT (bf16 at H = 128: 24 LDG and 16 STG per warp and step
+    # instead of 48 and 32). Addresses are a scalar pointer at the step's position
+    # (per column with lengths in reverse) plus these loop-invariant offsets: of units 2p (lo)
+    # and 2p + 1 (hi), or of each row's unit without GATE_PAIRS. The loads are unmasked, so
+    # every address is valid:
     # - columns past B read sequence B-1;
-    # - padded rows (unit ≥ H) read unit H-1;
+    # - padded units (≥ H) read unit H-1, or the pair H-2, H-1 for even H (aligned; a pair is
+    #   then all padding or none);
     # - a step that processes nothing (s ≥ len_b) reads a position < T of its own sequence:
     #   position s (with lengths, forward: aux there holds the forward's zeros, dout padding
     #   anything, inf or NaN included) or 0 (with lengths, reverse); the prefetch after step 0
@@ -414,18 +487,32 @@ def _lstm_bwd_kernel(
     # and the padded rows of dh and dc reach no real row (da is zeroed there before the
     # product) and are never stored.
     PER_COLUMN: tl.constexpr = HAS_LENGTHS and REVERSE
+    lo_units = 2 * tl.arange(0, BLOCK_H // 2)
+    hi_units = lo_units + 1
     if MASK_H:
-        rows_read = tl.minimum(offs_h, H - 1)
+        rows_read = tl.minimum(units, H - 1)
+        # (H - 1) // 2 · 2: H - 2 for even H keeps a padded pair aligned; H - 1 for odd H.
+        lo_read = tl.minimum(lo_units, (H - 1) // 2 * 2)
+        hi_read = tl.minimum(hi_units, H - 1)
     else:
-        rows_read = offs_h
+        rows_read = units
+        lo_read = lo_units
+        hi_read = hi_units
     seqs_read = tl.minimum(seqs, B - 1)
-    aux_offs = seqs_read[None, :] * T * (5 * H) + rows_read[:, None]
-    dout_offs = seqs_read[None, :] * stride_db + (rows_read * stride_dh)[:, None]
-    dxp_offs = seqs[None, :] * T * (4 * H) + offs_h[:, None]
+    aux_seqs = seqs_read[None, :] * T * (5 * H)
+    aux_offs, aux_lo, aux_hi = aux_seqs + rows_read[:, None], aux_seqs + lo_read[:, None], aux_seqs + hi_read[:, None]
+    dout_seqs = seqs_read[None, :] * stride_db
+    dout_offs = dout_seqs + (rows_read * stride_dh)[:, None]
+    dout_lo, dout_hi = dout_seqs + (lo_read * stride_dh)[:, None], dout_seqs + (hi_read * stride_dh)[:, None]
+    dxp_seqs = seqs[None, :] * T * (4 * H)
+    dxp_offs, dxp_lo, dxp_hi = dxp_seqs + units[:, None], dxp_seqs + lo_units[:, None], dxp_seqs + hi_units[:, None]
+    lo_mask = (lo_units < H)[:, None] & seq_ok[None, :]
+    hi_mask = (hi_units < H)[:, None] & seq_ok[None, :]
     # What step s reads is loaded during step s + 1, off the dependent chain.
     pos, valid = _position(T - 1, length, seqs, T, HAS_LENGTHS, REVERSE)
-    i, f, g, o, c_prev, dout = _load_saved(aux_ptr, aux_offs, dout_ptr, dout_offs, stride_dt, H,
-                                           _step_position(T - 1, T, REVERSE), pos, HAS_DOUT, PER_COLUMN)
+    i, f, g, o, c_prev, dout = _load_saved(aux_ptr, aux_offs, aux_lo, aux_hi, dout_ptr, dout_offs, dout_lo, dout_hi,
+                                           stride_dt, H, _step_position(T - 1, T, REVERSE), pos, HAS_DOUT,
+                                           PER_COLUMN, PAIRED, PAIRED_DOUT, GATE_PAIRS)
     for n in range(T):
         s = T - 1 - n
         pos_s, valid_s = pos, valid
@@ -437,8 +524,9 @@ def _lstm_bwd_kernel(
             dh_s = dh + dout
         else:
             dh_s = dh
-        i, f, g, o, c_prev, dout = _load_saved(aux_ptr, aux_offs, dout_ptr, dout_offs, stride_dt, H,
-                                               _step_position(s_next, T, REVERSE), pos, HAS_DOUT, PER_COLUMN)
+        i, f, g, o, c_prev, dout = _load_saved(aux_ptr, aux_offs, aux_lo, aux_hi, dout_ptr, dout_offs, dout_lo,
+                                               dout_hi, stride_dt, H, _step_position(s_next, T, REVERSE), pos,
+                                               HAS_DOUT, PER_COLUMN, PAIRED, PAIRED_DOUT, GATE_PAIRS)
 
         tc = _tanh(f_s * c_prev_s + i_s * g_s, FAST_TANH)
         # The shared products first, and each gate's x·(1 - y) as x - x·y (one FFMA, rounded once):
@@ -472,10 +560,10 @@ def _lstm_bwd_kernel(
             dxp_at = dxp_ptr + (pos_s * (4 * H))[None, :]
         else:
             dxp_at = dxp_ptr + _step_position(s, T, REVERSE).to(tl.int64) * (4 * H)
-        tile_io.store(dxp_at + dxp_offs, da_i, h_mask)
-        tile_io.store(dxp_at + H + dxp_offs, da_f, h_mask)
-        tile_io.store(dxp_at + 2 * H + dxp_offs, da_g, h_mask)
-        tile_io.store(dxp_at + 3 * H + dxp_offs, da_o, h_mask)
+        _store_units(dxp_at, dxp_offs, dxp_lo, dxp_hi, da_i, h_mask, lo_mask, hi_mask, PAIRED, GATE_PAIRS)
+        _store_units(dxp_at + H, dxp_offs, dxp_lo, dxp_hi, da_f, h_mask, lo_mask, hi_mask, PAIRED, GATE_PAIRS)
+        _store_units(dxp_at + 2 * H, dxp_offs, dxp_lo, dxp_hi, da_g, h_mask, lo_mask, hi_mask, PAIRED, GATE_PAIRS)
+        _store_units(dxp_at + 3 * H, dxp_offs, dxp_lo, dxp_hi, da_o, h_mask, lo_mask, hi_mask, PAIRED, GATE_PAIRS)
 
         if JOIN_GATES:
             da = _join_gates(da_i, da_f, da_g, da_o, BLOCK_H, BLOCK_B)
@@ -493,8 +581,8 @@ def _lstm_bwd_kernel(
             dh = dh_new
             dc = dc_f
 
-    tl.store(dh0_ptr + seqs[None, :] * H + offs_h[:, None], dh, mask=h_mask)
-    tl.store(dc0_ptr + seqs[None, :] * H + offs_h[:, None], dc, mask=h_mask)
+    tl.store(dh0_ptr + seqs[None, :] * H + units[:, None], dh, mask=h_mask)
+    tl.store(dc0_ptr + seqs[None, :] * H + units[:, None], dc, mask=h_mask)
 
 
 # ----------------------------------------------------------------------------
@@ -530,14 +618,16 @@ def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False)
 def _num_warps(prec, block_h, padded, backward, store_saved=False):
     """Warps per program: the fewest issue slots per SM sub-partition without spills (sm_90, Triton 3.6).
 
-    Up to BLOCK_H = 64 one warpgroup (4 warps): 8 warps take 1.01x to 2x the
-    slots there (bf16 at 64: forward 378 against 273, backward 456 against
-    355; 3xTF32 backward 2636 against 1397), except with H padded (``padded``)
-    in the forward that saves for the backward and in the backward, which spill
-    on 4 warps at 64 (4 to 136 B). At 128 two warpgroups, each running half of
-    the [4H, H] product: bf16 forward 582 slots against 644 on 4 warps, whose
-    wgmma descriptors outgrow the uniform registers; training forward 812
-    against 837, backward 858 against 925.
+    Up to BLOCK_H = 64 one warpgroup (4 warps): 8 warps take more slots there
+    (bf16 at 64: forward 348 against 257, backward 392 against 290; 3xTF32
+    backward 2646 against 1250), except with H padded (``padded``) in the
+    forward that saves for the backward and in the backward, which spill on 4
+    warps at 64 (training forward 20 to 144 B at H = 40, 50 and 63, with spill
+    loads in the loop; backward 4 to 132 B at H = 63, 8 B with 3xTF32 at 40
+    and 50). At 128 two warpgroups, each running half of the [4H, H] product:
+    bf16 forward 566 slots against 620 on 4 warps, whose wgmma descriptors
+    outgrow the uniform registers (256 B of spills); training forward 730
+    against 767, backward 722 against 770.
     """
     if block_h >= 128 or (block_h >= 64 and padded and (backward or store_saved)):
         return 8
@@ -548,14 +638,34 @@ def _join_gates_in_backward(prec, block_h, padded):
     """Whether the backward forms dh = Σ_k W_kᵀ·da_k as one product over the four gates' stacked da.
 
     Its operand then crosses shared memory once per step instead of four times (sm_90, Triton 3.6,
-    bf16 at H = 128: 2 barriers per step instead of 8; loop 429 instructions per warp against 416,
+    bf16 at H = 128: 2 barriers per step instead of 8; loop 361 instructions per warp against 356,
     the wgmma descriptors of the one K = 4·BLOCK_H product cost more uniform-register arithmetic;
-    bf16 at BLOCK_H = 32 and 64 and TF32 at 64 25 to 40% fewer, 3xTF32 at 64 16% fewer). Not where
-    the stacked tiles spill and four products do not, or less: fp32 operands at BLOCK_H = 32 (TF32
-    at H = 32 12 B, 3xTF32 28 to 76 B; four products: none, TF32 489 instructions at H = 32 and
-    634 at 20), and H padded to 128 (``padded``: 172 to 260 B against 0 to 32 B).
+    bf16 at BLOCK_H = 32 30% fewer, at 64 9%, TF32 at 32 41 to 44%, at 64 5%, 3xTF32 at 64 23%).
+    Not where the stacked tiles spill and four products do not, or take more instructions: 3xTF32 at
+    BLOCK_H = 32 (1228 against 1006 at H = 32; 1425 and 16 B of spills against 1162 at 20), and H
+    padded to 128 (``padded``: bf16 at H = 100 56 B of spills against none, 471 instructions
+    against 477).
     """
-    return not ((prec in ("tf32", "tf32x3") and block_h == 32) or (padded and block_h == 128))
+    return not ((prec == "tf32x3" and block_h == 32) or (padded and block_h == 128))
+
+
+def _gate_pairs(prec, block_h, warps, backward):
+    """Whether the per-step accesses of the per-gate [BLOCK_H, BLOCK_B] tiles (the forward's out, hs and
+    aux stores; the backward's aux and dout loads and dxp stores) move two units at once (sm_90, Triton 3.6).
+
+    Splitting a tile into its pairs (tile_io.pairs_from_rows) is free where rows m and m + 8 share a
+    thread. In the forward's gates that holds where _split_gates stays in registers: when each gate's
+    BLOCK_H rows span the 16 rows of every warp (BLOCK_H ≥ 16·warps). Elsewhere the split already
+    crosses shared memory, and the pairs cost another round trip: bf16 training forward at H = 20
+    298 slots and 6 barriers against 240 and 4 unit by unit, at H = 50 (8 warps) 656 against 496;
+    at BLOCK_H ≥ 16·warps pairs save 26 to 140 slots (bf16 at 64: 341 against 372; at 128: 730
+    against 824; at 100: 976 against 1116). The backward's tiles pair in every layout measured
+    (bf16 at H = 20: 278 slots against 340, at 128 722 against 854), except 3xTF32 on 8 warps
+    (H padded to 64; at H = 50: 18 barriers and 28 B of spills against 8 and none).
+    """
+    if backward:
+        return not (prec == "tf32x3" and warps == 8)
+    return block_h >= 16 * warps
 
 
 def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
@@ -600,6 +710,14 @@ def _halve_sigmoid_rows(w_hh):
     return w.reshape(GATES * H, H)
 
 
+def _pairs_aligned(t, H):
+    """Whether the kernels may read or write units 2k and 2k + 1 of ``t`` ([B, T, n·H], any strides)
+    in one access (tile_io.load_pairs): H even, unit stride 1, even batch and time strides, and data
+    aligned to two elements, so that every pair's first unit is aligned to the pair."""
+    return (H % 2 == 0 and t.stride(2) == 1 and t.stride(0) % 2 == 0 and t.stride(1) % 2 == 0
+            and t.data_ptr() % (2 * t.element_size()) == 0)
+
+
 def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, store_out=True,
                    store_saved=False, wrap=None):
     """The contract's forward (see /fused_rnn/cells/__init__.py): (out, h_n, c_n, hs, aux).
@@ -622,6 +740,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         return out, h_n, c_n, hs, aux
     block_h = block(H)
     prec = precision(xp.dtype, allow_tf32)
+    warps = _num_warps(prec, block_h, H != block_h, backward=False, store_saved=bool(store_saved))
     w_hh = _halve_sigmoid_rows(w_hh)
     w_hh, w_hh_lo = operand_weights(w_hh, prec)
     aligned = xp.stride(0) % 16 == 0 and xp.stride(1) % 16 == 0
@@ -637,8 +756,10 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         HAS_H0=h0 is not None, HAS_C0=c0 is not None, HAS_LENGTHS=lengths is not None,
         HAS_B_HH=b_hh is not None, REVERSE=bool(reverse), STORE_OUT=bool(store_out),
         STORE_SAVED=bool(store_saved), MASK_H=H != block_h, FAST_TANH=_fast_tanh(prec),
+        PAIRED=H % 2 == 0, PAIRED_XP=_pairs_aligned(xp, H),
+        GATE_PAIRS=_gate_pairs(prec, block_h, warps, backward=False),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(xp.dtype, prec),
-        num_warps=_num_warps(prec, block_h, H != block_h, backward=False, store_saved=bool(store_saved)),
+        num_warps=warps,
     )
     return out, h_n, c_n, hs, aux
 
@@ -662,6 +783,7 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         return dxp, dxp, dh0, dc0
     block_h = block(H)
     prec = precision(w_hh.dtype, allow_tf32)
+    warps = _num_warps(prec, block_h, H != block_h, backward=True)
     w_hh, w_hh_lo = operand_weights(w_hh, prec)
     _launch(
         _lstm_bwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
@@ -675,7 +797,9 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None, HAS_DCN=dc_n is not None,
         HAS_LENGTHS=lengths is not None, REVERSE=bool(reverse), MASK_H=H != block_h,
         FAST_TANH=_fast_tanh(prec), JOIN_GATES=_join_gates_in_backward(prec, block_h, H != block_h),
+        PAIRED=_pairs_aligned(aux, H), PAIRED_DOUT=dout is not None and _pairs_aligned(dout, H),
+        GATE_PAIRS=_gate_pairs(prec, block_h, warps, backward=True),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(w_hh.dtype, prec),
-        num_warps=_num_warps(prec, block_h, H != block_h, backward=True),
+        num_warps=warps,
     )
     return dxp, dxp, dh0, dc0
