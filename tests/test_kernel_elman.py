@@ -317,28 +317,32 @@ def test_empty_batch_and_zero_steps():
 
 
 # Shared memory per block for sm_90a (metadata.shared) from Triton 3.6 and 3.9, compiled without a GPU as
-# benchmarks/static_report.py does, B = 64, T = 1024:
+# benchmarks/static_report.py does (B = 16, T = 8; the figure does not depend on them):
 # (dtype, BLOCK_H, allow_tf32, store_saved, backward) -> (bytes with 3.6, bytes with 3.9).
+# Where rnn_linear.weights_in_registers holds W_hh in registers, 3.6 allocates less (the step's operand
+# only: bf16 at 128 and 256; fp32 at 128 keeps a 64 KiB region for the one-time reorder of the
+# forward's weights); 3.9 keeps W_hh in shared memory: 36864 B for bf16 at 128, the estimate's figure.
 COMPILED_SMEM = {
-    (torch.bfloat16, 128, True, False, False): (36864, 36864),
-    (torch.bfloat16, 128, True, True, False): (36864, 36864),
-    (torch.float32, 128, True, False, False): (73728, 73728),
+    (torch.bfloat16, 128, True, False, False): (8192, 36864),
+    (torch.bfloat16, 128, True, True, False): (8192, 36864),
+    (torch.float32, 128, True, False, False): (65536, 73728),
     (torch.float32, 128, False, False, False): (147456, 147456),
-    (torch.bfloat16, 256, True, False, False): (139264, 139264),
-    (torch.float16, 256, True, True, False): (139264, 139264),
-    (torch.bfloat16, 128, True, False, True): (36864, 36864),
-    (torch.float32, 128, True, False, True): (73728, 73728),
+    (torch.bfloat16, 256, True, False, False): (32768, 139264),
+    (torch.float16, 256, True, True, False): (32768, 139264),
+    (torch.bfloat16, 128, True, False, True): (16384, 36864),
+    (torch.float32, 128, True, False, True): (8192, 73728),
     (torch.float32, 128, False, False, True): (147456, 147456),
-    (torch.bfloat16, 256, True, False, True): (139264, 139264),
+    (torch.bfloat16, 256, True, False, True): (32768, 139264),
 }
 
 
 @pytest.mark.parametrize("config", list(COMPILED_SMEM), ids=str)
 def test_smem_estimate_never_below_compiled(config):
-    """What unsupported_reason decides with: never below what Triton allocates, and not far above."""
+    """What unsupported_reason decides with: never below what either Triton allocates, and not far above
+    the larger (the estimate counts W_hh in shared memory, as 3.9 places it)."""
     dtype, block_h, allow_tf32, store_saved, backward = config
     estimate = elman.smem_bytes(dtype, block_h, allow_tf32, store_saved=store_saved, backward=backward)
-    assert max(COMPILED_SMEM[config]) <= estimate <= min(COMPILED_SMEM[config]) + 1024
+    assert max(COMPILED_SMEM[config]) <= estimate <= max(COMPILED_SMEM[config]) + 1024
 
 
 def test_unsupported_reason():
