@@ -7,12 +7,14 @@ from the caller's input projection ``xp = x W_ihᵀ + b_ih``::
     h_t = act(xp_t + W_hh h_{t-1} + b_hh)         act = tanh or relu
 
 Transposed as in kernels.rnn_linear: the state tile is ``hᵀ`` ``[BLOCK_H,
-BLOCK_B]``, H the MMA's M dimension (wgmma at H ≥ 64 with 4 warps), W_hh read
-by the tensor core from shared memory where it is stored once before the loop.
+BLOCK_B]``, H the MMA's M dimension (wgmma at H ≥ 64 with 4 warps), W_hh
+loaded once before the loop into registers where it fits (wgmma's A operand
+from registers, see rnn_linear.weights_in_registers), else into shared memory.
 The step's only product is ``W_hh · hᵀ``; ``xpᵀ_t`` is loaded one step ahead,
 off the dependent chain. xp, out, hs, dout and g move between global memory
-and the accumulator's registers directly (kernels/tile_io.py): only W_hh and
-the step's operand tile are in shared memory.
+and the accumulator's registers directly, two adjacent units per access
+(kernels/tile_io.py; every tile's rows in tile_io.paired_units order): only the
+step's operand tile (and W_hh where it is not in registers) is in shared memory.
 
 Processing step s of sequence b is at position ``p = s`` (forward) or
 ``p = len_b - 1 - s`` (reverse), for s < len_b. The loop runs the tile's
@@ -436,9 +438,10 @@ def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False)
     W_hh (and its TF32 remainder for "tf32x3") stays resident for the whole loop, and each step
     stages the MMA's B operand (h, or g: twice, hi and lo, for "tf32x3") through shared memory.
     Nothing else does: xp, out, hs, dout and g move between registers and global memory directly
-    (kernels/tile_io.py), so ``store_saved`` and ``backward`` change nothing. Triton 3.6 and 3.9
-    allocate exactly this for sm_90a at BLOCK_H = 128 and 256 (tests/test_kernel_elman.py); the
-    1024 B are headroom.
+    (kernels/tile_io.py), so ``store_saved`` and ``backward`` change nothing. Triton 3.9 allocates
+    exactly this for sm_90a at BLOCK_H = 128 and 256; 3.6 less where W_hh is in registers
+    (rnn_linear.weights_in_registers), except for the fp32 forward's one-time reorder
+    (tests/test_kernel_elman.py). The 1024 B are headroom.
     """
     prec = precision(dtype, allow_tf32, interpreted=False)
     item = 4 if prec in FP32_OPERANDS else dtype.itemsize

@@ -9,8 +9,10 @@ One program per tile of ``BLOCK_B`` sequences walks the recurrence, gates r, z, 
 with xp = x W_ihᵀ + b_ih computed by the caller. As in kernels/rnn_linear.py (whose helpers are
 reused) everything is transposed: the state is ``hᵀ`` [BLOCK_H, BLOCK_B] in fp32 registers, W_hh is
 the MMAs' A operand (the r and z blocks stacked as one [2·BLOCK_H, BLOCK_H] tile, the n block as
-another; M ≥ H: wgmma on Hopper at H ≥ 64), loaded into shared memory once before the loop, and
-xp_{t+1}'s gate tiles are loaded during step t. Where H is padded (``MASK_H``) the padded rows of
+another; M ≥ H: wgmma on Hopper at H ≥ 64), loaded once before the loop into registers where it
+fits (see weights_in_registers), else into shared memory, and xp_{t+1}'s gate tiles are loaded
+during step t. Every tile's rows hold the hidden units in tile_io.paired_units order, so that the
+loop's global accesses move two adjacent units each. Where H is padded (``MASK_H``) the padded rows of
 the state (forward) and of ∂L/∂gh (backward) are forced to 0 every step: an infinite value times a
 padded (zero) weight is NaN, which would otherwise reach real rows through W_hh.
 
@@ -161,8 +163,8 @@ def _gru_fwd(
     rz_rows = (rz // BLOCK_H) * H + rz % BLOCK_H
     rz_ok = (rz % BLOCK_H) < H
     # Loop invariants: the gate blocks of W_hh (and their TF32 remainders for "tf32x3", split on the
-    # host so that they too come straight from loads and stay in shared memory), columns in units
-    # order too: the product's K index is the state's row.
+    # host: see rnn_linear.split_tf32), in registers or shared memory (W_IN_REGISTERS), columns in
+    # units order too: the product's K index is the state's row.
     # (Padded rows of the stacked tile would point at the next gate's real rows: the mask zeroes them.)
     w_rz = _load_rz(w_hh_ptr, rz, H, BLOCK_H, W_IN_REGISTERS).to(OPERAND_DTYPE)
     w_n = _load_paired_hh(w_hh_ptr + 2 * H * H, tl.arange(0, BLOCK_H), units, H, H, 1,

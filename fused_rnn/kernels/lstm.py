@@ -8,8 +8,9 @@ gates i, f, g, o in torch.nn.LSTM's order::
 
 Transposed as kernels/rnn_linear.py is: the state ``hᵀ`` is ``[BLOCK_H, BLOCK_B]``
 so H is the MMA's M dimension (wgmma on Hopper at H ≥ 64). W_hh is loaded
-once, before the loop, into shared memory as one ``[4·BLOCK_H, BLOCK_H]`` tile
-(gate k's rows at k·BLOCK_H), so each step is one product
+once, before the loop, as one ``[4·BLOCK_H, BLOCK_H]`` tile (gate k's rows at
+k·BLOCK_H), held in registers where that does not spill (_weights_in_registers),
+else in shared memory, so each step is one product
 ``[4·BLOCK_H, BLOCK_H] · [BLOCK_H, BLOCK_B]`` accumulating onto xp's tile; its
 result splits into the four gates without moving data (see _split_gates), each
 in the same register layout as h and c. h and c stay in fp32 registers for the
@@ -270,11 +271,10 @@ def _lstm_fwd(
     a_rows_ok = unit < H
     is_g = gate == 2
 
-    # W_hh as one [4·BLOCK_H, BLOCK_H] tile, loaded once: straight from a load
-    # it stays in shared memory, where wgmma reads it (the TF32 remainder comes
-    # from the host for the same reason, see rnn_linear.split_tf32). The host
-    # has halved the rows of the sigmoid gates (see recurrence_fwd). Its columns
-    # are in h's row order too (the product's K index).
+    # W_hh as one [4·BLOCK_H, BLOCK_H] tile, loaded once, in registers or shared
+    # memory (see _load_stacked; the TF32 remainder comes from the host, see
+    # rnn_linear.split_tf32). The host has halved the rows of the sigmoid gates
+    # (see recurrence_fwd). Its columns are in h's row order too (the product's K index).
     w = _load_stacked(w_hh_ptr, H, BLOCK_H, False, W_IN_REGISTERS).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
         w_lo = _load_stacked(w_hh_lo_ptr, H, BLOCK_H, False, W_IN_REGISTERS)

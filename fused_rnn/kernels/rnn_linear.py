@@ -8,10 +8,15 @@ Forward, one program per tile of ``BLOCK_B`` sequences::
 Everything is computed transposed: the state tile is ``hᵀ`` of shape
 ``[BLOCK_H, BLOCK_B]``, so the hidden size is the MMA's M dimension and the
 batch tile its N. Each step is ``preᵀ = W_hh · hᵀ + W_ih · x_tᵀ + b``: with
-M = H ≥ 64 and 4 warps (one warpgroup) Hopper runs it as wgmma, with W_hh and
-W_ih read by the tensor core straight from shared memory where they were
-stored once before the loop, instead of being re-read into registers every
-step as the ``[B, H] @ [H, H]`` orientation (M = 16, mma.sync) does.
+M = H ≥ 64 and 4 warps (one warpgroup) Hopper runs it as wgmma, whose A operand
+(W_hh, W_ih) comes from registers where they fit (weights_in_registers: loaded
+once and held there for the whole loop) or else from shared memory where they
+were stored once, instead of being re-read into registers every step as the
+``[B, H] @ [H, H]`` orientation (M = 16, mma.sync) does.
+
+Every ``[BLOCK_H, ·]`` tile holds the hidden units in ``tile_io.paired_units``
+order (a permutation within each 16 rows), so that a thread's two rows of an
+MMA accumulator are adjacent units and each global access moves both.
 
 The hidden state lives in fp32 registers for the whole loop; the ``[B, T, H]``
 sequence is written only when autograd needs it (``STORE_HS``), so inference
@@ -192,11 +197,10 @@ def _rnn_linear_fwd(
     offs_o = tl.arange(0, BLOCK_O)
     h_rows_ok = units < H
 
-    # Loop invariants, all loaded before the first step. A tile that comes
-    # straight from a load stays in shared memory, where wgmma reads it; one
-    # computed in the kernel (a TF32 split, say) would be held in registers
-    # (128 per thread for a [128, 128] fp32 tile) and spill. Hence the host
-    # passes the TF32 remainders ready-made (w_*_lo, "tf32x3" only).
+    # Loop invariants, all loaded before the first step, in registers or in shared memory (see
+    # weights_in_registers and _load_paired_rows). A tile computed in the kernel stays in
+    # registers, so the host passes the TF32 remainders ready-made (w_*_lo, "tf32x3" only): split
+    # here, both halves would take registers (3xTF32 spilled even with the weights in shared memory).
     w_hh = _load_paired_hh(w_hh_ptr, offs_h, units, H, H, 1, W_HH_IN_REGISTERS).to(OPERAND_DTYPE)
     w_ih = _load_paired_rows(w_ih_ptr, offs_h, units, offs_i, H, I, I, 1, W_IH_IN_REGISTERS).to(OPERAND_DTYPE)
     fc_w = _load_tile(fc_w_ptr, offs_o, offs_h, O, H, H, 1).to(OPERAND_DTYPE)
@@ -556,6 +560,10 @@ def smem_bytes(dtype, block_i, block_h, block_o, allow_tf32, *, store_hs=False, 
 
     The weight tiles stay resident for the whole loop (twice, hi and lo, for
     "tf32x3"); the step's MMA operands (x and h, or g and dy) reuse one region.
+    Where weights_in_registers holds W_hh and W_ih in registers triton 3.6
+    allocates less (long_bf16_forward: 10240 B against 59392), but their
+    one-time reorder may still stage them (fp32, H = 128: 64 KiB) and triton
+    3.9 keeps them in shared memory: the figure counts them either way.
     The stored states (hs) and the backward's g need none: they move through
     tile_io (or, under 3xTF32, a store that reuses that region), so
     ``store_hs`` changes nothing. "tf32x3" has two operand tiles per product (b_hi, b_lo),
