@@ -137,6 +137,14 @@ def _load_tile(ptr, rows, cols, n_rows, n_cols, stride_r, stride_c):
 
 
 @triton.jit
+def _natural_rows(x, PAIRED_ORDER: tl.constexpr):
+    """A [BLOCK_H, ·] tile's rows in unit order: tile_io.natural_rows where they are paired."""
+    if PAIRED_ORDER:
+        x = tile_io.natural_rows(x)
+    return x
+
+
+@triton.jit
 def _load_paired_rows(ptr, offs_h, units, cols, H, n_cols, stride_r, stride_c, IN_REGISTERS: tl.constexpr):
     """A weight's [BLOCK_H, BLOCK_C] tile whose rows are hidden units (W_ih, W_hhᵀ's rows, fc_Wᵀ), rows in
     tile_io.paired_units order, for a loop that multiplies it every step.
@@ -192,8 +200,15 @@ def _rnn_linear_fwd(
     offs_i = tl.arange(0, BLOCK_I)
     offs_h = tl.arange(0, BLOCK_H)
     # Row m of every [BLOCK_H, ·] tile holds unit units[m] (see tile_io.paired_units), so that
-    # hs is stored two units per access.
-    units = tile_io.paired_units(BLOCK_H)
+    # hs is stored two units per access and the weights can be reordered in registers (wgmma).
+    # Below 64 (mma.sync; the weights in shared memory) the natural order: there the permuted
+    # weights' gathered loads cost more than the pairs save (static report, sm_90a: up to 12 more
+    # issue slots a step at H = 16).
+    PAIRED_ORDER: tl.constexpr = BLOCK_H >= 64
+    if PAIRED_ORDER:
+        units = tile_io.paired_units(BLOCK_H)
+    else:
+        units = offs_h
     offs_o = tl.arange(0, BLOCK_O)
     h_rows_ok = units < H
 
@@ -274,9 +289,11 @@ def _rnn_linear_fwd(
                 # registers for the stored tile's addresses (in place, single stores spilled 8-40 B
                 # at H <= 32), and a tl.store in the units' order took 2 more barriers and up to
                 # 90 more issue slots per step (static report, I = 16, H = 128).
-                tl.store(hs_step + hs_natural, tile_io.natural_rows(h), mask=nat_mask)
-            else:
+                tl.store(hs_step + hs_natural, _natural_rows(h, PAIRED_ORDER), mask=nat_mask)
+            elif PAIRED_ORDER:
                 tile_io.store_pairs(hs_step + hs_lo, hs_step + hs_hi, h, lo_mask, hi_mask, PAIRED)
+            else:
+                tile_io.store(hs_step + hs_natural, h, nat_mask)
             hs_step += H
 
     if STORE_HN:
@@ -284,7 +301,7 @@ def _rnn_linear_fwd(
 
     # yᵀ = fc_W · hᵀ: [BLOCK_O, BLOCK_H] @ [BLOCK_H, BLOCK_B], in the loop's precision.
     # (h back in unit order, once: fc_W is loaded as it is, not gathered into the units' order.)
-    h = tile_io.natural_rows(h)
+    h = _natural_rows(h, PAIRED_ORDER)
     y = _mm(fc_w, fc_w_lo, h.to(OPERAND_DTYPE), tl.zeros([BLOCK_O, BLOCK_B], dtype=tl.float32), PRECISION)
     if HAS_FC_B:
         y += tl.load(fc_b_ptr + offs_o, mask=offs_o < O, other=0.0).to(tl.float32)[:, None]
