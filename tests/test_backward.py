@@ -143,5 +143,6 @@ def test_weight_placements(monkeypatch, in_registers, H):
     straight into shared memory: the same gradients. Forced here (the launch's choice is
     kernels.rnn_linear.weights_in_registers'), so that the interpreter runs both."""
     from fused_rnn.kernels import rnn_linear as kernels
-    monkeypatch.setattr(kernels, "weights_in_registers", lambda prec, warps, *tiles: (in_registers,) * len(tiles))
+    monkeypatch.setattr(kernels, "weights_in_registers",
+                        lambda prec, warps, *tiles, **kwargs: (in_registers,) * len(tiles))
     grads_vs_float64(7, 6, 10, H, 3, seed=9)

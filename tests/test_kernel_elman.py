@@ -453,7 +453,8 @@ def test_weight_placements(monkeypatch, in_registers, H):
     """W_hh reordered in registers (where a launch holds it for the loop) or gathered straight into
     shared memory: the same results. Which one a launch takes is rnn_linear.weights_in_registers';
     forced here, so that the interpreter runs both."""
-    monkeypatch.setattr(rnn_linear, "weights_in_registers", lambda prec, warps, *tiles: (in_registers,) * len(tiles))
+    monkeypatch.setattr(rnn_linear, "weights_in_registers",
+                        lambda prec, warps, *tiles, **kwargs: (in_registers,) * len(tiles))
     inputs = make_inputs("rnn_tanh", 5, 7, H, lengths=RAGGED, seed=7)
     check_forward("rnn_tanh", *inputs, reverse=False)
     check_backward("rnn_tanh", *inputs, reverse=True)

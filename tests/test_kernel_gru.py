@@ -356,7 +356,8 @@ def test_weight_placements(monkeypatch, in_registers, H):
     shared memory: the same results. Which one a launch takes is kernels.rnn_linear.weights_in_registers';
     forced here, so that the interpreter runs both."""
     from fused_rnn.kernels import rnn_linear
-    monkeypatch.setattr(rnn_linear, "weights_in_registers", lambda prec, warps, *tiles: (in_registers,) * len(tiles))
+    monkeypatch.setattr(rnn_linear, "weights_in_registers",
+                        lambda prec, warps, *tiles, **kwargs: (in_registers,) * len(tiles))
     B, T = 5, 6
     xp, w, b, h0 = make_inputs(B, T, H, seed=20)
     lengths = ragged(B, T, seed=21)

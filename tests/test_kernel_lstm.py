@@ -419,6 +419,7 @@ def test_weight_placements(monkeypatch, in_registers, join, H):
     """W_hh reordered in registers (where a launch holds it for the loop) or gathered straight into
     shared memory, for both forms of the backward's product: the same results. Which placement a
     launch takes is lstm._weights_in_registers'; forced here, so that the interpreter runs both."""
-    monkeypatch.setattr(lstm, "_weights_in_registers", lambda prec, warps, block_h, forward_spills: in_registers)
+    monkeypatch.setattr(lstm, "_weights_in_registers",
+                        lambda prec, warps, block_h, hidden_size, forward_spills: in_registers)
     monkeypatch.setattr(lstm, "_join_gates_in_backward", lambda prec, block_h, padded: join)
     check(5, 6, H, reverse=True, lengths=[6, 3, 1, 6, 4], seed=30 + H)

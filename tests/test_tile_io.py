@@ -140,7 +140,8 @@ def test_paired_units_pair_rows_m_and_m_plus_8():
 
 
 def test_pairs_fit():
-    """tile_io.pairs_fit: two-unit accesses to a caller's tensor need unit stride 1, even batch and time strides, an aligned start."""
+    """tile_io.pairs_fit: two-unit accesses to a caller's tensor need unit stride 1, even batch and time
+    strides, an aligned start."""
     fit = tile_io.pairs_fit
     wide = torch.randn(4, 6, 2 * 31 + 2, device=DEVICE)
     assert fit(torch.randn(4, 6, 62, device=DEVICE))
@@ -152,3 +153,15 @@ def test_pairs_fit():
     assert not fit(wide[..., ::2])                                         # unit stride 2
     half = torch.randn(4, 6, 64, device=DEVICE, dtype=torch.bfloat16)
     assert fit(half[..., 2:]) and not fit(half[..., 1:63])
+
+
+def test_pairs_fit_on_fake_tensors():
+    """Under torch.compile's tracing the launchers see fake tensors, which have no address: the storage
+    offset decides, and no data_ptr() is asked for (deprecated on fake tensors)."""
+    import warnings
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        buffer = torch.empty(4, 6, 64)
+        assert tile_io.pairs_fit(buffer[..., 2:])
+        assert not tile_io.pairs_fit(buffer[..., 1:63])

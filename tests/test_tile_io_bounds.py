@@ -122,12 +122,15 @@ RAGGED = [7, 1, 4, 7, 3]  # unsorted, 1 and T among them
 
 
 def in_nan_buffer(t, time_major):
-    """t's values in a view of a NaN buffer with NaN on both sides of every row: a read between rows shows."""
+    """t's values in a view of a NaN buffer with NaN on both sides of every row: a read between rows shows.
+
+    Batch-major rows are W + 6 long, starting 2 in: aligned pairs, read two units per access where W
+    is even (tile_io.pairs_fit); time-major ones W + 5, unaligned: one unit per access."""
     B, T, W = t.shape
     if time_major:
         buffer = torch.full((T, B, W + 5), float("nan"), dtype=t.dtype, device=t.device).transpose(0, 1)
     else:
-        buffer = torch.full((B, T, W + 5), float("nan"), dtype=t.dtype, device=t.device)
+        buffer = torch.full((B, T, W + 6), float("nan"), dtype=t.dtype, device=t.device)
     view = buffer[..., 2:W + 2]
     view.copy_(t)
     return view

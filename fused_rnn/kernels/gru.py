@@ -644,10 +644,10 @@ def num_warps(block_h, prec, train):
     return 8 if block_h >= 128 or (prec == "tf32x3" and train) else 4
 
 
-def weights_in_registers(prec, warps, block_h, backward):
+def weights_in_registers(prec, warps, block_h, hidden_size):
     """Whether the kernel holds W_hh in registers for the whole loop: rnn_linear.weights_in_registers
     for its three gate blocks."""
-    placed = rnn_linear.weights_in_registers(prec, warps, *((block_h, block_h),) * GATES)
+    placed = rnn_linear.weights_in_registers(prec, warps, *((block_h, block_h),) * GATES, hidden_size=hidden_size)
     return placed[0]
 
 
@@ -741,7 +741,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         HAS_B_HH=b_hh is not None, HAS_H0=h0 is not None, HAS_LENGTHS=lengths is not None, REVERSE=reverse,
         STORE_OUT=store_out, STORE_SAVED=store_saved,
         MASK_H=H != block_h, PAIRED=H % 2 == 0, XP_PAIRED=H % 2 == 0 and tile_io.pairs_fit(xp),
-        W_IN_REGISTERS=weights_in_registers(prec, num_warps(block_h, prec, store_saved), block_h, False),
+        W_IN_REGISTERS=weights_in_registers(prec, num_warps(block_h, prec, store_saved), block_h, H),
         FAST_TANH=not INTERPRETED and prec in ("tf32", "low"),
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(xp.dtype, prec),
         num_warps=num_warps(block_h, prec, store_saved),
@@ -779,8 +779,9 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         BLOCK_B=BLOCK_B, BLOCK_H=block_h,
         HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None,
         HAS_LENGTHS=lengths is not None, REVERSE=reverse, MASK_H=H != block_h,
-        PAIRED=H % 2 == 0 and tile_io.pairs_fit(aux), DOUT_PAIRED=H % 2 == 0 and dout is not None and tile_io.pairs_fit(dout),
-        W_IN_REGISTERS=weights_in_registers(prec, num_warps(block_h, prec, True), block_h, True),
+        PAIRED=H % 2 == 0 and tile_io.pairs_fit(aux),
+        DOUT_PAIRED=H % 2 == 0 and dout is not None and tile_io.pairs_fit(dout),
+        W_IN_REGISTERS=weights_in_registers(prec, num_warps(block_h, prec, True), block_h, H),
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
         num_warps=num_warps(block_h, prec, True),
     )

@@ -672,14 +672,14 @@ def _join_gates_in_backward(prec, block_h, padded):
     return not ((prec == "tf32x3" and block_h == 32) or (padded and block_h == 128))
 
 
-def _weights_in_registers(prec, warps, block_h, *, forward_spills):
+def _weights_in_registers(prec, warps, block_h, hidden_size, *, forward_spills):
     """Whether a kernel holds W_hh in registers for the whole loop: rnn_linear.weights_in_registers,
     except for the forwards that then run out of registers (``forward_spills``: the training forward
     and padded H). Static, sm_90a, bf16, B64 T1024, 8 warps: at H = 128 the forward takes 478 issue
     slots per step in registers against 566, the backward 646 against 722, at H = 100 (padded) the
     backward 834 against 954, without spills; the training forward at H = 128 and the forwards at
     H = 100 spilled (up to 181 spill instructions)."""
-    placed = rnn_linear.weights_in_registers(prec, warps, (GATES * block_h, block_h))[0]
+    placed = rnn_linear.weights_in_registers(prec, warps, (GATES * block_h, block_h), hidden_size=hidden_size)[0]
     return placed and not forward_spills
 
 
@@ -744,14 +744,6 @@ def _halve_sigmoid_rows(w_hh):
     return w.reshape(GATES * H, H)
 
 
-def _pairs_aligned(t, H):
-    """Whether the kernels may read or write units 2k and 2k + 1 of ``t`` ([B, T, n·H], any strides)
-    in one access (tile_io.load_pairs): H even, unit stride 1, even batch and time strides, and data
-    aligned to two elements, so that every pair's first unit is aligned to the pair."""
-    return (H % 2 == 0 and t.stride(2) == 1 and t.stride(0) % 2 == 0 and t.stride(1) % 2 == 0
-            and t.data_ptr() % (2 * t.element_size()) == 0)
-
-
 def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, store_out=True,
                    store_saved=False, wrap=None):
     """The contract's forward (see /fused_rnn/cells/__init__.py): (out, h_n, c_n, hs, aux).
@@ -790,9 +782,9 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         HAS_H0=h0 is not None, HAS_C0=c0 is not None, HAS_LENGTHS=lengths is not None,
         HAS_B_HH=b_hh is not None, REVERSE=bool(reverse), STORE_OUT=bool(store_out),
         STORE_SAVED=bool(store_saved), MASK_H=H != block_h, FAST_TANH=_fast_tanh(prec),
-        PAIRED=H % 2 == 0, PAIRED_XP=_pairs_aligned(xp, H),
+        PAIRED=H % 2 == 0, PAIRED_XP=H % 2 == 0 and tile_io.pairs_fit(xp),
         GATE_PAIRS=_gate_pairs(prec, block_h, warps, backward=False),
-        W_IN_REGISTERS=_weights_in_registers(prec, warps, block_h, forward_spills=H != block_h or bool(store_saved)),
+        W_IN_REGISTERS=_weights_in_registers(prec, warps, block_h, H, forward_spills=H != block_h or bool(store_saved)),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(xp.dtype, prec),
         num_warps=warps,
     )
@@ -832,9 +824,10 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         HAS_DOUT=dout is not None, HAS_DHN=dh_n is not None, HAS_DCN=dc_n is not None,
         HAS_LENGTHS=lengths is not None, REVERSE=bool(reverse), MASK_H=H != block_h,
         FAST_TANH=_fast_tanh(prec), JOIN_GATES=_join_gates_in_backward(prec, block_h, H != block_h),
-        PAIRED=_pairs_aligned(aux, H), PAIRED_DOUT=dout is not None and _pairs_aligned(dout, H),
+        PAIRED=H % 2 == 0 and tile_io.pairs_fit(aux),
+        PAIRED_DOUT=dout is not None and H % 2 == 0 and tile_io.pairs_fit(dout),
         GATE_PAIRS=_gate_pairs(prec, block_h, warps, backward=True),
-        W_IN_REGISTERS=_weights_in_registers(prec, warps, block_h, forward_spills=False),
+        W_IN_REGISTERS=_weights_in_registers(prec, warps, block_h, H, forward_spills=False),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(w_hh.dtype, prec),
         num_warps=warps,
     )

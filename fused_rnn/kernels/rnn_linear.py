@@ -216,12 +216,15 @@ def _rnn_linear_fwd(
     # weights_in_registers and _load_paired_rows). A tile computed in the kernel stays in
     # registers, so the host passes the TF32 remainders ready-made (w_*_lo, "tf32x3" only): split
     # here, both halves would take registers (3xTF32 spilled even with the weights in shared memory).
-    w_hh = _load_paired_hh(w_hh_ptr, offs_h, units, H, H, 1, W_HH_IN_REGISTERS).to(OPERAND_DTYPE)
-    w_ih = _load_paired_rows(w_ih_ptr, offs_h, units, offs_i, H, I, I, 1, W_IH_IN_REGISTERS).to(OPERAND_DTYPE)
+    # (Reordered in registers only where the rows are paired: see units.)
+    W_HH_REG: tl.constexpr = W_HH_IN_REGISTERS and PAIRED_ORDER
+    W_IH_REG: tl.constexpr = W_IH_IN_REGISTERS and PAIRED_ORDER
+    w_hh = _load_paired_hh(w_hh_ptr, offs_h, units, H, H, 1, W_HH_REG).to(OPERAND_DTYPE)
+    w_ih = _load_paired_rows(w_ih_ptr, offs_h, units, offs_i, H, I, I, 1, W_IH_REG).to(OPERAND_DTYPE)
     fc_w = _load_tile(fc_w_ptr, offs_o, offs_h, O, H, H, 1).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_hh_lo = _load_paired_hh(w_hh_lo_ptr, offs_h, units, H, H, 1, W_HH_IN_REGISTERS)
-        w_ih_lo = _load_paired_rows(w_ih_lo_ptr, offs_h, units, offs_i, H, I, I, 1, W_IH_IN_REGISTERS)
+        w_hh_lo = _load_paired_hh(w_hh_lo_ptr, offs_h, units, H, H, 1, W_HH_REG)
+        w_ih_lo = _load_paired_rows(w_ih_lo_ptr, offs_h, units, offs_i, H, I, I, 1, W_IH_REG)
         fc_w_lo = _load_tile(fc_w_lo_ptr, offs_o, offs_h, O, H, H, 1)
     else:
         w_hh_lo = w_hh
@@ -511,7 +514,7 @@ def operand_weights(w, prec):
 WEIGHT_REGISTERS = 160
 
 
-def weights_in_registers(prec, warps, *tiles, budget=WEIGHT_REGISTERS):
+def weights_in_registers(prec, warps, *tiles, hidden_size, budget=WEIGHT_REGISTERS):
     """Whether a kernel holds the weight tiles (rows, cols) it multiplies every step in registers
     for the whole loop, instead of shared memory: all of them or none (a tuple, one per tile).
 
@@ -520,12 +523,14 @@ def weights_in_registers(prec, warps, *tiles, budget=WEIGHT_REGISTERS):
     long_bf16_forward 151 -> 98 issue slots per step, long_fp32_forward 270 -> 200,
     long_bf16_backward 157 -> 136. Only with wgmma (rows >= 64; mma.sync's tiles of 16 and 32
     rows took more slots and barriers), at one-pass precisions (3xTF32's two tiles per weight
-    spilled) and within ``budget`` registers per thread. All or none: one tile in registers and
+    spilled), at an even ``hidden_size`` (an odd one takes one address per unit: with the weights
+    in registers the LSTM backward at H = 127 spilled in the loop) and within ``budget`` registers
+    per thread. All or none: one tile in registers and
     another in shared memory cost more than either (I = H = 128 fp32: 173 slots in shared memory,
     126 in registers, 210-214 split).
     """
     words = sum(rows * cols for rows, cols in tiles) * (2 if prec == "low" else 4) // (4 * 32 * warps)
-    chosen = prec in ("low", "tf32") and tiles[0][0] >= 64 and words <= budget
+    chosen = prec in ("low", "tf32") and tiles[0][0] >= 64 and hidden_size % 2 == 0 and words <= budget
     return (chosen,) * len(tiles)
 
 
@@ -664,7 +669,8 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
     (w_ih, w_ih_lo), (w_hh, w_hh_lo), (fc_w, fc_w_lo) = (operand_weights(w, prec) for w in (w_ih, w_hh, fc_w))
     aligned = x.stride(0) % 16 == 0 and x.stride(1) % 16 == 0
     warps = num_warps(prec, block_h)
-    w_hh_in_registers, w_ih_in_registers = weights_in_registers(prec, warps, (block_h, block_h), (block_h, block_i))
+    w_hh_in_registers, w_ih_in_registers = weights_in_registers(prec, warps, (block_h, block_h), (block_h, block_i),
+                                                                hidden_size=H)
     _launch(
         _rnn_linear_fwd_kernel if aligned else _rnn_linear_fwd_kernel_any_stride,
         (triton.cdiv(B, BLOCK_B),), wrap,
@@ -709,7 +715,8 @@ def rnn_linear_bwd_sweep(hs, w_hh, fc_w, dy, dhn=None, lengths=None, *, relu=Fal
         B, T, H, O,
         BLOCK_B=BLOCK_B, BLOCK_H=block_h, BLOCK_O=block_o,
         HAS_LENGTHS=lengths is not None, HAS_DHN=dhn is not None, RELU=relu, MASK_H=H != block_h,
-        PAIRED=H % 2 == 0, W_HH_IN_REGISTERS=weights_in_registers(prec, warps, (block_h, block_h))[0],
+        PAIRED=H % 2 == 0 and tile_io.pairs_fit(hs),
+        W_HH_IN_REGISTERS=weights_in_registers(prec, warps, (block_h, block_h), hidden_size=H)[0],
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
         num_warps=warps,
     )

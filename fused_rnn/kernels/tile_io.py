@@ -26,6 +26,7 @@ they are always ``tl.load`` / ``tl.store``.
 
 import triton
 import triton.language as tl
+from torch._subclasses.fake_tensor import is_fake
 
 
 @triton.jit
@@ -96,9 +97,17 @@ def store(ptrs, value, mask, IN_PLACE: tl.constexpr = True):
 
 def pairs_fit(t):
     """Whether load_pairs/store_pairs may take one access per pair of ``t``'s last dimension (PAIRED):
-    contiguous along it, every other stride even and the data aligned to two elements."""
-    return (t.stride(-1) == 1 and all(stride % 2 == 0 for stride in t.stride()[:-1])
-            and t.data_ptr() % (2 * t.element_size()) == 0 and t.shape[-1] % 2 == 0)
+    contiguous along it, every other stride even and the data aligned to two elements.
+
+    A fake tensor (torch.compile's tracing) has no address: its storage offset stands in for it,
+    as a real allocation is aligned far beyond two elements.
+    """
+    if is_fake(t):
+        aligned = t.storage_offset() % 2 == 0
+    else:
+        aligned = t.data_ptr() % (2 * t.element_size()) == 0
+    return (t.stride(-1) == 1 and all(stride % 2 == 0 for stride in t.stride()[:-1]) and aligned
+            and t.shape[-1] % 2 == 0)
 
 
 @triton.jit
@@ -173,6 +182,10 @@ def load_pairs(ptrs, hi_ptrs, PAIRED: tl.constexpr):
                 "{ .reg .b32 r; .reg .b16 l, h; ld.global.nc.b32 r, [$2]; mov.b32 {l, h}, r; "
                 "cvt.f32.f16 $0, l; cvt.f32.f16 $1, h; }",
                 "=r,=r,l", [ptrs], dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
+    elif PAIRED:
+        # (The interpreter: the two elements the vector load reads, whatever hi_ptrs says.)
+        lo = load(ptrs).to(tl.float32)
+        hi = load(ptrs + 1).to(tl.float32)
     else:
         lo = load(ptrs).to(tl.float32)
         hi = load(hi_ptrs).to(tl.float32)
@@ -195,6 +208,10 @@ def store_pairs(ptrs, hi_ptrs, value, mask, hi_mask, PAIRED: tl.constexpr):
                 "{ .reg .pred p; .reg .b32 r; setp.ne.b32 p, $1, 0; mov.b32 r, {$3, $4}; "
                 "@p st.global.b32 [$2], r; mov.b32 $0, 0; }",
                 "=r,r,l,h,h", [mask.to(tl.int32), ptrs, lo, hi], dtype=tl.int32, is_pure=False, pack=1)
+    elif PAIRED:
+        # (The interpreter: what the vector store writes, whatever hi_ptrs and hi_mask say.)
+        store(ptrs, lo, mask)
+        store(ptrs + 1, hi, mask)
     else:
         store(ptrs, lo, mask)
         store(hi_ptrs, hi, hi_mask)
