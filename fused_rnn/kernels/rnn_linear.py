@@ -201,10 +201,11 @@ def _rnn_linear_fwd(
     offs_h = tl.arange(0, BLOCK_H)
     # Row m of every [BLOCK_H, ·] tile holds unit units[m] (see tile_io.paired_units), so that
     # hs is stored two units per access and the weights can be reordered in registers (wgmma).
-    # Below 64 (mma.sync; the weights in shared memory) the natural order: there the permuted
-    # weights' gathered loads cost more than the pairs save (static report, sm_90a: up to 12 more
-    # issue slots a step at H = 16).
-    PAIRED_ORDER: tl.constexpr = BLOCK_H >= 64
+    # Below 64 (mma.sync; the weights in shared memory) only for bf16/fp16 training: elsewhere the
+    # permuted weights' gathered loads cost more than the pairs save (static report, sm_90a, mean
+    # issue slots a step over the grid at H = 16 and 32: bf16 training 89 and 85 paired against 94
+    # and 92; TF32 inference at H = 16 109 against 104; 3xTF32 517-557 against 505-533).
+    PAIRED_ORDER: tl.constexpr = BLOCK_H >= 64 or (STORE_HS and PRECISION == "low")
     if PAIRED_ORDER:
         units = tile_io.paired_units(BLOCK_H)
     else:
