@@ -90,6 +90,25 @@ def _load_rows(ptrs, hi_ptrs, PAIRED: tl.constexpr, IN_PLACE: tl.constexpr):
 
 
 @triton.jit
+def _load_step(aux_step, aux_offs, aux_hi, row_h, dout_step, dout_offs, dout_hi, HAS_DOUT: tl.constexpr,
+               PAIRED: tl.constexpr, DOUT_PAIRED: tl.constexpr, IN_PLACE: tl.constexpr):
+    """What the backward reads for one step: r, z, a, q, c from aux (see AUX_ROWS) and dout (0.0 without
+    HAS_DOUT), fp32 tiles, through _load_rows at the step's pointers plus the lo/hi offsets."""
+    aux_at = aux_step + aux_offs
+    aux_at_hi = aux_step + aux_hi
+    r = _load_rows(aux_at + AUX_R * row_h, aux_at_hi + AUX_R * row_h, PAIRED, IN_PLACE)
+    z = _load_rows(aux_at + AUX_Z * row_h, aux_at_hi + AUX_Z * row_h, PAIRED, IN_PLACE)
+    a = _load_rows(aux_at + AUX_A * row_h, aux_at_hi + AUX_A * row_h, PAIRED, IN_PLACE)
+    q = _load_rows(aux_at + AUX_Q * row_h, aux_at_hi + AUX_Q * row_h, PAIRED, IN_PLACE)
+    c = _load_rows(aux_at + AUX_C * row_h, aux_at_hi + AUX_C * row_h, PAIRED, IN_PLACE)
+    if HAS_DOUT:
+        do = _load_rows(dout_step + dout_offs, dout_step + dout_hi, DOUT_PAIRED, IN_PLACE)
+    else:
+        do = 0.0
+    return r, z, a, q, c, do
+
+
+@triton.jit
 def _store_rows(ptrs, hi_ptrs, value, mask, hi_mask, PAIRED: tl.constexpr, IN_PLACE: tl.constexpr):
     """Stores a tile: IN_PLACE as tile_io.store_pairs, else tl.store (tile_io.store with IN_PLACE=False)
     of the whole tile at ``ptrs`` where ``mask`` (``hi_ptrs``, ``hi_mask`` unused)."""
@@ -487,6 +506,7 @@ def _gru_bwd_kernel(
         row_h = H
     else:
         row_h = BLOCK_H
+    dout_step = dout_ptr  # (replaced below with HAS_DOUT; without it _load_step reads no dout)
     if REVERSE or MASK_H:
         # A pointer per column at each step's positions (REVERSE: they differ per sequence), plus
         # the rows. (MASK_H: in the scalar form below the runtime row offsets gave every element
@@ -520,15 +540,8 @@ def _gru_bwd_kernel(
         aux_step = aux_ptr + ((seq_rows + pos_next) * (AUX_ROWS * row_h))[None, :]
         if HAS_DOUT:
             dout_step = dout_ptr + (seqs_in * stride_db + pos_next.to(tl.int64) * stride_dt)[None, :]
-    aux_at = aux_step + aux_offs
-    aux_at_hi = aux_step + aux_hi
-    r_next = _load_rows(aux_at + AUX_R * row_h, aux_at_hi + AUX_R * row_h, PAIRED, IN_PLACE)
-    z_next = _load_rows(aux_at + AUX_Z * row_h, aux_at_hi + AUX_Z * row_h, PAIRED, IN_PLACE)
-    a_next = _load_rows(aux_at + AUX_A * row_h, aux_at_hi + AUX_A * row_h, PAIRED, IN_PLACE)
-    q_next = _load_rows(aux_at + AUX_Q * row_h, aux_at_hi + AUX_Q * row_h, PAIRED, IN_PLACE)
-    c_next = _load_rows(aux_at + AUX_C * row_h, aux_at_hi + AUX_C * row_h, PAIRED, IN_PLACE)
-    if HAS_DOUT:
-        do_next = _load_rows(dout_step + dout_offs, dout_step + dout_hi, DOUT_PAIRED, IN_PLACE)
+    r_next, z_next, a_next, q_next, c_next, do_next = _load_step(
+        aux_step, aux_offs, aux_hi, row_h, dout_step, dout_offs, dout_hi, HAS_DOUT, PAIRED, DOUT_PAIRED, IN_PLACE)
     for i in range(T):
         s = T - 1 - i
         pos = pos_next
@@ -581,15 +594,9 @@ def _gru_bwd_kernel(
             aux_step -= back * (AUX_ROWS * row_h)
             if HAS_DOUT:
                 dout_step -= back * stride_dt
-        aux_at = aux_step + aux_offs
-        aux_at_hi = aux_step + aux_hi
-        r_next = _load_rows(aux_at + AUX_R * row_h, aux_at_hi + AUX_R * row_h, PAIRED, IN_PLACE)
-        z_next = _load_rows(aux_at + AUX_Z * row_h, aux_at_hi + AUX_Z * row_h, PAIRED, IN_PLACE)
-        a_next = _load_rows(aux_at + AUX_A * row_h, aux_at_hi + AUX_A * row_h, PAIRED, IN_PLACE)
-        q_next = _load_rows(aux_at + AUX_Q * row_h, aux_at_hi + AUX_Q * row_h, PAIRED, IN_PLACE)
-        c_next = _load_rows(aux_at + AUX_C * row_h, aux_at_hi + AUX_C * row_h, PAIRED, IN_PLACE)
-        if HAS_DOUT:
-            do_next = _load_rows(dout_step + dout_offs, dout_step + dout_hi, DOUT_PAIRED, IN_PLACE)
+        r_next, z_next, a_next, q_next, c_next, do_next = _load_step(
+            aux_step, aux_offs, aux_hi, row_h, dout_step, dout_offs, dout_hi, HAS_DOUT, PAIRED, DOUT_PAIRED,
+            IN_PLACE)
 
         if REVERSE or MASK_H:
             at = ((seq_rows + pos) * (3 * row_h))[None, :]
