@@ -640,11 +640,11 @@ def _check_cell(cell):
 
 def num_warps(block_h, prec, train):
     """Warps per program, the choice with the fewest issue slots per SM sub-partition per step and no spills
-    (static, sm_90, triton 3.6, B64 T1024): 4 up to H = 64 (bf16 forward at H = 64: 245 against 358
-    with 8), 8 from H = 128 (bf16 forward: 460 against 487; with 4 the fp32 backward spills 24 B).
-    At H = 128 bf16 the training forward and the backward take 806 and 611 with 4 against 826 and
-    626 with 8: within 3%, and with 8 each sub-partition has a second warp to issue from while one
-    waits on a step's loads or MMA, so they keep 8. 3xTF32 (two tiles per operand) when
+    (static, sm_90, triton 3.6, B64 T1024): 4 up to H = 64 (bf16 forward at H = 64, measured with W_hh
+    in shared memory: 245 against 358 with 8), 8 from H = 128 (bf16 forward: 362 against 464 with 4,
+    where W_hh passes the register budget of rnn_linear.weights_in_registers; with 4 the fp32 backward
+    spilled 24 B). With 8 each sub-partition also has a second warp to issue from while one waits on a
+    step's loads or MMA. 3xTF32 (two tiles per operand) when
     training takes 8 at every H: with 4 the training forward at H = 16 and the backward at H = 64
     spilled 8 B.
     """

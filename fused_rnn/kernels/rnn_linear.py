@@ -494,10 +494,11 @@ def _operand_dtype(dtype, prec):
 def num_warps(prec, block_h):
     """Warps per program, the choice with the fewest issue slots per SM sub-partition in the static report.
 
-    At H = 128, bf16/fp16 take 151 slots per step with 4 warps against 186
+    At H = 128, bf16/fp16 take 98 slots per step with 4 warps against 134
     with 8; fp32 on TF32 has twice the wgmma instructions (K = 8 per
-    instruction) and more descriptors than one warp's uniform registers hold:
-    324 with 4 warps against 270 with 8. Past H = 128 every dtype takes 8.
+    instruction), and with 4 warps its weights pass the register budget
+    (weights_in_registers) and their descriptors one warp's uniform registers:
+    324 with 4 warps against 196 with 8. Past H = 128 every dtype takes 8.
     """
     if block_h > 128 or (block_h == 128 and prec in ("tf32", "tf32x3")):
         return 8
@@ -521,7 +522,7 @@ def weights_in_registers(prec, warps, *tiles, hidden_size, budget=WEIGHT_REGISTE
 
     In registers (loaded once, reordered there: see _load_paired_rows) wgmma reads its A operand
     from them, and a step issues no shared-memory descriptors for the weights: static report,
-    long_bf16_forward 151 -> 98 issue slots per step, long_fp32_forward 270 -> 200,
+    long_bf16_forward 151 -> 98 issue slots per step, long_fp32_forward 270 -> 196,
     long_bf16_backward 157 -> 136. Only with wgmma (rows >= 64; mma.sync's tiles of 16 and 32
     rows took more slots and barriers), at one-pass precisions (3xTF32's two tiles per weight
     spilled), at an even ``hidden_size`` (an odd one takes one address per unit: with the weights
