@@ -37,8 +37,8 @@ import triton.language as tl
 
 from . import rnn_linear
 from . import tile_io
-from .rnn_linear import (BLOCK_B, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, FP32_OPERANDS, _act, _launch, _load_paired_hh,
-                         _mm, _operand_dtype, block, num_warps, precision, operand_weights, set_state)
+from .rnn_linear import (BLOCK_B, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, FP32_OPERANDS, _act, _launch, _load_gates,
+                         _pair_rows_read, _mm, _operand_dtype, block, num_warps, precision, operand_weights, set_state)
 
 CELLS = ("rnn_tanh", "rnn_relu")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -111,16 +111,19 @@ def _zero_padding(ptr, offs, length, mask, first_padding, T, row, zeros_b):
 
 
 @triton.jit
-def _pair_rows_read(lo_units, hi_units, H, MASK_H: tl.constexpr):
-    """The units a load of pair (lo, hi) reads: themselves, or unit 0 in place of a padded unit
-    (MASK_H), so that every unmasked load's address is valid."""
-    if MASK_H:
-        lo_read = tl.where(lo_units < H, lo_units, 0)
-        hi_read = tl.where(hi_units < H, hi_units, 0)
+def _load_position(pos, T, H, hs_lo, hs_hi, hs_seqs, dout_lo, dout_hi, dout_seqs, stride_dt,
+                   HAS_DOUT: tl.constexpr, PAIRED: tl.constexpr, PAIRED_DOUT: tl.constexpr):
+    """What the backward reads for one step, at position ``pos`` (clamped into [0, T): a step with
+    nothing to read reads a valid position and discards it): h and dout (0.0 without HAS_DOUT), fp32."""
+    pos_in = tl.minimum(tl.maximum(pos, 0), T - 1)
+    at = (hs_seqs + pos_in * H)[None, :]
+    h = tile_io.load_pairs(hs_lo + at, hs_hi + at, PAIRED)
+    if HAS_DOUT:
+        at = (dout_seqs + pos_in * stride_dt)[None, :]
+        dout = tile_io.load_pairs(dout_lo + at, dout_hi + at, PAIRED_DOUT)
     else:
-        # (Not the where: constant offsets per register fold into the loads.)
-        lo_read, hi_read = lo_units, hi_units
-    return lo_read, hi_read
+        dout = 0.0
+    return h, dout
 
 
 @triton.jit
@@ -181,10 +184,10 @@ def _elman_fwd(
         length = zeros_b
     d, d64, sign, pos = _direction(length, zeros_b, 0, T, DIRECTIONS, HAS_LENGTHS, REVERSE)
 
-    # Loop invariants, loaded before the first step (see rnn_linear._load_paired_hh).
-    w_hh = _load_paired_hh(w_hh_ptr + d * H * H, offs_h, units, H, H, 1, W_IN_REGISTERS).to(OPERAND_DTYPE)
+    # Loop invariants, loaded before the first step (see rnn_linear._load_gates).
+    w_hh = _load_gates(w_hh_ptr + d * H * H, H, BLOCK_H, 1, False, True, W_IN_REGISTERS).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_hh_lo = _load_paired_hh(w_hh_lo_ptr + d * H * H, offs_h, units, H, H, 1, W_IN_REGISTERS)
+        w_hh_lo = _load_gates(w_hh_lo_ptr + d * H * H, H, BLOCK_H, 1, False, True, W_IN_REGISTERS)
     else:
         w_hh_lo = w_hh
     if HAS_B_HH:
@@ -323,9 +326,9 @@ def _elman_bwd(
     d, d64, sign, pos = _direction(length, zeros_b, steps - 1, T, DIRECTIONS, HAS_LENGTHS, REVERSE)
 
     # W_hhᵀ[k, j] = W_hh[j, k].
-    w_hh_t = _load_paired_hh(w_hh_ptr + d * H * H, offs_h, units, H, 1, H, W_IN_REGISTERS).to(OPERAND_DTYPE)
+    w_hh_t = _load_gates(w_hh_ptr + d * H * H, H, BLOCK_H, 1, True, True, W_IN_REGISTERS).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_hh_t_lo = _load_paired_hh(w_hh_lo_ptr + d * H * H, offs_h, units, H, 1, H, W_IN_REGISTERS)
+        w_hh_t_lo = _load_gates(w_hh_lo_ptr + d * H * H, H, BLOCK_H, 1, True, True, W_IN_REGISTERS)
     else:
         w_hh_t_lo = w_hh_t
     if HAS_DHN:
@@ -358,14 +361,12 @@ def _elman_bwd(
         dout_lo = dout_ptr + d * stride_dd + (lo_read * stride_dh)[:, None]
         dout_hi = dout_ptr + d * stride_dd + (hi_read * stride_dh)[:, None]
         dout_seqs = seqs_in * stride_db
+    else:
+        dout_lo, dout_hi, dout_seqs = dout_ptr, dout_ptr, 0  # (None: _load_position reads no dout)
     valid_next = _valid(steps - 1, T, length, zeros_b, HAS_LENGTHS)
     pos_next = pos
-    pos_in = tl.minimum(tl.maximum(pos, 0), T - 1)
-    at = (hs_seqs + pos_in * H)[None, :]
-    h_next = tile_io.load_pairs(hs_lo + at, hs_hi + at, PAIRED)
-    if HAS_DOUT:
-        at = (dout_seqs + pos_in * stride_dt)[None, :]
-        dout_next = tile_io.load_pairs(dout_lo + at, dout_hi + at, PAIRED_DOUT)
+    h_next, dout_next = _load_position(pos, T, H, hs_lo, hs_hi, hs_seqs, dout_lo, dout_hi, dout_seqs, stride_dt,
+                                       HAS_DOUT, PAIRED, PAIRED_DOUT)
     for i in range(steps):
         valid = valid_next
         pos = pos_next
@@ -390,12 +391,8 @@ def _elman_bwd(
         # loop would copy one into the other every step: 31 moves per thread, bf16 H = 128).
         valid_next = _valid(steps - 2 - i, T, length, zeros_b, HAS_LENGTHS)
         pos_next = pos - sign
-        pos_in = tl.minimum(tl.maximum(pos_next, 0), T - 1)
-        at = (hs_seqs + pos_in * H)[None, :]
-        h_next = tile_io.load_pairs(hs_lo + at, hs_hi + at, PAIRED)
-        if HAS_DOUT:
-            at = (dout_seqs + pos_in * stride_dt)[None, :]
-            dout_next = tile_io.load_pairs(dout_lo + at, dout_hi + at, PAIRED_DOUT)
+        h_next, dout_next = _load_position(pos_next, T, H, hs_lo, hs_hi, hs_seqs, dout_lo, dout_hi, dout_seqs,
+                                           stride_dt, HAS_DOUT, PAIRED, PAIRED_DOUT)
         if HAS_LENGTHS:
             # Past a length the step was an identity: dh passes unchanged (the
             # MMA's columns are independent, so what it made of this column's g

@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 
 from . import rnn_linear, tile_io
-from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, _launch, _load_paired_hh,
+from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, _launch, _load_gates,
                          _mm, _operand_dtype, _tanh, block, precision, operand_weights, set_state)
 
 CELL = "gru"
@@ -118,31 +118,6 @@ def _store_rows(ptrs, hi_ptrs, value, mask, hi_mask, PAIRED: tl.constexpr, IN_PL
         tile_io.store(ptrs, value, mask, False)
 
 
-@triton.jit
-def _load_rz(w_hh_ptr, rz, H, BLOCK_H: tl.constexpr, IN_REGISTERS: tl.constexpr):
-    """W_hr stacked over W_hz as one [2·BLOCK_H, BLOCK_H] tile, row m holding stacked index rz[m] (gate
-    rz[m] // BLOCK_H, unit rz[m] % BLOCK_H), columns in tile_io.paired_units order; IN_REGISTERS as
-    rnn_linear._load_paired_rows (loaded in order and reordered in registers, or gathered)."""
-    offs_h = tl.arange(0, BLOCK_H)
-    if IN_REGISTERS:
-        stacked = tl.arange(0, 2 * BLOCK_H)
-    else:
-        stacked = rz
-    unit = stacked % BLOCK_H
-    # (A padded row would point at the next gate's real rows: the mask zeroes it.)
-    rows = (stacked // BLOCK_H) * H + unit
-    if IN_REGISTERS:
-        cols = offs_h
-    else:
-        cols = tile_io.paired_units(BLOCK_H)
-    w = tl.load(w_hh_ptr + rows[:, None] * H + cols[None, :], mask=(unit < H)[:, None] & (cols < H)[None, :],
-                other=0.0)
-    if IN_REGISTERS:
-        w = tile_io.paired_rows(w)
-        w = tl.trans(tile_io.paired_rows(tl.trans(w)))
-    return w
-
-
 # ----------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------
@@ -185,12 +160,11 @@ def _gru_fwd(
     # host: see rnn_linear.split_tf32), in registers or shared memory (W_IN_REGISTERS), columns in
     # units order too: the product's K index is the state's row.
     # (Padded rows of the stacked tile would point at the next gate's real rows: the mask zeroes them.)
-    w_rz = _load_rz(w_hh_ptr, rz, H, BLOCK_H, W_IN_REGISTERS).to(OPERAND_DTYPE)
-    w_n = _load_paired_hh(w_hh_ptr + 2 * H * H, tl.arange(0, BLOCK_H), units, H, H, 1,
-                          W_IN_REGISTERS).to(OPERAND_DTYPE)
+    w_rz = _load_gates(w_hh_ptr, H, BLOCK_H, 2, False, True, W_IN_REGISTERS).to(OPERAND_DTYPE)
+    w_n = _load_gates(w_hh_ptr + 2 * H * H, H, BLOCK_H, 1, False, True, W_IN_REGISTERS).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_rz_lo = _load_rz(w_hh_lo_ptr, rz, H, BLOCK_H, W_IN_REGISTERS)
-        w_n_lo = _load_paired_hh(w_hh_lo_ptr + 2 * H * H, tl.arange(0, BLOCK_H), units, H, H, 1, W_IN_REGISTERS)
+        w_rz_lo = _load_gates(w_hh_lo_ptr, H, BLOCK_H, 2, False, True, W_IN_REGISTERS)
+        w_n_lo = _load_gates(w_hh_lo_ptr + 2 * H * H, H, BLOCK_H, 1, False, True, W_IN_REGISTERS)
     else:
         w_rz_lo = w_rz
         w_n_lo = w_n
@@ -423,16 +397,15 @@ def _gru_bwd_kernel(
 
     # A_g[m, k] = W_gᵀ[units[m], units[k]] = W_g[units[k], units[m]]: the MMA's A for
     # dh_prev = W_gᵀ · dgh_g (K runs over dgh_g's rows, in units order too).
-    offs_h = tl.arange(0, BLOCK_H)
     # (Reordered in registers only where the rows are paired: see units.)
     W_REG: tl.constexpr = W_IN_REGISTERS and IN_PLACE
-    w_r_t = _load_paired_hh(w_hh_ptr, offs_h, units, H, 1, H, W_REG).to(OPERAND_DTYPE)
-    w_z_t = _load_paired_hh(w_hh_ptr + H * H, offs_h, units, H, 1, H, W_REG).to(OPERAND_DTYPE)
-    w_n_t = _load_paired_hh(w_hh_ptr + 2 * H * H, offs_h, units, H, 1, H, W_REG).to(OPERAND_DTYPE)
+    w_r_t = _load_gates(w_hh_ptr, H, BLOCK_H, 1, True, IN_PLACE, W_REG).to(OPERAND_DTYPE)
+    w_z_t = _load_gates(w_hh_ptr + H * H, H, BLOCK_H, 1, True, IN_PLACE, W_REG).to(OPERAND_DTYPE)
+    w_n_t = _load_gates(w_hh_ptr + 2 * H * H, H, BLOCK_H, 1, True, IN_PLACE, W_REG).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_r_t_lo = _load_paired_hh(w_hh_lo_ptr, offs_h, units, H, 1, H, W_REG)
-        w_z_t_lo = _load_paired_hh(w_hh_lo_ptr + H * H, offs_h, units, H, 1, H, W_REG)
-        w_n_t_lo = _load_paired_hh(w_hh_lo_ptr + 2 * H * H, offs_h, units, H, 1, H, W_REG)
+        w_r_t_lo = _load_gates(w_hh_lo_ptr, H, BLOCK_H, 1, True, IN_PLACE, W_REG)
+        w_z_t_lo = _load_gates(w_hh_lo_ptr + H * H, H, BLOCK_H, 1, True, IN_PLACE, W_REG)
+        w_n_t_lo = _load_gates(w_hh_lo_ptr + 2 * H * H, H, BLOCK_H, 1, True, IN_PLACE, W_REG)
     else:
         w_r_t_lo = w_r_t
         w_z_t_lo = w_z_t

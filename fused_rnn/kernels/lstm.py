@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from . import rnn_linear, tile_io
-from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, SMEM_LIMIT, _launch, _load_paired_hh, _mm, _tanh, block,
+from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, SMEM_LIMIT, _launch, _load_gates, _mm, _tanh, block,
                          precision, operand_weights, set_state)
 
 GATES = 4
@@ -203,34 +203,6 @@ def _load_saved(aux_ptr, aux_offs, aux_lo, aux_hi, dout_ptr, dout_offs, dout_lo,
     return i, f, g, o, c_prev, dout
 
 
-@triton.jit
-def _load_stacked(w_hh_ptr, H, BLOCK_H: tl.constexpr, TRANSPOSED: tl.constexpr, IN_REGISTERS: tl.constexpr):
-    """W_hh as one [4·BLOCK_H, BLOCK_H] tile (row k·BLOCK_H + m: gate k's row for units[m]), or its
-    transpose [BLOCK_H, 4·BLOCK_H] (TRANSPOSED), rows and columns in tile_io.paired_units order
-    (over 4·BLOCK_H it permutes within blocks of 16, so within each gate).
-
-    IN_REGISTERS as rnn_linear._load_paired_rows: loaded in order and reordered in registers, where
-    wgmma then reads it for the whole loop; otherwise gathered straight into shared memory.
-    """
-    if IN_REGISTERS:
-        stacked = tl.arange(0, 4 * BLOCK_H)
-        units = tl.arange(0, BLOCK_H)
-    else:
-        stacked = tile_io.paired_units(4 * BLOCK_H)
-        units = tile_io.paired_units(BLOCK_H)
-    unit = stacked % BLOCK_H
-    rows = (stacked // BLOCK_H) * H + unit
-    if TRANSPOSED:
-        w = tl.load(w_hh_ptr + rows[None, :] * H + units[:, None],
-                    mask=(units < H)[:, None] & (unit < H)[None, :], other=0.0)
-    else:
-        w = tl.load(w_hh_ptr + rows[:, None] * H + units[None, :],
-                    mask=(unit < H)[:, None] & (units < H)[None, :], other=0.0)
-    if IN_REGISTERS:
-        w = tl.trans(tile_io.paired_rows(tl.trans(tile_io.paired_rows(w))))
-    return w
-
-
 # ----------------------------------------------------------------------------
 # Kernels
 # ----------------------------------------------------------------------------
@@ -272,12 +244,12 @@ def _lstm_fwd(
     is_g = gate == 2
 
     # W_hh as one [4·BLOCK_H, BLOCK_H] tile, loaded once, in registers or shared
-    # memory (see _load_stacked; the TF32 remainder comes from the host, see
+    # memory (see rnn_linear._load_gates; the TF32 remainder comes from the host, see
     # rnn_linear.split_tf32). The host has halved the rows of the sigmoid gates
     # (see recurrence_fwd). Its columns are in h's row order too (the product's K index).
-    w = _load_stacked(w_hh_ptr, H, BLOCK_H, False, W_IN_REGISTERS).to(OPERAND_DTYPE)
+    w = _load_gates(w_hh_ptr, H, BLOCK_H, 4, False, True, W_IN_REGISTERS).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_lo = _load_stacked(w_hh_lo_ptr, H, BLOCK_H, False, W_IN_REGISTERS)
+        w_lo = _load_gates(w_hh_lo_ptr, H, BLOCK_H, 4, False, True, W_IN_REGISTERS)
     else:
         w_lo = w
     # The accumulator starts at scale·(xp + b_hh): the halved pre-activation
@@ -454,23 +426,22 @@ def _lstm_bwd_kernel(
     # has W_kᵀ at columns k·BLOCK_H … k·BLOCK_H + BLOCK_H - 1 (paired_units over 4·BLOCK_H permutes
     # within blocks of 16, so within each gate: _join_gates' row order). Otherwise four products.
     if JOIN_GATES:
-        w_t = _load_stacked(w_hh_ptr, H, BLOCK_H, True, W_IN_REGISTERS).to(OPERAND_DTYPE)
+        w_t = _load_gates(w_hh_ptr, H, BLOCK_H, 4, True, True, W_IN_REGISTERS).to(OPERAND_DTYPE)
         if PRECISION == "tf32x3":
-            w_t_lo = _load_stacked(w_hh_lo_ptr, H, BLOCK_H, True, W_IN_REGISTERS)
+            w_t_lo = _load_gates(w_hh_lo_ptr, H, BLOCK_H, 4, True, True, W_IN_REGISTERS)
         else:
             w_t_lo = w_t
     else:
         HH = H * H
-        offs_h = tl.arange(0, BLOCK_H)
-        w_i = _load_paired_hh(w_hh_ptr, offs_h, units, H, 1, H, W_IN_REGISTERS).to(OPERAND_DTYPE)
-        w_f = _load_paired_hh(w_hh_ptr + HH, offs_h, units, H, 1, H, W_IN_REGISTERS).to(OPERAND_DTYPE)
-        w_g = _load_paired_hh(w_hh_ptr + 2 * HH, offs_h, units, H, 1, H, W_IN_REGISTERS).to(OPERAND_DTYPE)
-        w_o = _load_paired_hh(w_hh_ptr + 3 * HH, offs_h, units, H, 1, H, W_IN_REGISTERS).to(OPERAND_DTYPE)
+        w_i = _load_gates(w_hh_ptr, H, BLOCK_H, 1, True, True, W_IN_REGISTERS).to(OPERAND_DTYPE)
+        w_f = _load_gates(w_hh_ptr + HH, H, BLOCK_H, 1, True, True, W_IN_REGISTERS).to(OPERAND_DTYPE)
+        w_g = _load_gates(w_hh_ptr + 2 * HH, H, BLOCK_H, 1, True, True, W_IN_REGISTERS).to(OPERAND_DTYPE)
+        w_o = _load_gates(w_hh_ptr + 3 * HH, H, BLOCK_H, 1, True, True, W_IN_REGISTERS).to(OPERAND_DTYPE)
         if PRECISION == "tf32x3":
-            w_i_lo = _load_paired_hh(w_hh_lo_ptr, offs_h, units, H, 1, H, W_IN_REGISTERS)
-            w_f_lo = _load_paired_hh(w_hh_lo_ptr + HH, offs_h, units, H, 1, H, W_IN_REGISTERS)
-            w_g_lo = _load_paired_hh(w_hh_lo_ptr + 2 * HH, offs_h, units, H, 1, H, W_IN_REGISTERS)
-            w_o_lo = _load_paired_hh(w_hh_lo_ptr + 3 * HH, offs_h, units, H, 1, H, W_IN_REGISTERS)
+            w_i_lo = _load_gates(w_hh_lo_ptr, H, BLOCK_H, 1, True, True, W_IN_REGISTERS)
+            w_f_lo = _load_gates(w_hh_lo_ptr + HH, H, BLOCK_H, 1, True, True, W_IN_REGISTERS)
+            w_g_lo = _load_gates(w_hh_lo_ptr + 2 * HH, H, BLOCK_H, 1, True, True, W_IN_REGISTERS)
+            w_o_lo = _load_gates(w_hh_lo_ptr + 3 * HH, H, BLOCK_H, 1, True, True, W_IN_REGISTERS)
         else:
             w_i_lo, w_f_lo, w_g_lo, w_o_lo = w_i, w_f, w_g, w_o
 

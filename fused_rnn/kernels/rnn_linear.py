@@ -145,11 +145,24 @@ def _natural_rows(x, PAIRED_ORDER: tl.constexpr):
 
 
 @triton.jit
+def _pair_rows_read(lo_units, hi_units, H, MASK_H: tl.constexpr):
+    """The units a load of pair (lo, hi) reads: themselves, or unit 0 in place of a padded unit
+    (MASK_H), so that every unmasked load's address is valid."""
+    if MASK_H:
+        lo_read = tl.where(lo_units < H, lo_units, 0)
+        hi_read = tl.where(hi_units < H, hi_units, 0)
+    else:
+        # (Not the where: constant offsets per register fold into the loads.)
+        lo_read, hi_read = lo_units, hi_units
+    return lo_read, hi_read
+
+
+@triton.jit
 def _load_paired_rows(ptr, offs_h, units, cols, H, n_cols, stride_r, stride_c, IN_REGISTERS: tl.constexpr):
     """A weight's [BLOCK_H, BLOCK_C] tile whose rows are hidden units (W_ih, W_hhᵀ's rows, fc_Wᵀ), rows in
     tile_io.paired_units order, for a loop that multiplies it every step.
 
-    IN_REGISTERS: loaded contiguous, then reordered in registers (tile_io.paired_rows); a computed
+    IN_REGISTERS: loaded in order, then reordered in registers (tile_io.paired_rows); a computed
     tile stays in registers for the whole loop, and wgmma reads its A operand from there instead
     of from shared memory (see weights_in_registers). Otherwise a gather through ``units``: a tile
     straight from a load, which the compiler keeps in shared memory.
@@ -162,14 +175,46 @@ def _load_paired_rows(ptr, offs_h, units, cols, H, n_cols, stride_r, stride_c, I
 
 
 @triton.jit
-def _load_paired_hh(ptr, offs_h, units, H, stride_r, stride_c, IN_REGISTERS: tl.constexpr):
-    """W_hh [H, H] (or W_hhᵀ, by the strides) as a [BLOCK_H, BLOCK_H] tile whose rows and columns,
-    both hidden units, are in tile_io.paired_units order; IN_REGISTERS as _load_paired_rows."""
-    if IN_REGISTERS:
-        w = tile_io.paired_rows(_load_tile(ptr, offs_h, offs_h, H, H, stride_r, stride_c))
-        w = tl.trans(tile_io.paired_rows(tl.trans(w)))
+def _load_gates(w_hh_ptr, H, BLOCK_H: tl.constexpr, GATES: tl.constexpr, TRANSPOSED: tl.constexpr,
+                PAIRED_ORDER: tl.constexpr, IN_REGISTERS: tl.constexpr):
+    """The first GATES gate blocks of W_hh (rows k·H … k·H + H - 1 each; GATES = 1: a plain [H, H]
+    W_hh) as one [GATES·BLOCK_H, BLOCK_H] tile, row k·BLOCK_H + m gate k's row for the unit of row
+    m, or its transpose [BLOCK_H, GATES·BLOCK_H] (TRANSPOSED). Rows and columns both hold hidden
+    units: in tile_io.paired_units order with PAIRED_ORDER (over GATES·BLOCK_H it permutes within
+    blocks of 16, so within each gate), else in unit order.
+
+    IN_REGISTERS (PAIRED_ORDER only) as _load_paired_rows: loaded in order and reordered in
+    registers, where wgmma reads it for the whole loop; otherwise a load through the units' order
+    (a gather), which the compiler keeps in shared memory.
+    """
+    if IN_REGISTERS or not PAIRED_ORDER:
+        units = tl.arange(0, BLOCK_H)
     else:
-        w = _load_tile(ptr, units, units, H, H, stride_r, stride_c)
+        units = tile_io.paired_units(BLOCK_H)
+    if GATES == 1:
+        # (One gate: a plain [H, H] tile. Through the general form below the seed's backward took
+        # 74 issue slots a step instead of 71, and the LSTM's four-product backward at H = 100
+        # spilled 8 B: static report.)
+        if TRANSPOSED:
+            w = _load_tile(w_hh_ptr, units, units, H, H, 1, H)
+        else:
+            w = _load_tile(w_hh_ptr, units, units, H, H, H, 1)
+    else:
+        if IN_REGISTERS or not PAIRED_ORDER:
+            stacked = tl.arange(0, GATES * BLOCK_H)
+        else:
+            stacked = tile_io.paired_units(GATES * BLOCK_H)
+        unit = stacked % BLOCK_H
+        # (A padded row would point at the next gate's real rows: the mask zeroes it.)
+        rows = (stacked // BLOCK_H) * H + unit
+        if TRANSPOSED:
+            w = tl.load(w_hh_ptr + rows[None, :] * H + units[:, None],
+                        mask=(units < H)[:, None] & (unit < H)[None, :], other=0.0)
+        else:
+            w = tl.load(w_hh_ptr + rows[:, None] * H + units[None, :],
+                        mask=(unit < H)[:, None] & (units < H)[None, :], other=0.0)
+    if IN_REGISTERS:
+        w = tl.trans(tile_io.paired_rows(tl.trans(tile_io.paired_rows(w))))
     return w
 
 
@@ -220,11 +265,11 @@ def _rnn_linear_fwd(
     # (Reordered in registers only where the rows are paired: see units.)
     W_HH_REG: tl.constexpr = W_HH_IN_REGISTERS and PAIRED_ORDER
     W_IH_REG: tl.constexpr = W_IH_IN_REGISTERS and PAIRED_ORDER
-    w_hh = _load_paired_hh(w_hh_ptr, offs_h, units, H, H, 1, W_HH_REG).to(OPERAND_DTYPE)
+    w_hh = _load_gates(w_hh_ptr, H, BLOCK_H, 1, False, PAIRED_ORDER, W_HH_REG).to(OPERAND_DTYPE)
     w_ih = _load_paired_rows(w_ih_ptr, offs_h, units, offs_i, H, I, I, 1, W_IH_REG).to(OPERAND_DTYPE)
     fc_w = _load_tile(fc_w_ptr, offs_o, offs_h, O, H, H, 1).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_hh_lo = _load_paired_hh(w_hh_lo_ptr, offs_h, units, H, H, 1, W_HH_REG)
+        w_hh_lo = _load_gates(w_hh_lo_ptr, H, BLOCK_H, 1, False, PAIRED_ORDER, W_HH_REG)
         w_ih_lo = _load_paired_rows(w_ih_lo_ptr, offs_h, units, offs_i, H, I, I, 1, W_IH_REG)
         fc_w_lo = _load_tile(fc_w_lo_ptr, offs_o, offs_h, O, H, H, 1)
     else:
@@ -349,10 +394,10 @@ def _rnn_linear_bwd_kernel(
     h_mask = (units[:, None] < H) & seq_ok[None, :]
 
     # A[m, k] = W_hhᵀ[units[m], units[k]] = W_hh[units[k], units[m]]; fc_Wᵀ: [BLOCK_H, BLOCK_O], unit order.
-    w_hh_t = _load_paired_hh(w_hh_ptr, offs_h, units, H, 1, H, W_HH_IN_REGISTERS).to(OPERAND_DTYPE)
+    w_hh_t = _load_gates(w_hh_ptr, H, BLOCK_H, 1, True, True, W_HH_IN_REGISTERS).to(OPERAND_DTYPE)
     fc_w_t = _load_tile(fc_w_ptr, offs_h, offs_o, H, O, 1, H).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
-        w_hh_t_lo = _load_paired_hh(w_hh_lo_ptr, offs_h, units, H, 1, H, W_HH_IN_REGISTERS)
+        w_hh_t_lo = _load_gates(w_hh_lo_ptr, H, BLOCK_H, 1, True, True, W_HH_IN_REGISTERS)
         fc_w_t_lo = _load_tile(fc_w_lo_ptr, offs_h, offs_o, H, O, 1, H)
     else:
         w_hh_t_lo = w_hh_t
@@ -377,12 +422,7 @@ def _rnn_linear_bwd_kernel(
     hi_units = lo_units + 1
     lo_mask = (lo_units[:, None] < H) & seq_ok[None, :]
     hi_mask = (hi_units[:, None] < H) & seq_ok[None, :]
-    if MASK_H:
-        lo_read = tl.where(lo_units < H, lo_units, 0)
-        hi_read = tl.where(hi_units < H, hi_units, 0)
-    else:
-        lo_read = lo_units  # (not the where: constant offsets per register fold into the loads)
-        hi_read = hi_units
+    lo_read, hi_read = _pair_rows_read(lo_units, hi_units, H, MASK_H)
     seq_read = tl.minimum(seqs, B - 1)[None, :] * T * H
     hs_lo, hs_hi = seq_read + lo_read[:, None], seq_read + hi_read[:, None]
     g_lo, g_hi = seqs[None, :] * T * H + lo_units[:, None], seqs[None, :] * T * H + hi_units[:, None]
