@@ -117,6 +117,50 @@ def test_gru_issue_slots_per_step(rows):
     assert rows["long_gru_bf16_forward"]["issue_slots_per_smsp"] <= cell_target(rows)
 
 
+# What one step of a named row computes, at B = 64, I = 64, H = 128, BLOCK_B sequences per program:
+# the gate blocks of W_hh the loop multiplies (plus W_ih for rnn_linear's forward, which projects x_t
+# in the loop) and the transcendentals per hidden unit (tanh; σ is ½ + ½·tanh(x/2)): Elman 1, GRU 3
+# (r, z, n), LSTM 5 (i, f, g, o and tanh(c)), the LSTM backward 1 (tanh(c) again), the others 0.
+# config: (W_hh gate blocks, W_ih in the loop, transcendentals per unit)
+STEP_WORK = {
+    "long_bf16_forward": (1, True, 1), "long_fp32_forward": (1, True, 1), "long_bf16_train_forward": (1, True, 1),
+    "long_bf16_backward": (1, False, 0), "long_fp32_backward": (1, False, 0),
+    "long_layer_bf16_forward": (1, False, 1), "long_layer_bf16_backward": (1, False, 0),
+    "long_gru_bf16_forward": (3, False, 3), "long_gru_bf16_train_forward": (3, False, 3),
+    "long_gru_bf16_backward": (3, False, 0),
+    "long_lstm_bf16_forward": (4, False, 5), "long_lstm_bf16_train_forward": (4, False, 5),
+    "long_lstm_bf16_backward": (4, False, 1),
+}
+
+
+@pytest.mark.parametrize("config", STEP_WORK)
+def test_pipe_floors_count_the_models_arithmetic(rows, config):
+    """The report's MMA multiply-adds and MUFU cycles per step are exactly the model's: nothing is computed
+    twice, and the opcode parsing in benchmarks/static_report.py counts what the loop does.
+
+    MUFU: 16 lanes a cycle per SM, so H·BLOCK_B units each taking n transcendentals need n·H·BLOCK_B/16.
+    """
+    row = rows[config]
+    gates, projects_x, transcendentals = STEP_WORK[config]
+    H, I, columns = row["H"], row["I"], kernels.BLOCK_B
+    assert row["tensor_fma_per_step"] == (gates * H * H + (H * I if projects_x else 0)) * columns
+    assert row["mufu_cycles"] == transcendentals * H * columns // 16
+    assert row["step_floor_cycles"] == max(row["issue_slots_per_smsp"], row["mufu_cycles"], row["tensor_cycles"])
+
+
+def test_mma_shapes_are_read_from_the_opcodes():
+    static_report = load_static_report_script()
+    assert static_report.mma_shape("HGMMA.64x16x16.F32.BF16") == (64, 16, 16, "16-bit")
+    assert static_report.mma_shape("HGMMA.64x16x8.F32.TF32") == (64, 16, 8, "tf32")
+    assert static_report.mma_shape("HMMA.1688.F32.TF32") == (16, 8, 8, "tf32")
+    # 2 warpgroups of wgmma m64n16k16 (2·16384 multiply-adds at 2048 a cycle) and 1 MUFU per warp (2 per
+    # sub-partition, 8 cycles each).
+    loop = ["HGMMA.64x16x16.F32.BF16", "MUFU.TANH", "BAR.SYNC"]
+    assert static_report.pipe_cycles(loop, 8) == {"issue": 6, "mufu": 16, "tensor": 16}
+    with pytest.raises(ValueError, match="HGMMA.64"):
+        static_report.mma_shape("HGMMA.64")
+
+
 def test_every_cell_has_layer_rows_and_auto_grid(rows):
     """The layer kernels are in the report: named rows and every (cell, H, precision, mode) auto can pick."""
     for cell in ("rnn_tanh", "gru", "lstm"):
