@@ -469,8 +469,17 @@ def readme_table(report):
         f"All {len(auto)} configurations `auto` can pick in the report: at most "
         f"{max(r['smem_bytes'] for r in auto)} B of shared memory (limit 232448); "
         f"{max(r['spills'] for r in auto if not padded(r))} B of spills at power-of-two sizes, up to "
-        f"{max(r['spills'] for r in auto if padded(r))} B where H is padded (the seed's and the `padded_*` rows).",
+        f"{max(r['spills'] for r in auto if padded(r))} B where H is padded (the seed's and the `padded_*` rows). "
+        f"{bounds(auto)}",
     ])
+
+
+def bounds(rows):
+    """Which floor bounds how many rows: issue slots, or a pipe's cycles above them."""
+    pipe = [r for r in rows if max(r["mufu_cycles"], r["tensor_cycles"]) > r["issue_slots_per_smsp"]]
+    mufu = sum(r["mufu_cycles"] >= r["tensor_cycles"] for r in pipe)
+    return (f"Their step floor is the issue slots in {len(rows) - len(pipe)}, the tensor pipe's cycles in "
+            f"{len(pipe) - mufu} and the MUFU pipe's in {mufu}.")
 
 
 def padded(row):

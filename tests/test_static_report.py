@@ -105,14 +105,15 @@ def cell_target(rows):
     return 2.5 * rows["long_bf16_forward"]["issue_slots_per_smsp"]
 
 
-@pytest.mark.xfail(strict=True, reason="478 slots against 2.5 x 98 = 245: 40 MUFU and 88 instructions of gate "
-                   "arithmetic per warp at 8 warps, xp's loads and widening, the product (README)")
+@pytest.mark.xfail(strict=True, reason="478 slots against 2.5 x 98 = 245, which is below what its step must "
+                   "issue (5 MUFU and >= 6 fp32 operations per unit, 16 units per lane, 64 wgmma: 240); its MUFU "
+                   "pipe alone takes 640 cycles a step (README)")
 def test_lstm_issue_slots_per_step(rows):
     assert rows["long_lstm_bf16_forward"]["issue_slots_per_smsp"] <= cell_target(rows)
 
 
-@pytest.mark.xfail(strict=True, reason="362 slots against 2.5 x 98 = 245 (it was 460 against 2.5 x 151 = 377): "
-                   "xp's loads and widening, 24 MUFU and 48 FFMA per warp at 8 warps (README)")
+@pytest.mark.xfail(strict=True, reason="362 slots against 2.5 x 98 = 245 (it was 460 against 2.5 x 151 = 377); "
+                   "its MUFU and tensor pipes take 384 cycles a step each, more than its slots (README)")
 def test_gru_issue_slots_per_step(rows):
     assert rows["long_gru_bf16_forward"]["issue_slots_per_smsp"] <= cell_target(rows)
 
