@@ -22,10 +22,13 @@ step's cycles, from pipes that finish fewer instructions per cycle than are issu
 
 * ``mufu_cycles``: the loop's MUFU instructions (tanh.approx, ex2, rcp) per SM sub-partition × 8.
   Hopper's special-function units finish 16 lanes per cycle per SM (CUDA C++ Programming Guide,
-  arithmetic instruction throughput, compute capability 9.0), 4 per sub-partition: 8 cycles a warp.
+  arithmetic instruction throughput, compute capability 9.0: ex2, rcp, rsqrt, lg2, sin, cos; the
+  guide does not list tanh.approx, one MUFU operation as they are, taken at the same rate), 4 per
+  sub-partition: 8 cycles a warp.
 * ``tensor_cycles``: the loop's MMA multiply-adds (each HGMMA's or HMMA's M·N·K from its opcode,
   times the warpgroups or warps that issue it) over the SM's dense tensor rate: 2048 bf16/fp16 and
-  1024 TF32 multiply-adds per cycle (H100 SXM: 989 and 495 TFLOPS at 1.83 GHz over 132 SMs).
+  1024 TF32 multiply-adds per cycle (H100 SXM: 989 and 495 TFLOPS at 1.83 GHz over 132 SMs; mma.sync
+  is taken at the same rate, which it may not reach: a floor either way).
 
 ``step_floor_cycles`` is the largest of the three. It is a floor, not a prediction: it counts no
 latency, and one program per SM runs too few warps to hide much of it.
