@@ -122,3 +122,23 @@ def test_compiled_gru_under_cpu_autocast_takes_the_low_precision_activations():
         torch._dynamo.reset()
     assert [t.dtype for t in got] == [t.dtype for t in expected]
     torch.testing.assert_close([t.float() for t in got], [t.float() for t in expected], atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_batched_grad_through_the_kernels(cell):
+    """``torch.autograd.grad(..., is_grads_batched=True)`` (and ``torch.autograd.functional.jacobian(...,
+    vectorize=True)``, built on it) vmaps the backward over a batch of grad_outputs. The forward ran
+    outside any transform, so "auto" on CUDA (here: the forced kernels, interpreted) took the kernels,
+    and their backward then receives BatchedTensors: NotImplementedError "Cannot access storage of
+    BatchedTensorImpl". torch.nn returns the batched gradients. Valid input must run (or at least raise
+    an error that says why), never crash inside the backward. Truth: torch.nn, fp32 tolerance."""
+    stock, ours = pair(cell)
+    ours.backend = "triton"
+    x = torch.randn(T, B, I)
+    grads = []
+    for module in (stock, ours):
+        leaf = x.clone().requires_grad_()
+        out = module(leaf)[0]
+        v = torch.randn(4, *out.shape, generator=torch.Generator().manual_seed(0))
+        grads.append(torch.autograd.grad(out, leaf, v, is_grads_batched=True)[0])
+    torch.testing.assert_close(grads[1], grads[0], atol=2e-5, rtol=1e-4)
