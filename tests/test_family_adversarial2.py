@@ -142,3 +142,33 @@ def test_batched_grad_through_the_kernels(cell):
         v = torch.randn(4, *out.shape, generator=torch.Generator().manual_seed(0))
         grads.append(torch.autograd.grad(out, leaf, v, is_grads_batched=True)[0])
     torch.testing.assert_close(grads[1], grads[0], atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_fx_symbolic_trace_of_a_model_holding_the_module(cell):
+    """torch.fx.symbolic_trace (FX graph mode quantization's prepare_fx, torchvision's feature extraction,
+    FX graph passes) keeps torch.nn's modules as leaves (one call_module node), so a model holding an
+    nn.GRU / nn.LSTM traces. fused_rnn's modules live outside torch.nn: the tracer enters their forward
+    and stops at its first branch on the input (``x.dim() not in (2, 3)``): TraceError "symbolically
+    traced variables cannot be used as inputs to control flow". The same model with torch.nn's module
+    traces and runs. Truth: the traced torch.nn model, CPU stock path, bit-identical."""
+
+    class Model(nn.Module):
+        def __init__(self, rnn):
+            super().__init__()
+            self.rnn = rnn
+            self.fc = nn.Linear(H, 2)
+
+        def forward(self, x):
+            out, _ = self.rnn(x)
+            return self.fc(out[-1])
+
+    stock, ours = pair(cell, seed=4)
+    torch.manual_seed(5)
+    stock_model = Model(stock)
+    ours_model = Model(ours)
+    ours_model.fc.load_state_dict(stock_model.fc.state_dict())
+    x = torch.randn(T, B, I)
+    expected = torch.fx.symbolic_trace(stock_model)(x)
+    got = torch.fx.symbolic_trace(ours_model)(x)
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
