@@ -172,3 +172,28 @@ def test_fx_symbolic_trace_of_a_model_holding_the_module(cell):
     expected = torch.fx.symbolic_trace(stock_model)(x)
     got = torch.fx.symbolic_trace(ours_model)(x)
     torch.testing.assert_close(got, expected, atol=0, rtol=0)
+
+
+def test_compiled_simple_rnn_gru_under_cpu_autocast_returns_h_n_in_the_seeds_dtype():
+    """SimpleRNN(cell="gru"), one layer, compiled, under torch.autocast("cpu", bfloat16), float32 input,
+    return_hidden=True: the seed's computation (nn.GRU then nn.Linear on out[:, -1]) returns y in
+    bfloat16 (the Linear under autocast) and h_n in float32 (torch.nn's GRU keeps the state's dtype on
+    CPU). Ours returns h_n in bfloat16: its last layer goes through recurrence.layer, where autocast casts
+    the input projection, and h_n takes that dtype (run_layers' per-cell policy is not applied there).
+    With two layers the same input crashes inside run_layers instead (see the compiled GRU test above).
+    Truth: the stock modules with the same weights, eagerly, at bf16 tolerance."""
+    torch._dynamo.reset()
+    torch.manual_seed(6)
+    model = fused_rnn.SimpleRNN(I, H, 2, cell="gru")
+    stock = nn.GRU(I, H, batch_first=True)
+    stock.load_state_dict(model.rnn.state_dict())
+    x = torch.randn(B, T, I)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, h_n = stock(x)
+            expected = [model.fc(out[:, -1]), h_n]
+            got = list(torch.compile(model, backend="aot_eager", fullgraph=True)(x, return_hidden=True))
+    finally:
+        torch._dynamo.reset()
+    assert [t.dtype for t in got] == [t.dtype for t in expected]
+    torch.testing.assert_close([t.float() for t in got], [t.float() for t in expected], atol=3e-2, rtol=3e-2)
