@@ -33,9 +33,9 @@ def flat(result):
 
 
 class WeightDrop(nn.Module):
-    """AWD-LSTM's DropConnect on weight_hh_l0 (Merity et al.; fastai, salesforce/awd-lstm-lm and their many
-    copies): the Parameter moves to the wrapper, and every forward sets a dropped plain tensor on the
-    recurrent module and refreshes its ``_flat_weights`` list before calling it."""
+    """AWD-LSTM's DropConnect on weight_hh_l0 (Merity et al.), as many copies of it write it: the
+    Parameter moves to the wrapper, and every forward sets a dropped plain tensor on the recurrent
+    module and refreshes the module's ``_flat_weights`` list before calling it."""
 
     def __init__(self, module, p):
         super().__init__()
