@@ -151,6 +151,20 @@ def _under_functorch():
     return not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None
 
 
+def plain_math_backward(*grads):
+    """Whether an eager Function's backward must be made of torch ops, not the kernels' sweep: when autograd
+    builds a graph of the gradients (create_graph=True: grad mode is on inside backward exactly then), or
+    when the backward runs vmapped (``autograd.grad(..., is_grads_batched=True)`` and ``jacobian(...,
+    vectorize=True)`` vmap it, a torch.func transform may too): ``grads`` then arrive as batched tensors,
+    which have no storage a kernel could read."""
+    return torch.is_grad_enabled() or _under_functorch() or any(_batched(g) for g in grads)
+
+
+def _batched(t):
+    functorch = torch._C._functorch
+    return isinstance(t, torch.Tensor) and (functorch.is_batchedtensor(t) or functorch.is_legacy_batchedtensor(t))
+
+
 def save_for_backward(ctx, x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0, lengths, hs,
                       relu, allow_tf32):
     """Save on an autograd ctx what ``backward`` needs (eager Function and torch.library op alike)."""
@@ -264,7 +278,7 @@ class _RNNLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dh_n):
         # Grad mode is on inside backward exactly when create_graph=True.
-        grads = backward(ctx, dy, dh_n, _kernels().rnn_linear_bwd_sweep, differentiable=torch.is_grad_enabled())
+        grads = backward(ctx, dy, dh_n, _kernels().rnn_linear_bwd_sweep, differentiable=plain_math_backward(dy, dh_n))
         return *grads, None, None, None
 
     @staticmethod

@@ -37,7 +37,7 @@ from .backends import LayerRequest, resolve_allow_tf32
 from .backends import triton as triton_backend
 from .cells import cell as get_cell
 from .library import fused_op
-from .ops import AUTOCAST_DEVICES, _autocast, _under_functorch, check_lengths
+from .ops import AUTOCAST_DEVICES, _autocast, _under_functorch, check_lengths, plain_math_backward
 
 # The backends a layer stack may name; "cuda" is refused by its capability check (no layer kernel in csrc).
 BACKENDS = backends.BACKENDS
@@ -293,7 +293,7 @@ def _op_backward(ctx, dout, dh_n, dc_n, _dhs, _daux):
     if ctx.saved_tensors[6].dim() != 3:
         raise RuntimeError("fused_rnn::recurrence was called with store_saved=False and cannot be differentiated")
     grads = backward(ctx, _present(dout), dh_n, _present(dc_n), functools.partial(_op_sweep, plain=ctx.plain),
-                     differentiable=torch.is_grad_enabled())
+                     differentiable=plain_math_backward(dout, dh_n, dc_n))
     # In the op's argument order: cell, then the five tensors; lengths and the flags get none.
     return None, *grads, None, None, None, None, None, None
 
@@ -323,9 +323,8 @@ class _RecurrenceFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, dh_n, dc_n):
-        # Grad mode is on inside backward exactly when create_graph=True.
         grads = backward(ctx, dout, dh_n, dc_n, kernel_module(ctx.cell).recurrence_bwd,
-                         differentiable=torch.is_grad_enabled())
+                         differentiable=plain_math_backward(dout, dh_n, dc_n))
         return None, *grads, None, None, None, None, None, None, None
 
     @staticmethod
@@ -507,7 +506,7 @@ def _op_backward_bidirectional(ctx, dout, dh_n, _dhs, _daux):
         raise RuntimeError("fused_rnn::bidirectional_recurrence was called with store_saved=False and cannot be "
                            "differentiated")
     grads = backward_bidirectional(ctx, _present(dout), dh_n, _op_bidirectional_sweep,
-                                   differentiable=torch.is_grad_enabled())
+                                   differentiable=plain_math_backward(dout, dh_n))
     # In the op's argument order: cell, then the four tensors; lengths and the flags get none.
     return None, *grads, None, None, None, None
 
@@ -533,7 +532,7 @@ class _BidirectionalFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, dh_n):
         grads = backward_bidirectional(ctx, dout, dh_n, _kernel_bidirectional_sweep,
-                                       differentiable=torch.is_grad_enabled())
+                                       differentiable=plain_math_backward(dout, dh_n))
         return None, *grads, None, None, None, None, None, None
 
     @staticmethod

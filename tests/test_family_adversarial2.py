@@ -144,6 +144,31 @@ def test_batched_grad_through_the_kernels(cell):
     torch.testing.assert_close(grads[1], grads[0], atol=2e-5, rtol=1e-4)
 
 
+def test_batched_grad_through_the_elman_kernels():
+    """As test_batched_grad_through_the_kernels, through the Elman kernels' other two Functions: the
+    bidirectional layer's one launch (fused_rnn.RNN, bidirectional) and rnn_linear (SimpleRNN: the
+    recurrence and its Linear head in one kernel). Truth: torch.nn with the same weights."""
+    torch.manual_seed(0)
+    stock = nn.RNN(I, H, bidirectional=True)
+    ours = fused_rnn.RNN(I, H, bidirectional=True, backend="triton")
+    ours.load_state_dict(stock.state_dict())
+    seed_rnn, seed_fc = nn.RNN(I, H, batch_first=True), nn.Linear(H, 2)
+    simple = fused_rnn.SimpleRNN(I, H, 2, backend="triton")
+    simple.rnn.load_state_dict(seed_rnn.state_dict())
+    simple.fc.load_state_dict(seed_fc.state_dict())
+    models = [(lambda x: stock(x)[0], lambda x: ours(x)[0]),
+              (lambda x: seed_fc(seed_rnn(x)[0][:, -1]), simple)]
+    for stock_model, our_model in models:
+        x = torch.randn(B, T, I)
+        grads = []
+        for model in (stock_model, our_model):
+            leaf = x.clone().requires_grad_()
+            out = model(leaf)
+            v = torch.randn(3, *out.shape, generator=torch.Generator().manual_seed(0))
+            grads.append(torch.autograd.grad(out, leaf, v, is_grads_batched=True)[0])
+        torch.testing.assert_close(grads[1], grads[0], atol=2e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_fx_symbolic_trace_of_a_model_holding_the_module(cell):
     """torch.fx.symbolic_trace (FX graph mode quantization's prepare_fx, torchvision's feature extraction,
