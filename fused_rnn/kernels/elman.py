@@ -38,7 +38,8 @@ import triton.language as tl
 from . import rnn_linear
 from . import tile_io
 from .rnn_linear import (BLOCK_B, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, FP32_OPERANDS, _act, _launch, _load_gates,
-                         _pair_rows_read, _mm, _operand_dtype, block, num_warps, precision, operand_weights, set_state)
+                         _load_state, _pair_rows_read, _mm, _operand_dtype, block, num_warps, precision,
+                         operand_weights, set_state)
 
 CELLS = ("rnn_tanh", "rnn_relu")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -194,11 +195,7 @@ def _elman_fwd(
         bias_tile = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32) + \
             tl.load(b_hh_ptr + d * H + units, mask=h_rows_ok, other=0.0).to(tl.float32)[:, None]
 
-    if HAS_H0:
-        h = tl.load(h0_ptr + d * stride_h0d + seqs[None, :] * stride_h0b + units[:, None] * stride_h0h,
-                    mask=h_mask, other=0.0).to(tl.float32)
-    else:
-        h = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
+    h = _load_state(h0_ptr, seqs, units, stride_h0b, stride_h0h, h_mask, HAS_H0, d * stride_h0d)
 
     # xpᵀ tiles [BLOCK_H, BLOCK_B] through xp's own strides (a time-major caller passes a transposed
     # view), read and written in the MMA's layout, two adjacent units per access where the strides
@@ -331,11 +328,7 @@ def _elman_bwd(
         w_hh_t_lo = _load_gates(w_hh_lo_ptr + d * H * H, H, BLOCK_H, 1, True, True, W_IN_REGISTERS)
     else:
         w_hh_t_lo = w_hh_t
-    if HAS_DHN:
-        dh = tl.load(dhn_ptr + d * stride_nd + seqs[None, :] * stride_nb + units[:, None] * stride_nh,
-                     mask=h_mask, other=0.0).to(tl.float32)
-    else:
-        dh = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
+    dh = _load_state(dhn_ptr, seqs, units, stride_nb, stride_nh, h_mask, HAS_DHN, d * stride_nd)
 
     # hs: [DIRECTIONS, B, T, H]; g: [B, T, DIRECTIONS·H], the same offsets for one direction. Read
     # and written in the MMA's layout, two adjacent units per access (tile_io.load_pairs; dout's

@@ -30,7 +30,8 @@ import triton.language as tl
 
 from . import rnn_linear, tile_io
 from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, _launch, _load_gates,
-                         _mm, _operand_dtype, _tanh, block, precision, operand_weights, set_state)
+                         _load_state, _mm, _operand_dtype, _sigmoid_of_half, _tanh, block, precision,
+                         operand_weights, set_state)
 
 CELL = "gru"
 GATES = 3
@@ -46,26 +47,6 @@ AUX_ROWS = tl.constexpr(5)
 # ----------------------------------------------------------------------------
 # Device helpers
 # ----------------------------------------------------------------------------
-
-@triton.jit
-def _sigmoid_of_double(u, FAST_TANH: tl.constexpr):
-    """σ(2u) in fp32: a gate from half its pre-activation (the launcher halves W_hr, W_hz; the kernel b and xp).
-
-    FAST_TANH: ``0.5 + 0.5·tanh(u)`` with the hardware's tanh.approx.f32 (one MUFU op and one FFMA; see
-    rnn_linear._tanh): absolute error below 0.5·2^-11 ≈ 2.5e-4, against the 2^-9 (bf16) and 2^-11
-    (fp16) rounding of the state as the next step's MMA operand and the ~2^-11 of a TF32 product.
-    The absolute error is what matters: z's reaches h through z·(h - n), |h - n| ≤ 2, and r's
-    reaches n's pre-activation through r·gh_n, as gh_n's own ~2^-11 relative error does.
-
-    Otherwise ``1 / (1 + exp(-2u))``: relative error a few fp32 ulps (exp and one division) for every
-    u; exp(-2u) = inf for u → -inf gives exactly 0, and NaN stays NaN.
-    """
-    if FAST_TANH:
-        y = 0.5 + 0.5 * _tanh(u, True)
-    else:
-        y = 1.0 / (1.0 + tl.exp(-2.0 * u))
-    return y
-
 
 @triton.jit
 def _bias_tile(b_ptr, gate, offs_h, H, HAS_B: tl.constexpr, BLOCK_B: tl.constexpr):
@@ -168,18 +149,14 @@ def _gru_fwd(
     else:
         w_rz_lo = w_rz
         w_n_lo = w_n
-    # r and z are computed from half their pre-activations (see _sigmoid_of_double): W_hr and W_hz come
-    # halved from the launcher, xp_r, xp_z and their biases are halved here.
+    # r and z are computed from half their pre-activations (see rnn_linear._sigmoid_of_half): W_hr and
+    # W_hz come halved from the launcher, xp_r, xp_z and their biases are halved here.
     b_rz_half = tl.zeros([2 * BLOCK_H, BLOCK_B], dtype=tl.float32)
     if HAS_B_HH:
         b_rz_half += 0.5 * tl.load(b_hh_ptr + rz_rows, mask=rz_ok, other=0.0).to(tl.float32)[:, None]
     b_n = _bias_tile(b_hh_ptr, 2, units, H, HAS_B_HH, BLOCK_B)
 
-    if HAS_H0:
-        h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + units[:, None] * stride_h0h,
-                    mask=h_mask, other=0.0).to(tl.float32)
-    else:
-        h = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
+    h = _load_state(h0_ptr, seqs, units, stride_h0b, stride_h0h, h_mask, HAS_H0)
     # int32 (lengths ≤ T < 2³¹): the per-step comparisons with s are then one instruction, not two.
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0).to(tl.int32)
@@ -297,8 +274,7 @@ def _gru_fwd(
         # xp_r and xp_z enter as the accumulator (rz_acc: halved, plus the halved biases, prepared
         # with the load a step ahead: 242 -> 230 loop instructions at H = 128, bf16, against here);
         # gh_n must stay apart (r multiplies it).
-        rz_gates = _sigmoid_of_double(_mm(w_rz, w_rz_lo, h_op, rz_acc, PRECISION),
-                                      FAST_TANH)
+        rz_gates = _sigmoid_of_half(_mm(w_rz, w_rz_lo, h_op, rz_acc, PRECISION), FAST_TANH)
         r, z = tl.split(tl.permute(tl.reshape(rz_gates, [2, BLOCK_H, BLOCK_B]), [1, 2, 0]))
         gh_n = _mm(w_n, w_n_lo, h_op, b_n, PRECISION)
         n = _tanh(xn + r * gh_n, FAST_TANH)
@@ -416,11 +392,7 @@ def _gru_bwd_kernel(
         length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0).to(tl.int32)
     else:
         length = tl.zeros([BLOCK_B], dtype=tl.int32) + T
-    if HAS_DHN:
-        dh = tl.load(dhn_ptr + seqs[None, :] * stride_dhnb + units[:, None] * stride_dhnh,
-                     mask=h_mask, other=0.0).to(tl.float32)
-    else:
-        dh = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
+    dh = _load_state(dhn_ptr, seqs, units, stride_dhnb, stride_dhnh, h_mask, HAS_DHN)
 
     # The time loop's tiles move between global memory and the MMA's register layout through
     # tile_io, two adjacent units per access where the pairs are aligned (PAIRED, DOUT_PAIRED),
@@ -676,7 +648,7 @@ def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
 
 
 def _halve_rz(w_hh):
-    """W_hh with its r and z blocks halved, as the forward kernel takes it (see _sigmoid_of_double).
+    """W_hh with its r and z blocks halved, as the forward kernel takes it (see rnn_linear._sigmoid_of_half).
 
     A power-of-two scaling is exact (for weights above 2^-125, below which a bf16/fp32 weight loses a
     bit), so the kernel's σ(2u) is σ of the same pre-activation; it saves the kernel a multiply per

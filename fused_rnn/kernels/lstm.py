@@ -15,7 +15,7 @@ else in shared memory, so each step is one product
 result splits into the four gates without moving data (see _split_gates), each
 in the same register layout as h and c. h and c stay in fp32 registers for the
 whole sequence. The sigmoid gates' rows of W_hh are halved on the host, so that
-σ(a) = ½ + ½·tanh(a/2) costs one MUFU op on a GPU (see _sigmoid_of_half).
+σ(a) = ½ + ½·tanh(a/2) costs one MUFU op on a GPU (see rnn_linear._sigmoid_of_half).
 Every tile's rows (and W_hh's columns) hold the hidden units in tile_io.paired_units order (a
 permutation within each 16), which puts units 2k and 2k + 1 in one thread: the
 per-step reads and writes of xp, out, hs, aux, dout and dxp move two units per
@@ -40,8 +40,8 @@ import triton
 import triton.language as tl
 
 from . import rnn_linear, tile_io
-from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, SMEM_LIMIT, _launch, _load_gates, _mm, _tanh, block,
-                         precision, operand_weights, set_state)
+from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, SMEM_LIMIT, _launch, _load_gates, _load_state, _mm,
+                         _sigmoid_of_half, _tanh, block, precision, operand_weights, set_state)
 
 GATES = 4
 # aux's blocks of H per position: the activated gates i, f, g, o, then c_{t-1}.
@@ -53,25 +53,14 @@ AUX_BLOCKS = 5
 # ----------------------------------------------------------------------------
 
 @triton.jit
-def _sigmoid_of_half(u, FAST_TANH: tl.constexpr):
-    """σ(2u) in fp32, from u = a/2 (the forward's accumulator holds half the pre-activation).
-
-    FAST_TANH: ``½ + ½·tanh.approx(u)``, one MUFU op; tanh.approx's absolute
-    error is at most ~2^-11 (|tanh| ≤ 1, relative error 2^-11), so σ's is at
-    most ~2^-12 absolute: below bf16's 2^-8 and at fp16's 2^-11 rounding of
-    the state, and at a TF32 product's 2^-11. It is absolute, not relative:
-    σ(-20) = 2e-9 comes out as 0, which changes c by at most 2e-9·|c|.
-
-    Otherwise ``1 / (1 + e^-2u)``: e^-2u's relative error ε (a few ulp) moves
-    the result by at most ε·e/(1+e) ≤ ε relative, so σ is good to a few fp32
-    ulp over the whole range; e^-2u = inf (2u < -88) gives exactly 0 and NaN
-    stays NaN, as torch.sigmoid.
-    """
-    if FAST_TANH:
-        y = 0.5 + 0.5 * _tanh(u, True)
+def _lengths(lengths_ptr, seqs, seq_ok, T, HAS_LENGTHS: tl.constexpr):
+    """Each column's length, [BLOCK_B] int64 as _position takes it: lengths[seqs] (0 past B), or T
+    for every column without lengths."""
+    if HAS_LENGTHS:
+        length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
     else:
-        y = 1.0 / (1.0 + tl.exp(-2.0 * u))
-    return y
+        length = seqs * 0 + T
+    return length
 
 
 @triton.jit
@@ -260,21 +249,9 @@ def _lstm_fwd(
     else:
         bias = scale * 0.0
 
-    zero = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
-    if HAS_H0:
-        h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + units[:, None] * stride_h0h,
-                    mask=h_mask, other=0.0).to(tl.float32)
-    else:
-        h = zero
-    if HAS_C0:
-        c = tl.load(c0_ptr + seqs[None, :] * stride_c0b + units[:, None] * stride_c0h,
-                    mask=h_mask, other=0.0).to(tl.float32)
-    else:
-        c = zero
-    if HAS_LENGTHS:
-        length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
-    else:
-        length = seqs * 0 + T
+    h = _load_state(h0_ptr, seqs, units, stride_h0b, stride_h0h, h_mask, HAS_H0)
+    c = _load_state(c0_ptr, seqs, units, stride_c0b, stride_c0h, h_mask, HAS_C0)
+    length = _lengths(lengths_ptr, seqs, seq_ok, T, HAS_LENGTHS)
 
     # xpᵀ as one [4·BLOCK_H, BLOCK_B] fp32 tile, loaded straight into the accumulator's layout
     # two units per access (tile_io.load_pairs: no shared-memory round trip, no barrier; one
@@ -446,20 +423,9 @@ def _lstm_bwd_kernel(
             w_i_lo, w_f_lo, w_g_lo, w_o_lo = w_i, w_f, w_g, w_o
 
     zero = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
-    if HAS_DHN:
-        dh = tl.load(dhn_ptr + seqs[None, :] * stride_dhnb + units[:, None] * stride_dhnh,
-                     mask=h_mask, other=0.0).to(tl.float32)
-    else:
-        dh = zero
-    if HAS_DCN:
-        dc = tl.load(dcn_ptr + seqs[None, :] * stride_dcnb + units[:, None] * stride_dcnh,
-                     mask=h_mask, other=0.0).to(tl.float32)
-    else:
-        dc = zero
-    if HAS_LENGTHS:
-        length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
-    else:
-        length = seqs * 0 + T
+    dh = _load_state(dhn_ptr, seqs, units, stride_dhnb, stride_dhnh, h_mask, HAS_DHN)
+    dc = _load_state(dcn_ptr, seqs, units, stride_dcnb, stride_dcnh, h_mask, HAS_DCN)
+    length = _lengths(lengths_ptr, seqs, seq_ok, T, HAS_LENGTHS)
 
     # aux and dout are read, dxp written, straight in the accumulator's layout, with GATE_PAIRS
     # two units per access (tile_io.load_pairs/store_pairs; see _gate_pairs): one 8-byte access

@@ -87,6 +87,30 @@ def _tanh(x, FAST_TANH: tl.constexpr):
 
 
 @triton.jit
+def _sigmoid_of_half(u, FAST_TANH: tl.constexpr):
+    """σ(2u) in fp32: a sigmoid gate from u = a/2, half its pre-activation a (the GRU and LSTM
+    launchers halve the sigmoid gates' rows of W_hh, their kernels xp and b_hh).
+
+    FAST_TANH: ``½ + ½·tanh(u)`` with the hardware's tanh.approx.f32 (one MUFU op and one FFMA;
+    see _tanh). tanh's absolute error is at most ~2^-11 (|tanh| ≤ 1, relative error 2^-11), so
+    σ's is at most ~2^-12 ≈ 2.4e-4: below bf16's 2^-8 and at fp16's 2^-11 rounding of the state
+    as the next step's MMA operand, and at a TF32 product's ~2^-11. It is absolute, not relative,
+    and that is what matters: σ(-20) = 2e-9 comes out as 0, which changes an LSTM's c by at most
+    2e-9·|c|; a GRU's z reaches h through z·(h - n), |h - n| ≤ 2, and its r reaches n's
+    pre-activation through r·gh_n, as gh_n's own ~2^-11 relative error does.
+
+    Otherwise ``1 / (1 + exp(-2u))``: exp's relative error ε (a few ulp) moves the result by at
+    most ε·e/(1+e) ≤ ε relative, so σ is good to a few fp32 ulp for every u; exp(-2u) = inf
+    (2u < -88) gives exactly 0, and NaN stays NaN, as torch.sigmoid.
+    """
+    if FAST_TANH:
+        y = 0.5 + 0.5 * _tanh(u, True)
+    else:
+        y = 1.0 / (1.0 + tl.exp(-2.0 * u))
+    return y
+
+
+@triton.jit
 def _act(pre, RELU: tl.constexpr, FAST_TANH: tl.constexpr):
     if RELU:
         # where(pre < 0, 0, pre) keeps NaN (NaN < 0 is false); tl.maximum would not.
@@ -134,6 +158,20 @@ def _load_tile(ptr, rows, cols, n_rows, n_cols, stride_r, stride_c):
     """Load ``ptr[rows, cols]`` as a 2-D tile, zero outside ``[n_rows, n_cols]``."""
     mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
     return tl.load(ptr + rows[:, None] * stride_r + cols[None, :] * stride_c, mask=mask, other=0.0)
+
+
+@triton.jit
+def _load_state(ptr, seqs, units, stride_b, stride_h, mask, HAS_STATE: tl.constexpr, offset=0):
+    """A [B, H] state (h0, c0, dh_n, dc_n) as a [BLOCK_H, BLOCK_B] fp32 tile: row m unit units[m],
+    column j sequence seqs[j], read at ``ptr + offset`` through its strides, 0 where not ``mask``;
+    all 0 without HAS_STATE. ``offset`` (a direction's state, elman) is added here, not by the
+    caller: without HAS_STATE ``ptr`` is None."""
+    if HAS_STATE:
+        tile = tl.load(ptr + offset + seqs[None, :] * stride_b + units[:, None] * stride_h,
+                       mask=mask, other=0.0).to(tl.float32)
+    else:
+        tile = tl.zeros([units.shape[0], seqs.shape[0]], dtype=tl.float32)
+    return tile
 
 
 @triton.jit
@@ -284,11 +322,7 @@ def _rnn_linear_fwd(
     bias_tile = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32) + bias[:, None]
 
     h_mask = h_rows_ok[:, None] & seq_ok[None, :]
-    if HAS_H0:
-        h = tl.load(h0_ptr + seqs[None, :] * stride_h0b + units[:, None] * stride_h0h,
-                    mask=h_mask, other=0.0).to(tl.float32)
-    else:
-        h = tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32)
+    h = _load_state(h0_ptr, seqs, units, stride_h0b, stride_h0h, h_mask, HAS_H0)
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
 
