@@ -157,7 +157,7 @@ class SimpleRNN(nn.Module):
         if hx is not None:
             if spec.has_cell_state and not isinstance(hx, tuple):
                 raise TypeError(f"an LSTM's h0 must be a tuple (h0, c0) or None, got {type(h0).__name__}")
-            rnn._check_forward_args(x, hx, None)
+            rnn.check_forward_args(x, hx, None)
         h0, c0 = (hx if spec.has_cell_state else (hx, None)) if hx is not None else (None, None)
         allow_tf32 = resolve_allow_tf32(self.allow_tf32)
         tensors = (x, h0, c0, *rnn._flat_weights, fc.weight, fc.bias)

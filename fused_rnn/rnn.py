@@ -176,6 +176,20 @@ class RNNBase(nn.Module):
         """The weights in ATen's order, read now (torch.nn keeps a cached copy of this list)."""
         return [getattr(self, name, None) for name in self._flat_weights_names]
 
+    @_flat_weights.setter
+    def _flat_weights(self, weights):
+        # Code written for torch.nn refreshes its cached list after replacing a weight (AWD-LSTM's
+        # WeightDrop sets weight_hh_l0 to a dropped tensor, then assigns this list). The weights are read
+        # by name here, so such a list changes nothing; one that names other tensors would be ignored
+        # silently, so it is refused.
+        current = self._flat_weights
+        if len(weights) != len(current) or any(w is not c for w, c in zip(weights, current)):
+            raise ValueError(f"{type(self).__name__} reads its weights by name ({', '.join(self._flat_weights_names)}); "
+                             f"set those attributes instead of assigning _flat_weights a list of other tensors")
+
+    def _init_flat_weights(self):
+        """torch.nn rebuilds its cached weight list here; there is none to rebuild."""
+
     @property
     def all_weights(self):
         return [[getattr(self, name) for name in names] for names in self._all_weights]
@@ -264,9 +278,9 @@ class RNNBase(nn.Module):
                 x = x.unsqueeze(batch_dim)
             hx = self._hx_dims(hx, batched)
         if hx is not None:
-            self._check_forward_args(x, hx, batch_sizes)
+            self.check_forward_args(x, hx, batch_sizes)
         else:
-            self._check_input(x, batch_sizes)
+            self.check_input(x, batch_sizes)
         stock, chosen = self._path(x, (hx if lstm else (hx,)) if hx is not None else ())
         if stock:
             output, hidden = self._forward_stock(spec, x, hx, batch_sizes, sorted_indices, unsorted_indices)
@@ -342,32 +356,55 @@ class RNNBase(nn.Module):
 
     # --- torch.nn's argument checks, with its messages ----------------------------------------------
 
-    def _check_input(self, x, batch_sizes):
+    def check_input(self, input, batch_sizes):
         weight = getattr(self, self._flat_weights_names[0])
-        if x.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():
-            raise ValueError(f"RNN input dtype ({x.dtype}) does not match weight dtype ({weight.dtype}). "
-                             f"Convert input: input.to({weight.dtype}), or convert model: model.to({x.dtype})")
+        if input.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():
+            raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({weight.dtype}). "
+                             f"Convert input: input.to({weight.dtype}), or convert model: model.to({input.dtype})")
         expected_dim = 2 if batch_sizes is not None else 3
-        if x.dim() != expected_dim:
-            raise RuntimeError(f"input must have {expected_dim} dimensions, got {x.dim()}")
-        if self.input_size != x.size(-1):
+        if input.dim() != expected_dim:
+            raise RuntimeError(f"input must have {expected_dim} dimensions, got {input.dim()}")
+        if self.input_size != input.size(-1):
             raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
-                               f"got {x.size(-1)}")
+                               f"got {input.size(-1)}")
 
-    def _check_forward_args(self, x, hx, batch_sizes):
-        self._check_input(x, batch_sizes)
+    def get_expected_hidden_size(self, input, batch_sizes):
+        """(num_layers · directions, batch, proj_size or hidden_size): h_0's shape for ``input``."""
+        return self._expected_state_size(input, batch_sizes, self.proj_size if self.proj_size > 0 else self.hidden_size)
+
+    def get_expected_cell_size(self, input, batch_sizes):
+        """(num_layers · directions, batch, hidden_size): the LSTM's c_0 shape for ``input``."""
+        return self._expected_state_size(input, batch_sizes, self.hidden_size)
+
+    def _expected_state_size(self, input, batch_sizes, size):
         if batch_sizes is not None:
             mini_batch = int(batch_sizes[0])
         else:
-            mini_batch = x.size(0) if self.batch_first else x.size(1)
-        L = self.num_layers * (2 if self.bidirectional else 1)
-        h_size = self.proj_size if self.proj_size > 0 else self.hidden_size
+            mini_batch = input.size(0) if self.batch_first else input.size(1)
+        return (self.num_layers * (2 if self.bidirectional else 1), mini_batch, size)
+
+    def check_hidden_size(self, hx, expected_hidden_size, msg="Expected hidden size {}, got {}"):
+        if hx.size() != expected_hidden_size:
+            raise RuntimeError(msg.format(expected_hidden_size, list(hx.size())))
+
+    def check_forward_args(self, input, hidden, batch_sizes):
+        """``hidden``: h_0, or (h_0, c_0) for the LSTM."""
+        self.check_input(input, batch_sizes)
         if self.cell.has_cell_state:
-            for i, (h, size) in enumerate(zip(hx, (h_size, self.hidden_size))):
-                if h.size() != (L, mini_batch, size):
-                    raise RuntimeError(f"Expected hidden[{i}] size {(L, mini_batch, size)}, got {list(h.size())}")
-        elif hx.size() != (L, mini_batch, h_size):
-            raise RuntimeError(f"Expected hidden size {(L, mini_batch, h_size)}, got {list(hx.size())}")
+            self.check_hidden_size(hidden[0], self.get_expected_hidden_size(input, batch_sizes),
+                                   "Expected hidden[0] size {}, got {}")
+            self.check_hidden_size(hidden[1], self.get_expected_cell_size(input, batch_sizes),
+                                   "Expected hidden[1] size {}, got {}")
+        else:
+            self.check_hidden_size(hidden, self.get_expected_hidden_size(input, batch_sizes))
+
+    def permute_hidden(self, hx, permutation):
+        """hx (or the LSTM's (h, c)) with its batch dimension (1) reordered by ``permutation`` (None: as is)."""
+        if permutation is None:
+            return hx
+        if self.cell.has_cell_state:
+            return hx[0].index_select(1, permutation), hx[1].index_select(1, permutation)
+        return hx.index_select(1, permutation)
 
 
 class RNN(RNNBase):

@@ -68,6 +68,18 @@ def test_weight_drop_wrapper_that_assigns_flat_weights(cell):
     torch.testing.assert_close(got, expected, atol=0, rtol=0)
 
 
+def test_flat_weights_naming_other_tensors_is_refused():
+    """torch.nn's forward reads its cached ``_flat_weights`` list; ours reads the weights by name, so a list
+    of other tensors would be ignored silently: a ValueError saying what to do instead."""
+    _, ours = pair("gru")
+    weights = ours._flat_weights
+    ours._flat_weights = list(weights)          # the same tensors: accepted
+    with pytest.raises(ValueError, match="weight_hh_l0"):
+        ours._flat_weights = [w * 2 for w in weights]
+    with pytest.raises(ValueError, match="reads its weights by name"):
+        ours._flat_weights = weights[:2]
+
+
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_rnn_base_methods_user_code_calls(cell):
     """nn.RNNBase's methods that code outside torch calls on an RNN instance are missing on ours
