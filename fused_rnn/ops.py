@@ -277,8 +277,8 @@ class _RNNLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, dh_n):
-        # Grad mode is on inside backward exactly when create_graph=True.
-        grads = backward(ctx, dy, dh_n, _kernels().rnn_linear_bwd_sweep, differentiable=plain_math_backward(dy, dh_n))
+        grads = backward(ctx, dy, dh_n, _kernels().rnn_linear_bwd_sweep,
+                         differentiable=plain_math_backward(dy, dh_n))
         return *grads, None, None, None
 
     @staticmethod
@@ -288,8 +288,8 @@ class _RNNLinearFunction(torch.autograd.Function):
 
 
 
-def _autocast(device_type, *tensors):
-    dtype = torch.get_autocast_dtype(device_type)
+def cast_floating(dtype, *tensors):
+    """The tensors, floating-point ones in ``dtype`` (None and integer tensors as they are)."""
     return [t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors]
 
 
@@ -334,8 +334,9 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
             and torch.is_autocast_enabled(x.device.type)):
         # Under autocast the whole op runs in the low dtype (fp32 accumulation
         # inside); the casts are autograd ops, so fp32 parameters get fp32 grads.
-        x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0 = _autocast(
-            x.device.type, x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0)
+        x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0 = cast_floating(
+            torch.get_autocast_dtype(x.device.type),
+            x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0)
     h0, lengths = check_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias,
                                h0, lengths)
     H, O = weight_hh.shape[0], fc_weight.shape[0]

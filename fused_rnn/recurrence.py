@@ -37,7 +37,7 @@ from .backends import LayerRequest, resolve_allow_tf32
 from .backends import triton as triton_backend
 from .cells import cell as get_cell
 from .library import fused_op
-from .ops import AUTOCAST_DEVICES, _autocast, _under_functorch, check_lengths, plain_math_backward
+from .ops import AUTOCAST_DEVICES, _under_functorch, cast_floating, check_lengths, plain_math_backward
 
 # The backends a layer stack may name; "cuda" is refused by its capability check (no layer kernel in csrc).
 BACKENDS = backends.BACKENDS
@@ -627,6 +627,13 @@ def layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *, reverse, allow_tf
     h0, c0: [B, H] or None (zeros); lengths: [B] integers in [1, T] (checked by the caller) or None;
     backend: "auto", "triton" or "torch" (see select_layer_backend).
     """
+    dtype = autocast_dtype(cell, x, h0)
+    if dtype is not None:
+        # As run_layers: one dtype for the layer, autocast off inside.
+        x, w_ih, w_hh, b_ih, b_hh, h0, c0 = cast_floating(dtype, x, w_ih, w_hh, b_ih, b_hh, h0, c0)
+        with torch.autocast(x.device.type, enabled=False):
+            return layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32,
+                         backend=backend, store_out=store_out)
     allow_tf32 = resolve_allow_tf32(allow_tf32)
     chosen = select_layer_backend(cell, x, w_hh.shape[1], backend=backend, allow_tf32=allow_tf32,
                                   needs_grad=_needs_grad(x, w_ih, w_hh, b_ih, b_hh, h0, c0))
@@ -641,8 +648,25 @@ def layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *, reverse, allow_tf
 
 # The cells torch.nn's modules run in the low dtype under autocast, per device, so that ours return
 # what theirs return: on CUDA every cell (cuDNN's RNN is on autocast's lower-precision list); on CPU
-# RNN and LSTM, while GRU stays float32 (torch 2.13: _VF.gru is not on the CPU list).
+# RNN and LSTM (torch 2.13: their CPU kernels are on the CPU list), not GRU (see autocast_dtype).
 AUTOCAST_CELLS = {"cuda": ("rnn_tanh", "rnn_relu", "gru", "lstm"), "cpu": ("rnn_tanh", "rnn_relu", "lstm")}
+
+
+def autocast_dtype(cell, x, h0):
+    """The one dtype a layer of ``cell`` runs in under autocast, as torch.nn's module would return it; None
+    when autocast is off for x's device.
+
+    For the cells on AUTOCAST_CELLS the autocast dtype. For the others (the GRU on CPU) stock's
+    inner products are autocast, but its state keeps h0's dtype (x's without h0), and its outputs
+    with it: float32 state from float32 input, bfloat16 from bfloat16 input with float32 weights.
+    That dtype then (here with full-precision products where stock's are autocast's).
+    """
+    if not (isinstance(x, torch.Tensor) and x.device.type in AUTOCAST_DEVICES
+            and torch.is_autocast_enabled(x.device.type)):
+        return None
+    if cell in AUTOCAST_CELLS[x.device.type]:
+        return torch.get_autocast_dtype(x.device.type)
+    return (h0 if h0 is not None else x).dtype
 
 
 def _check_state(name, state, expected, x):
@@ -696,19 +720,16 @@ def run_layers(cell, x, weights, h0, c0, lengths, *, num_layers, bidirectional, 
     h_n [L·D, B, H] and, for lstm, c_n [L·D, B, H] (each sequence's state at its last step).
     """
     spec = get_cell(cell)
-    autocast = (isinstance(x, torch.Tensor) and x.device.type in AUTOCAST_DEVICES
-                and torch.is_autocast_enabled(x.device.type))
-    if autocast and cell not in AUTOCAST_CELLS[x.device.type]:
-        # As torch.nn there: the whole stack in the given dtype, its input GEMMs too.
+    dtype = autocast_dtype(cell, x, h0)
+    if dtype is not None:
+        # The whole stack in that dtype (fp32 state inside the kernels); the casts are autograd ops,
+        # so fp32 parameters get fp32 gradients.
+        x, h0, c0, *weights = cast_floating(dtype, x, h0, c0, *weights)
         with torch.autocast(x.device.type, enabled=False):
             return run_layers(cell, x, weights, h0, c0, lengths, num_layers=num_layers,
                               bidirectional=bidirectional, batch_first=batch_first, dropout=dropout,
                               training=training, allow_tf32=allow_tf32, backend=backend,
                               store_last_output=store_last_output)
-    if autocast:
-        # The whole stack runs in the low dtype (fp32 state inside); the casts are
-        # autograd ops, so fp32 parameters get fp32 gradients.
-        x, h0, c0, *weights = _autocast(x.device.type, x, h0, c0, *weights)
     directions = 2 if bidirectional else 1
     time_major = not batch_first
     if isinstance(x, torch.Tensor) and x.dim() == 3 and time_major:

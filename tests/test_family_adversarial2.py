@@ -234,3 +234,20 @@ def test_compiled_simple_rnn_gru_under_cpu_autocast_returns_h_n_in_the_seeds_dty
         torch._dynamo.reset()
     assert [t.dtype for t in got] == [t.dtype for t in expected]
     torch.testing.assert_close([t.float() for t in got], [t.float() for t in expected], atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.parametrize("x_dtype,h0_dtype", [(torch.float32, None), (torch.bfloat16, None),
+                                              (torch.bfloat16, torch.bfloat16), (torch.bfloat16, torch.float32)])
+def test_gru_kernels_under_cpu_autocast_return_stocks_dtypes(x_dtype, h0_dtype):
+    """The forced kernels (eager) of a float32 GRU under torch.autocast("cpu", bfloat16): torch.nn's GRU
+    keeps its state in h0's dtype (x's without h0) and returns that dtype; so must ours, with values at
+    bf16 tolerance (stock's inner products are bf16, ours full precision in the state's dtype)."""
+    stock, ours = pair("gru", seed=4, num_layers=2)
+    ours.backend = "triton"
+    x = torch.randn(T, B, I).to(x_dtype)
+    h0 = None if h0_dtype is None else torch.randn(2, B, H).to(h0_dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = flat(stock(x, h0))
+        got = flat(ours(x, h0))
+    assert [t.dtype for t in got] == [t.dtype for t in expected]
+    torch.testing.assert_close([t.float() for t in got], [t.float() for t in expected], atol=3e-2, rtol=3e-2)
