@@ -9,7 +9,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import backends
 from .backends import RnnLinearRequest
 from .ops import BACKENDS, check_lengths, check_x, resolve_allow_tf32, rnn_linear, select_backend
-from .rnn import GRU, LSTM, RNN, _recurrence
+from .rnn import GRU, LSTM, RNN, _fx_proxies, _recurrence
 
 CELL_CLASSES = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
 ELMAN_ACTIVATIONS = {"rnn_tanh": "tanh", "rnn_relu": "relu"}
@@ -110,6 +110,8 @@ class SimpleRNN(nn.Module):
         Returns y: [B, O], or with ``return_hidden=True`` (y, h_n [L·D, B, H]), for an LSTM
         (y, (h_n, c_n)).
         """
+        if _fx_proxies(x, h0):
+            return self._fx_trace(x, h0, lengths, return_hidden)
         backend = self.backend
         # The CPU stock path first and with the fewest checks: it should cost what the seed costs.
         # (Under torch.compile "auto" takes the registered ops instead, which keep T dynamic.)
@@ -244,6 +246,22 @@ class SimpleRNN(nn.Module):
         request = RnnLinearRequest.of(inp, self.rnn.hidden_size, self.fc.out_features, needs_grad=needs_grad,
                                       allow_tf32=allow_tf32)
         return backends.triton.unsupported_reason(request) is None
+
+    def _fx_trace(self, x, h0, lengths, return_hidden):
+        """Under torch.fx's symbolic tracing: the seed's graph, as FX traces the user's model: self.rnn (one
+        call_module node: fused_rnn's RNNs record themselves as FX records torch.nn's) and self.fc on the
+        last step. h0 is passed on as it is: [L·D, B, H] (a one-layer [B, H] h0 cannot be told apart while
+        tracing, so the traced graph's rnn refuses it when it runs)."""
+        if isinstance(lengths, torch.fx.Proxy) or isinstance(return_hidden, torch.fx.Proxy):
+            # Tracing this module as the root: every argument, defaults included, is a placeholder.
+            raise TypeError("torch.fx.symbolic_trace of SimpleRNN itself needs lengths and return_hidden fixed: "
+                            "concrete_args={'lengths': None, 'return_hidden': False} (or True)")
+        if lengths is not None:
+            raise ValueError("lengths cannot be traced by torch.fx (which step is read depends on their values); "
+                             "trace without lengths, or use torch.compile / torch.export")
+        out, h_n = self.rnn(x, h0)
+        y = self.fc(out[:, -1])
+        return (y, h_n) if return_hidden else y
 
     def _forward_submodules(self, x, h0, lengths, return_hidden):
         """The user model's computation through self.rnn and self.fc, so hooks run and any rnn works."""

@@ -46,6 +46,12 @@ NONLINEARITY_CELLS = {"tanh": "rnn_tanh", "relu": "rnn_relu"}
 _RECURRENCE = None
 
 
+def _fx_proxies(input, hx):
+    """Whether torch.fx is tracing this call symbolically (an argument is an fx.Proxy)."""
+    states = hx if isinstance(hx, (tuple, list)) else (hx,)
+    return any(isinstance(t, torch.fx.Proxy) for t in (input, *states))
+
+
 def _recurrence():
     """fused_rnn.recurrence, imported on first use (it is only needed off the stock path).
 
@@ -257,6 +263,8 @@ class RNNBase(nn.Module):
 
     def forward(self, input, hx=None):
         """As torch.nn's ``forward(input, hx=None)``: (output, h_n), or (output, (h_n, c_n)) for the LSTM."""
+        if _fx_proxies(input, hx):
+            return self._fx_call_module(input, hx)
         spec = self.cell
         lstm = spec.has_cell_state
         template = input if isinstance(input, PackedSequence) else None
@@ -292,6 +300,19 @@ class RNNBase(nn.Module):
             output = output.squeeze(batch_dim)
             hidden = tuple(h.squeeze(1) for h in hidden) if lstm else hidden.squeeze(1)
         return output, hidden
+
+    def _fx_call_module(self, input, hx):
+        """Under torch.fx's symbolic tracing: one call_module node, as FX records torch.nn's RNNs.
+
+        FX keeps the modules of torch.nn as leaves and traces into any other; this forward branches
+        on its input's shape, which a symbolic trace cannot follow ("symbolically traced variables
+        cannot be used as inputs to control flow"), so it records itself as FX would a leaf: the
+        traced graph calls this module, FX graph mode quantization and graph passes see one node.
+        """
+        tracer = next(p for p in (input, *(hx if isinstance(hx, (tuple, list)) else (hx,)))
+                      if isinstance(p, torch.fx.Proxy)).tracer
+        args = (input,) if hx is None else (input, hx)
+        return tracer.create_proxy("call_module", tracer.path_of_module(self), args, {})
 
     def _hx_dims(self, hx, batched):
         """torch.nn's checks of hx's dimensions; for unbatched input, hx with the batch dimension added."""

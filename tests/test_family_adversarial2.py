@@ -251,3 +251,45 @@ def test_gru_kernels_under_cpu_autocast_return_stocks_dtypes(x_dtype, h0_dtype):
         got = flat(ours(x, h0))
     assert [t.dtype for t in got] == [t.dtype for t in expected]
     torch.testing.assert_close([t.float() for t in got], [t.float() for t in expected], atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, True)])
+def test_fx_symbolic_trace_of_simple_rnn(cell, layers, bidirectional):
+    """torch.fx.symbolic_trace of the seed model (its own nn.Module around nn.RNN / GRU / LSTM and
+    nn.Linear) gives rnn, getitem and fc nodes; of ours, the same graph (fused_rnn's RNNs record one node,
+    as torch.nn's do), as the root module and inside a user's model, with h0 and return_hidden.
+    Truth: the seed model's computation with the same weights, CPU stock path, bit-identical."""
+    torch.manual_seed(7)
+    ours = fused_rnn.SimpleRNN(I, H, 2, cell=cell, num_layers=layers, bidirectional=bidirectional)
+    stock_rnn = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell](
+        I, H, num_layers=layers, bidirectional=bidirectional, batch_first=True)
+    stock_rnn.load_state_dict(ours.rnn.state_dict())
+    x = torch.randn(B, T, I)
+    states = layers * (2 if bidirectional else 1)
+    h0 = torch.randn(states, B, H)
+    hx = (h0, torch.randn(states, B, H)) if cell == "lstm" else h0
+    out, h_n = stock_rnn(x, hx)
+    expected = ours.fc(out[:, -1])
+
+    # As the root module, its keyword arguments fixed (FX makes every argument a placeholder).
+    with pytest.raises(TypeError, match="concrete_args"):
+        torch.fx.symbolic_trace(ours)
+    traced = torch.fx.symbolic_trace(ours, concrete_args={"lengths": None, "return_hidden": True})
+    assert [n.op for n in traced.graph.nodes].count("call_module") == 2     # rnn and fc
+    torch.testing.assert_close(flat(traced(x, hx, None, True)), flat((expected, h_n)),
+                               atol=0, rtol=0)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = ours
+
+        def forward(self, x, hx):
+            y, h_n = self.model(x, hx, return_hidden=True)
+            return y * 2, h_n
+
+    got = torch.fx.symbolic_trace(Model())(x, hx)
+    torch.testing.assert_close(flat(got), flat((expected * 2, h_n)), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="lengths cannot be traced"):
+        torch.fx.symbolic_trace(ours, concrete_args={"lengths": torch.tensor([1, 2]), "return_hidden": False})
