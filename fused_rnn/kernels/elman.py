@@ -64,19 +64,24 @@ def _valid(s, T, length, zeros_b, HAS_LENGTHS: tl.constexpr):
 
 
 @triton.jit
-def _position(s, T, length, zeros_b, HAS_LENGTHS: tl.constexpr, REVERSE: tl.constexpr):
-    """[BLOCK_B] int64: the time position of processing step s, meaningful where _valid.
+def _position(s, T, length, HAS_LENGTHS: tl.constexpr, REVERSE: tl.constexpr):
+    """The time position of processing step s, meaningful where _valid: s (forward), len_b - 1 - s
+    or T - 1 - s (reverse). Computed once, for the first step; the loop then moves it by one
+    position per step.
 
-    s (forward), len_b - 1 - s or T - 1 - s (reverse). Computed once, for the
-    first step; the loop then moves pointers by one position per step.
+    [BLOCK_B] int64 where it differs between sequences (reverse with lengths), else an int64 scalar
+    shared by the tile's columns. The loop's addresses are then a pointer moved by one scalar per
+    step plus loop-invariant offsets, one 64-bit add per access (static, sm_90a, bf16, H = 128,
+    against a position per column multiplied out per access: 171 -> 159 forward loop instructions
+    with the output, 198 -> 191 training forward, 235 -> 206 backward).
     """
     if REVERSE:
         if HAS_LENGTHS:
             pos = length - 1 - s
         else:
-            pos = zeros_b + (T - 1 - s)
+            pos = (T - 1 - s).to(tl.int64)
     else:
-        pos = zeros_b + s
+        pos = (T * 0 + s).to(tl.int64)
     return pos
 
 
@@ -112,16 +117,18 @@ def _zero_padding(ptr, offs, length, mask, first_padding, T, row, zeros_b):
 
 
 @triton.jit
-def _load_position(pos, T, H, hs_lo, hs_hi, hs_seqs, dout_lo, dout_hi, dout_seqs, stride_dt,
+def _load_position(pos, T, H, hs_ptr, hs_lo, hs_hi, dout_ptr, dout_lo, dout_hi, stride_dt,
                    HAS_DOUT: tl.constexpr, PAIRED: tl.constexpr, PAIRED_DOUT: tl.constexpr):
     """What the backward reads for one step, at position ``pos`` (clamped into [0, T): a step with
-    nothing to read reads a valid position and discards it): h and dout (0.0 without HAS_DOUT), fp32."""
+    nothing to read reads a valid position and discards it): h and dout (0.0 without HAS_DOUT), fp32.
+    ``hs_lo`` … ``dout_hi``: the [·, BLOCK_B] offsets of position 0 from ``hs_ptr`` and ``dout_ptr``
+    (see _position)."""
     pos_in = tl.minimum(tl.maximum(pos, 0), T - 1)
-    at = (hs_seqs + pos_in * H)[None, :]
-    h = tile_io.load_pairs(hs_lo + at, hs_hi + at, PAIRED)
+    hs_at = hs_ptr + pos_in * H
+    h = tile_io.load_pairs(hs_at + hs_lo, hs_at + hs_hi, PAIRED)
     if HAS_DOUT:
-        at = (dout_seqs + pos_in * stride_dt)[None, :]
-        dout = tile_io.load_pairs(dout_lo + at, dout_hi + at, PAIRED_DOUT)
+        dout_at = dout_ptr + pos_in * stride_dt
+        dout = tile_io.load_pairs(dout_at + dout_lo, dout_at + dout_hi, PAIRED_DOUT)
     else:
         dout = 0.0
     return h, dout
@@ -137,8 +144,8 @@ def _direction(length, zeros_b, first_step, T, DIRECTIONS: tl.constexpr, HAS_LEN
         d = tl.program_id(1)
         d64 = d.to(tl.int64)
         sign = 1 - 2 * d
-        pos = tl.where(d == 1, _position(first_step, T, length, zeros_b, HAS_LENGTHS, True),
-                       _position(first_step, T, length, zeros_b, HAS_LENGTHS, False))
+        pos = tl.where(d == 1, _position(first_step, T, length, HAS_LENGTHS, True),
+                       _position(first_step, T, length, HAS_LENGTHS, False))
     else:
         d = 0
         d64 = 0
@@ -146,7 +153,7 @@ def _direction(length, zeros_b, first_step, T, DIRECTIONS: tl.constexpr, HAS_LEN
             sign = -1
         else:
             sign = 1
-        pos = _position(first_step, T, length, zeros_b, HAS_LENGTHS, REVERSE)
+        pos = _position(first_step, T, length, HAS_LENGTHS, REVERSE)
     return d, d64, sign, pos
 
 
@@ -209,9 +216,9 @@ def _elman_fwd(
     lo_units = 2 * tl.arange(0, BLOCK_H // 2)
     hi_units = lo_units + 1
     lo_read, hi_read = _pair_rows_read(lo_units, hi_units, H, MASK_H)
-    xp_lo = xp_ptr + d * stride_xd + (lo_read * stride_xh)[:, None]
-    xp_hi = xp_ptr + d * stride_xd + (hi_read * stride_xh)[:, None]
     xp_seqs = tl.minimum(seqs, B - 1) * stride_xb
+    xp_lo = d * stride_xd + (lo_read * stride_xh)[:, None] + xp_seqs[None, :]
+    xp_hi = d * stride_xd + (hi_read * stride_xh)[:, None] + xp_seqs[None, :]
     # out: [B, T, DIRECTIONS·H] contiguous; hs: [DIRECTIONS, B, T, H] fp32 contiguous; both written
     # two units per access (PAIRED: H even).
     lo_mask = (lo_units < H)[:, None] & seq_ok[None, :]
@@ -226,8 +233,8 @@ def _elman_fwd(
     steps, first_padding = _steps(lengths_ptr, length, seq_ok, pid, B, T, BLOCK_B, HAS_LENGTHS)
     valid_next = _valid(0, T, length, zeros_b, HAS_LENGTHS)
     pos_next = pos
-    at = (xp_seqs + tl.minimum(tl.maximum(pos, 0), T - 1) * stride_xt)[None, :]
-    xp_next = tile_io.load_pairs(xp_lo + at, xp_hi + at, PAIRED_XP)
+    xp_at = xp_ptr + tl.minimum(tl.maximum(pos, 0), T - 1) * stride_xt
+    xp_next = tile_io.load_pairs(xp_at + xp_lo, xp_at + xp_hi, PAIRED_XP)
     for s in range(steps):
         xp_t = xp_next
         valid = valid_next
@@ -235,8 +242,8 @@ def _elman_fwd(
         # xp of step s+1, loaded during step s.
         valid_next = _valid(s + 1, T, length, zeros_b, HAS_LENGTHS)
         pos_next = pos + sign
-        at = (xp_seqs + tl.minimum(tl.maximum(pos_next, 0), T - 1) * stride_xt)[None, :]
-        xp_next = tile_io.load_pairs(xp_lo + at, xp_hi + at, PAIRED_XP)
+        xp_at = xp_ptr + tl.minimum(tl.maximum(pos_next, 0), T - 1) * stride_xt
+        xp_next = tile_io.load_pairs(xp_at + xp_lo, xp_at + xp_hi, PAIRED_XP)
         acc = xp_t
         if HAS_B_HH:
             acc += bias_tile
@@ -254,11 +261,11 @@ def _elman_fwd(
             h = h_new
             y_lo, y_hi = lo_mask, hi_mask
         if STORE_OUT:
-            at = (pos * (DIRECTIONS * H))[None, :]
-            tile_io.store_pairs(out_ptr + out_lo + at, out_ptr + out_hi + at, h_new, y_lo, y_hi, PAIRED)
+            out_at = out_ptr + pos * (DIRECTIONS * H)
+            tile_io.store_pairs(out_at + out_lo, out_at + out_hi, h_new, y_lo, y_hi, PAIRED)
         if STORE_HS:
-            at = (pos * H)[None, :]
-            tile_io.store_pairs(hs_ptr + hs_lo + at, hs_ptr + hs_hi + at, h_new, y_lo, y_hi, PAIRED)
+            hs_at = hs_ptr + pos * H
+            tile_io.store_pairs(hs_at + hs_lo, hs_at + hs_hi, h_new, y_lo, y_hi, PAIRED)
 
     hn_offs = d64 * B * H + seqs[None, :] * H + units[:, None]
     tl.store(hn_ptr + hn_offs, h.to(hn_ptr.dtype.element_ty), mask=h_mask)
@@ -347,18 +354,18 @@ def _elman_bwd(
     g_lo, g_hi = g_seqs + lo_units[:, None], g_seqs + hi_units[:, None]
     lo_read, hi_read = _pair_rows_read(lo_units, hi_units, H, MASK_H)
     seqs_in = tl.minimum(seqs, B - 1)
-    hs_lo = hs_ptr + d64 * B * T * H + lo_read[:, None]
-    hs_hi = hs_ptr + d64 * B * T * H + hi_read[:, None]
-    hs_seqs = seqs_in * T * H
+    hs_seqs = (seqs_in * T * H)[None, :]
+    hs_lo = d64 * B * T * H + lo_read[:, None] + hs_seqs
+    hs_hi = d64 * B * T * H + hi_read[:, None] + hs_seqs
     if HAS_DOUT:
-        dout_lo = dout_ptr + d * stride_dd + (lo_read * stride_dh)[:, None]
-        dout_hi = dout_ptr + d * stride_dd + (hi_read * stride_dh)[:, None]
-        dout_seqs = seqs_in * stride_db
+        dout_seqs = (seqs_in * stride_db)[None, :]
+        dout_lo = d * stride_dd + (lo_read * stride_dh)[:, None] + dout_seqs
+        dout_hi = d * stride_dd + (hi_read * stride_dh)[:, None] + dout_seqs
     else:
-        dout_lo, dout_hi, dout_seqs = dout_ptr, dout_ptr, 0  # (None: _load_position reads no dout)
+        dout_lo, dout_hi = 0, 0  # (_load_position reads no dout)
     valid_next = _valid(steps - 1, T, length, zeros_b, HAS_LENGTHS)
     pos_next = pos
-    h_next, dout_next = _load_position(pos, T, H, hs_lo, hs_hi, hs_seqs, dout_lo, dout_hi, dout_seqs, stride_dt,
+    h_next, dout_next = _load_position(pos, T, H, hs_ptr, hs_lo, hs_hi, dout_ptr, dout_lo, dout_hi, stride_dt,
                                        HAS_DOUT, PAIRED, PAIRED_DOUT)
     for i in range(steps):
         valid = valid_next
@@ -384,7 +391,7 @@ def _elman_bwd(
         # loop would copy one into the other every step: 31 moves per thread, bf16 H = 128).
         valid_next = _valid(steps - 2 - i, T, length, zeros_b, HAS_LENGTHS)
         pos_next = pos - sign
-        h_next, dout_next = _load_position(pos_next, T, H, hs_lo, hs_hi, hs_seqs, dout_lo, dout_hi, dout_seqs,
+        h_next, dout_next = _load_position(pos_next, T, H, hs_ptr, hs_lo, hs_hi, dout_ptr, dout_lo, dout_hi,
                                            stride_dt, HAS_DOUT, PAIRED, PAIRED_DOUT)
         if HAS_LENGTHS:
             # Past a length the step was an identity: dh passes unchanged (the
@@ -396,8 +403,8 @@ def _elman_bwd(
         else:
             dh = _mm(w_hh_t, w_hh_t_lo, g.to(OPERAND_DTYPE), tl.zeros_like(dh), PRECISION)
             g_lo_mask, g_hi_mask = lo_mask, hi_mask
-        at = (pos * (DIRECTIONS * H))[None, :]
-        tile_io.store_pairs(g_ptr + g_lo + at, g_ptr + g_hi + at, g, g_lo_mask, g_hi_mask, PAIRED)
+        g_at = g_ptr + pos * (DIRECTIONS * H)
+        tile_io.store_pairs(g_at + g_lo, g_at + g_hi, g, g_lo_mask, g_hi_mask, PAIRED)
 
     tl.store(dh0_ptr + d64 * B * H + seqs[None, :] * H + units[:, None], dh, mask=h_mask)
     if HAS_LENGTHS:
