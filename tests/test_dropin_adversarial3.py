@@ -1,0 +1,157 @@
+"""Adversarial checks of the Elman side and the seed model, third round: fused_rnn.SimpleRNN used as a user
+uses the seed model (tests/seed_model.py) or its torch.nn composition.
+
+Each test is a defect found by calling SimpleRNN where the truth is the seed, or for other options the same
+composition of torch.nn modules (``out, h = nn.X(..., batch_first=True)(x, h0); y = fc(out[:, -1])``), with
+the same weights. The docstring says what a user sees and what the truth does. Tiny shapes: the interpreter
+runs the kernels.
+"""
+
+import copy
+import sys
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import fused_rnn
+from helpers import ROOT
+
+sys.path.insert(0, str(ROOT / "tests"))
+from seed_model import SimpleRNN as SeedModel  # noqa: E402
+
+I, H, O, B, T = 3, 5, 2, 4, 6
+STOCK = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+# The SimpleRNN configurations that run the layer path (recurrence.layer for the last layer), not rnn_linear:
+# every GRU and LSTM, and a bidirectional Elman RNN.
+LAYER_PATH = [("gru", 1, False), ("lstm", 1, False), ("rnn", 1, True), ("gru", 1, True)]
+
+
+def truth(rnn, fc, x, h0=None, lengths=None):
+    """The seed's composition: fc on each sequence's last valid step of rnn's output."""
+    if lengths is None:
+        out, _ = rnn(x, h0)
+        return fc(out[:, -1])
+    packed = pack_padded_sequence(x, torch.as_tensor(lengths), batch_first=True, enforce_sorted=False)
+    out, _ = rnn(packed, h0)
+    out, out_lengths = pad_packed_sequence(out, batch_first=True)
+    return fc(out[torch.arange(out.shape[0]), out_lengths - 1])
+
+
+def stock_rnn(cell, model):
+    """torch.nn's module with model.rnn's configuration, weights and dtype."""
+    rnn = model.rnn
+    stock = STOCK[cell](rnn.input_size, rnn.hidden_size, num_layers=rnn.num_layers, batch_first=True,
+                        bidirectional=rnn.bidirectional, dtype=rnn.weight_hh_l0.dtype)
+    stock.load_state_dict(rnn.state_dict())
+    return stock
+
+
+def state(cell, layers_directions, dtype):
+    h = torch.randn(layers_directions, B, H, dtype=dtype)
+    return (h, torch.randn(layers_directions, B, H, dtype=dtype)) if cell == "lstm" else h
+
+
+@pytest.mark.parametrize("cell, layers, bidirectional", LAYER_PATH)
+def test_simple_rnn_layer_path_refuses_h0_of_another_dtype(cell, layers, bidirectional):
+    """A float64 (or float16) h0 with float32 x and weights: torch.nn's module raises ("mat1 and mat2 must
+    have the same dtype", LSTM: a oneDNN error) and fused_rnn.RNN/GRU/LSTM raise a TypeError naming both
+    dtypes, as do SimpleRNN's one-layer Elman path (rnn_linear) and its stacked path (run_layers). The last
+    layer's path (SimpleRNN._forward_layers -> recurrence.layer, what "auto" runs on CUDA) accepts it silently
+    and returns float32. Failing input: SimpleRNN(3, 5, 2, cell="gru", backend="triton")(x, h0.double())."""
+    torch.manual_seed(0)
+    model = fused_rnn.SimpleRNN(I, H, O, cell=cell, num_layers=layers, bidirectional=bidirectional,
+                                backend="triton")
+    x = torch.randn(B, T, I)
+    h0 = state(cell, layers * (2 if bidirectional else 1), torch.float64)
+    with pytest.raises(RuntimeError):     # the truth refuses it
+        truth(stock_rnn(cell, model), model.fc, x, h0)
+    with pytest.raises((TypeError, ValueError), match="float64"):
+        model(x, h0)
+
+
+@pytest.mark.parametrize("cell, layers, bidirectional", LAYER_PATH + [("rnn", 2, False)])
+def test_simple_rnn_layer_path_refuses_an_input_of_another_dtype_clearly(cell, layers, bidirectional):
+    """A half model called with float32 x (the common slip after model.half()): torch.nn's module, and
+    fused_rnn.RNN/GRU/LSTM, raise a ValueError before anything runs, "RNN input dtype (torch.float32) does
+    not match weight dtype (torch.float16)"; SimpleRNN's one-layer Elman path a TypeError naming both dtypes.
+    SimpleRNN's layer path (backend="triton", or "auto" on CUDA) checks nothing and fails inside its input
+    GEMM: RuntimeError "mat1 and mat2 must have the same dtype, but got Float and Half".
+    Failing input: SimpleRNN(3, 5, 2, cell="gru", backend="triton").half()(torch.randn(4, 6, 3))."""
+    torch.manual_seed(0)
+    model = fused_rnn.SimpleRNN(I, H, O, cell=cell, num_layers=layers, bidirectional=bidirectional,
+                                backend="triton").half()
+    x = torch.randn(B, T, I)
+    with pytest.raises(ValueError, match="float16"):     # the truth's error
+        truth(stock_rnn(cell, model), model.fc, x)
+    with pytest.raises((ValueError, TypeError), match="float16"):
+        model(x)
+
+
+def test_simple_rnn_is_scriptable_as_the_seed_is():
+    """torch.jit.script(seed_model) works (nn.RNN and nn.Linear are scriptable, and the seed's forward is
+    plain); the README promises a drop-in "without touching ... the code that calls it", and says nothing of
+    TorchScript. torch.jit.script(fused_rnn.SimpleRNN(10, 20, 1)) raises NotSupportedError: "Compiled
+    functions can't take variable number of arguments or use keyword-only arguments with defaults"
+    (module.py, SimpleRNN.forward's keyword-only lengths, return_hidden; then fused_rnn.RNN's properties)."""
+    torch.manual_seed(0)
+    seed = SeedModel(I, H, O)
+    model = fused_rnn.SimpleRNN(I, H, O)
+    model.load_state_dict(seed.state_dict())
+    x = torch.randn(B, T, I)
+    scripted_seed = torch.jit.script(seed)
+    torch.testing.assert_close(scripted_seed(x), seed(x), atol=0, rtol=0)
+    scripted = torch.jit.script(model)
+    torch.testing.assert_close(scripted(x), seed(x), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("cell, layers, bidirectional", [("rnn", 1, False), ("gru", 2, True)])
+def test_compiled_simple_rnn_fullgraph_takes_a_packed_sequence(cell, layers, bidirectional):
+    """README: SimpleRNN's forward "also accepts a PackedSequence", and "all of them compile with
+    torch.compile(fullgraph=True)"; with lengths= the compiled graph is whole. The same batch as a
+    PackedSequence under torch.compile(model, fullgraph=True) raises torch._dynamo.exc.Unsupported:
+    "Attempted to call function marked as skipped ... pad_packed_sequence" (module.py, SimpleRNN.forward
+    unpacks it with pad_packed_sequence, which Dynamo skips). Eager, and compiled without fullgraph, it
+    gives the composition's output. (Stock nn.RNN does not compile with fullgraph at all: this is the
+    README's claim, not a difference to stock.)"""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = fused_rnn.SimpleRNN(I, H, O, cell=cell, num_layers=layers, bidirectional=bidirectional)
+    x = torch.randn(B, T, I)
+    lengths = torch.tensor([3, 6, 1, 4])
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    expected = truth(stock_rnn(cell, model), model.fc, x, lengths=lengths)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    try:
+        torch.testing.assert_close(compiled(x, lengths=lengths), expected, atol=1e-6, rtol=1e-5)  # works
+        got = compiled(packed)
+    finally:
+        torch._dynamo.reset()
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["backend_torch", "hook_on_fc"])
+def test_compiled_simple_rnn_fullgraph_takes_lengths_on_the_submodule_path(variant):
+    """With backend="auto", torch.compile(model, fullgraph=True)(x, lengths=...) compiles (the lengths range
+    check becomes a graph assert, README). The same call where forward runs the submodules -- backend="torch"
+    ("the stock math"), or a forward hook on model.fc (README: hooks make it run the seed's computation) --
+    raises torch._dynamo.exc.Unsupported: "Attempted to call function marked as skipped ...
+    pack_padded_sequence" (module.py, _forward_submodules packs the batch). README: "all of them compile with
+    torch.compile(fullgraph=True)". (Stock nn.RNN does not compile with fullgraph at all: this is the
+    README's claim, not a difference to stock.)"""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = fused_rnn.SimpleRNN(I, H, O, backend="torch" if variant == "backend_torch" else "auto")
+    if variant == "hook_on_fc":
+        model.fc.register_forward_hook(lambda module, args, out: out * 2)
+    x = torch.randn(B, T, I)
+    lengths = torch.tensor([3, 6, 1, 4])
+    expected = truth(stock_rnn("rnn", model), model.fc, x, lengths=lengths)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    try:
+        got = compiled(x, lengths=lengths)
+    finally:
+        torch._dynamo.reset()
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
