@@ -155,3 +155,22 @@ def test_compiled_simple_rnn_fullgraph_takes_lengths_on_the_submodule_path(varia
     finally:
         torch._dynamo.reset()
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attribute, value", [("mode", "RNN_RELU"), ("nonlinearity", "relu")])
+def test_convert_keeps_the_activation_the_stock_module_runs(attribute, value):
+    """nn.RNN's forward picks its activation from ``mode`` (README: "as in nn.RNN, mode, not nonlinearity,
+    decides the activation"). convert builds the replacement from ``module.nonlinearity`` (convert.py,
+    _replacement: options["nonlinearity"] = module.nonlinearity), so a stock RNN whose ``mode`` was set to
+    "RNN_RELU" runs tanh after convert, and one whose ``nonlinearity`` alone was set to "relu" (stock still
+    runs tanh) runs relu: the model's output changes by ~1 (here max |diff| 0.9).
+    Failing input: rnn = nn.RNN(3, 5); rnn.mode = "RNN_RELU"; fused_rnn.convert(nn.Sequential(rnn))."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.RNN(I, H))
+    setattr(model[0], attribute, value)
+    x = torch.randn(T, B, I)
+    expected_out, expected_h = model(x)
+    fused_rnn.convert(model)
+    out, h_n = model(x)
+    torch.testing.assert_close(out, expected_out, atol=0, rtol=0)
+    torch.testing.assert_close(h_n, expected_h, atol=0, rtol=0)
