@@ -174,3 +174,28 @@ def test_convert_keeps_the_activation_the_stock_module_runs(attribute, value):
     out, h_n = model(x)
     torch.testing.assert_close(out, expected_out, atol=0, rtol=0)
     torch.testing.assert_close(h_n, expected_h, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("layers, bidirectional", [(1, False), (2, True)])
+def test_simple_rnn_runs_under_fake_tensor_mode_on_cuda_tensors(layers, bidirectional):
+    """FakeTensorMode (shape-only tensors: memory estimators, meta-style initialisation, tools that trace
+    without compiling) runs torch.nn's modules on fake CUDA tensors: nn.RNN + nn.Linear return a fake
+    [B, O] tensor. SimpleRNN with the default backend="auto" picks the Triton kernels for those CUDA tensors
+    and launches them on storage-less fakes: RuntimeError 'Attempted to set the storage of a tensor on
+    device "meta" to a storage on different device "cpu"' (ops.rnn_linear and recurrence run the eager
+    kernels; only x.is_meta takes the registered op, whose fake handles shapes). No CUDA is needed to see it:
+    fake CUDA tensors are made on CPU (stock nn.GRU/LSTM cannot run on them without a CUDA build, nn.RNN
+    can). The same with backend="triton" on fake CPU tensors."""
+    torch.manual_seed(0)
+    model = fused_rnn.SimpleRNN(I, H, O, num_layers=layers, bidirectional=bidirectional)
+    stock = nn.RNN(I, H, num_layers=layers, bidirectional=bidirectional, batch_first=True)
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+    with FakeTensorMode():
+        x = torch.randn(B, T, I, device="cuda")
+        params = {name: torch.empty(p.shape, device="cuda") for name, p in model.named_parameters()}
+        stock_params = {name: torch.empty(p.shape, device="cuda") for name, p in stock.named_parameters()}
+        expected, _ = torch.func.functional_call(stock, stock_params, (x,))   # the truth runs
+        assert expected.shape == (B, T, H * (2 if bidirectional else 1))
+        y = torch.func.functional_call(model, params, (x,))
+    assert isinstance(y, FakeTensor)
+    assert y.shape == (B, O) and y.device.type == "cuda" and y.dtype == torch.float32
