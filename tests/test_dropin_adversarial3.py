@@ -199,3 +199,29 @@ def test_simple_rnn_runs_under_fake_tensor_mode_on_cuda_tensors(layers, bidirect
         y = torch.func.functional_call(model, params, (x,))
     assert isinstance(y, FakeTensor)
     assert y.shape == (B, O) and y.device.type == "cuda" and y.dtype == torch.float32
+
+
+@pytest.mark.parametrize("cell, layers, bidirectional", [("gru", 1, False), ("lstm", 2, False), ("rnn", 2, True)])
+def test_simple_rnn_layer_path_keeps_nan_padding_out_of_the_weight_gradients(cell, layers, bidirectional):
+    """README (lengths): "the padding after it is never read, by the output or by any gradient"; the seed's
+    composition packs the batch, so padding never reaches a gradient, NaN or not. SimpleRNN's one-layer Elman
+    path (rnn_linear) honours it; its layer path (backend="triton", "auto" on CUDA) does not:
+    weight_ih_l0.grad is NaN when the padding past each length is NaN (or inf). The output, h_n, x.grad and
+    the other weights' gradients match stock. Cause: recurrence.layer computes the input projection of every
+    step, padding included, as one F.linear (recurrence.input_projection), and autograd's dW_ih = gᵀx meets
+    0 · NaN at the padded steps. Failing input: SimpleRNN(3, 5, 2, cell="gru", backend="triton") on x with
+    x[b, lengths[b]:] = nan, lengths=[3, 6, 1, 4]."""
+    torch.manual_seed(0)
+    model = fused_rnn.SimpleRNN(I, H, O, cell=cell, num_layers=layers, bidirectional=bidirectional,
+                                backend="triton")
+    stock = stock_rnn(cell, model)
+    lengths = [3, 6, 1, 4]
+    x = torch.randn(B, T, I)
+    for b, length in enumerate(lengths):
+        x[b, length:] = float("nan")
+    model(x, lengths=lengths).sum().backward()
+    truth(stock, model.fc, x, lengths=lengths).sum().backward()
+    for (name, ours), theirs in zip(model.rnn.named_parameters(), stock.parameters()):
+        assert torch.isfinite(theirs.grad).all(), f"stock's {name}.grad is not finite"
+        torch.testing.assert_close(ours.grad, theirs.grad, atol=2e-5, rtol=1e-4,
+                                   msg=lambda message, name=name: f"{name}.grad: {message}")
