@@ -225,3 +225,28 @@ def test_simple_rnn_layer_path_keeps_nan_padding_out_of_the_weight_gradients(cel
         assert torch.isfinite(theirs.grad).all(), f"stock's {name}.grad is not finite"
         torch.testing.assert_close(ours.grad, theirs.grad, atol=2e-5, rtol=1e-4,
                                    msg=lambda message, name=name: f"{name}.grad: {message}")
+
+
+@pytest.mark.parametrize("cell, layers, bidirectional", [("gru", 1, False), ("rnn", 2, True)])
+def test_compiled_simple_rnn_keeps_nan_padding_out_of_the_weight_gradients(cell, layers, bidirectional):
+    """The previous defect on the default CPU path under torch.compile(fullgraph=True) (backend "auto": the
+    registered layer ops' stock math): weight_ih_l0.grad (and, bidirectional, weight_ih_l0_reverse.grad) is
+    NaN with NaN padding past the lengths; the seed's packed composition gives finite gradients. Outputs,
+    h_n and x.grad match. Same cause: the input projection over every step (recurrence.input_projection)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = fused_rnn.SimpleRNN(I, H, O, cell=cell, num_layers=layers, bidirectional=bidirectional)
+    stock = stock_rnn(cell, model)
+    lengths = torch.tensor([3, 6, 1, 4])
+    x = torch.randn(B, T, I)
+    for b, length in enumerate(lengths.tolist()):
+        x[b, length:] = float("nan")
+    try:
+        torch.compile(model, fullgraph=True, backend="aot_eager")(x, lengths=lengths).sum().backward()
+    finally:
+        torch._dynamo.reset()
+    truth(stock, model.fc, x, lengths=lengths).sum().backward()
+    for (name, ours), theirs in zip(model.rnn.named_parameters(), stock.parameters()):
+        assert torch.isfinite(theirs.grad).all(), f"stock's {name}.grad is not finite"
+        torch.testing.assert_close(ours.grad, theirs.grad, atol=2e-5, rtol=1e-4,
+                                   msg=lambda message, name=name: f"{name}.grad: {message}")
