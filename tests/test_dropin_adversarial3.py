@@ -250,3 +250,22 @@ def test_compiled_simple_rnn_keeps_nan_padding_out_of_the_weight_gradients(cell,
         assert torch.isfinite(theirs.grad).all(), f"stock's {name}.grad is not finite"
         torch.testing.assert_close(ours.grad, theirs.grad, atol=2e-5, rtol=1e-4,
                                    msg=lambda message, name=name: f"{name}.grad: {message}")
+
+
+@pytest.mark.parametrize("where", ["rnn_linear", "SimpleRNN", "RNN"])
+def test_allow_tf32_refuses_a_value_that_is_not_a_bool(where):
+    """allow_tf32 is None, True or False (README's table). A string from a config file, allow_tf32="False",
+    is accepted and read as True (backends/request.py, resolve_allow_tf32: bool(allow_tf32)), so TF32
+    products (~1e-3 relative error) run on a GPU where the user asked for none. The project's rule for bad
+    input: a TypeError or ValueError naming expected and actual, as backend= and nonlinearity= get."""
+    torch.manual_seed(0)
+    x = torch.randn(B, T, I)
+    with pytest.raises((TypeError, ValueError), match="allow_tf32"):
+        if where == "rnn_linear":
+            rnn, fc = nn.RNN(I, H, batch_first=True), nn.Linear(H, O)
+            fused_rnn.rnn_linear(x, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0, fc.weight,
+                                 fc.bias, allow_tf32="False")
+        elif where == "SimpleRNN":
+            fused_rnn.SimpleRNN(I, H, O, allow_tf32="False")(x)
+        else:
+            fused_rnn.RNN(I, H, batch_first=True, allow_tf32="False")(x)
