@@ -269,3 +269,26 @@ def test_allow_tf32_refuses_a_value_that_is_not_a_bool(where):
             fused_rnn.SimpleRNN(I, H, O, allow_tf32="False")(x)
         else:
             fused_rnn.RNN(I, H, batch_first=True, allow_tf32="False")(x)
+
+
+def test_convert_keeps_a_scriptable_model_scriptable():
+    """A model holding an nn.LSTM is scriptable (torch.jit.script, for TorchScript deployment); after
+    fused_rnn.convert it is not: RuntimeError "getattr's second argument must be a string literal"
+    (rnn.py, the _flat_weights property). README: convert "swaps them into any model", a one-line speed-up;
+    nothing says TorchScript stops working."""
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(I, H, batch_first=True)
+            self.head = nn.Linear(H, O)
+
+        def forward(self, x):
+            out, _ = self.lstm(x)
+            return self.head(out)
+
+    torch.manual_seed(0)
+    model = Tagger()
+    x = torch.randn(B, T, I)
+    expected = torch.jit.script(model)(x)     # the stock model scripts
+    fused_rnn.convert(model)
+    torch.testing.assert_close(torch.jit.script(model)(x), expected, atol=1e-6, rtol=1e-6)
