@@ -294,3 +294,26 @@ def test_convert_keeps_a_scriptable_model_scriptable():
     expected = model(x)
     fused_rnn.convert(model)
     torch.testing.assert_close(torch.jit.script(model)(x), expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_compiled_elman_rnn_fullgraph_takes_a_packed_sequence(nonlinearity):
+    """README: fused_rnn.RNN takes nn.RNN's forward contract, PackedSequence included, and "all of them
+    compile with torch.compile(fullgraph=True)". A PackedSequence under fullgraph raises
+    torch._dynamo.exc.Unsupported "... pad_packed_sequence" (rnn.py, RNN._forward_layers unpacks it with
+    pad_packed_sequence, which Dynamo skips); padded input compiles. Truth: stock nn.RNN eager on the same
+    PackedSequence (stock does not compile with fullgraph at all: this is the README's claim)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    stock = nn.RNN(I, H, batch_first=True, nonlinearity=nonlinearity)
+    ours = fused_rnn.RNN(I, H, batch_first=True, nonlinearity=nonlinearity)
+    ours.load_state_dict(stock.state_dict())
+    x = torch.randn(B, T, I)
+    packed = pack_padded_sequence(x, torch.tensor([3, 6, 1, 4]), batch_first=True, enforce_sorted=False)
+    expected_out, expected_h = stock(packed)
+    try:
+        out, h_n = torch.compile(ours, fullgraph=True, backend="aot_eager")(packed)
+    finally:
+        torch._dynamo.reset()
+    torch.testing.assert_close(out.data, expected_out.data, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(h_n, expected_h, atol=1e-6, rtol=1e-5)
