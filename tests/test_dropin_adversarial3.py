@@ -1,14 +1,12 @@
 """Adversarial checks of the Elman side and the seed model, third round: fused_rnn.SimpleRNN used as a user
-uses the seed model (tests/seed_model.py) or its torch.nn composition.
+uses the seed model (tests/seed_model.py), and fused_rnn.RNN, rnn_linear and convert around it.
 
-Each test is a defect found by calling SimpleRNN where the truth is the seed, or for other options the same
-composition of torch.nn modules (``out, h = nn.X(..., batch_first=True)(x, h0); y = fc(out[:, -1])``), with
-the same weights. The docstring says what a user sees and what the truth does. Tiny shapes: the interpreter
-runs the kernels.
+Each test is a defect found against the truth with the same weights: the seed, or for other options the same
+composition of torch.nn modules (``out, h = nn.X(..., batch_first=True)(x, h0); y = fc(out[:, -1])``, with
+lengths through a PackedSequence), or torch.nn's module itself; where stock has no counterpart, the README's
+claim or the project's bad-input rule, as the docstring says. Each docstring says what a user sees and what
+the truth does. Tiny shapes: the interpreter runs the kernels.
 """
-
-import copy
-import sys
 
 import pytest
 import torch
@@ -16,10 +14,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fused_rnn
-from helpers import ROOT
-
-sys.path.insert(0, str(ROOT / "tests"))
-from seed_model import SimpleRNN as SeedModel  # noqa: E402
+from seed_model import SimpleRNN as SeedModel
 
 I, H, O, B, T = 3, 5, 2, 4, 6
 STOCK = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
