@@ -8,6 +8,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import backends
 from .backends import RnnLinearRequest
+from .backends.request import check_allow_tf32
 from .ops import BACKENDS, check_lengths, check_x, resolve_allow_tf32, rnn_linear, select_backend
 from .rnn import GRU, LSTM, RNN, _fx_proxies, _recurrence
 
@@ -85,6 +86,7 @@ class SimpleRNN(nn.Module):
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if cell not in CELL_CLASSES:
             raise ValueError(f"cell must be one of {tuple(CELL_CLASSES)}, got {cell!r}")
+        check_allow_tf32(allow_tf32)
         if cell != "rnn" and nonlinearity != "tanh":
             raise ValueError(f"nonlinearity applies to cell='rnn' only, got nonlinearity={nonlinearity!r} with "
                              f"cell={cell!r}")
@@ -160,6 +162,8 @@ class SimpleRNN(nn.Module):
             if spec.has_cell_state and not isinstance(hx, tuple):
                 raise TypeError(f"an LSTM's h0 must be a tuple (h0, c0) or None, got {type(h0).__name__}")
             rnn.check_forward_args(x, hx, None)
+        else:
+            rnn.check_input(x, None)
         h0, c0 = (hx if spec.has_cell_state else (hx, None)) if hx is not None else (None, None)
         allow_tf32 = resolve_allow_tf32(self.allow_tf32)
         tensors = (x, h0, c0, *rnn._flat_weights, fc.weight, fc.bias)
@@ -176,7 +180,8 @@ class SimpleRNN(nn.Module):
         per_direction = len(weights) // (L * D)      # w_ih, w_hh[, b_ih, b_hh]
         common = dict(allow_tf32=allow_tf32, backend=chosen)
         h_ns, c_ns = [], []
-        inp = x
+        # The last layer reads x itself with one layer; deeper, run_layers zeroes its padding.
+        inp = x if lengths is None or L > 1 else recurrence.zero_padding(x, lengths)
         if L > 1:
             below = (L - 1) * D
             inp, h_n, c_n = recurrence.run_layers(

@@ -634,6 +634,8 @@ def layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *, reverse, allow_tf
         with torch.autocast(x.device.type, enabled=False):
             return layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32,
                          backend=backend, store_out=store_out)
+    check_state_like("h0", h0, x)
+    check_state_like("c0", c0, x)
     allow_tf32 = resolve_allow_tf32(allow_tf32)
     chosen = select_layer_backend(cell, x, w_hh.shape[1], backend=backend, allow_tf32=allow_tf32,
                                   needs_grad=_needs_grad(x, w_ih, w_hh, b_ih, b_hh, h0, c0))
@@ -677,8 +679,24 @@ def _check_state(name, state, expected, x):
     if tuple(state.shape) != expected:
         raise ValueError(f"{name} must have shape {expected} (num_layers * num_directions, batch, hidden_size), "
                          f"got {tuple(state.shape)}")
-    if state.dtype != x.dtype or state.device != x.device:
+    check_state_like(name, state, x)
+
+
+def check_state_like(name, state, x):
+    """A TypeError unless the state (None: zeros) has x's dtype and device, as torch.nn's modules require."""
+    if state is not None and (state.dtype != x.dtype or state.device != x.device):
         raise TypeError(f"{name} is {state.dtype} on {state.device} but x is {x.dtype} on {x.device}")
+
+
+def zero_padding(x, lengths):
+    """x [B, T, I] with 0 at the steps t >= lengths[b] (whatever they held, NaN included).
+
+    The layers compute every step's input projection in one GEMM, padding included; its weight
+    gradient Σ_t g_tᵀ x_t takes g_t = 0 there, and 0 · NaN would be NaN where torch.nn's packed
+    sequences never read the padding. x's gradient is 0 there, as torch.nn's.
+    """
+    steps = torch.arange(x.shape[1], device=x.device)
+    return torch.where((steps[None, :] < lengths.to(x.device)[:, None])[:, :, None], x, 0)
 
 
 def _check_arguments(spec, x, weights, h0, c0, num_layers, directions):
@@ -737,6 +755,7 @@ def run_layers(cell, x, weights, h0, c0, lengths, *, num_layers, bidirectional, 
     per_layer, H = _check_arguments(spec, x, weights, h0, c0, num_layers, directions)
     if lengths is not None:
         lengths = check_lengths(lengths, x).to(device=x.device, dtype=torch.int64)
+        x = zero_padding(x, lengths)
     allow_tf32 = resolve_allow_tf32(allow_tf32)
     needs_grad = _needs_grad(x, h0, c0, *weights)
     chosen = select_layer_backend(cell, x, H, backend=backend, needs_grad=needs_grad, allow_tf32=allow_tf32)

@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn import init
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
+from .backends.request import check_allow_tf32, resolve_allow_tf32
 from .cells import BY_MODE, cell as cell_named
 
 LAYER_BACKENDS = ("auto", "triton", "torch")
@@ -111,6 +112,7 @@ class RNNBase(nn.Module):
         self.bidirectional = bidirectional
         self.proj_size = proj_size
         self.backend = backend
+        check_allow_tf32(allow_tf32)
         self.allow_tf32 = allow_tf32
         if not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1 or isinstance(dropout, bool):
             raise ValueError("dropout should be a number in range [0, 1] representing the probability of an "
@@ -220,7 +222,7 @@ class RNNBase(nn.Module):
     # --- which path runs -----------------------------------------------------------------------------
 
     def _allow_tf32(self):
-        return bool(torch.backends.cudnn.allow_tf32) if self.allow_tf32 is None else bool(self.allow_tf32)
+        return resolve_allow_tf32(self.allow_tf32)
 
     def _needs_grad(self, *tensors):
         if not torch.is_grad_enabled():

@@ -13,11 +13,18 @@ import torch
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def check_allow_tf32(allow_tf32):
+    """A TypeError unless None, True or False (a string "False" would otherwise read as True)."""
+    if allow_tf32 is not None and not isinstance(allow_tf32, bool):
+        raise TypeError(f"allow_tf32 must be None, True or False, got {allow_tf32!r}")
+
+
 def resolve_allow_tf32(allow_tf32):
     """None follows torch.backends.cudnn.allow_tf32 now, as nn.RNN does (a guard under torch.compile)."""
+    check_allow_tf32(allow_tf32)
     if allow_tf32 is None:
         return bool(torch.backends.cudnn.allow_tf32)
-    return bool(allow_tf32)
+    return allow_tf32
 
 
 class RnnLinearRequest(NamedTuple):
