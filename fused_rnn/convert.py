@@ -73,6 +73,10 @@ def _replacement(module, backend, allow_tf32):
         fused = cls(module.input_size, module.hidden_size, **options)
     for name in module._flat_weights_names:
         setattr(fused, name, module._parameters[name])
+    if cls is RNN:
+        # nn.RNN's forward takes its activation from mode, which code may have changed apart from
+        # nonlinearity (the constructor sets both); both as they are, so the same activation runs.
+        fused.mode, fused.nonlinearity = module.mode, module.nonlinearity
     fused.train(module.training)
     return fused
 
