@@ -7,6 +7,7 @@ backend runs a call, and the stock path itself, are in ``fused_rnn.backends``.
 """
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 
 from . import backends
 from .backends import BACKENDS, KERNEL_DTYPES, RnnLinearRequest, resolve_allow_tf32  # noqa: F401  (re-exported)
@@ -84,11 +85,11 @@ def check_lengths(lengths, x):
         raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
     if _shape(lengths) != (B,):
         raise ValueError(f"lengths must have shape ({B},) (one per sequence), got {_shape(lengths)}")
-    if lengths.is_meta and not x.is_meta:
+    if lengths.is_meta and not shape_only(x):
         raise ValueError("lengths is on meta, so its values cannot be read; pass them on the CPU or on x's device")
     if torch.compiler.is_compiling():
         torch._assert_async(((lengths >= 1) & (lengths <= T)).all(), "lengths must lie in [1, T]")
-    elif not x.is_meta and B > 0:
+    elif not shape_only(x) and not shape_only(lengths) and B > 0:
         lo, hi = int(lengths.min()), int(lengths.max())
         if lo < 1 or hi > T:
             raise ValueError(f"lengths must lie in [1, T={T}], got values from {lo} to {hi}")
@@ -141,6 +142,12 @@ def check_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, 
     if lengths is not None:
         lengths = check_lengths(lengths, x)
     return h0, lengths
+
+
+def shape_only(t):
+    """Whether ``t`` has no data to compute with: a meta tensor, or a FakeTensor (FakeTensorMode: memory
+    estimators, tracing tools). Such calls take the registered ops, whose fakes give the shapes."""
+    return t.is_meta or isinstance(t, FakeTensor)
 
 
 def _under_functorch():
@@ -367,8 +374,8 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
     # Under torch.compile the registered op (fused_rnn/library.py) keeps the graph
     # whole: on CUDA it is the kernel, elsewhere the stock math without packing
     # (pack_padded_sequence reads lengths, which breaks a graph).
-    # Meta tensors take the op too: its shape-only fake needs no lengths values (packing does).
-    use_op = x.is_meta or (torch.compiler.is_compiling() and (chosen == "triton" or x.device.type != "cuda"))
+    # Meta and fake tensors take the op too: its shape-only fake needs no lengths values (packing does).
+    use_op = shape_only(x) or (torch.compiler.is_compiling() and (chosen == "triton" or x.device.type != "cuda"))
     if chosen == "torch" and not use_op:
         training = torch.is_grad_enabled()
         y, h_n = rnn_linear_stock(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias,

@@ -37,7 +37,8 @@ from .backends import LayerRequest, resolve_allow_tf32
 from .backends import triton as triton_backend
 from .cells import cell as get_cell
 from .library import fused_op
-from .ops import AUTOCAST_DEVICES, _under_functorch, cast_floating, check_lengths, plain_math_backward
+from .ops import (AUTOCAST_DEVICES, _under_functorch, cast_floating, check_lengths, plain_math_backward,
+                  shape_only)
 
 # The backends a layer stack may name; "cuda" is refused by its capability check (no layer kernel in csrc).
 BACKENDS = backends.BACKENDS
@@ -557,7 +558,7 @@ def bidirectional_layer(cell, x, forward_weights, reverse_weights, h0, lengths, 
         lengths = lengths.to(device=x.device, dtype=torch.int64).contiguous()
     xp = input_projection(x, w_ih, b_ih)
     needs_grad = _needs_grad(xp, w_hh, b_hh, h0)
-    if xp.is_meta or is_compiling():
+    if shape_only(xp) or is_compiling():
         out, h_n, _, _ = bidirectional_op(cell, xp, w_hh, b_hh, h0, lengths, allow_tf32, store_out, needs_grad)
         return (out if store_out else None), h_n
     if needs_grad:
@@ -584,8 +585,8 @@ def recurrence(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, ba
     spec = get_cell(cell)
     allow_tf32 = resolve_allow_tf32(allow_tf32)
     # Under torch.compile the registered op keeps the graph whole and T symbolic,
-    # for either backend; meta tensors take it too, for its shape-only fake.
-    use_op = xp.is_meta or is_compiling()
+    # for either backend; meta and fake tensors take it too, for its shape-only fake.
+    use_op = shape_only(xp) or is_compiling()
     if backend == "torch" and not use_op:
         with torch.autocast(xp.device.type, enabled=False):   # the state stays wide, as in the kernels
             out, h_n, c_n, _ = stock.recurrence_unrolled(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse,

@@ -37,6 +37,7 @@ the state are forced to 0 after every step: an infinite x or h0 times a padded
 import threading
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 import triton
 import triton.language as tl
 
@@ -718,6 +719,10 @@ def auto_takes(dtype, input_size, hidden_size, output_size, allow_tf32, needs_gr
 
 
 def _launch(kernel, grid, wrap, *args, **kwargs):
+    if any(isinstance(a, FakeTensor) for a in args):
+        # FakeTensorMode runs a registered op's body for its output shapes: nothing to launch, as
+        # wrap_triton's fake does not launch (the interpreter would read the fakes' storage).
+        return
     kernel = kernel if wrap is None else wrap(kernel)
     if INTERPRETED:
         with _INTERPRETER_LOCK:
