@@ -1,0 +1,89 @@
+"""Adversarial checks of the kernel path's numbers, fourth round: fused_rnn.RNN/GRU/LSTM with backend="triton"
+(the Triton kernels, through the interpreter on CPU) against torch.nn with the same weights on CPU, forward and
+every gradient, on inputs users send.
+
+Each test is one defect: a value, or the position of a NaN/inf, that differs from stock's (the project's rule:
+non-finite values behave as stock). Each docstring says what a user sees, what stock (and the float64 truth)
+gives, and the failing input. Tiny shapes: the interpreter runs the kernels.
+"""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import fused_rnn
+
+STOCK = {"RNN": nn.RNN, "GRU": nn.GRU, "LSTM": nn.LSTM}
+
+
+def pair(cls, I, H, **kwargs):
+    """(stock, fused) with the same weights; fused forced onto the kernels with fp32-accurate products."""
+    torch.manual_seed(0)
+    stock = STOCK[cls](I, H, batch_first=True, **kwargs)
+    fused = getattr(fused_rnn, cls)(I, H, batch_first=True, backend="triton", allow_tf32=False, **kwargs)
+    fused.load_state_dict(stock.state_dict())
+    return stock, fused
+
+
+def assert_same_non_finite_and_close(actual, expected, name):
+    """Same NaN, +inf and -inf positions as stock; the finite rest within fp32 tolerance."""
+    assert actual is not None and expected is not None, name
+    for what, mask in (("NaN", torch.isnan), ("+inf", lambda t: t == float("inf")),
+                       ("-inf", lambda t: t == -float("inf"))):
+        assert torch.equal(mask(actual), mask(expected)), (
+            f"{name}: {what} at {mask(actual).nonzero().tolist()}, stock at {mask(expected).nonzero().tolist()}")
+    finite = torch.isfinite(expected)
+    torch.testing.assert_close(actual[finite], expected[finite], atol=2e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_relu_non_finite_state_at_a_short_sequences_last_step_stays_out_of_weight_hh_grad(bidirectional, value):
+    """nn.RNN(nonlinearity="relu") on a PackedSequence, lengths [1, 2, 2], with a NaN (or inf) in sequence
+    0's only step (x[0, 0, 0]). Stock: that sequence's state is NaN (or inf in some units); relu's derivative
+    at NaN is 0 (NaN > 0 is False), and that state is never anyone's h_{t-1}, so weight_hh_l0.grad is finite
+    (every entry). fused_rnn.RNN(backend="triton"): weight_hh_l0.grad is NaN in every entry (inf: NaN in the
+    columns of the infinite units); the other gradients match.
+
+    Cause (guess): recurrence.states_before (fused_rnn/recurrence.py:221-222) builds h_{t-1} for the forward
+    direction as cat([h0, hs[:, :-1]]), assuming it is 0 past a length ("hs is 0 past a length, and so is
+    this"); but at t = len_b it is hs[:, len_b - 1], the sequence's last valid state (NaN/inf here),
+    and dgh = 0 there enters dW_hh = dghᵀ·before as 0 · NaN (0 · inf) = NaN. The reverse branch masks with a where."""
+    I, H, T = 4, 5, 2
+    stock, fused = pair("RNN", I, H, nonlinearity="relu", bidirectional=bidirectional)
+    x = torch.randn(3, T, I)
+    x[0, 0, 0] = value
+    lengths = torch.tensor([1, 2, 2])
+    grads = []
+    for module in (stock, fused):
+        xx = x.clone().requires_grad_()
+        out, h_n = module(pack_padded_sequence(xx, lengths, batch_first=True, enforce_sorted=False))
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
+        (out.sum() + h_n.sum()).backward()
+        grads.append({"x": xx.grad, **{n: p.grad for n, p in module.named_parameters()}})
+    for name in grads[0]:
+        assert_same_non_finite_and_close(grads[1][name], grads[0][name], name)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_lstm_infinite_c0_gives_stocks_infinite_gradients_not_nan(sign):
+    """nn.LSTM(3, 2) with c0[0, 0, 1] = ±inf (h0, x finite, T = 1) and loss out + 2·h_n + 3·c_n. Forward
+    matches (c_n[.., 1] = ±inf, h finite: tanh(±inf) = ±1). Backward, stock: the forget gate's pre-activation
+    gradient is dc·c_{t-1}·f(1-f) = ±inf (the float64 truth too), so bias_ih_l0.grad[3] (unit 1 of gate f) is
+    ±inf, x.grad and h0.grad are ±inf. fused_rnn.LSTM(backend="triton"): NaN in all of these.
+
+    Cause (guess): fused_rnn/kernels/lstm.py:499 writes f(1-f)·c_{t-1} as dc_f·(c_prev - c_prev·f),
+    which is inf - inf = NaN for an infinite c_{t-1}; stock's c_prev·f·(1-f) keeps the inf."""
+    stock, fused = pair("LSTM", 3, 2)
+    x, h0, c0 = torch.randn(1, 1, 3), torch.randn(1, 1, 2), torch.randn(1, 1, 2)
+    c0[0, 0, 1] = sign * float("inf")
+    results = []
+    for module in (stock, fused):
+        xx, hh, cc = (t.clone().requires_grad_() for t in (x, h0, c0))
+        out, (h_n, c_n) = module(xx, (hh, cc))
+        (out.sum() + 2 * h_n.sum() + 3 * c_n.sum()).backward()
+        results.append({"out": out.detach(), "c_n": c_n.detach(), "x": xx.grad, "h0": hh.grad, "c0": cc.grad,
+                        **{n: p.grad for n, p in module.named_parameters()}})
+    for name in results[0]:
+        assert_same_non_finite_and_close(results[1][name], results[0][name], name)
