@@ -87,3 +87,62 @@ def test_lstm_infinite_c0_gives_stocks_infinite_gradients_not_nan(sign):
                         **{n: p.grad for n, p in module.named_parameters()}})
     for name in results[0]:
         assert_same_non_finite_and_close(results[1][name], results[0][name], name)
+
+
+def test_gru_infinite_h0_of_a_short_sequence_stays_out_of_weight_hh_grad():
+    """nn.GRU(3, 4) on a PackedSequence, lengths [1, 2] (T = 2), h0[0, 0, 0] = inf. Stock: weight_hh_l0.grad
+    is NaN/±inf only where g_0ᵀ·h0 puts them (column 0, and the rows the inf state's NaN gates reach);
+    fused_rnn.GRU(backend="triton"): more entries NaN (with torch.manual_seed(0) weights, columns 1-3 of rows
+    5 and 9, which stock leaves finite); out, h_n and every other gradient as stock. The same cause as the relu test: sequence 0's state
+    after its only step (inf in unit 0) is held at t = 1, where dgh = 0 meets it as 0 · inf
+    (fused_rnn/recurrence.py:221-222)."""
+    I, H, T = 3, 4, 2
+    stock, fused = pair("GRU", I, H)
+    x, h0 = torch.randn(2, T, I), torch.randn(1, 2, H)
+    h0[0, 0, 0] = float("inf")
+    lengths = torch.tensor([1, 2])
+    results = []
+    for module in (stock, fused):
+        xx, hh = x.clone().requires_grad_(), h0.clone().requires_grad_()
+        out, h_n = module(pack_padded_sequence(xx, lengths, batch_first=True, enforce_sorted=False), hh)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
+        g = torch.Generator().manual_seed(1)
+        (out * torch.randn(out.shape, generator=g)).sum().add((h_n * torch.randn(h_n.shape, generator=g)).sum()).backward()
+        results.append({"out": out.detach(), "h_n": h_n.detach(), "x": xx.grad, "h0": hh.grad,
+                        **{n: p.grad for n, p in module.named_parameters()}})
+    for name in results[0]:
+        assert_same_non_finite_and_close(results[1][name], results[0][name], name)
+
+
+def test_bidirectional_relu_simple_rnn_with_h_n_keeps_stocks_infinite_weight_ih_reverse_grad():
+    """fused_rnn.SimpleRNN(4, 5, 2, bidirectional=True, nonlinearity="relu", backend="triton") called with
+    return_hidden=True on x [1, 1, 4] with x[0, 0, 0] = -inf, and a loss that reads y and h_n (here
+    y.sum() - 2·(h_n[1] · fc.weight[:, H:].sum(0)).sum(), so h_n's reverse half pulls against y's). The
+    truth, the seed's composition (nn.RNN + nn.Linear on out[:, -1]): weight_ih_l0_reverse.grad[:, 0] is
+    (g_y + g_hn)·x = ±inf in every unit the relu lets through. SimpleRNN: NaN there.
+
+    Cause (guess): fused_rnn/module.py:222-233 runs the reverse direction's step at position T - 1 twice, once
+    for y (h_rev_first) and once for h_n (h_rev), each with its own input projection, so weight_ih_reverse's
+    gradient is g_yᵀx + g_hnᵀx = (+inf) + (-inf) = NaN where stock sums the gradients first: (g_y + g_hn)ᵀx.
+    Only an infinite input tells them apart (finite inputs agree to rounding)."""
+    I, H, O = 4, 5, 2
+    torch.manual_seed(0)
+    model = fused_rnn.SimpleRNN(I, H, O, bidirectional=True, nonlinearity="relu", backend="triton",
+                                allow_tf32=False)
+    rnn = nn.RNN(I, H, bidirectional=True, nonlinearity="relu", batch_first=True)
+    rnn.load_state_dict(model.rnn.state_dict())
+    fc = nn.Linear(2 * H, O)
+    fc.load_state_dict(model.fc.state_dict())
+    x = torch.randn(1, 1, I)
+    x[0, 0, 0] = -float("inf")
+    pull = -2 * fc.weight[:, H:].detach().sum(0)
+
+    out, h_stock = rnn(x)
+    (fc(out[:, -1]).sum() + (h_stock[1] * pull).sum()).backward()
+    y, h_fused = model(x, return_hidden=True)
+    (y.sum() + (h_fused[1] * pull).sum()).backward()
+
+    expected, actual = rnn.weight_ih_l0_reverse.grad, model.rnn.weight_ih_l0_reverse.grad
+    assert torch.isinf(expected).any()          # a unit the relu lets through
+    for name in ("weight_ih_l0_reverse", "weight_hh_l0_reverse", "bias_ih_l0_reverse", "weight_ih_l0"):
+        assert_same_non_finite_and_close(getattr(model.rnn, name).grad, getattr(rnn, name).grad, name)
