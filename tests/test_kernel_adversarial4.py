@@ -146,3 +146,41 @@ def test_bidirectional_relu_simple_rnn_with_h_n_keeps_stocks_infinite_weight_ih_
     assert torch.isinf(expected).any()          # a unit the relu lets through
     for name in ("weight_ih_l0_reverse", "weight_hh_l0_reverse", "bias_ih_l0_reverse", "weight_ih_l0"):
         assert_same_non_finite_and_close(getattr(model.rnn, name).grad, getattr(rnn, name).grad, name)
+
+
+@pytest.mark.parametrize("cell, layers, bidirectional", [("lstm", 1, True), ("gru", 1, True), ("rnn", 2, False)])
+def test_nan_weight_state_held_past_a_length_stays_out_of_weight_hh_grad(cell, layers, bidirectional):
+    """README (Training): "With lengths, ... a NaN state held after a NaN weight, reaches no gradient".
+    fused_rnn.SimpleRNN(3, 2, 2, cell=cell, backend="triton") (bidirectional GRU/LSTM, or a 2-layer relu
+    RNN: the layer path) with rnn.bias_ih_l0[1] = NaN, x [2, 2, 3] and lengths [1, 1] (padding at t = 1), a
+    loss reading y and h_n. The truth, the seed's composition (torch.nn's module on a PackedSequence, fc on
+    each sequence's last output): weight_hh_l0.grad is NaN only in the rows the NaN reaches through g (rows
+    1, 3, 5, 7 for the LSTM; none for relu, whose derivative at NaN is 0); every valid step reads h0, which
+    is finite, so column 1 is finite in the other rows. SimpleRNN: column 1 NaN in every row. The NaN state
+    held at t = 1, the padding, meets dgh = 0 there as 0 · NaN (fused_rnn/recurrence.py:221-222). (With
+    a sequence longer than 1, stock's column goes NaN too, which is why the plain modules rarely show it.)"""
+    I, H, O, T = 3, 2, 2, 2
+    torch.manual_seed(0)
+    kwargs = dict(nonlinearity="relu") if cell == "rnn" else {}
+    model = fused_rnn.SimpleRNN(I, H, O, cell=cell, num_layers=layers, bidirectional=bidirectional,
+                                backend="triton", allow_tf32=False, **kwargs)
+    rnn = STOCK[cell.upper()](I, H, num_layers=layers, bidirectional=bidirectional, batch_first=True, **kwargs)
+    rnn.load_state_dict(model.rnn.state_dict())
+    fc = nn.Linear(H * (2 if bidirectional else 1), O)
+    fc.load_state_dict(model.fc.state_dict())
+    with torch.no_grad():
+        model.rnn.bias_ih_l0[1] = rnn.bias_ih_l0[1] = float("nan")
+    x = torch.randn(2, T, I)
+    lengths = torch.tensor([1, 1])
+    g = torch.Generator().manual_seed(2)
+    dy, dh = torch.randn(2, O, generator=g), torch.randn(layers * (2 if bidirectional else 1), 2, H, generator=g)
+
+    out, h_stock = rnn(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+    out, out_lengths = pad_packed_sequence(out, batch_first=True)
+    h_stock = h_stock[0] if cell == "lstm" else h_stock
+    ((fc(out[torch.arange(2), out_lengths - 1]) * dy).sum() + (h_stock * dh).sum()).backward()
+    y, h_fused = model(x, lengths=lengths, return_hidden=True)
+    h_fused = h_fused[0] if cell == "lstm" else h_fused
+    ((y * dy).sum() + (h_fused * dh).sum()).backward()
+
+    assert_same_non_finite_and_close(model.rnn.weight_hh_l0.grad, rnn.weight_hh_l0.grad, "weight_hh_l0")
