@@ -92,7 +92,7 @@ def test_lstm_infinite_c0_gives_stocks_infinite_gradients_not_nan(sign):
 def test_gru_infinite_h0_of_a_short_sequence_stays_out_of_weight_hh_grad():
     """nn.GRU(3, 4) on a PackedSequence, lengths [1, 2] (T = 2), h0[0, 0, 0] = inf. Stock: weight_hh_l0.grad
     is NaN/±inf only where g_0ᵀ·h0 puts them (column 0, and the rows the inf state's NaN gates reach);
-    fused_rnn.GRU(backend="triton"): more entries NaN (with torch.manual_seed(0) weights, columns 1-3 of rows
+    fused_rnn.GRU(backend="triton"): more entries NaN (with torch.manual_seed(0) weights, columns 2 and 3 of rows
     5 and 9, which stock leaves finite); out, h_n and every other gradient as stock. The same cause as the relu test: sequence 0's state
     after its only step (inf in unit 0) is held at t = 1, where dgh = 0 meets it as 0 · inf
     (fused_rnn/recurrence.py:221-222)."""
