@@ -49,7 +49,8 @@ def test_relu_non_finite_state_at_a_short_sequences_last_step_stays_out_of_weigh
     Cause (guess): recurrence.states_before (fused_rnn/recurrence.py:221-222) builds h_{t-1} for the forward
     direction as cat([h0, hs[:, :-1]]), assuming it is 0 past a length ("hs is 0 past a length, and so is
     this"); but at t = len_b it is hs[:, len_b - 1], the sequence's last valid state (NaN/inf here),
-    and dgh = 0 there enters dW_hh = dghᵀ·before as 0 · NaN (0 · inf) = NaN. The reverse branch masks with a where."""
+    and dgh = 0 there enters dW_hh = dghᵀ·before as 0 · NaN (0 · inf) = NaN. The reverse branch masks with
+    a where."""
     I, H, T = 4, 5, 2
     stock, fused = pair("RNN", I, H, nonlinearity="relu", bidirectional=bidirectional)
     x = torch.randn(3, T, I)
@@ -92,10 +93,10 @@ def test_lstm_infinite_c0_gives_stocks_infinite_gradients_not_nan(sign):
 def test_gru_infinite_h0_of_a_short_sequence_stays_out_of_weight_hh_grad():
     """nn.GRU(3, 4) on a PackedSequence, lengths [1, 2] (T = 2), h0[0, 0, 0] = inf. Stock: weight_hh_l0.grad
     is NaN/±inf only where g_0ᵀ·h0 puts them (column 0, and the rows the inf state's NaN gates reach);
-    fused_rnn.GRU(backend="triton"): more entries NaN (with torch.manual_seed(0) weights, columns 2 and 3 of rows
-    5 and 9, which stock leaves finite); out, h_n and every other gradient as stock. The same cause as the relu test: sequence 0's state
-    after its only step (inf in unit 0) is held at t = 1, where dgh = 0 meets it as 0 · inf
-    (fused_rnn/recurrence.py:221-222)."""
+    fused_rnn.GRU(backend="triton"): more entries NaN (with torch.manual_seed(0) weights, columns 2 and 3 of
+    rows 5 and 9, which stock leaves finite); out, h_n and every other gradient as stock. The same cause as
+    the relu test: sequence 0's state after its only step (inf in unit 0, NaN in others) is held at t = 1,
+    where dgh = 0 meets it as 0 · inf (fused_rnn/recurrence.py:221-222)."""
     I, H, T = 3, 4, 2
     stock, fused = pair("GRU", I, H)
     x, h0 = torch.randn(2, T, I), torch.randn(1, 2, H)
@@ -107,7 +108,8 @@ def test_gru_infinite_h0_of_a_short_sequence_stays_out_of_weight_hh_grad():
         out, h_n = module(pack_padded_sequence(xx, lengths, batch_first=True, enforce_sorted=False), hh)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
         g = torch.Generator().manual_seed(1)
-        (out * torch.randn(out.shape, generator=g)).sum().add((h_n * torch.randn(h_n.shape, generator=g)).sum()).backward()
+        loss = (out * torch.randn(out.shape, generator=g)).sum() + (h_n * torch.randn(h_n.shape, generator=g)).sum()
+        loss.backward()
         results.append({"out": out.detach(), "h_n": h_n.detach(), "x": xx.grad, "h0": hh.grad,
                         **{n: p.grad for n, p in module.named_parameters()}})
     for name in results[0]:
@@ -142,8 +144,7 @@ def test_bidirectional_relu_simple_rnn_with_h_n_keeps_stocks_infinite_weight_ih_
     y, h_fused = model(x, return_hidden=True)
     (y.sum() + (h_fused[1] * pull).sum()).backward()
 
-    expected, actual = rnn.weight_ih_l0_reverse.grad, model.rnn.weight_ih_l0_reverse.grad
-    assert torch.isinf(expected).any()          # a unit the relu lets through
+    assert torch.isinf(rnn.weight_ih_l0_reverse.grad).any()          # a unit the relu lets through
     for name in ("weight_ih_l0_reverse", "weight_hh_l0_reverse", "bias_ih_l0_reverse", "weight_ih_l0"):
         assert_same_non_finite_and_close(getattr(model.rnn, name).grad, getattr(rnn, name).grad, name)
 
