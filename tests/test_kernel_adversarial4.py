@@ -95,8 +95,8 @@ def test_gru_infinite_h0_of_a_short_sequence_stays_out_of_weight_hh_grad():
     is NaN/±inf only where g_0ᵀ·h0 puts them (column 0, and the rows the inf state's NaN gates reach);
     fused_rnn.GRU(backend="triton"): more entries NaN (with torch.manual_seed(0) weights, columns 2 and 3 of
     rows 5 and 9, which stock leaves finite); out, h_n and every other gradient as stock. The same cause as
-    the relu test: sequence 0's state after its only step (inf in unit 0, NaN in others) is held at t = 1,
-    where dgh = 0 meets it as 0 · inf (fused_rnn/recurrence.py:221-222)."""
+    the relu test: sequence 0's state after its only step (NaN in units 0, 2, 3) is held at t = 1,
+    where dgh = 0 meets it as 0 · NaN (fused_rnn/recurrence.py:221-222)."""
     I, H, T = 3, 4, 2
     stock, fused = pair("GRU", I, H)
     x, h0 = torch.randn(2, T, I), torch.randn(1, 2, H)
