@@ -218,20 +218,22 @@ class SimpleRNN(nn.Module):
             if D == 1:
                 y = fc(h_fwd)
             else:
-                # out[:, len_b - 1]'s reverse half: that direction's first step, from its h0, at position len_b - 1.
-                if lengths is None:
-                    last_input = inp[:, -1:]
-                else:
-                    rows = torch.arange(inp.shape[0], device=inp.device)
-                    last_input = inp[rows, lengths.to(inp.device) - 1][:, None]
-                _, h_rev_first, _ = recurrence.layer(spec.name, last_input, *last_layer(1), None, reverse=True,
-                                                     store_out=False, **common)
-                y = fc(torch.cat([h_fwd, h_rev_first], dim=-1))
+                # out[:, len_b - 1]'s reverse half: that direction's first step, from its h0, at position
+                # len_b - 1. With h_n asked for, the whole reverse pass runs anyway: its output there, so
+                # that the step runs once and its gradients add up before they meet x, as in torch.nn
+                # (two runs of it would meet x twice: +inf + -inf = NaN from an infinite input).
+                last = -1 if lengths is None else lengths.to(inp.device) - 1
+                rows = torch.arange(inp.shape[0], device=inp.device)
                 if return_hidden:
-                    _, h_rev, c_rev = recurrence.layer(spec.name, inp, *last_layer(1), lengths, reverse=True,
-                                                       store_out=False, **common)
+                    out_rev, h_rev, c_rev = recurrence.layer(spec.name, inp, *last_layer(1), lengths, reverse=True,
+                                                             store_out=True, **common)
+                    h_rev_first = out_rev[rows, last]
                     h_ns.append(h_rev[None])
                     c_ns.append(None if c_rev is None else c_rev[None])
+                else:
+                    _, h_rev_first, _ = recurrence.layer(spec.name, inp[rows, last][:, None], *last_layer(1), None,
+                                                         reverse=True, store_out=False, **common)
+                y = fc(torch.cat([h_fwd, h_rev_first], dim=-1))
         if not return_hidden:
             return y
         h_n = torch.cat(h_ns)

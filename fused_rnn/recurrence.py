@@ -217,14 +217,14 @@ def states_before(hs, h0, lengths, reverse):
     """
     B, T, H = hs.shape
     first = h0.to(hs.dtype)[:, None] if h0 is not None else hs.new_zeros(B, 1, H)
-    if not reverse:
-        return torch.cat([first, hs[:, :-1]], dim=1)   # hs is 0 past a length, and so is this
-    before = torch.cat([hs[:, 1:], first], dim=1)
+    before = torch.cat([hs[:, 1:], first] if reverse else [first, hs[:, :-1]], dim=1)
     if lengths is None:
         return before
     steps = torch.arange(T, device=hs.device)[None, :, None]
-    before = torch.where(steps == lengths[:, None, None] - 1, first, before)
-    # Past a length the gradient is 0, but 0 · NaN would not be: a where, not a product.
+    if reverse:
+        before = torch.where(steps == lengths[:, None, None] - 1, first, before)
+    # Past a length the gradient is 0, but 0 · NaN would not be: a where, not a product. (Forward, the
+    # step after the last holds the last state, which may be NaN or inf, as a relu state can be.)
     return torch.where(steps < lengths[:, None, None], before, 0)
 
 
