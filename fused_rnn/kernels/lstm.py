@@ -490,8 +490,9 @@ def _lstm_bwd_kernel(
 
         tc = _tanh(f_s * c_prev_s + i_s * g_s, FAST_TANH)
         # The shared products first, and a gate's x·(1 - y) as x - x·y (one FFMA, rounded once) where x
-        # is bounded (g, tanh c): 17 instructions per element instead of 20. Not for c_{t-1}, which can
-        # be infinite (an infinite c0): inf - inf would be NaN where stock's c·f(1 - f) is ±inf.
+        # is bounded (g, tanh c). Not for c_{t-1}, which can be infinite (an infinite c0): inf - inf
+        # would be NaN where stock's c·f(1 - f) is ±inf (static, sm_90a, bf16, H = 128: 323 -> 331 loop
+        # instructions per warp for c_{t-1}·(1 - f)).
         dh_o = dh_s * o_s
         dc_s = dc + dh_o * (1.0 - tc * tc)
         dc_i = dc_s * i_s
