@@ -338,9 +338,10 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
     if nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
     if (isinstance(x, torch.Tensor) and x.device.type in AUTOCAST_DEVICES
-            and torch.is_autocast_enabled(x.device.type)):
+            and torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64):
         # Under autocast the whole op runs in the low dtype (fp32 accumulation
         # inside); the casts are autograd ops, so fp32 parameters get fp32 grads.
+        # (Autocast never casts float64 tensors: a float64 model runs in float64 there.)
         x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0 = cast_floating(
             torch.get_autocast_dtype(x.device.type),
             x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0)

@@ -657,7 +657,7 @@ AUTOCAST_CELLS = {"cuda": ("rnn_tanh", "rnn_relu", "gru", "lstm"), "cpu": ("rnn_
 
 def autocast_dtype(cell, x, h0):
     """The one dtype a layer of ``cell`` runs in under autocast, as torch.nn's module would return it; None
-    when autocast is off for x's device.
+    when autocast is off for x's device or x is float64 (which autocast leaves as it is).
 
     For the cells on AUTOCAST_CELLS the autocast dtype. For the others (the GRU on CPU) stock's
     inner products are autocast, but its state keeps h0's dtype (x's without h0), and its outputs
@@ -665,7 +665,8 @@ def autocast_dtype(cell, x, h0):
     That dtype then (here with full-precision products where stock's are autocast's).
     """
     if not (isinstance(x, torch.Tensor) and x.device.type in AUTOCAST_DEVICES
-            and torch.is_autocast_enabled(x.device.type)):
+            and torch.is_autocast_enabled(x.device.type)) or x.dtype == torch.float64:
+        # Autocast never casts float64 tensors: a float64 module runs in float64 there.
         return None
     if cell in AUTOCAST_CELLS[x.device.type]:
         return torch.get_autocast_dtype(x.device.type)

@@ -313,8 +313,15 @@ class RNNBase(nn.Module):
         """
         tracer = next(p for p in (input, *(hx if isinstance(hx, (tuple, list)) else (hx,)))
                       if isinstance(p, torch.fx.Proxy)).tracer
+        path = tracer.path_of_module(self)
+        if not path:
+            # The root is traced into, never recorded as a node (a call_module of path "" would name no
+            # submodule); torch.nn's RNNs fail there too, on their forward's branches.
+            raise torch.fx.proxy.TraceError(
+                f"torch.fx.symbolic_trace cannot trace fused_rnn.{type(self).__name__} as the root module (nor "
+                f"can it torch.nn's, whose forward branches on its input): trace a model that holds it")
         args = (input,) if hx is None else (input, hx)
-        return tracer.create_proxy("call_module", tracer.path_of_module(self), args, {})
+        return tracer.create_proxy("call_module", path, args, {})
 
     def _hx_dims(self, hx, batched):
         """torch.nn's checks of hx's dimensions; for unbatched input, hx with the batch dimension added."""
