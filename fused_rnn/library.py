@@ -37,8 +37,9 @@ def fused_op(name):
     and torch._dynamo, 1.3 s added to ``import fused_rnn``, and finds none here
     (they are behind ``_kernels()``).
 
-    The body is its own fake: on fake tensors ``wrap_triton`` records the
-    launches instead of running them. Real calls launch directly, as under
+    The body is its own fake: on fake CUDA tensors it allocates the outputs and
+    launches nothing (kernels/rnn_linear.py's ``_launch`` returns before
+    ``wrap_triton`` on fakes). Real calls launch directly, as under
     triton_op: ``wrap_triton``'s dispatch costs ~1 ms a call (torch's figure) and keeps every
     call's constant arguments in a table that only grows.
     """
