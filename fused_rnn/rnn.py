@@ -192,8 +192,9 @@ class RNNBase(nn.Module):
         # silently, so it is refused.
         current = self._flat_weights
         if len(weights) != len(current) or any(w is not c for w, c in zip(weights, current)):
-            raise ValueError(f"{type(self).__name__} reads its weights by name ({', '.join(self._flat_weights_names)}); "
-                             f"set those attributes instead of assigning _flat_weights a list of other tensors")
+            names = ", ".join(self._flat_weights_names)
+            raise ValueError(f"{type(self).__name__} reads its weights by name ({names}); set those attributes "
+                             f"instead of assigning _flat_weights a list of other tensors")
 
     def _init_flat_weights(self):
         """torch.nn rebuilds its cached weight list here; there is none to rebuild."""
@@ -375,7 +376,7 @@ class RNNBase(nn.Module):
             # In the caller's batch order, as hx is: no permutation of the states needed.
             x, lengths = pad_packed_sequence(template, batch_first=self.batch_first)
         h0, c0 = (hx if spec.has_cell_state else (hx, None)) if hx is not None else (None, None)
-        # Under autocast run_layers casts everything to the autocast dtype, as torch.nn's RNNs run.
+        # Under autocast run_layers runs in the dtype torch.nn's RNNs return (recurrence.autocast_dtype).
         output, h_n, c_n = _recurrence().run_layers(
             spec.name, x, self._flat_weights, h0, c0, lengths, num_layers=self.num_layers, bidirectional=self.bidirectional,
             batch_first=self.batch_first, dropout=self.dropout, training=self.training,
