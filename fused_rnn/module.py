@@ -8,9 +8,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import backends
 from .backends import RnnLinearRequest
-from .backends.request import check_allow_tf32
 from .ops import BACKENDS, check_lengths, check_x, resolve_allow_tf32, rnn_linear, select_backend
-from .rnn import GRU, LSTM, RNN, _fx_proxies, _recurrence
+from .rnn import GRU, LSTM, RNN, _fx_proxy, _recurrence
 
 CELL_CLASSES = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
 ELMAN_ACTIVATIONS = {"rnn_tanh": "tanh", "rnn_relu": "relu"}
@@ -86,7 +85,6 @@ class SimpleRNN(nn.Module):
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if cell not in CELL_CLASSES:
             raise ValueError(f"cell must be one of {tuple(CELL_CLASSES)}, got {cell!r}")
-        check_allow_tf32(allow_tf32)
         if cell != "rnn" and nonlinearity != "tanh":
             raise ValueError(f"nonlinearity applies to cell='rnn' only, got nonlinearity={nonlinearity!r} with "
                              f"cell={cell!r}")
@@ -112,7 +110,7 @@ class SimpleRNN(nn.Module):
         Returns y: [B, O], or with ``return_hidden=True`` (y, h_n [L·D, B, H]), for an LSTM
         (y, (h_n, c_n)).
         """
-        if _fx_proxies(x, h0):
+        if _fx_proxy(x, h0) is not None:
             return self._fx_trace(x, h0, lengths, return_hidden)
         backend = self.backend
         # The CPU stock path first and with the fewest checks: it should cost what the seed costs.

@@ -304,6 +304,15 @@ def cast_floating(dtype, *tensors):
 AUTOCAST_DEVICES = ("cuda", "cpu")
 
 
+def autocast_low_dtype(x):
+    """The dtype autocast runs x's products in (its bf16 or fp16), or None: autocast off for x's device,
+    or x float64, which autocast never casts (a float64 model runs in float64 there)."""
+    if (isinstance(x, torch.Tensor) and x.device.type in AUTOCAST_DEVICES
+            and torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64):
+        return torch.get_autocast_dtype(x.device.type)
+    return None
+
+
 def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0=None, *,
                lengths=None, nonlinearity="tanh", return_hidden=False, allow_tf32=None,
                backend="auto"):
@@ -337,14 +346,12 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
     """
     if nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
-    if (isinstance(x, torch.Tensor) and x.device.type in AUTOCAST_DEVICES
-            and torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64):
+    low_dtype = autocast_low_dtype(x)
+    if low_dtype is not None:
         # Under autocast the whole op runs in the low dtype (fp32 accumulation
         # inside); the casts are autograd ops, so fp32 parameters get fp32 grads.
-        # (Autocast never casts float64 tensors: a float64 model runs in float64 there.)
         x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0 = cast_floating(
-            torch.get_autocast_dtype(x.device.type),
-            x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0)
+            low_dtype, x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0)
     h0, lengths = check_inputs(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias,
                                h0, lengths)
     H, O = weight_hh.shape[0], fc_weight.shape[0]

@@ -37,7 +37,7 @@ from .backends import LayerRequest, resolve_allow_tf32
 from .backends import triton as triton_backend
 from .cells import cell as get_cell
 from .library import fused_op
-from .ops import (AUTOCAST_DEVICES, _under_functorch, cast_floating, check_lengths, plain_math_backward,
+from .ops import (_under_functorch, autocast_low_dtype, cast_floating, check_lengths, plain_math_backward,
                   shape_only)
 
 # The backends a layer stack may name; "cuda" is refused by its capability check (no layer kernel in csrc).
@@ -664,12 +664,9 @@ def autocast_dtype(cell, x, h0):
     with it: float32 state from float32 input, bfloat16 from bfloat16 input with float32 weights.
     That dtype then (here with full-precision products where stock's are autocast's).
     """
-    if not (isinstance(x, torch.Tensor) and x.device.type in AUTOCAST_DEVICES
-            and torch.is_autocast_enabled(x.device.type)) or x.dtype == torch.float64:
-        # Autocast never casts float64 tensors: a float64 module runs in float64 there.
-        return None
-    if cell in AUTOCAST_CELLS[x.device.type]:
-        return torch.get_autocast_dtype(x.device.type)
+    low_dtype = autocast_low_dtype(x)
+    if low_dtype is None or cell in AUTOCAST_CELLS[x.device.type]:
+        return low_dtype
     return (h0 if h0 is not None else x).dtype
 
 

@@ -47,10 +47,10 @@ NONLINEARITY_CELLS = {"tanh": "rnn_tanh", "relu": "rnn_relu"}
 _RECURRENCE = None
 
 
-def _fx_proxies(input, hx):
-    """Whether torch.fx is tracing this call symbolically (an argument is an fx.Proxy)."""
+def _fx_proxy(input, hx):
+    """The first fx.Proxy among the arguments (torch.fx is tracing this call symbolically), or None."""
     states = hx if isinstance(hx, (tuple, list)) else (hx,)
-    return any(isinstance(t, torch.fx.Proxy) for t in (input, *states))
+    return next((t for t in (input, *states) if isinstance(t, torch.fx.Proxy)), None)
 
 
 def _recurrence():
@@ -266,8 +266,9 @@ class RNNBase(nn.Module):
 
     def forward(self, input, hx=None):
         """As torch.nn's ``forward(input, hx=None)``: (output, h_n), or (output, (h_n, c_n)) for the LSTM."""
-        if _fx_proxies(input, hx):
-            return self._fx_call_module(input, hx)
+        proxy = _fx_proxy(input, hx)
+        if proxy is not None:
+            return self._fx_call_module(proxy.tracer, input, hx)
         spec = self.cell
         lstm = spec.has_cell_state
         template = input if isinstance(input, PackedSequence) else None
@@ -304,7 +305,7 @@ class RNNBase(nn.Module):
             hidden = tuple(h.squeeze(1) for h in hidden) if lstm else hidden.squeeze(1)
         return output, hidden
 
-    def _fx_call_module(self, input, hx):
+    def _fx_call_module(self, tracer, input, hx):
         """Under torch.fx's symbolic tracing: one call_module node, as FX records torch.nn's RNNs.
 
         FX keeps the modules of torch.nn as leaves and traces into any other; this forward branches
@@ -312,8 +313,6 @@ class RNNBase(nn.Module):
         cannot be used as inputs to control flow"), so it records itself as FX would a leaf: the
         traced graph calls this module, FX graph mode quantization and graph passes see one node.
         """
-        tracer = next(p for p in (input, *(hx if isinstance(hx, (tuple, list)) else (hx,)))
-                      if isinstance(p, torch.fx.Proxy)).tracer
         path = tracer.path_of_module(self)
         if not path:
             # The root is traced into, never recorded as a node (a call_module of path "" would name no
