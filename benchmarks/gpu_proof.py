@@ -1,7 +1,9 @@
 """``run.py --gpu-proof --out DIR``: the whole GPU proof in one command of at most 8 minutes.
 
 1. ``pytest -m gpu`` (compiled kernels, compile, CUDA graphs, csrc), log into DIR;
-2. the GPU benchmark suite (benchmarks/grid.py's order: issue 4's targets first);
+2. the GPU benchmark suite (benchmarks/grid.py's order: issue 4's targets first), in
+   worker processes: a sticky CUDA fault is charged to the job that launched it and
+   a fresh worker runs the jobs after it (run.py's supervise);
 3. the static report (benchmarks/static_report.py, where present);
 then plots and summary.md. Each step runs in its own process with its own time
 budget, killed with its children when the budget is spent, so that one hung or
@@ -175,6 +177,12 @@ def summary_text(steps, failures, devices, skipped, plot_note, took):
     lines += [f"| {name} | {rc} | {secs:.0f} | {detail} |" for name, rc, secs, detail in steps]
     if failures:
         lines += ["", "Failed tests:", ""] + [f"- {f}" for f in failures]
+    from benchmarks.harness import STICKY_FAULT
+    from benchmarks.run import WORKER_DIED
+    for title, prefix in (("CUDA faults", STICKY_FAULT), ("Workers that died in a job", WORKER_DIED)):
+        ended = list(dict.fromkeys(s["reason"] for s in skipped if s["reason"].startswith(prefix)))
+        if ended:
+            lines += ["", f"{title}: {len(ended)}", ""] + [f"- {reason}" for reason in ended]
     if skipped:
         reasons = {}
         for s in skipped:

@@ -15,6 +15,7 @@ for a CUDA graph, whose memory is reserved at capture). A job an implementation
 cannot run goes to "skipped" with the reason.
 """
 
+import contextlib
 import datetime
 import inspect
 import json
@@ -39,6 +40,82 @@ GRAPH_CALLS = 20
 
 class Unsupported(Exception):
     """This implementation cannot run this job (the message says why)."""
+
+
+# What torch and Triton say of the CUDA errors that poison the context: once one
+# happened, every later CUDA call in the process fails with it.
+STICKY_MESSAGE = re.compile(
+    r"illegal memory access|illegal instruction|misaligned address|unspecified launch failure|device-side assert"
+    r"|cudaError(IllegalAddress|IllegalInstruction|MisalignedAddress|LaunchFailure|Assert|HardwareStackError"
+    r"|InvalidPc|LaunchTimeout|ECCUncorrectable)|CUDA_ERROR_(ILLEGAL|MISALIGNED|LAUNCH_FAILED|ASSERT|HARDWARE"
+    r"|INVALID_PC|LAUNCH_TIMEOUT|ECC)")
+# How skip reasons of a job that poisoned the context begin.
+STICKY_FAULT = "sticky CUDA fault"
+
+
+class StickyFault(Exception):
+    """A CUDA fault that poisoned the process's context, raised during ``stage`` of a job."""
+
+    def __init__(self, stage, error):
+        super().__init__(f"during {stage}: {describe_error(error)}")
+        self.stage = stage
+        self.error = error
+
+
+def describe_error(error):
+    """One line: the exception's type and first line, and the cudaError's name where the rest gives it."""
+    text = str(error).strip()
+    first = text.splitlines()[0][:300] if text else ""
+    code = re.search(r"cudaError\w+", text)
+    suffix = f" ({code.group()})" if code and code.group() not in first else ""
+    return f"{type(error).__name__}: {first}{suffix}"
+
+
+def synchronize(device):
+    """Wait for the device's queued work, so that a fault in it surfaces now, charged to what launched it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_usable(device):
+    """Whether the CUDA device still runs work: after a sticky fault every call fails, these too."""
+    try:
+        torch.cuda.synchronize(device)
+        return (torch.ones(1, device=device) + 1).item() == 2.0
+    except Exception:    # noqa: BLE001  whatever the fault raises
+        return False
+
+
+def poisons_context(error, device):
+    """Whether error left the process's CUDA context unusable (no later job can run in this process).
+
+    On a GPU the device answers (an out-of-memory error or a cuDNN refusal leaves it
+    usable; a non-sticky CUDA error too, whatever its message). Off a GPU there is
+    no context to ask, and the exception's type and message decide.
+    """
+    if isinstance(error, Unsupported):
+        return False
+    if device.type == "cuda":
+        return not device_usable(device)
+    accelerator_error = getattr(torch, "AcceleratorError", ())    # torch >= 2.8
+    return isinstance(error, accelerator_error) or bool(STICKY_MESSAGE.search(str(error)))
+
+
+@contextlib.contextmanager
+def stage(device, name):
+    """Run a stage of a job, then synchronize: a sticky fault raised in it, or by the work it
+    queued, leaves as StickyFault(name); other exceptions pass through unchanged."""
+    try:
+        try:
+            yield
+        finally:
+            synchronize(device)    # also after Unsupported: the work queued before it is this stage's
+    except (Unsupported, StickyFault):
+        raise
+    except Exception as e:
+        if poisons_context(e, device):
+            raise StickyFault(name, e) from e
+        raise
 
 
 def set_precision(precision, cuda):
@@ -147,11 +224,15 @@ def build(impl, job, device, allow_tf32):
         try:
             return timing.Candidate(_graph_forward(model, x), GRAPH_CALLS), backend, False
         except RuntimeError as e:
+            if poisons_context(e, device):
+                raise
             raise Unsupported(f"CUDA graph capture failed: {e}") from None
     fn = _forward(model, x) if job.mode == "forward" else _train_step(model, x, target)
     try:
         fn()
-    except RuntimeError as e:   # e.g. the csrc extension failed to build
+    except RuntimeError as e:   # e.g. the csrc extension failed to build; a CUDA fault is no such thing
+        if poisons_context(e, device):
+            raise
         raise Unsupported(f"{type(e).__name__}: {str(e)[:300]}") from None
     return timing.Candidate(fn), backend, True
 
@@ -162,23 +243,42 @@ def _job_key(job):
     return dict(key, model=dict(job.model)) if job.model else key
 
 
+def job_id(job):
+    """The job's name on a command line (run.py --only) and in skip reasons, unique in each grid:
+    "long/B64-T1024-I64-H128-O1/bfloat16/bf16/forward/stock+fused+fused_graph"."""
+    shape = "-".join(f"{k}{job.shape[k]}" for k in "BTIHO")
+    return "/".join((job.case, shape, job.dtype, job.precision, job.mode, "+".join(job.impls)))
+
+
 def run_job(job, device, settings=timing.FULL):
-    """(rows, skipped) for one job."""
+    """(rows, skipped) for one job; StickyFault naming the stage that poisoned the CUDA context.
+
+    The device is synchronized after each stage (each implementation's build, its
+    peak-memory call, the timing, the clean-up), so that an asynchronous fault
+    surfaces in the stage that queued the faulting work, not in a later one.
+    """
     cuda = device.type == "cuda"
     allow_tf32 = set_precision(job.precision, cuda)
     key = _job_key(job)
     candidates, backends, skipped, memory = {}, {}, [], {}
     for impl in job.impls:
         try:
-            cand, backends[impl], has_memory = build(impl, job, device, allow_tf32)
+            with stage(device, f"building {impl}"):
+                cand, backends[impl], has_memory = build(impl, job, device, allow_tf32)
         except Unsupported as e:
             skipped.append(dict(key, impl=impl, reason=str(e)))
             continue
         candidates[impl] = cand
-        memory[impl] = timing.cuda_peak_bytes(cand.fn) if cuda and has_memory else None
+        with stage(device, f"measuring {impl}'s peak memory"):
+            memory[impl] = timing.cuda_peak_bytes(cand.fn) if cuda and has_memory else None
     if not candidates:
         return [], skipped
-    stats, samples = timing.measure(candidates, cuda=cuda, budget_s=job.budget_s, settings=settings)
+    with stage(device, f"timing {', '.join(candidates)}"):
+        stats, samples = timing.measure(candidates, cuda=cuda, budget_s=job.budget_s, settings=settings)
+    with stage(device, "freeing its models and graphs"):
+        candidates.clear()    # the models, inputs and CUDA graphs go now, inside this job
+        if cuda:
+            torch.cuda.empty_cache()    # the T sweep's stock rows hold GiBs in the cache otherwise
     threads = None if cuda else torch.get_num_threads()
     rows = [dict(key, impl=impl, backend=backends[impl], median_ms=st.median_ms, p20_ms=st.p20_ms,
                  p80_ms=st.p80_ms, peak_mem_bytes=memory[impl], samples=st.samples, calls=st.calls,
@@ -186,8 +286,6 @@ def run_job(job, device, settings=timing.FULL):
                  over_stock=(timing.paired_ratio(samples, impl, "stock")
                              if "stock" in samples and impl != "stock" else None))
             for impl, st in stats.items()]
-    if cuda:
-        torch.cuda.empty_cache()    # the T sweep's stock rows hold GiBs in the cache otherwise
     return rows, skipped
 
 
@@ -266,25 +364,52 @@ def progress(iterable, total, enabled=True):
     return iterable
 
 
-def run_jobs(jobs, device, results, *, settings=timing.FULL, deadline=None, show_progress=True, log=print):
-    """Run jobs in order into a ResultsFile; jobs left when the deadline (time.monotonic()) passes are skipped."""
+def not_run(jobs, reason):
+    """Skip rows for jobs that were not run, one per implementation."""
+    return [dict(_job_key(job), impl=impl, reason=reason) for job in jobs for impl in job.impls]
+
+
+def run_jobs(jobs, device, results, *, settings=timing.FULL, deadline=None, show_progress=True, log=print,
+             on_progress=None):
+    """Run jobs in order into a ResultsFile; jobs left when the deadline (time.monotonic()) passes are skipped.
+
+    A job's ordinary error (out of memory, a cuDNN refusal) skips that job. A sticky
+    CUDA fault ends what this process can run: it is recorded against the job that
+    launched it and returned as {"next", "job", "stage", "error"}, with the jobs from
+    index "next" on neither run nor recorded. None when every job was run or recorded.
+    on_progress(index, running) is called before job index runs (running=True) and
+    once its rows are in the results file (index of the next job, running=False).
+    """
     bar = progress(jobs, len(jobs), show_progress)
     log = getattr(bar, "write", log)    # print above tqdm's bar, not through it
-    for job in bar:
+    for index, job in enumerate(bar):
         if deadline is not None and time.monotonic() > deadline:
-            results.add([], [dict(_job_key(job), impl=impl, reason="time budget spent") for impl in job.impls])
+            results.add([], not_run([job], "time budget spent"))
+            if on_progress:
+                on_progress(index + 1, False)
             continue
+        if on_progress:
+            on_progress(index, True)
+        fault = None
         try:
             rows, skipped = run_job(job, device, settings)
-        except Exception as e:    # noqa: BLE001  one failing job (a CUDA fault, OOM) must not end the run
-            rows = []
-            skipped = [dict(_job_key(job), impl=impl, reason=f"error: {type(e).__name__}: {str(e)[:300]}")
-                       for impl in job.impls]
+        except StickyFault as e:
+            fault = e
+        except Exception as e:    # noqa: BLE001  one failing job (OOM, a cuDNN refusal) must not end the run
+            fault = StickyFault("its set-up", e) if poisons_context(e, device) else None
+            rows, skipped = [], not_run([job], f"error: {describe_error(e)}")
+        if fault:
+            rows, skipped = [], not_run([job], f"{STICKY_FAULT} in job {job_id(job)} {fault}")
         results.add(rows, skipped)
         for row in rows:
             log(format_row(row))
         for s in skipped:
             log(f"skipped {s['case']} {s['mode']} {s['impl']}: {s['reason']}")
+        if on_progress:
+            on_progress(index + 1, False)
+        if fault:
+            return dict(next=index + 1, job=job_id(job), stage=fault.stage, error=describe_error(fault.error))
+    return None
 
 
 def format_row(row):

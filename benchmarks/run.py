@@ -8,6 +8,13 @@
     python benchmarks/run.py --tables           # README tables and plots from the committed results
     python benchmarks/run.py --check-targets    # issue 4's targets, met or not, from the committed results
     python benchmarks/run.py --collect DIR      # take a --gpu-proof's files into results/ and plots/
+    python benchmarks/run.py --list-jobs        # the jobs a run would do, numbered, with their ids
+    python benchmarks/run.py --only ID --in-process --out DIR   # one job, for a repro (compute-sanitizer, ...)
+
+On CUDA the jobs run in a worker process (--isolate, the default there): a
+sticky CUDA fault (an illegal memory access, say) poisons its process, so the
+worker records the fault against the job that launched it and exits, and a
+fresh worker goes on from the next job, within the same time budget.
 
 The grid is in grid.py, the timers in timing.py, the rows in harness.py, the
 tables, targets and plots in report.py; benchmarks/README.md says more.
@@ -16,19 +23,33 @@ Runs from a plain checkout (no pip install): the checkout's fused_rnn is importe
 
 import argparse
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))    # the checkout's fused_rnn and benchmarks package, no install needed
+from benchmarks.grid import IMPLS  # noqa: E402  (grid imports no torch)
 
 RESULTS = BENCH / "results"
 PLOTS = BENCH / "plots"
 BENCH_README = BENCH / "README.md"
 TOP_README = ROOT / "README.md"
+# How a worker starts (a test runs its own script instead), and the exit code of a
+# worker whose CUDA context a fault poisoned (the fault is in its results file).
+WORKER = [sys.executable, str(Path(__file__).resolve())]
+FAULT_EXIT = 3
+# How the skip reasons of a job that killed its worker begin.
+WORKER_DIED = "the benchmark worker died"
+# Seconds a worker's job may run past the deadline before the worker is killed as hung
+# (a torch.compile job takes up to ~30; gpu_proof kills the whole suite 40 s past it).
+HANG_GRACE_S = 30
 
 
 def parse_args(argv=None):
@@ -44,6 +65,19 @@ def parse_args(argv=None):
     p.add_argument("--out", metavar="DIR", help="where the results JSON goes (default benchmarks/results)")
     p.add_argument("--cases", help="comma-separated cases to run (seed,long,wide,batch_sweep,T_sweep,H_sweep, "
                                   "or a family case: long_2layer,long_bidir,long_lstm,...)")
+    p.add_argument("--only", metavar="ID[,ID...]", help="run only these jobs (ids from --list-jobs)")
+    p.add_argument("--impls", help="comma-separated implementations to keep in each job (" + ", ".join(IMPLS) + ")")
+    p.add_argument("--start-at", type=int, default=0, metavar="N", help="skip the first N jobs (0-based index)")
+    p.add_argument("--list-jobs", action="store_true", help="print the jobs a run would do, run nothing")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--isolate", action="store_true",
+                       help="run the jobs in worker processes, a fresh one after a CUDA fault (default on CUDA)")
+    where.add_argument("--in-process", action="store_true",
+                       help="run the jobs in this process (default on CPU; after a CUDA fault the rest are skipped)")
+    # A worker's: where it reports its progress, the results file and the supervisor's deadline.
+    p.add_argument("--worker", metavar="STATE_FILE", help=argparse.SUPPRESS)
+    p.add_argument("--results-file", help=argparse.SUPPRESS)
+    p.add_argument("--deadline-unix", type=float, help=argparse.SUPPRESS)
     p.add_argument("--budget-s", type=float, default=None,
                    help="seconds after which the remaining jobs are skipped (recorded as such)")
     p.add_argument("--threads", type=int, default=1,
@@ -51,9 +85,37 @@ def parse_args(argv=None):
     p.add_argument("--no-tables", action="store_true", help="do not regenerate tables and plots after the run")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)    # what a worker is started with
+    if args.start_at < 0:
+        p.error(f"--start-at must be >= 0, got {args.start_at}")
     if (args.smoke or args.gpu_proof) and not args.out:
         p.error("--smoke and --gpu-proof need --out DIR")
     return args
+
+
+def select_jobs(args, jobs):
+    """The jobs --cases, --only and --impls keep, in the grid's order."""
+    from benchmarks import grid, harness
+
+    if args.cases:
+        wanted = set(args.cases.split(","))
+        unknown = wanted - {j.case for j in grid.gpu_jobs() + grid.cpu_jobs()}
+        if unknown:
+            sys.exit(f"--cases: unknown case(s) {sorted(unknown)}")
+        jobs = [j for j in jobs if j.case in wanted]
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = set(wanted) - {harness.job_id(j) for j in jobs}
+        if unknown:
+            sys.exit(f"--only: no such job here: {sorted(unknown)} (run.py --list-jobs lists them)")
+        jobs = [j for j in jobs if harness.job_id(j) in wanted]
+    if args.impls:
+        wanted = args.impls.split(",")
+        if set(wanted) - set(IMPLS):
+            sys.exit(f"--impls: unknown implementation(s) {sorted(set(wanted) - set(IMPLS))}; known: {IMPLS}")
+        jobs = [j._replace(impls=tuple(i for i in j.impls if i in wanted)) for j in jobs]
+        jobs = [j for j in jobs if j.impls]
+    return jobs
 
 
 def run_suite(args):
@@ -65,24 +127,124 @@ def run_suite(args):
     device = torch.device("cuda" if cuda else "cpu")
     if not cuda:
         torch.set_num_threads(args.threads)
-    jobs = grid.jobs_for("smoke" if args.smoke else "full", cuda)
-    if args.cases:
-        wanted = set(args.cases.split(","))
-        unknown = wanted - {j.case for j in grid.gpu_jobs() + grid.cpu_jobs()}
-        if unknown:
-            sys.exit(f"--cases: unknown case(s) {sorted(unknown)}")
-        jobs = [j for j in jobs if j.case in wanted]
+    jobs = select_jobs(args, grid.jobs_for("smoke" if args.smoke else "full", cuda))
+    if args.list_jobs:
+        for index, job in enumerate(jobs):
+            print(f"{index:3d} {harness.job_id(job)}")
+        return None
     env = harness.environment(device)
     out_dir = Path(args.out) if args.out else RESULTS
-    results = harness.ResultsFile(harness.results_path(out_dir, env), env)
+    path = Path(args.results_file) if args.results_file else harness.results_path(out_dir, env)
+    if args.deadline_unix is not None:
+        deadline = time.monotonic() + (args.deadline_unix - time.time())
+    else:
+        deadline = time.monotonic() + args.budget_s if args.budget_s else None
     import fused_rnn
-    print(f"{len(jobs)} jobs on {env['device']} (torch {env['torch']}, triton {env['triton']}, "
-          f"fused_rnn from {Path(fused_rnn.__file__).parent}); writing {results.path}", flush=True)
-    deadline = time.monotonic() + args.budget_s if args.budget_s else None
+    print(f"{len(jobs) - args.start_at} of {len(jobs)} jobs on {env['device']} (torch {env['torch']}, triton "
+          f"{env['triton']}, fused_rnn from {Path(fused_rnn.__file__).parent}); writing {path}", flush=True)
+    if not args.worker and (args.isolate or (cuda and not args.in_process)):
+        rc = supervise(jobs, path, env, worker_runner(args.argv, path), deadline, start=args.start_at)
+        if rc:
+            sys.exit(rc)
+        return path
+
+    results = harness.ResultsFile(path, env)
     settings = timing.SMOKE if args.smoke else timing.FULL if cuda else timing.FULL_CPU
-    harness.run_jobs(jobs, device, results, settings=settings, deadline=deadline, show_progress=not args.no_progress)
+    offset = args.start_at
+
+    def report_progress(index, running, **more):
+        write_state(args.worker, dict(next=offset + index, running=running, **more))
+
+    fault = harness.run_jobs(jobs[offset:], device, results, settings=settings, deadline=deadline,
+                             show_progress=not args.no_progress, on_progress=report_progress if args.worker else None)
+    if fault and args.worker:
+        report_progress(fault["next"], False, fault=fault)
+        print(f"{harness.STICKY_FAULT} in job {fault['job']}: this worker stops, a fresh one goes on", flush=True)
+        sys.stderr.flush()
+        os._exit(FAULT_EXIT)    # no clean-up: destructors touching the poisoned context could abort
+    if fault:
+        reason = (f"not run: the {harness.STICKY_FAULT} in job {fault['job']} poisoned this process's CUDA "
+                  f"context (run without --in-process to go on in a fresh one)")
+        results.add([], harness.not_run(jobs[offset + fault["next"]:], reason))
     print(f"wrote {len(results.data['rows'])} rows to {results.path}")
-    return results.path
+    return path
+
+
+def write_state(state_file, state):
+    tmp = Path(state_file).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(state_file)
+
+
+def worker_runner(argv, results_path):
+    """run_child(start, deadline) -> (exit code, last state or None): a worker process for the
+    jobs from index start, printing to our output, killed if it runs HANG_GRACE_S past the deadline."""
+    def run_child(start, deadline):
+        with tempfile.TemporaryDirectory(prefix="fused_rnn_bench_") as tmp:
+            state_file = Path(tmp) / "state.json"
+            cmd = [*WORKER, *argv, "--start-at", str(start), "--worker", str(state_file),
+                   "--results-file", str(results_path)]
+            if deadline is not None:    # the same deadline, in the clock that processes share
+                cmd += ["--deadline-unix", repr(time.time() + deadline - time.monotonic())]
+            sys.stdout.flush()
+            worker = subprocess.Popen(cmd, cwd=ROOT)
+            try:
+                rc = worker.wait(None if deadline is None else max(deadline + HANG_GRACE_S - time.monotonic(), 1))
+            except subprocess.TimeoutExpired:    # hung: its job is named from its state, as for a crash
+                worker.kill()
+                rc = worker.wait()
+            state = json.loads(state_file.read_text()) if state_file.exists() else None
+        return rc, state
+    return run_child
+
+
+def describe_exit(rc):
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exit code {rc}"
+
+
+def supervise(jobs, results_path, env, run_child, deadline, *, start=0, log=None):
+    """Run jobs[start:] in worker processes, a fresh one after each that a fault or a crash ended.
+
+    A worker reports {"next": index, "running": bool}: "next" is the job it runs (running)
+    or the first one it has not recorded. A worker ended by a sticky CUDA fault has recorded
+    it against its job; one that died in a job gets that job's skip rows here. A worker that
+    dies without recording a job stops the run (restarting it would die the same way).
+    Returns 0, or the exit code of that worker.
+    """
+    from benchmarks import harness
+
+    log = log or (lambda line: print(line, flush=True))
+    while start < len(jobs):
+        if deadline is not None and time.monotonic() > deadline:
+            harness.ResultsFile(results_path, env).add([], harness.not_run(jobs[start:], "time budget spent"))
+            return 0
+        rc, state = run_child(start, deadline)
+        if rc == 0:
+            return 0
+        if state is None:
+            log(f"the benchmark worker ended ({describe_exit(rc)}) before its first job")
+            return rc
+        following = state["next"]
+        if state["running"]:
+            job = jobs[following]
+            reason = f"{WORKER_DIED} ({describe_exit(rc)}) during job {harness.job_id(job)}"
+            harness.ResultsFile(results_path, env).add([], harness.not_run([job], reason))
+            log(reason)
+            following += 1
+        elif following == start and rc != FAULT_EXIT:
+            log(f"the benchmark worker ended ({describe_exit(rc)}) before its first job")
+            return rc
+        if following < len(jobs):
+            left = f", {deadline - time.monotonic():.0f} s of the budget left" if deadline is not None else ""
+            log(f"restarting at job {following + 1}/{len(jobs)} ({harness.job_id(jobs[following])}) "
+                f"in a fresh process{left}")
+        start = following
+    return 0
 
 
 def regenerate(results_dir=RESULTS, plots_dir=PLOTS):
@@ -161,6 +323,8 @@ def main(argv=None):
         gpu_proof.main(args.out, **({"total_s": args.budget_s} if args.budget_s else {}))
     else:
         path = run_suite(args)
+        if path is None or args.worker:    # --list-jobs; a worker's supervisor reports
+            return 0
         if args.smoke:
             from benchmarks import report
             devices = report.by_device(report.results_files(path.parent))

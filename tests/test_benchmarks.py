@@ -430,7 +430,7 @@ def test_run_jobs_records_a_failing_job_and_the_time_budget(tmp_path, monkeypatc
     def fake_run_job(job, device, settings):
         calls.append(job)
         if len(calls) == 1:
-            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            raise RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED")   # ordinary: the run goes on
         return [make_row(job.case, job.shape["B"], job.shape["T"], 10, 20, job.mode, "stock", 0.1)], []
 
     monkeypatch.setattr(harness, "run_job", fake_run_job)
@@ -440,7 +440,7 @@ def test_run_jobs_records_a_failing_job_and_the_time_budget(tmp_path, monkeypatc
     data = json.loads((tmp_path / "r.json").read_text())
     assert len(calls) == 3 and len(data["rows"]) == 2
     assert {s["impl"] for s in data["skipped"]} == set(jobs[0].impls)
-    assert all(s["reason"].startswith("error: RuntimeError: CUDA error") for s in data["skipped"])
+    assert all(s["reason"].startswith("error: RuntimeError: cuDNN error") for s in data["skipped"])
     # Past the deadline nothing runs; every job is recorded as skipped.
     results = harness.ResultsFile(tmp_path / "late.json", env)
     harness.run_jobs(jobs, torch.device("cpu"), results, deadline=time.monotonic() - 1, show_progress=False)
