@@ -264,19 +264,18 @@ def run_job(job, device, settings=timing.FULL):
     for impl in job.impls:
         try:
             with stage(device, f"building {impl}"):
-                cand, backends[impl], has_memory = build(impl, job, device, allow_tf32)
+                candidates[impl], backends[impl], has_memory = build(impl, job, device, allow_tf32)
         except Unsupported as e:
             skipped.append(dict(key, impl=impl, reason=str(e)))
             continue
-        candidates[impl] = cand
         with stage(device, f"measuring {impl}'s peak memory"):
-            memory[impl] = timing.cuda_peak_bytes(cand.fn) if cuda and has_memory else None
+            memory[impl] = timing.cuda_peak_bytes(candidates[impl].fn) if cuda and has_memory else None
     if not candidates:
         return [], skipped
     with stage(device, f"timing {', '.join(candidates)}"):
         stats, samples = timing.measure(candidates, cuda=cuda, budget_s=job.budget_s, settings=settings)
     with stage(device, "freeing its models and graphs"):
-        candidates.clear()    # the models, inputs and CUDA graphs go now, inside this job
+        candidates.clear()    # the only references to the models, inputs and CUDA graphs: they go now
         if cuda:
             torch.cuda.empty_cache()    # the T sweep's stock rows hold GiBs in the cache otherwise
     threads = None if cuda else torch.get_num_threads()

@@ -88,7 +88,7 @@ def parse_args(argv=None):
     args.argv = list(sys.argv[1:] if argv is None else argv)    # what a worker is started with
     if args.start_at < 0:
         p.error(f"--start-at must be >= 0, got {args.start_at}")
-    if (args.smoke or args.gpu_proof) and not args.out:
+    if (args.smoke or args.gpu_proof) and not args.out and not args.list_jobs:
         p.error("--smoke and --gpu-proof need --out DIR")
     return args
 
@@ -140,12 +140,16 @@ def run_suite(args):
     else:
         deadline = time.monotonic() + args.budget_s if args.budget_s else None
     import fused_rnn
-    print(f"{len(jobs) - args.start_at} of {len(jobs)} jobs on {env['device']} (torch {env['torch']}, triton "
-          f"{env['triton']}, fused_rnn from {Path(fused_rnn.__file__).parent}); writing {path}", flush=True)
+    if args.worker:
+        print(f"worker: jobs {args.start_at + 1} to {len(jobs)}", flush=True)
+    else:
+        print(f"{len(jobs) - args.start_at} jobs on {env['device']} (torch {env['torch']}, triton {env['triton']}, "
+              f"fused_rnn from {Path(fused_rnn.__file__).parent}); writing {path}", flush=True)
     if not args.worker and (args.isolate or (cuda and not args.in_process)):
         rc = supervise(jobs, path, env, worker_runner(args.argv, path), deadline, start=args.start_at)
         if rc:
             sys.exit(rc)
+        print(f"wrote {len(harness.ResultsFile(path, env).data['rows'])} rows to {path}")
         return path
 
     results = harness.ResultsFile(path, env)
@@ -164,7 +168,7 @@ def run_suite(args):
         os._exit(FAULT_EXIT)    # no clean-up: destructors touching the poisoned context could abort
     if fault:
         reason = (f"not run: the {harness.STICKY_FAULT} in job {fault['job']} poisoned this process's CUDA "
-                  f"context (run without --in-process to go on in a fresh one)")
+                  f"context (run.py --isolate, the default on CUDA, goes on in a fresh one)")
         results.add([], harness.not_run(jobs[offset + fault["next"]:], reason))
     print(f"wrote {len(results.data['rows'])} rows to {results.path}")
     return path
