@@ -395,7 +395,7 @@ def run_jobs(jobs, device, results, *, settings=timing.FULL, deadline=None, show
         except StickyFault as e:
             fault = e
         except Exception as e:    # noqa: BLE001  one failing job (OOM, a cuDNN refusal) must not end the run
-            fault = StickyFault("its set-up", e) if poisons_context(e, device) else None
+            fault = StickyFault("the job, outside its synchronized stages", e) if poisons_context(e, device) else None
             rows, skipped = [], not_run([job], f"error: {describe_error(e)}")
         if fault:
             rows, skipped = [], not_run([job], f"{STICKY_FAULT} in job {job_id(job)} {fault}")

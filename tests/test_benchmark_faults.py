@@ -10,7 +10,6 @@ was encountered"), and for the device's own answer (harness.device_usable).
 
 import json
 import sys
-import textwrap
 import time
 
 import pytest
@@ -22,6 +21,7 @@ sys.path.insert(0, str(ROOT))    # the benchmarks package lives in the checkout,
 from benchmarks import gpu_proof, grid, harness, run, timing  # noqa: E402
 
 ILLEGAL_ADDRESS = "CUDA error: an illegal memory access was encountered"
+AcceleratorError = getattr(torch, "AcceleratorError", RuntimeError)    # torch >= 2.8 raises CUDA errors as it
 CPU = torch.device("cpu")
 ENV = dict(device="CPU test", torch="x", triton=None, cuda=None, date="2026-11-26", commit=None)
 
@@ -43,7 +43,7 @@ def poisoning_run_job(faulty_index, jobs, calls):
 
 
 def test_classifier_tells_a_sticky_fault_from_ordinary_errors(monkeypatch):
-    sticky = [RuntimeError(ILLEGAL_ADDRESS), torch.AcceleratorError("CUDA error: unspecified launch failure"),
+    sticky = [RuntimeError(ILLEGAL_ADDRESS), AcceleratorError("CUDA error: unspecified launch failure"),
               RuntimeError("Triton Error [CUDA]: an illegal memory access was encountered"),
               RuntimeError("CUDA error: device-side assert triggered"),
               RuntimeError("CUDA error: misaligned address")]
@@ -76,7 +76,7 @@ def test_an_asynchronous_fault_is_charged_to_the_impl_that_launched_it(monkeypat
 
     def fake_synchronize(device):
         if pending:
-            raise torch.AcceleratorError(ILLEGAL_ADDRESS)
+            raise AcceleratorError(ILLEGAL_ADDRESS)
 
     monkeypatch.setattr(harness, "build", fake_build)
     monkeypatch.setattr(harness, "synchronize", fake_synchronize)
@@ -114,7 +114,7 @@ def test_run_job_names_the_stage_in_the_skip_reason(tmp_path, monkeypatch):
 
     def fake_build(impl, job, device, allow_tf32):
         if impl == "fused":
-            raise torch.AcceleratorError(ILLEGAL_ADDRESS + "\nSearch for `cudaErrorIllegalAddress' in ...")
+            raise AcceleratorError(ILLEGAL_ADDRESS + "\nSearch for `cudaErrorIllegalAddress' in ...")
         return timing.Candidate(lambda: None), "aten", False
 
     monkeypatch.setattr(harness, "build", fake_build)
@@ -145,6 +145,31 @@ def test_ordinary_errors_skip_their_job_and_the_run_goes_on(tmp_path, monkeypatc
     assert calls == jobs and len(data["rows"]) == len(jobs[2].impls)
     assert [s["reason"].split(":")[1].strip() for s in data["skipped"]] == (
         ["OutOfMemoryError"] * len(jobs[0].impls) + ["RuntimeError"] * len(jobs[1].impls))
+
+
+def test_on_a_gpu_the_device_decides_whether_the_run_goes_on(tmp_path, monkeypatch):
+    """On CUDA an error ends the process's run only if the device no longer runs work after it."""
+    jobs = grid.smoke_jobs(False)[:3]
+    usable = {"now": True}
+    calls = []
+
+    def fake(job, device, settings):
+        calls.append(job)
+        if len(calls) == 1:
+            raise RuntimeError(ILLEGAL_ADDRESS)    # says CUDA error, but the device still works: ordinary
+        if len(calls) == 2:
+            usable["now"] = False
+            raise RuntimeError("Triton Error: launch failed")    # the device no longer works: sticky
+        return [row(job, impl) for impl in job.impls], []
+
+    monkeypatch.setattr(harness, "run_job", fake)
+    monkeypatch.setattr(harness, "device_usable", lambda device: usable["now"])
+    results = harness.ResultsFile(tmp_path / "r.json", ENV)
+    fault = harness.run_jobs(jobs, torch.device("cuda"), results, show_progress=False, log=lambda *a: None)
+    assert calls == jobs[:2] and fault["next"] == 2 and fault["job"] == harness.job_id(jobs[1])
+    reasons = [s["reason"] for s in json.loads((tmp_path / "r.json").read_text())["skipped"]]
+    sticky = f"{harness.STICKY_FAULT} in job {harness.job_id(jobs[1])} during the job, outside its synchronized stages"
+    assert [r.split(":")[0] for r in reasons] == ["error"] * len(jobs[0].impls) + [sticky] * len(jobs[1].impls)
 
 
 def test_build_lets_a_sticky_fault_through_and_calls_an_ordinary_error_unsupported(monkeypatch):
@@ -308,8 +333,8 @@ def test_gpu_proof_summary_names_the_faulting_job():
 def test_a_worker_hung_past_the_deadline_is_killed_and_its_job_named(tmp_path, monkeypatch):
     jobs = grid.smoke_jobs(False)
     # A worker that reports job 1 as running, then hangs.
-    hang = (f"import json, sys, time; f = sys.argv[sys.argv.index('--worker') + 1]; "
-            f"open(f, 'w').write(json.dumps(dict(next=1, running=True))); time.sleep(60)")
+    hang = ("import json, sys, time; f = sys.argv[sys.argv.index('--worker') + 1]; "
+            "open(f, 'w').write(json.dumps(dict(next=1, running=True))); time.sleep(60)")
     monkeypatch.setattr(run, "WORKER", [sys.executable, "-c", hang])
     monkeypatch.setattr(run, "HANG_GRACE_S", 0.5)
     start = time.monotonic()
