@@ -335,6 +335,8 @@ def test_a_worker_hung_past_the_deadline_is_killed_and_its_job_named(tmp_path, m
     # A worker that reports job 1 as running, then hangs.
     hang = ("import json, sys, time; f = sys.argv[sys.argv.index('--worker') + 1]; "
             "open(f, 'w').write(json.dumps(dict(next=1, running=True))); time.sleep(60)")
+    # The supervisor kills a hung worker before gpu_proof kills the suite, so that it can name the job.
+    assert run.HANG_GRACE_S < gpu_proof.JOB_GRACE_S
     monkeypatch.setattr(run, "WORKER", [sys.executable, "-c", hang])
     monkeypatch.setattr(run, "HANG_GRACE_S", 0.5)
     start = time.monotonic()
