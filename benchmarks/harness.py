@@ -17,6 +17,7 @@ cannot run goes to "skipped" with the reason.
 
 import contextlib
 import datetime
+import gc
 import inspect
 import json
 import os
@@ -275,7 +276,8 @@ def run_job(job, device, settings=timing.FULL):
     with stage(device, f"timing {', '.join(candidates)}"):
         stats, samples = timing.measure(candidates, cuda=cuda, budget_s=job.budget_s, settings=settings)
     with stage(device, "freeing its models and graphs"):
-        candidates.clear()    # the only references to the models, inputs and CUDA graphs: they go now
+        candidates.clear()    # the only references to the models, inputs and CUDA graphs: they go now,
+        gc.collect()          # with any reference cycle among them, rather than at a collection in a later job
         if cuda:
             torch.cuda.empty_cache()    # the T sweep's stock rows hold GiBs in the cache otherwise
     threads = None if cuda else torch.get_num_threads()
