@@ -276,9 +276,9 @@ def run_job(job, device, settings=timing.FULL):
     with stage(device, f"timing {', '.join(candidates)}"):
         stats, samples = timing.measure(candidates, cuda=cuda, budget_s=job.budget_s, settings=settings)
     with stage(device, "freeing its models and graphs"):
-        candidates.clear()    # the only references to the models, inputs and CUDA graphs: they go now,
-        gc.collect()          # with any reference cycle among them, rather than at a collection in a later job
+        candidates.clear()    # the only references to the models, inputs and CUDA graphs: they go now
         if cuda:
+            gc.collect()      # and any reference cycle among them (~50 ms), not at a collection in a later job
             torch.cuda.empty_cache()    # the T sweep's stock rows hold GiBs in the cache otherwise
     threads = None if cuda else torch.get_num_threads()
     rows = [dict(key, impl=impl, backend=backends[impl], median_ms=st.median_ms, p20_ms=st.p20_ms,
