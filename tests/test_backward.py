@@ -36,8 +36,13 @@ def grads_vs_float64(B, T, I, H, O, *, dtype=torch.float32, with_h0=True, length
         if got is None:
             continue
         assert got.grad is not None and got.grad.dtype == dtype, name
+        # The absolute tolerance scales with the gradient, down to the smallest normal number of the
+        # dtype it is returned in: after T contracting steps dh0 can be ~1e-75 in float64 (T = 256,
+        # fp32) or ~1e-30 (T = 100, fp16), below what the dtype holds (the H200 run of 2026-11-26
+        # failed dh0 only so).
         scale = want.grad.abs().max().item() or 1.0
-        torch.testing.assert_close(got.grad.double(), want.grad, atol=tol * scale, rtol=tol,
+        atol = max(tol * scale, torch.finfo(dtype).tiny)
+        torch.testing.assert_close(got.grad.double(), want.grad, atol=atol, rtol=tol,
                                    msg=lambda m: f"d{name}: {m}")
 
 
@@ -92,10 +97,15 @@ def test_inference_keeps_no_sequence(monkeypatch):
     real = kernels.new_empty
     monkeypatch.setattr(kernels, "new_empty", lambda shape, **kw: shapes.append(tuple(shape)) or real(shape, **kw))
     model = SimpleRNN(4, 20, 2, backend="triton").to(DEVICE)
+    by_length = []
+    for T in (50, 100):
+        shapes.clear()
+        with torch.no_grad():
+            model(torch.randn(3, T, 4, device=DEVICE))
+        by_length.append(list(shapes))
+    # y, and for 3xTF32 products the weights' split (two buffers of their size): nothing with T in it.
+    assert by_length[0] == by_length[1] and (3, 2) in by_length[0], by_length
     x = torch.randn(3, 50, 4, device=DEVICE)
-    with torch.no_grad():
-        model(x)
-    assert shapes == [(3, 2)]
     shapes.clear()
     model(x).sum().backward()
     assert (3, 50, 20) in shapes                       # training keeps h_1..h_T

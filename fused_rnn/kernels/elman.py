@@ -486,7 +486,7 @@ def _forward(cell, xp, w_hh, b_hh, h0, lengths, directions, reverse, allow_tf32,
         return out, h_n, None, hs, None
     block_h = block(H)
     prec = precision(xp.dtype, allow_tf32)
-    w_hh, w_hh_lo = operand_weights(w_hh, prec)
+    (w_hh, w_hh_lo), = operand_weights(prec, w_hh, wrap=wrap)
     _launch(
         _elman_fwd_kernel if _aligned(xp) else _elman_fwd_kernel_any_stride,
         (triton.cdiv(B, BLOCK_B), directions), wrap,
@@ -525,7 +525,7 @@ def _backward(cell, hs, w_hh, dout, dh_n, lengths, directions, reverse, allow_tf
         return g, g, dh0, None
     block_h = block(H)
     prec = precision(w_hh.dtype, allow_tf32)
-    w_hh, w_hh_lo = operand_weights(w_hh, prec)
+    (w_hh, w_hh_lo), = operand_weights(prec, w_hh, wrap=wrap)
     _launch(
         _elman_bwd_kernel if dout is None or _aligned(dout) else _elman_bwd_kernel_any_stride,
         (triton.cdiv(B, BLOCK_B), directions), wrap,

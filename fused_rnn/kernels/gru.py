@@ -138,7 +138,7 @@ def _gru_fwd(
     rz_rows = (rz // BLOCK_H) * H + rz % BLOCK_H
     rz_ok = (rz % BLOCK_H) < H
     # Loop invariants: the gate blocks of W_hh (and their TF32 remainders for "tf32x3", split on the
-    # host: see rnn_linear.split_tf32), in registers or shared memory (W_IN_REGISTERS), columns in
+    # host: see rnn_linear.split_tf32_weights), in registers or shared memory (W_IN_REGISTERS), columns in
     # units order too: the product's K index is the state's row.
     # (Padded rows of the stacked tile would point at the next gate's real rows: the mask zeroes them.)
     w_rz = _load_gates(w_hh_ptr, H, BLOCK_H, 2, False, True, W_IN_REGISTERS).to(OPERAND_DTYPE)
@@ -680,7 +680,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
     block_h = block(H)
     prec = precision(xp.dtype, allow_tf32)
     w_hh = _halve_rz(w_hh)
-    w_hh, w_hh_lo = operand_weights(w_hh, prec)
+    (w_hh, w_hh_lo), = operand_weights(prec, w_hh, wrap=wrap)
     aligned = xp.stride(0) % 16 == 0 and xp.stride(1) % 16 == 0
     _launch(
         _gru_fwd_kernel if aligned else _gru_fwd_kernel_any_stride, (triton.cdiv(B, BLOCK_B),), wrap,
@@ -720,7 +720,7 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         return dxp, dgh, dh0, None
     block_h = block(H)
     prec = precision(w_hh.dtype, allow_tf32)
-    w_hh, w_hh_lo = operand_weights(w_hh, prec)
+    (w_hh, w_hh_lo), = operand_weights(prec, w_hh, wrap=wrap)
     _launch(
         _gru_bwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
         aux, w_hh, w_hh_lo, dout, dh_n, lengths,

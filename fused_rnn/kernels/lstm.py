@@ -234,7 +234,7 @@ def _lstm_fwd(
 
     # W_hh as one [4·BLOCK_H, BLOCK_H] tile, loaded once, in registers or shared
     # memory (see rnn_linear._load_gates; the TF32 remainder comes from the host, see
-    # rnn_linear.split_tf32). The host has halved the rows of the sigmoid gates
+    # rnn_linear.split_tf32_weights). The host has halved the rows of the sigmoid gates
     # (see recurrence_fwd). Its columns are in h's row order too (the product's K index).
     w = _load_gates(w_hh_ptr, H, BLOCK_H, 4, False, True, W_IN_REGISTERS).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
@@ -707,7 +707,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
     prec = precision(xp.dtype, allow_tf32)
     warps = _num_warps(prec, block_h, H != block_h, backward=False, store_saved=bool(store_saved))
     w_hh = _halve_sigmoid_rows(w_hh)
-    w_hh, w_hh_lo = operand_weights(w_hh, prec)
+    (w_hh, w_hh_lo), = operand_weights(prec, w_hh, wrap=wrap)
     aligned = xp.stride(0) % 16 == 0 and xp.stride(1) % 16 == 0
     _launch(
         _lstm_fwd_kernel if aligned else _lstm_fwd_kernel_any_stride, (triton.cdiv(B, BLOCK_B),), wrap,
@@ -750,7 +750,7 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
     block_h = block(H)
     prec = precision(w_hh.dtype, allow_tf32)
     warps = _num_warps(prec, block_h, H != block_h, backward=True)
-    w_hh, w_hh_lo = operand_weights(w_hh, prec)
+    (w_hh, w_hh_lo), = operand_weights(prec, w_hh, wrap=wrap)
     _launch(
         _lstm_bwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
         aux, w_hh, w_hh_lo, dout, dh_n, dc_n, lengths,

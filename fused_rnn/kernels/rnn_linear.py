@@ -44,7 +44,7 @@ import triton.language as tl
 from . import tile_io
 
 # The smallest normal fp32 number (2^-126): the stand-in for a zero TF32
-# remainder (see split_tf32). TF32 keeps fp32's exponent range, and a normal
+# remainder (see _split_tf32). TF32 keeps fp32's exponent range, and a normal
 # number is not flushed to zero by the tensor core.
 TINY_NORMAL = tl.constexpr(1.1754943508222875e-38)
 
@@ -122,26 +122,36 @@ def _act(pre, RELU: tl.constexpr, FAST_TANH: tl.constexpr):
 
 
 @triton.jit
+def _split_tf32(w):
+    """(hi, lo) of fp32 ``w``: hi is w with its low 13 mantissa bits cleared (TF32-exact), lo = w - hi.
+
+    Non-finite and TF32-exact values are split so that "tf32x3" products (see _mm) behave as one
+    IEEE product does: a NaN keeps its payload in hi, and lo is never 0 for a nonzero w (±2^-126,
+    w's sign, where w is TF32-exact or infinite), so lo times an infinite operand is an infinity of
+    the right sign, not inf·0 = NaN. That changes a product by at most 2^-126 of the other operand.
+    """
+    hi = (w.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    hi = tl.where(w != w, w, hi)
+    lo = w - hi
+    tiny = tl.where(w < 0, -TINY_NORMAL, TINY_NORMAL)
+    lo = tl.where(((lo == 0) | (lo != lo)) & (w != 0), tiny, lo)
+    return hi, lo
+
+
+@triton.jit
 def _mm(a, a_lo, b, acc, PRECISION: tl.constexpr):
-    """acc + a·b, a: [M, K] weight tile (a_lo its TF32 remainder, see split_tf32); b: [K, N].
+    """acc + a·b, a: [M, K] weight tile (a_lo its TF32 remainder, see split_tf32_weights); b: [K, N].
 
     PRECISION: "ieee" (FFMA), "tf32" (one tensor-core pass, ~2^-11 relative per
     product), "tf32x3" (three TF32 passes: a·b_hi + a·b_lo + a_lo·b_hi, ~2^-21
     relative per product: fp32-level accuracy on tensor cores) or "low"
     (bf16/fp16 operands, fp32 accumulation).
 
-    For "tf32x3" b is split here like the weights (see split_tf32), so that
-    non-finite values behave as in one IEEE product: a NaN keeps its payload
-    in b_hi, and b_lo is never 0 for a nonzero b (±2^-126 where b is
-    TF32-exact or infinite), so inf·b_lo is an infinity of the right sign, not
-    inf·0 = NaN.
+    For "tf32x3" b is split here as the weights are (_split_tf32), so that
+    non-finite values behave as in one IEEE product.
     """
     if PRECISION == "tf32x3":
-        b_hi = (b.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
-        b_hi = tl.where(b != b, b, b_hi)
-        b_lo = b - b_hi
-        tiny = tl.where(b < 0, -TINY_NORMAL, TINY_NORMAL)
-        b_lo = tl.where(((b_lo == 0) | (b_lo != b_lo)) & (b != 0), tiny, b_lo)
+        b_hi, b_lo = _split_tf32(b)
         acc = tl.dot(a_lo, b_hi, acc, input_precision="tf32")
         acc = tl.dot(a, b_lo, acc, input_precision="tf32")
         acc = tl.dot(a, b_hi, acc, input_precision="tf32")
@@ -580,9 +590,12 @@ def num_warps(prec, block_h):
     return 4
 
 
-def operand_weights(w, prec):
-    """``(w, None)``, or for "tf32x3" products ``split_tf32(w)``: what a kernel takes as (W, W_lo)."""
-    return split_tf32(w) if prec == "tf32x3" else (w, None)
+def operand_weights(prec, *weights, wrap=None):
+    """What a kernel takes as (W, W_lo) for each weight: ``(w, None)``, or for "tf32x3" products
+    ``split_tf32_weights(*weights)``."""
+    if prec != "tf32x3":
+        return [(w, None) for w in weights]
+    return split_tf32_weights(*weights, wrap=wrap)
 
 
 # 32-bit registers per thread the weights may take when a program holds them in registers for
@@ -636,22 +649,54 @@ def forward_block_h(hidden_size, prec):
     return 64 if padded == 32 and prec == "tf32" else padded
 
 
-def split_tf32(w):
-    """(hi, lo): hi is w with its low 13 mantissa bits cleared (TF32-exact), lo = w - hi.
+# Elements each program of _split_tf32_kernel splits.
+SPLIT_BLOCK = 1024
 
-    For "tf32x3" products (see _mm). Done on the host so that both tiles reach
-    the kernel through loads: a weight split inside the kernel would sit in
-    registers instead of shared memory. Non-finite and TF32-exact weights are
-    split so that products behave as one IEEE product does: a NaN stays NaN in
-    hi, and lo is never 0 for a nonzero w (±2^-126, w's sign, where w is
-    TF32-exact or infinite), so lo times an infinite input is an infinity of
-    the right sign, not NaN. That changes a product by at most 2^-126 of the input.
+
+@triton.jit
+def _split_tf32_part(w_ptr, hi_ptr, lo_ptr, offs, n):
+    mask = offs < n
+    hi, lo = _split_tf32(tl.load(w_ptr + offs, mask=mask, other=0.0))
+    tl.store(hi_ptr + offs, hi, mask=mask)
+    tl.store(lo_ptr + offs, lo, mask=mask)
+
+
+@triton.jit
+def _split_tf32_kernel(w0_ptr, w1_ptr, w2_ptr, hi0_ptr, hi1_ptr, hi2_ptr, lo0_ptr, lo1_ptr, lo2_ptr, n0, n1, n2,
+                       BLOCK: tl.constexpr):
+    """Up to three contiguous fp32 weights (axis 1 of the grid picks one) into their hi and lo (_split_tf32)."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    part = tl.program_id(1)
+    if part == 0:
+        _split_tf32_part(w0_ptr, hi0_ptr, lo0_ptr, offs, n0)
+    elif part == 1:
+        _split_tf32_part(w1_ptr, hi1_ptr, lo1_ptr, offs, n1)
+    else:
+        _split_tf32_part(w2_ptr, hi2_ptr, lo2_ptr, offs, n2)
+
+
+def split_tf32_weights(*weights, wrap=None):
+    """[(hi, lo), ...]: each fp32 weight (at most 3) split for "tf32x3" products (_split_tf32), by
+    one launch for all of them.
+
+    On the host, so that both tiles reach the kernel through loads: a weight split inside the
+    recurrence's kernel would sit in registers instead of shared memory. One kernel, not torch's
+    elementwise ops: those were 14 launches per weight, 42 per call of rnn_linear's forward, and on
+    an H200 the seed's whole IEEE forward took 62.8 µs per call in a CUDA graph against 3.67 µs
+    with TF32 products, which need no split (benchmarks/results/NVIDIA_H200-2026-11-26.json).
     """
-    hi = (w.view(torch.int32) & -8192).view(torch.float32)  # -8192 = 0xFFFFE000
-    hi = torch.where(w.isnan(), w, hi)
-    lo = w - hi
-    tiny = torch.where(w < 0, -TINY_NORMAL.value, TINY_NORMAL.value)
-    return hi, torch.where(((lo == 0) | lo.isnan()) & (w != 0), tiny, lo)
+    if not 1 <= len(weights) <= 3:
+        raise ValueError(f"split_tf32_weights takes 1 to 3 weights, got {len(weights)}")
+    weights = [w.contiguous() for w in weights]
+    his = [new_empty(w.shape, device=w.device, dtype=torch.float32) for w in weights]
+    los = [new_empty(w.shape, device=w.device, dtype=torch.float32) for w in weights]
+    sizes = [w.numel() for w in weights]
+    if max(sizes) > 0:
+        spare = 3 - len(weights)    # unused slots: the first weight's pointers with nothing to split
+        _launch(_split_tf32_kernel, (triton.cdiv(max(sizes), SPLIT_BLOCK), len(weights)), wrap,
+                *weights, *weights[:1] * spare, *his, *his[:1] * spare, *los, *los[:1] * spare,
+                *sizes, *[0] * spare, BLOCK=SPLIT_BLOCK)
+    return list(zip(his, los))
 
 
 def smem_bytes(dtype, block_i, block_h, block_o, allow_tf32, *, store_hs=False, backward=False):
@@ -747,7 +792,7 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
     hs = new_empty((B, T, H), device=x.device, dtype=torch.float32) if store_hs else None
     prec = precision(x.dtype, allow_tf32)
     block_i, block_h, block_o = block(I), forward_block_h(H, prec), block(O)
-    (w_ih, w_ih_lo), (w_hh, w_hh_lo), (fc_w, fc_w_lo) = (operand_weights(w, prec) for w in (w_ih, w_hh, fc_w))
+    (w_ih, w_ih_lo), (w_hh, w_hh_lo), (fc_w, fc_w_lo) = operand_weights(prec, w_ih, w_hh, fc_w, wrap=wrap)
     aligned = x.stride(0) % 16 == 0 and x.stride(1) % 16 == 0
     warps = num_warps(prec, block_h)
     w_hh_in_registers, w_ih_in_registers = weights_in_registers(prec, warps, (block_h, block_h), (block_h, block_i),
@@ -788,7 +833,7 @@ def rnn_linear_bwd_sweep(hs, w_hh, fc_w, dy, dhn=None, lengths=None, *, relu=Fal
     block_h, block_o = block(H), block(O)
     prec = precision(w_hh.dtype, allow_tf32)
     warps = num_warps(prec, block_h)
-    (w_hh, w_hh_lo), (fc_w, fc_w_lo) = operand_weights(w_hh, prec), operand_weights(fc_w, prec)
+    (w_hh, w_hh_lo), (fc_w, fc_w_lo) = operand_weights(prec, w_hh, fc_w, wrap=wrap)
     _launch(
         _rnn_linear_bwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
         hs, lengths, w_hh, fc_w, w_hh_lo, fc_w_lo, dy.contiguous(), dhn.contiguous() if dhn is not None else None,
