@@ -21,7 +21,9 @@ SPEED_BEGIN, SPEED_END = "<!-- speed-table:begin -->", "<!-- speed-table:end -->
 # ---------------------------------------------------------------- loading
 
 def is_results(data):
-    return isinstance(data, dict) and isinstance(data.get("rows"), list) and "device" in data
+    """A benchmark results file (not a static report, not tune.py's launch-parameter rows)."""
+    return (isinstance(data, dict) and isinstance(data.get("rows"), list) and "device" in data
+            and data.get("kind") != "tune")
 
 
 def results_files(results_dir):

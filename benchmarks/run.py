@@ -304,6 +304,9 @@ def collect(proof_dir):
             data = old
         target.write_text(json.dumps(data, indent=1) + "\n")
         print(f"merged {path.name} into {target.relative_to(ROOT)}")
+    for path in sorted(proof_dir.glob("tune-*.json")):     # benchmarks/tune.py's rows
+        shutil.copy(path, RESULTS / path.name)
+        print(f"copied {path.name} to benchmarks/results/")
     for path in sorted(proof_dir.glob("static_*.json")):
         shutil.copy(path, RESULTS / path.name)
         print(f"copied {path.name} to benchmarks/results/")

@@ -763,7 +763,28 @@ def auto_takes(dtype, input_size, hidden_size, output_size, allow_tf32, needs_gr
     return launch_unsupported_reason(dtype, input_size, hidden_size, output_size, allow_tf32, needs_grad) is None
 
 
+# Launch parameters that replace the launchers' own choices in every recurrence kernel's launch,
+# so that benchmarks/tune.py can time them against each other on a GPU, e.g. {"num_warps": 8,
+# "BLOCK_B": 32}. Empty in normal use. The launchers' choices come from the static report's issue
+# slots, but the first GPU run (H200) found the bf16 step at H = 128 ~5x slower than its
+# issue-slot floor: latency, which only a GPU can rank.
+LAUNCH_OVERRIDES = {}
+
+
+def _overridden(grid, kwargs):
+    """(grid, kwargs) with LAUNCH_OVERRIDES applied. A BLOCK_B override must be a multiple of the
+    launcher's; the grid's first axis tiles the batch and shrinks by the same factor
+    (ceil(ceil(B / 16) / 2) = ceil(B / 32))."""
+    block_b = LAUNCH_OVERRIDES.get("BLOCK_B", kwargs["BLOCK_B"])
+    if block_b % kwargs["BLOCK_B"]:
+        raise ValueError(f"LAUNCH_OVERRIDES['BLOCK_B'] must be a multiple of {kwargs['BLOCK_B']}, got {block_b}")
+    grid = (triton.cdiv(grid[0], block_b // kwargs["BLOCK_B"]), *grid[1:])
+    return grid, dict(kwargs, BLOCK_B=block_b, num_warps=LAUNCH_OVERRIDES.get("num_warps", kwargs["num_warps"]))
+
+
 def _launch(kernel, grid, wrap, *args, **kwargs):
+    if LAUNCH_OVERRIDES and "BLOCK_B" in kwargs:
+        grid, kwargs = _overridden(grid, kwargs)
     if any(isinstance(a, FakeTensor) for a in args):
         # FakeTensorMode runs a registered op's body for its output shapes: nothing to launch, as
         # wrap_triton's fake does not launch (the interpreter would read the fakes' storage).
