@@ -350,3 +350,27 @@ def test_a_worker_hung_past_the_deadline_is_killed_and_its_job_named(tmp_path, m
     assert all("SIGKILL" in s["reason"] and harness.job_id(jobs[1]) in s["reason"] for s in died)
     # The deadline has passed: the jobs after it are recorded as not run for lack of time, not started.
     assert len(data["skipped"]) == len(died) + sum(len(j.impls) for j in jobs[2:])
+
+
+def test_isolated_suite_with_a_relative_out_writes_where_it_was_asked(tmp_path):
+    """run.py --out DIR is relative to the caller's working directory, for the supervisor and its workers
+    alike: the rows land in DIR there, and nothing is written relative to the checkout."""
+    import os
+    import subprocess
+    relative = f"rel_out_{os.getpid()}"
+    stray = ROOT / relative
+    environ = dict(os.environ, PYTHONPATH=str(ROOT))
+    try:
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--isolate",
+                               "--out", relative, "--no-progress", "--no-tables", "--cases", "seed"],
+                              cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert not stray.exists(), f"the worker wrote into {stray}"
+        (path,) = (tmp_path / relative).glob("*.json")
+        data = json.loads(path.read_text())
+        seed_jobs = [j for j in grid.smoke_jobs(False) if j.case == "seed"]
+        assert len(data["rows"]) + len(data["skipped"]) == sum(len(j.impls) for j in seed_jobs)
+        assert data["rows"]
+    finally:
+        import shutil
+        shutil.rmtree(stray, ignore_errors=True)
