@@ -374,3 +374,18 @@ def test_isolated_suite_with_a_relative_out_writes_where_it_was_asked(tmp_path):
     finally:
         import shutil
         shutil.rmtree(stray, ignore_errors=True)
+
+
+def test_the_device_probe_calls_a_full_device_usable(monkeypatch):
+    """After an out-of-memory error the probe's own allocation can fail for lack of memory too: the device
+    answered (it is full, not faulted), so the job is an ordinary failure, not a sticky fault that costs a
+    fresh worker and is reported among the CUDA faults."""
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+
+    def full(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB")
+
+    monkeypatch.setattr(torch, "ones", full)
+    cuda = torch.device("cuda")
+    assert harness.device_usable(cuda)
+    assert not harness.poisons_context(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), cuda)
