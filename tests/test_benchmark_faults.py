@@ -389,3 +389,22 @@ def test_the_device_probe_calls_a_full_device_usable(monkeypatch):
     cuda = torch.device("cuda")
     assert harness.device_usable(cuda)
     assert not harness.poisons_context(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), cuda)
+
+
+def test_gpu_proof_gives_the_suite_the_folder_it_writes_into(tmp_path, monkeypatch):
+    """gpu_proof writes its logs and summary into --out DIR relative to its working directory; the suite
+    step runs in the checkout's root, so the DIR it is given must name that same folder."""
+    commands = []
+
+    def fake_run_step(cmd, log_path, timeout_s, env):
+        commands.append(cmd)
+        open(log_path, "w").close()
+        return 0, 0.0
+
+    monkeypatch.setattr(gpu_proof, "run_step", fake_run_step)
+    monkeypatch.setattr(gpu_proof, "STATIC_REPORT", tmp_path / "absent.py")
+    monkeypatch.chdir(tmp_path)
+    gpu_proof.gpu_proof("proof_out", cuda=True)
+    (suite,) = [cmd for cmd in commands if str(cmd[1]).endswith("run.py")]
+    given = suite[suite.index("--out") + 1]
+    assert (ROOT / given).resolve() == (tmp_path / "proof_out").resolve(), given
