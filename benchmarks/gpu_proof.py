@@ -95,7 +95,7 @@ def gpu_proof(out_dir, *, total_s=TOTAL_S, pytest_args=("-m", "gpu"), cuda=None)
 
     cuda = torch.cuda.is_available() if cuda is None else cuda
     start = time.monotonic()
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()    # the steps run in ROOT: the same folder for them as for us
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="fused_rnn_proof_"))
     ext_dir = work / "torch_extensions"

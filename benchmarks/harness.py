@@ -83,6 +83,8 @@ def device_usable(device):
     try:
         torch.cuda.synchronize(device)
         return (torch.ones(1, device=device) + 1).item() == 2.0
+    except torch.OutOfMemoryError:    # full, after an out-of-memory error: it answered, it is not faulted
+        return True
     except Exception:    # noqa: BLE001  whatever the fault raises
         return False
 

@@ -191,7 +191,7 @@ def worker_runner(argv, results_path):
             if deadline is not None:    # the same deadline, in the clock that processes share
                 cmd += ["--deadline-unix", repr(time.time() + deadline - time.monotonic())]
             sys.stdout.flush()
-            worker = subprocess.Popen(cmd, cwd=ROOT)
+            worker = subprocess.Popen(cmd)    # in our working directory: relative paths in argv mean the same
             try:
                 rc = worker.wait(None if deadline is None else max(deadline + HANG_GRACE_S - time.monotonic(), 1))
             except subprocess.TimeoutExpired:    # hung: its job is named from its state, as for a crash

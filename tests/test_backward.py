@@ -31,19 +31,36 @@ def grads_vs_float64(B, T, I, H, O, *, dtype=torch.float32, with_h0=True, length
     y_ref, h_ref = rnn_linear_loop(*ref[:7], ref[7], lengths=lengths, nonlinearity=nonlinearity)
     ((y_ref * dy.double()).sum() + (h_ref * dh_n[0].double()).sum()).backward()
 
-    tol = GRAD_TOL[dtype]
     for name, got, want in zip(NAMES, leaves, ref):
         if got is None:
             continue
         assert got.grad is not None and got.grad.dtype == dtype, name
-        # The absolute tolerance scales with the gradient, down to the smallest normal number of the
-        # dtype it is returned in: after T contracting steps dh0 can be ~1e-75 in float64 (T = 256,
-        # fp32) or ~1e-30 (T = 100, fp16), below what the dtype holds (the H200 run of 2026-11-26
-        # failed dh0 only so).
-        scale = want.grad.abs().max().item() or 1.0
-        atol = max(tol * scale, torch.finfo(dtype).tiny)
-        torch.testing.assert_close(got.grad.double(), want.grad, atol=atol, rtol=tol,
-                                   msg=lambda m: f"d{name}: {m}")
+        assert_grad_close(name, got.grad, want.grad, dtype)
+
+
+def assert_grad_close(name, got, want, dtype):
+    """got (returned in dtype) against the float64 gradient want, to GRAD_TOL[dtype] of want's largest entry."""
+    tol = GRAD_TOL[dtype]
+    # The absolute tolerance scales with the gradient, down to what the kernels can hold: after T
+    # contracting steps dh0 can be ~1e-75 in float64 (T = 256), and the H200 run of 2026-11-26 failed
+    # fp32's and bf16's dh0 only so. The kernels compute in fp32, which may flush below its smallest
+    # normal (2^-126), and return values below the dtype's smallest normal at the spacing of its
+    # subnormals (tiny·eps: 2^-24 for fp16, whose smallest normal, 6.1e-5, is no floor for gradients).
+    scale = want.abs().max().item() or 1.0
+    finfo = torch.finfo(dtype)
+    atol = max(tol * scale, torch.finfo(torch.float32).tiny, finfo.tiny * finfo.eps)
+    torch.testing.assert_close(got.double(), want, atol=atol, rtol=tol, msg=lambda m: f"d{name}: {m}")
+
+
+def test_gradient_tolerance_floor_admits_only_what_the_dtype_cannot_hold():
+    """The absolute floor lets through a gradient below what the dtype holds (fp32 dh0 ~1e-75, fp16 ~1e-30,
+    returned as 0), not a wrong one the dtype holds: 1e-3 is a normal fp16 number, 5 % off it must fail."""
+    want = torch.linspace(0.5, 1.0, 5, dtype=torch.float64) * 1e-3
+    assert_grad_close("h0", torch.zeros(5, dtype=torch.float32), want * 1e-72, torch.float32)
+    assert_grad_close("h0", torch.zeros(5, dtype=torch.float16), want * 1e-27, torch.float16)
+    assert_grad_close("h0", (want * 1.005).half(), want, torch.float16)        # within fp16's 1e-2
+    with pytest.raises(AssertionError):
+        assert_grad_close("h0", (want * 1.05).half(), want, torch.float16)
 
 
 @pytest.mark.parametrize("B,T,I,H,O", [

@@ -350,3 +350,61 @@ def test_a_worker_hung_past_the_deadline_is_killed_and_its_job_named(tmp_path, m
     assert all("SIGKILL" in s["reason"] and harness.job_id(jobs[1]) in s["reason"] for s in died)
     # The deadline has passed: the jobs after it are recorded as not run for lack of time, not started.
     assert len(data["skipped"]) == len(died) + sum(len(j.impls) for j in jobs[2:])
+
+
+def test_isolated_suite_with_a_relative_out_writes_where_it_was_asked(tmp_path):
+    """run.py --out DIR is relative to the caller's working directory, for the supervisor and its workers
+    alike: the rows land in DIR there, and nothing is written relative to the checkout."""
+    import os
+    import subprocess
+    relative = f"rel_out_{os.getpid()}"
+    stray = ROOT / relative
+    environ = dict(os.environ, PYTHONPATH=str(ROOT))
+    try:
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--isolate",
+                               "--out", relative, "--no-progress", "--no-tables", "--cases", "seed"],
+                              cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert not stray.exists(), f"the worker wrote into {stray}"
+        (path,) = (tmp_path / relative).glob("*.json")
+        data = json.loads(path.read_text())
+        seed_jobs = [j for j in grid.smoke_jobs(False) if j.case == "seed"]
+        assert len(data["rows"]) + len(data["skipped"]) == sum(len(j.impls) for j in seed_jobs)
+        assert data["rows"]
+    finally:
+        import shutil
+        shutil.rmtree(stray, ignore_errors=True)
+
+
+def test_the_device_probe_calls_a_full_device_usable(monkeypatch):
+    """After an out-of-memory error the probe's own allocation can fail for lack of memory too: the device
+    answered (it is full, not faulted), so the job is an ordinary failure, not a sticky fault that costs a
+    fresh worker and is reported among the CUDA faults."""
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+
+    def full(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB")
+
+    monkeypatch.setattr(torch, "ones", full)
+    cuda = torch.device("cuda")
+    assert harness.device_usable(cuda)
+    assert not harness.poisons_context(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), cuda)
+
+
+def test_gpu_proof_gives_the_suite_the_folder_it_writes_into(tmp_path, monkeypatch):
+    """gpu_proof writes its logs and summary into --out DIR relative to its working directory; the suite
+    step runs in the checkout's root, so the DIR it is given must name that same folder."""
+    commands = []
+
+    def fake_run_step(cmd, log_path, timeout_s, env):
+        commands.append(cmd)
+        open(log_path, "w").close()
+        return 0, 0.0
+
+    monkeypatch.setattr(gpu_proof, "run_step", fake_run_step)
+    monkeypatch.setattr(gpu_proof, "STATIC_REPORT", tmp_path / "absent.py")
+    monkeypatch.chdir(tmp_path)
+    gpu_proof.gpu_proof("proof_out", cuda=True)
+    (suite,) = [cmd for cmd in commands if str(cmd[1]).endswith("run.py")]
+    given = suite[suite.index("--out") + 1]
+    assert (ROOT / given).resolve() == (tmp_path / "proof_out").resolve(), given

@@ -134,6 +134,44 @@ def test_split_tf32_weights_is_exact(shapes):
         check_tf32_split(w.view(-1), hi.cpu().reshape(-1), lo.cpu().reshape(-1))
 
 
+# fp32 bit patterns: NaNs whose payload is only in the 13 bits the split clears (0x7F800001 would become +inf
+# without its own case) or with the sign set, ±inf, ±0, subnormals (the smallest, a negative one, the largest,
+# one with bits on both sides of the cut), the smallest normal, the largest finite, 1 + 2^-23 and 1.
+SPECIAL_BITS = [0x7F800001, 0x7FC00001, 0xFFC00000, 0xFF801234, 0x7F800000, 0xFF800000, 0x80000000, 0x00000000,
+                0x00000001, 0x80000001, 0x007FFFFF, 0x00402001, 0x00800000, 0x7F7FFFFF, 0xFF7FFFFF, 0x3F800001,
+                0x3F800000]
+
+
+def split_bits(bits):
+    """The split of one fp32 bit pattern as Python integers, written from the definition (see _split_tf32)."""
+    import struct
+
+    def value(b):
+        return struct.unpack("<f", struct.pack("<I", b))[0]
+
+    w = value(bits)
+    if w != w:
+        return bits, 0x00800000                         # hi keeps the NaN; lo: +2^-126 (a NaN is not < 0)
+    hi = bits & 0xFFFFE000
+    lo = w - value(hi)                                  # exact in float64, and representable in fp32
+    if (lo == 0 or lo != lo) and w != 0:
+        return hi, 0x80800000 if w < 0 else 0x00800000
+    return hi, struct.unpack("<I", struct.pack("<f", lo))[0]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced"])
+def test_split_tf32_weights_special_values_bit_for_bit(layout):
+    """Non-finite values, signed zeros and subnormals split bit for bit as the definition says, from any
+    layout of the weight (a transposed or sliced Parameter reaches split_tf32_weights as it is)."""
+    bits = torch.tensor(SPECIAL_BITS * 3, dtype=torch.int64).to(torch.int32)
+    base = bits.view(torch.float32).reshape(3, len(SPECIAL_BITS)).to(DEVICE)
+    w = {"contiguous": base, "transposed": base.t(), "sliced": base[:, ::1][1:]}[layout]
+    (hi, lo), = kernels.split_tf32_weights(w)
+    assert hi.shape == w.shape and lo.shape == w.shape
+    got = list(zip(hi.cpu().reshape(-1).view(torch.int32).tolist(), lo.cpu().reshape(-1).view(torch.int32).tolist()))
+    want = [split_bits(b & 0xFFFFFFFF) for b in w.cpu().reshape(-1).view(torch.int32).tolist()]
+    assert [(h & 0xFFFFFFFF, l & 0xFFFFFFFF) for h, l in got] == want
+
 def test_3xtf32_splits_the_weights_in_one_launch(monkeypatch):
     """IEEE fp32 ("tf32x3") calls launch the recurrence's kernel and one split kernel, and dispatch no
     elementwise torch ops for the split: 42 of them per call of the seed's forward made its IEEE
