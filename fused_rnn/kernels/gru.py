@@ -137,8 +137,8 @@ def _gru_fwd(
     # against 558). rz_rows: the row of W_hh and b_hh behind each row of the stacked tile.
     rz_rows = (rz // BLOCK_H) * H + rz % BLOCK_H
     rz_ok = (rz % BLOCK_H) < H
-    # Loop invariants: the gate blocks of W_hh (and their TF32 remainders for "tf32x3", split on the
-    # host: see rnn_linear.split_tf32_weights), in registers or shared memory (W_IN_REGISTERS), columns in
+    # Loop invariants: the gate blocks of W_hh (and their TF32 remainders for "tf32x3", split before
+    # this launch: see rnn_linear.split_tf32_weights), in registers or shared memory (W_IN_REGISTERS), columns in
     # units order too: the product's K index is the state's row.
     # (Padded rows of the stacked tile would point at the next gate's real rows: the mask zeroes them.)
     w_rz = _load_gates(w_hh_ptr, H, BLOCK_H, 2, False, True, W_IN_REGISTERS).to(OPERAND_DTYPE)

@@ -233,7 +233,7 @@ def _lstm_fwd(
     is_g = gate == 2
 
     # W_hh as one [4·BLOCK_H, BLOCK_H] tile, loaded once, in registers or shared
-    # memory (see rnn_linear._load_gates; the TF32 remainder comes from the host, see
+    # memory (see rnn_linear._load_gates; the TF32 remainder is split before this launch, see
     # rnn_linear.split_tf32_weights). The host has halved the rows of the sigmoid gates
     # (see recurrence_fwd). Its columns are in h's row order too (the product's K index).
     w = _load_gates(w_hh_ptr, H, BLOCK_H, 4, False, True, W_IN_REGISTERS).to(OPERAND_DTYPE)

@@ -649,7 +649,8 @@ def forward_block_h(hidden_size, prec):
     return 64 if padded == 32 and prec == "tf32" else padded
 
 
-# Elements each program of _split_tf32_kernel splits.
+# Elements each program of _split_tf32_kernel splits: 8 per thread of its 4 warps (Triton's default),
+# so the largest weight, the LSTM's W_hh at H = 256 (4·256·256 elements), takes 256 programs.
 SPLIT_BLOCK = 1024
 
 
@@ -679,11 +680,9 @@ def split_tf32_weights(*weights, wrap=None):
     """[(hi, lo), ...]: each fp32 weight (at most 3) split for "tf32x3" products (_split_tf32), by
     one launch for all of them.
 
-    On the host, so that both tiles reach the kernel through loads: a weight split inside the
-    recurrence's kernel would sit in registers instead of shared memory. One kernel, not torch's
-    elementwise ops: those were 14 launches per weight, 42 per call of rnn_linear's forward, and on
-    an H200 the seed's whole IEEE forward took 62.8 µs per call in a CUDA graph against 3.67 µs
-    with TF32 products, which need no split (benchmarks/results/NVIDIA_H200-2026-11-26.json).
+    A kernel of its own, before the recurrence's, so that both tiles reach that kernel through
+    loads: a weight split inside it would sit in registers instead of shared memory. One launch
+    for every weight of a call, where torch's elementwise ops took 14 per weight.
     """
     if not 1 <= len(weights) <= 3:
         raise ValueError(f"split_tf32_weights takes 1 to 3 weights, got {len(weights)}")
