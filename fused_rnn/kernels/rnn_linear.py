@@ -414,7 +414,8 @@ def _rnn_linear_bwd_kernel(
     HAS_LENGTHS: tl.constexpr, RELU: tl.constexpr, MASK_H: tl.constexpr,
     PAIRED: tl.constexpr, W_HH_IN_REGISTERS: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
-    """Reverse-time sweep from dh_T (the launcher's fc_Wᵀ dy + dh_n): g_t = dh_t ⊙ act'(h_t); dh_{t-1} = W_hhᵀ g_t.
+    """Reverse-time sweep from dh_T (the launcher's fc_Wᵀ dy + dh_n): g_t = dh_t ⊙ act'(h_t),
+    dh_{t-1} = W_hhᵀ g_t.
 
     Transposed like the forward: dhᵀ is [BLOCK_H, BLOCK_B] and W_hhᵀ the MMA's A.
     hs, g: [B, T, H] fp32 (contiguous); dh_last, dh0: [B, H] fp32 (contiguous).
