@@ -244,9 +244,7 @@ def test_sweep_sass_writes_every_uniform_register_it_reads():
     (torch.float16, 65, 33),     # the failing case: MASK_H, one access per unit, any-stride x
     (torch.bfloat16, 65, 33),
     (torch.float32, 65, 33),
-    (torch.float16, 65, 32),     # x rows 16-element aligned: the other forward kernel
-    (torch.float16, 64, 33),     # BLOCK_H 64, paired, no padding
-    (torch.float16, 128, 33),    # BLOCK_H 128, paired, no padding
+    (torch.float16, 128, 32),    # BLOCK_H 128 paired, no padding; x rows 16-element aligned (the other kernel)
 ], ids=lambda v: NAMES.get(v, v))
 def test_forward_states_match_float64(dtype, H, I):
     """hs (fp32) from the training forward against the float64 loop on the same rounded inputs."""
@@ -267,13 +265,10 @@ SWEEP_CASES = {
     "bf16-H65": (torch.bfloat16, 65, None, False),
     "fp32-H65": (torch.float32, 65, None, False),
     "fp16-H65-registers": (torch.float16, 65, True, False),
-    "fp16-H100": (torch.float16, 100, None, False),        # MASK_H, paired, registers
-    "fp16-H100-unpaired": (torch.float16, 100, None, True),
-    "fp16-H128": (torch.float16, 128, None, False),        # no padding, paired, registers
-    "fp16-H128-shared": (torch.float16, 128, False, False),
+    "fp16-H100-unpaired": (torch.float16, 100, None, True),  # MASK_H at an even H, registers
+    "fp16-H128-shared": (torch.float16, 128, False, False),  # no padding, paired
     "bf16-H128": (torch.bfloat16, 128, None, False),       # the static report's long_bf16_backward
-    "fp16-H64": (torch.float16, 64, None, False),          # BLOCK_H 64
-    "fp16-H40": (torch.float16, 40, None, False),          # BLOCK_H 64, padded
+    "fp16-H64": (torch.float16, 64, None, False),          # BLOCK_H 64: ptxas 12.8 was right there too
 }
 
 
