@@ -417,42 +417,36 @@ _rnn_linear_fwd_kernel_any_stride = triton.jit(
 
 @triton.jit(do_not_specialize=["B", "T"])
 def _rnn_linear_bwd_kernel(
-    hs_ptr, lengths_ptr, w_hh_ptr, fc_w_ptr, w_hh_lo_ptr, fc_w_lo_ptr, dy_ptr, dhn_ptr,
+    hs_ptr, lengths_ptr, w_hh_ptr, w_hh_lo_ptr, dh_last_ptr,
     g_ptr, dh0_ptr,
-    B, T, H, O,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_O: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, HAS_DHN: tl.constexpr, RELU: tl.constexpr, MASK_H: tl.constexpr,
+    B, T, H,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, RELU: tl.constexpr, MASK_H: tl.constexpr,
     PAIRED: tl.constexpr, W_HH_IN_REGISTERS: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
-    """Reverse-time sweep: dh_T = fc_Wᵀ dy (+ dh_n); g_t = dh_t ⊙ act'(h_t); dh_{t-1} = W_hhᵀ g_t.
+    """Reverse-time sweep from dh_T (the launcher's fc_Wᵀ dy + dh_n): g_t = dh_t ⊙ act'(h_t),
+    dh_{t-1} = W_hhᵀ g_t.
 
     Transposed like the forward: dhᵀ is [BLOCK_H, BLOCK_B] and W_hhᵀ the MMA's A.
-    hs, g: [B, T, H] fp32 (contiguous); dy: [B, O]; dhn, dh0: [B, H] fp32.
+    hs, g: [B, T, H] fp32 (contiguous); dh_last, dh0: [B, H] fp32 (contiguous).
     """
     pid = tl.program_id(0)
     seqs = (pid * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     seq_ok = seqs < B
     # Row m of every [BLOCK_H, ·] tile holds unit units[m] (see tile_io.paired_units).
     units = tile_io.paired_units(BLOCK_H)
-    offs_h = tl.arange(0, BLOCK_H)
-    offs_o = tl.arange(0, BLOCK_O)
     h_mask = (units[:, None] < H) & seq_ok[None, :]
 
-    # A[m, k] = W_hhᵀ[units[m], units[k]] = W_hh[units[k], units[m]]; fc_Wᵀ: [BLOCK_H, BLOCK_O], unit order.
+    # A[m, k] = W_hhᵀ[units[m], units[k]] = W_hh[units[k], units[m]].
     w_hh_t = _load_gates(w_hh_ptr, H, BLOCK_H, 1, True, True, W_HH_IN_REGISTERS).to(OPERAND_DTYPE)
-    fc_w_t = _load_tile(fc_w_ptr, offs_h, offs_o, H, O, 1, H).to(OPERAND_DTYPE)
     if PRECISION == "tf32x3":
         w_hh_t_lo = _load_gates(w_hh_lo_ptr, H, BLOCK_H, 1, True, True, W_HH_IN_REGISTERS)
-        fc_w_t_lo = _load_tile(fc_w_lo_ptr, offs_h, offs_o, H, O, 1, H)
     else:
         w_hh_t_lo = w_hh_t
-        fc_w_t_lo = fc_w_t
-    dy_t = _load_tile(dy_ptr, offs_o, seqs, O, B, 1, O).to(tl.float32)
-    # fc_Wᵀ·dy in unit order (fc_W loaded as it is), put in the units' order once.
-    dh = _mm(fc_w_t, fc_w_t_lo, dy_t.to(OPERAND_DTYPE), tl.zeros([BLOCK_H, BLOCK_B], dtype=tl.float32), PRECISION)
-    dh = tile_io.paired_rows(dh)
-    if HAS_DHN:
-        dh += tl.load(dhn_ptr + seqs[None, :] * H + units[:, None], mask=h_mask, other=0.0).to(tl.float32)
+    # dh_T comes in ready-made (see rnn_linear_bwd_sweep): with a product fc_Wᵀ·dy before the loop,
+    # ptxas 12.8 (Triton 3.6's) built the loop's wgmma descriptors for g from a uniform register it
+    # never wrote (bf16/fp16, BLOCK_H = 128, 4 warps).
+    dh = tl.load(dh_last_ptr + seqs[None, :] * H + units[:, None], mask=h_mask, other=0.0)
     if HAS_LENGTHS:
         length = tl.load(lengths_ptr + seqs, mask=seq_ok, other=0)
 
@@ -702,7 +696,7 @@ def smem_bytes(dtype, block_i, block_h, block_o, allow_tf32, *, store_hs=False, 
     """Shared memory one program needs, in bytes: what decides whether a configuration launches.
 
     The weight tiles stay resident for the whole loop (twice, hi and lo, for
-    "tf32x3"); the step's MMA operands (x and h, or g and dy) reuse one region.
+    "tf32x3"); the step's MMA operands (x and h, or g) reuse one region.
     Where weights_in_registers holds W_hh and W_ih in registers triton 3.6
     allocates less (long_bf16_forward: 10240 B against 59392), but their
     one-time reorder may still stage them (fp32, H = 128: 64 KiB) and triton
@@ -721,8 +715,8 @@ def smem_bytes(dtype, block_i, block_h, block_o, allow_tf32, *, store_hs=False, 
     item = 4 if prec in FP32_OPERANDS else dtype.itemsize
     copies = 2 if prec == "tf32x3" else 1
     if backward:
-        weights = block_h * block_h + block_h * block_o
-        operand_rows = (block_h, block_o)
+        weights = block_h * block_h
+        operand_rows = (block_h,)
     else:
         weights = block_h * block_h + block_h * block_i + block_o * block_h
         operand_rows = (block_h, block_i)
@@ -845,22 +839,28 @@ def rnn_linear_bwd_sweep(hs, w_hh, fc_w, dy, dhn=None, lengths=None, *, relu=Fal
 
     hs: [B, T, H] fp32 from the forward; dy: [B, O]; dhn: [B, H] or None.
     Returns (g [B, T, H] fp32, dh0 [B, H] fp32), g_t being ∂L/∂(pre-activation at t).
+
+    The sweep starts from dh_T = dy·fc_W + dh_n, one fp32 product here (as the backward's other
+    products in fused_rnn/ops.py, it follows torch's matmul precision), not in the kernel: see
+    _rnn_linear_bwd_kernel.
     """
     B, T, H = hs.shape
-    O = fc_w.shape[0]
     g = new_empty((B, T, H), device=hs.device, dtype=torch.float32)
     dh0 = new_empty((B, H), device=hs.device, dtype=torch.float32)
-    block_h, block_o = block(H), block(O)
+    dh_last = dy.float() @ fc_w.float()
+    if dhn is not None:
+        dh_last = dh_last + dhn.float()
+    block_h = block(H)
     prec = precision(w_hh.dtype, allow_tf32)
     warps = num_warps(prec, block_h)
-    (w_hh, w_hh_lo), (fc_w, fc_w_lo) = operand_weights(prec, w_hh, fc_w, wrap=wrap)
+    (w_hh, w_hh_lo), = operand_weights(prec, w_hh, wrap=wrap)
     _launch(
         _rnn_linear_bwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
-        hs, lengths, w_hh, fc_w, w_hh_lo, fc_w_lo, dy.contiguous(), dhn.contiguous() if dhn is not None else None,
+        hs, lengths, w_hh, w_hh_lo, dh_last.contiguous(),
         g, dh0,
-        B, T, H, O,
-        BLOCK_B=BLOCK_B, BLOCK_H=block_h, BLOCK_O=block_o,
-        HAS_LENGTHS=lengths is not None, HAS_DHN=dhn is not None, RELU=relu, MASK_H=H != block_h,
+        B, T, H,
+        BLOCK_B=BLOCK_B, BLOCK_H=block_h,
+        HAS_LENGTHS=lengths is not None, RELU=relu, MASK_H=H != block_h,
         PAIRED=H % 2 == 0 and tile_io.pairs_fit(hs),
         W_HH_IN_REGISTERS=weights_in_registers(prec, warps, (block_h, block_h), hidden_size=H)[0],
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
