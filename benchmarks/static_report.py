@@ -270,6 +270,46 @@ def time_loop(sass):
     return instructions[start:end + 1]
 
 
+# A miscompile only a GPU shows in the numbers, visible in the SASS: ptxas 12.8 (triton 3.6's) built
+# the bf16/fp16 backward sweep's wgmma descriptors at BLOCK_H = 128 from a uniform register it never
+# wrote (UR9), so K-steps 1-7 multiplied the wrong shared memory (the H200's fp16 dx failure, see
+# tests/test_gpu_diagnostics.py). Every row counts such reads; the tests want none.
+_SASS_LINE = re.compile(r"/\*[0-9a-f]+\*/\s+(@!?U?P\w+\s+)?(?P<op>[A-Z][A-Za-z0-9_.]*)\s*(?P<args>[^;]*);")
+
+
+def uniform_registers_read_before_written(sass):
+    """[(instruction, register)] for each uniform register (URn) an instruction reads that no earlier
+    instruction (in address order) wrote. Register pairs: .64 operations read and write two, WIDE
+    ones write two, desc[URn] reads two, gdesc[URn] four (A's and B's descriptors) or, with A in
+    registers, URn+2 and URn+3 (B's)."""
+    written, found = {"URZ"}, []
+    for line in sass.splitlines():
+        m = _SASS_LINE.search(line)
+        if not m:
+            continue
+        op, args = m.group("op"), [a.strip() for a in m.group("args").split(",")]
+        pair_op = ".64" in op
+        dst = args[0] if args and re.fullmatch(r"UR\d+", args[0]) else None
+        for i, arg in enumerate(args):
+            if i == 0 and dst is not None:
+                continue
+            for reg in re.finditer(r"(g?desc)\[UR(\d+)\]|UR(\d+)", arg):
+                if reg.group(1) == "gdesc":
+                    # URn, URn+1: A's descriptor, unused where A is in registers; URn+2, URn+3: B's.
+                    a_in_registers = any(re.fullmatch(r"R\d+", x) for x in args[1:i])
+                    regs = range(int(reg.group(2)) + (2 if a_in_registers else 0), int(reg.group(2)) + 4)
+                elif reg.group(1) == "desc":
+                    regs = range(int(reg.group(2)), int(reg.group(2)) + 2)
+                else:
+                    n = int(reg.group(3))
+                    regs = range(n, n + (2 if pair_op and re.fullmatch(r"-?UR\d+(\.reuse)?", arg) else 1))
+                found += [(line.strip(), f"UR{r}") for r in regs if f"UR{r}" not in written]
+        if dst:
+            n = int(dst[2:])
+            written.update(f"UR{r}" for r in range(n, n + (2 if pair_op or "WIDE" in op else 1)))
+    return found
+
+
 def mma_shape(opcode):
     """(M, N, K, "tf32" or "16-bit") of an HGMMA or HMMA opcode; a ValueError for a shape not known here."""
     operands = "tf32" if ".TF32" in opcode else "16-bit"
@@ -340,7 +380,8 @@ def report_row(config, shape, dtype_name, mode, allow_tf32, auto, layer=None):
         estimate = layer_kernels(cell).smem_bytes(dtype, kernels.block(H), allow,
                                                   store_saved=mode == "train_forward", backward=mode == "backward")
         extra = {"cell": cell, "direction": direction, "store_out": store_out}
-    loop = time_loop(sass_of(kernel.asm["cubin"]))
+    sass = sass_of(kernel.asm["cubin"])
+    loop = time_loop(sass)
     counts = Counter(op.split(".")[0] for op in loop)
     regs, spills = resource_usage(kernel)
     warps = kwargs["num_warps"]
@@ -355,6 +396,7 @@ def report_row(config, shape, dtype_name, mode, allow_tf32, auto, layer=None):
         "mufu_cycles": cycles["mufu"], "tensor_cycles": cycles["tensor"],
         "tensor_fma_per_step": sum(mma_work(loop, warps).values()),
         "step_floor_cycles": max(cycles.values()),
+        "unwritten_uniform_reads": sorted({reg for _, reg in uniform_registers_read_before_written(sass)}),
         "counts": {op: counts.get(op, 0) for op in COUNTED} | {
             "other": sum(n for op, n in counts.items() if op not in COUNTED)},
         "auto": auto,

@@ -158,6 +158,7 @@ def test_training_follows_stock():
     (256, 256, 64, 128, 10, torch.float32),
     (64, 128, 128, 256, 10, torch.bfloat16),
     (1000, 100, 33, 65, 3, torch.float16),
+    (64, 256, 64, 128, 1, torch.bfloat16),     # the long case's training; ptxas 12.8 miscompiled its sweep
 ])
 def test_gradients_gpu_large(B, T, I, H, O, dtype):
     grads_vs_float64(B, T, I, H, O, dtype=dtype)

@@ -14,8 +14,8 @@ Without CUDA the `gpu` tests are skipped; with the mark's skip lifted they run t
 interpreter on small shapes (T = 6, B = 5 and 20), which checks that they test the right thing.
 """
 
+import importlib.util
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import torch
 
 from conftest import kernels
 from fused_rnn.kernels import tile_io
-from helpers import DEVICE, TOL, make_params, run_python
+from helpers import DEVICE, ROOT, TOL, make_params, run_python
 
 GPU = torch.cuda.is_available()
 # The failing case's T and batch sizes: 1000 = 62·16 + 8 (a partial last tile), 992 = 62·16, 40.
@@ -161,40 +161,14 @@ for spec in sys.argv[1:]:
     print(spec, path)
 """
 
-SASS_LINE = re.compile(r"/\*[0-9a-f]+\*/\s+(@!?U?P\w+\s+)?(?P<op>[A-Z][A-Za-z0-9_.]*)\s*(?P<args>[^;]*);")
+def _static_report():
+    spec = importlib.util.spec_from_file_location("static_report", ROOT / "benchmarks" / "static_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def uniform_registers_read_before_written(sass):
-    """[(instruction, register)] for each uniform register (URn) an instruction reads that no earlier
-    instruction (in address order) wrote. Register pairs: .64 operations read and write two, WIDE
-    ones write two, desc[URn] reads two, gdesc[URn] four (A's and B's descriptors) or, with A in
-    registers, URn+2 and URn+3 (B's)."""
-    written, found = {"URZ"}, []
-    for line in sass.splitlines():
-        m = SASS_LINE.search(line)
-        if not m:
-            continue
-        op, args = m.group("op"), [a.strip() for a in m.group("args").split(",")]
-        pair_op = ".64" in op
-        dst = args[0] if args and re.fullmatch(r"UR\d+", args[0]) else None
-        for i, arg in enumerate(args):
-            if i == 0 and dst is not None:
-                continue
-            for reg in re.finditer(r"(g?desc)\[UR(\d+)\]|UR(\d+)", arg):
-                if reg.group(1) == "gdesc":
-                    # URn, URn+1: A's descriptor, unused where A is in registers; URn+2, URn+3: B's.
-                    a_in_registers = any(re.fullmatch(r"R\d+", x) for x in args[1:i])
-                    regs = range(int(reg.group(2)) + (2 if a_in_registers else 0), int(reg.group(2)) + 4)
-                elif reg.group(1) == "desc":
-                    regs = range(int(reg.group(2)), int(reg.group(2)) + 2)
-                else:
-                    n = int(reg.group(3))
-                    regs = range(n, n + (2 if pair_op and re.fullmatch(r"-?UR\d+(\.reuse)?", arg) else 1))
-                found += [(line.strip(), f"UR{r}") for r in regs if f"UR{r}" not in written]
-        if dst:
-            n = int(dst[2:])
-            written.update(f"UR{r}" for r in range(n, n + (2 if pair_op or "WIDE" in op else 1)))
-    return found
+static_report = _static_report()
 
 
 def test_uniform_register_check_finds_a_read_before_write():
@@ -206,7 +180,7 @@ def test_uniform_register_check_finds_a_read_before_write():
         /*0040*/                   HGMMA.64x16x16.F32 R24, gdesc[UR4].tnspA, RZ, !UPT ;
         /*0050*/                   UIADD3 UR10, UP0, UR9, 0x20, URZ ;
     """
-    assert uniform_registers_read_before_written(sass) == [
+    assert static_report.uniform_registers_read_before_written(sass) == [
         ("/*0050*/                   UIADD3 UR10, UP0, UR9, 0x20, URZ ;", "UR9")]
 
 
@@ -232,7 +206,7 @@ def test_sweep_sass_writes_every_uniform_register_it_reads():
         sass = subprocess.run([str(cuobjdump), "-sass", path], capture_output=True, text=True, check=True).stdout
         os.unlink(path)
         assert "HGMMA" in sass, spec
-        assert uniform_registers_read_before_written(sass) == [], spec
+        assert static_report.uniform_registers_read_before_written(sass) == [], spec
 
 
 # ----------------------------------------------------------------------------------------------

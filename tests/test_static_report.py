@@ -47,6 +47,13 @@ def test_report_measures_the_current_kernels(report):
         "a file in fused_rnn/kernels/ changed since the static report was made: regenerate it")
 
 
+def test_no_kernel_reads_a_uniform_register_it_never_wrote(report):
+    """Every configuration's SASS, kernel-wide: ptxas 12.8 once built wgmma descriptors from an unwritten
+    uniform register (the backward sweep at BLOCK_H = 128, bf16/fp16: wrong gradients on the H200)."""
+    bad = {row["config"]: row["unwritten_uniform_reads"] for row in report["rows"] if row["unwritten_uniform_reads"]}
+    assert bad == {}
+
+
 def padded(row):
     return kernels.block(row["H"]) != row["H"]
 
