@@ -8,11 +8,11 @@ The launchers choose num_warps and the batch tile BLOCK_B by the static report's
 step. The first GPU run (an H200, benchmarks/results/gpu_runs/) found the bf16 step at H = 128 taking
 ~930 cycles against a floor of 192: with B = 64 in tiles of 16, four programs on 132 SMs and one warp
 per scheduler, a step is the latency of its dependent chain, which issue slots do not rank. So each
-configuration below runs with the launcher's choice and with every variant of VARIANTS (through
-rnn_linear.LAUNCH_OVERRIDES), and a row records, per variant: the device time per launch (a CUDA
-graph of CALLS launches, median of REPLAYS replays), shared memory, registers and spills, and the
-largest difference of its outputs from the launcher's choice (a variant that changes the result is
-wrong, not fast).
+configuration below runs with the launcher's choice and with every variant of VARIANTS (IEEE fp32
+also with FFMA), through rnn_linear.LAUNCH_OVERRIDES, and a row records, per variant: the device
+time per launch (a CUDA graph of CALLS launches, median of REPLAYS replays), shared memory,
+registers and spills, and the largest difference of its outputs from the launcher's choice (a
+variant that changes the result is wrong, not fast).
 
 Compiling dominates (~10 s a kernel): it runs first, in parallel processes (one launch of every
 variant, which fills Triton's disk cache), then the timing runs alone, one variant at a time.
@@ -41,6 +41,14 @@ from fused_rnn.kernels import elman, gru, lstm, rnn_linear  # noqa: E402
 # Launch parameters tried against the launcher's own choice: each a LAUNCH_OVERRIDES dict.
 VARIANTS = ({"num_warps": 4}, {"num_warps": 8}, {"BLOCK_B": 32}, {"BLOCK_B": 64},
             {"BLOCK_B": 32, "num_warps": 8})
+# IEEE fp32 (allow_tf32=False) also without tensor cores: FFMA against 3xTF32's three passes (1326
+# issue slots per step at H = 128 in the static report, 2.4 ms for the long forward on the H200
+# against cuDNN's 1.05).
+IEEE_VARIANTS = ({"PRECISION": "ieee"}, {"PRECISION": "ieee", "num_warps": 8})
+
+
+def variants(dtype, allow_tf32):
+    return VARIANTS + (IEEE_VARIANTS if dtype == torch.float32 and not allow_tf32 else ())
 CALLS = 10          # launches per CUDA graph
 REPLAYS = 20
 LONG = dict(B=64, T=1024, I=64, H=128)
@@ -208,7 +216,7 @@ def tune(configs, device, *, workers, time_fn):
     if workers:
         started = time.monotonic()
         tasks = [(name, kind, shape, dtype, tf32, ov, device) for name, kind, shape, dtype, tf32 in configs
-                 for ov in (None, *VARIANTS)]
+                 for ov in (None, *variants(dtype, tf32))]
         errors = compile_all(tasks, workers)
         print(f"compiled {len(tasks)} launches in {time.monotonic() - started:.0f} s, {len(errors)} failed",
               flush=True)
@@ -216,7 +224,7 @@ def tune(configs, device, *, workers, time_fn):
     launched = record_kernels()
     for name, kind, shape, dtype, tf32 in configs:
         reference = None
-        for overrides in (None, *VARIANTS):
+        for overrides in (None, *variants(dtype, tf32)):
             key = (name, json.dumps(overrides, sort_keys=True))
             row = dict(config=name, **shape, dtype=str(dtype).removeprefix("torch."), allow_tf32=tf32,
                        overrides=overrides or "launcher")

@@ -14,11 +14,13 @@ def test_tune_smoke_checks_every_variant_against_the_launchers_choice(tmp_path):
     out = run_python("benchmarks/tune.py", "--smoke", "--workers", "1", "--out", str(tmp_path),
                      env={"TRITON_INTERPRET": "1"})
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert "every variant matches" in out.stdout and "compiled 30 launches" in out.stdout
+    assert "every variant matches" in out.stdout and "compiled 32 launches" in out.stdout
     (path,) = tmp_path.glob("tune-*.json")
     rows = json.loads(path.read_text())["rows"]
-    assert len(rows) == 30 and [r["overrides"] for r in rows[:2]] == ["launcher", {"num_warps": 4}]
-    assert all(r["max_rel_difference"] <= 1e-6 for r in rows[1:6]) and rows[0]["max_rel_difference"] == 0.0
+    assert len(rows) == 32 and [r["overrides"] for r in rows[:2]] == ["launcher", {"num_warps": 4}]
+    # 5 configurations × (the launcher's choice + 5 variants), and FFMA for the IEEE fp32 one.
+    assert [r["overrides"] for r in rows[6:8]] == [{"PRECISION": "ieee"}, {"PRECISION": "ieee", "num_warps": 8}]
+    assert all(r["max_rel_difference"] <= 1e-6 for r in rows[1:8]) and rows[0]["max_rel_difference"] == 0.0
 
 
 def test_batch_tile_override_launches_fewer_programs(monkeypatch):

@@ -556,7 +556,9 @@ def precision(dtype, allow_tf32, interpreted=None):
     errors seen with triton 3.9): there bf16 operands multiply in IEEE fp32.
     """
     if dtype == torch.float32:
-        return "tf32" if allow_tf32 else "tf32x3"
+        # LAUNCH_OVERRIDES' PRECISION "ieee" (benchmarks/tune.py): FFMA in place of the three passes,
+        # fp32-level too, from unsplit weights.
+        return "tf32" if allow_tf32 else "ieee" if LAUNCH_OVERRIDES.get("PRECISION") == "ieee" else "tf32x3"
     if (INTERPRETED if interpreted is None else interpreted) and dtype == torch.bfloat16:
         return "ieee"
     return "low"
@@ -758,7 +760,7 @@ def auto_takes(dtype, input_size, hidden_size, output_size, allow_tf32, needs_gr
 
 # Launch parameters that replace the launchers' own choices in every recurrence kernel's launch,
 # so that benchmarks/tune.py can time them against each other on a GPU, e.g. {"num_warps": 8,
-# "BLOCK_B": 32}. Empty in normal use. The launchers' choices come from the static report's issue
+# "BLOCK_B": 32}, or {"PRECISION": "ieee"} for fp32 without TF32. Empty in normal use. The launchers' choices come from the static report's issue
 # slots, but the first GPU run (H200) found the bf16 step at H = 128 ~5x slower than its
 # issue-slot floor: latency, which only a GPU can rank.
 LAUNCH_OVERRIDES = {}
@@ -767,7 +769,7 @@ LAUNCH_OVERRIDES = {}
 def _overridden(grid, kwargs):
     """(grid, kwargs) with LAUNCH_OVERRIDES applied. A BLOCK_B override must be a multiple of the
     launcher's; the grid's first axis tiles the batch and shrinks by the same factor
-    (ceil(ceil(B / 16) / 2) = ceil(B / 32))."""
+    (ceil(ceil(B / 16) / 2) = ceil(B / 32)). (A PRECISION override acts in precision().)"""
     block_b = LAUNCH_OVERRIDES.get("BLOCK_B", kwargs["BLOCK_B"])
     if block_b % kwargs["BLOCK_B"]:
         raise ValueError(f"LAUNCH_OVERRIDES['BLOCK_B'] must be a multiple of {kwargs['BLOCK_B']}, got {block_b}")
