@@ -117,6 +117,12 @@ NAMED_LAYERS = {
     "padded_gru_h100_bf16_train_forward": ("gru", PADDED_LAYER, "bf16", "train_forward", None, "forward", True),
     "padded_gru_h100_bf16_backward": ("gru", PADDED_LAYER, "bf16", "backward", None, "forward", True),
 }
+# Named rows compiled again with per-sequence lengths (HAS_LENGTHS: a PackedSequence, or SimpleRNN's
+# lengths), another kernel each, for the same checks: shared memory, spills, registers read unwritten.
+WITH_LENGTHS = ("long_fp32_forward", "long_bf16_forward", "long_bf16_train_forward", "long_bf16_backward",
+                "long_layer_bf16_forward", "long_bidir_layer_bf16_forward", "long_layer_bf16_backward",
+                "long_gru_bf16_train_forward", "long_gru_bf16_backward", "long_lstm_bf16_train_forward",
+                "long_lstm_bf16_backward", "padded_layer_h100_bf16_backward")
 # The kernel module of each cell (fused_rnn.kernels.<module>) and its gate count.
 LAYER_KERNELS = {"rnn_tanh": ("elman", 1), "rnn_relu": ("elman", 1), "gru": ("gru", 3), "lstm": ("lstm", 4)}
 
@@ -167,21 +173,26 @@ def _install_recorder():
     JITFunction.run = _recording_run
 
 
-def compile_launches(mode, shape, dtype, allow_tf32):
+def _lengths(B, T, with_lengths):
+    return torch.full((B,), T, dtype=torch.int64) if with_lengths else None
+
+
+def compile_launches(mode, shape, dtype, allow_tf32, with_lengths=False):
     """Run the launcher for one configuration; return [(kernel name, compiled kernel, launch kwargs)]."""
     from fused_rnn.kernels import rnn_linear as kernels
 
     B, T, I, H, O = shape
+    lengths = _lengths(B, T, with_lengths)
     _COMPILED.clear()
     weights = [torch.zeros(s, dtype=dtype) for s in ((H, I), (H, H), (H,), (H,), (O, H), (O,))]
     if mode in ("forward", "train_forward"):
         x = torch.zeros(B, T, I, dtype=dtype)
         training = mode == "train_forward"
-        kernels.rnn_linear_fwd(x, *weights, None, None, allow_tf32=allow_tf32,
+        kernels.rnn_linear_fwd(x, *weights, None, lengths, allow_tf32=allow_tf32,
                                store_hn=training, store_hs=training)
     else:
         hs = torch.zeros(B, T, H)
-        kernels.rnn_linear_bwd_sweep(hs, weights[1], weights[4], torch.zeros(B, O, dtype=dtype), None, None,
+        kernels.rnn_linear_bwd_sweep(hs, weights[1], weights[4], torch.zeros(B, O, dtype=dtype), None, lengths,
                                      allow_tf32=allow_tf32)
     return _recurrence_launches()
 
@@ -191,32 +202,33 @@ def layer_kernels(cell):
     return importlib.import_module(f"fused_rnn.kernels.{LAYER_KERNELS[cell][0]}")
 
 
-def compile_layer_launches(cell, mode, shape, dtype, allow_tf32, direction, store_out):
+def compile_layer_launches(cell, mode, shape, dtype, allow_tf32, direction, store_out, with_lengths=False):
     """As compile_launches, for one layer-direction of the recurrence (the layer contract, fused_rnn/cells)."""
     kernels = layer_kernels(cell)
     B, T, _, H = shape
     G = LAYER_KERNELS[cell][1]
     train = mode != "forward"
+    lengths = _lengths(B, T, with_lengths)
     _COMPILED.clear()
     if direction == "both":
         xp = torch.zeros(B, T, 2 * H, dtype=dtype)
         w_hh, b_hh = torch.zeros(2, H, H, dtype=dtype), torch.zeros(2, H, dtype=dtype)
-        _, _, _, hs, _ = kernels.bidirectional_fwd(cell, xp, w_hh, b_hh, None, None, allow_tf32=allow_tf32,
+        _, _, _, hs, _ = kernels.bidirectional_fwd(cell, xp, w_hh, b_hh, None, lengths, allow_tf32=allow_tf32,
                                                    store_out=store_out, store_saved=train)
         if mode == "backward":
             _COMPILED.clear()
-            kernels.bidirectional_bwd(cell, hs, w_hh, torch.zeros(B, T, 2 * H, dtype=dtype), None, None,
+            kernels.bidirectional_bwd(cell, hs, w_hh, torch.zeros(B, T, 2 * H, dtype=dtype), None, lengths,
                                       allow_tf32=allow_tf32)
         return _recurrence_launches()
     reverse = direction == "reverse"
     xp = torch.zeros(B, T, G * H, dtype=dtype)
     w_hh, b_hh = torch.zeros(G * H, H, dtype=dtype), torch.zeros(G * H, dtype=dtype)
-    out, h_n, c_n, hs, aux = kernels.recurrence_fwd(cell, xp, w_hh, b_hh, None, None, None, reverse=reverse,
+    out, h_n, c_n, hs, aux = kernels.recurrence_fwd(cell, xp, w_hh, b_hh, None, None, lengths, reverse=reverse,
                                                     allow_tf32=allow_tf32, store_out=store_out, store_saved=train)
     if mode == "backward":
         _COMPILED.clear()
         dout = torch.zeros(B, T, H, dtype=dtype)
-        kernels.recurrence_bwd(cell, hs, aux, w_hh, b_hh, None, None, dout, None, None, None, reverse=reverse,
+        kernels.recurrence_bwd(cell, hs, aux, w_hh, b_hh, None, None, dout, None, None, lengths, reverse=reverse,
                                allow_tf32=allow_tf32)
     return _recurrence_launches()
 
@@ -358,7 +370,7 @@ def resource_usage(kernel):
     return regs, spills
 
 
-def report_row(config, shape, dtype_name, mode, allow_tf32, auto, layer=None):
+def report_row(config, shape, dtype_name, mode, allow_tf32, auto, layer=None, with_lengths=False):
     """One row. layer: None for rnn_linear, else (cell, direction, store_out) for a recurrence kernel."""
     from fused_rnn.kernels import rnn_linear as kernels
 
@@ -366,7 +378,7 @@ def report_row(config, shape, dtype_name, mode, allow_tf32, auto, layer=None):
     allow = DEFAULT_ALLOW_TF32 if allow_tf32 is None else allow_tf32
     if layer is None:
         B, T, I, H, O = shape
-        (name, kernel, kwargs), = compile_launches(mode, shape, dtype, allow)
+        (name, kernel, kwargs), = compile_launches(mode, shape, dtype, allow, with_lengths)
         block_h = kernels.block(H) if mode == "backward" else \
             kernels.forward_block_h(H, kernels.precision(dtype, allow, interpreted=False))
         estimate = kernels.smem_bytes(dtype, kernels.block(I), block_h, kernels.block(O), allow,
@@ -376,7 +388,8 @@ def report_row(config, shape, dtype_name, mode, allow_tf32, auto, layer=None):
         cell, direction, store_out = layer
         B, T, I, H = shape
         O = None
-        (name, kernel, kwargs), = compile_layer_launches(cell, mode, shape, dtype, allow, direction, store_out)
+        (name, kernel, kwargs), = compile_layer_launches(cell, mode, shape, dtype, allow, direction, store_out,
+                                                         with_lengths)
         estimate = layer_kernels(cell).smem_bytes(dtype, kernels.block(H), allow,
                                                   store_saved=mode == "train_forward", backward=mode == "backward")
         extra = {"cell": cell, "direction": direction, "store_out": store_out}
@@ -388,6 +401,7 @@ def report_row(config, shape, dtype_name, mode, allow_tf32, auto, layer=None):
     cycles = pipe_cycles(loop, warps)
     return {
         "config": config, "kernel": name, "B": B, "T": T, "I": I, "H": H, "O": O, **extra,
+        "lengths": with_lengths,
         "dtype": dtype_name, "mode": mode, "precision": kernels.precision(dtype, allow),
         "num_warps": warps, "regs": regs, "spills": spills, "smem_bytes": kernel.metadata.shared,
         "smem_estimate": estimate,
@@ -414,6 +428,11 @@ def configurations():
     for config, (shape, dtype, mode, allow) in NAMED.items():
         B, T, I, H, O = shape
         yield config, shape, dtype, mode, allow, auto(dtype, I, H, O, allow, mode)
+    for config in WITH_LENGTHS:
+        if config in NAMED:
+            shape, dtype, mode, allow = NAMED[config]
+            B, T, I, H, O = shape
+            yield f"{config}_lengths", shape, dtype, mode, allow, auto(dtype, I, H, O, allow, mode), None, True
     sizes = [s for s in (16, 32, 64, 128, 256) if s <= kernels.AUTO_MAX_BLOCK]
     precisions = (("fp32", True), ("fp32", False), ("bf16", None), ("fp16", None))
     for I, H, O in itertools.product(sizes, sizes, sizes):
@@ -437,6 +456,11 @@ def layer_configurations(sizes, precisions):
 
     for config, (cell, shape, dtype, mode, allow, direction, store_out) in NAMED_LAYERS.items():
         yield config, shape, dtype, mode, allow, auto(cell, dtype, shape[3], allow, mode), (cell, direction, store_out)
+    for config in WITH_LENGTHS:
+        if config in NAMED_LAYERS:
+            cell, shape, dtype, mode, allow, direction, store_out = NAMED_LAYERS[config]
+            yield (f"{config}_lengths", shape, dtype, mode, allow, auto(cell, dtype, shape[3], allow, mode),
+                   (cell, direction, store_out), True)
     for cell in ("rnn_tanh", "gru", "lstm"):
         for H in sizes:
             for (dtype, allow), mode in itertools.product(precisions, ("forward", "train_forward", "backward")):

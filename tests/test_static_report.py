@@ -54,18 +54,33 @@ def test_no_kernel_reads_a_uniform_register_it_never_wrote(report):
     assert bad == {}
 
 
+def test_named_rows_with_lengths_are_compiled_too(report):
+    """The per-sequence-lengths kernels (HAS_LENGTHS) get the same checks as the rows they repeat."""
+    script = load_static_report_script()
+    with_lengths = {row["config"]: row for row in report["rows"] if row["lengths"]}
+    assert set(with_lengths) == {f"{config}_lengths" for config in script.WITH_LENGTHS}
+    for config, row in with_lengths.items():
+        assert row["spills"] == ACCEPTED_SPILLS.get(config, 0) and row["smem_bytes"] <= kernels.SMEM_LIMIT, config
+
+
 def padded(row):
     return kernels.block(row["H"]) != row["H"]
 
 
+# Spills at a power-of-two hidden size kept on purpose, with their bytes. The LSTM's backward with lengths
+# at H = 128 holds W_hh in registers (255 of them) and reloads 4 spilled words a step: 818 issue slots
+# per step; with W_hh in shared memory it does not spill but takes 962.
+ACCEPTED_SPILLS = {"long_lstm_bf16_backward_lengths": 24}
+
+
 def test_every_configuration_auto_picks_launches(report):
-    """Fits in shared memory; at power-of-two hidden sizes, without spills."""
+    """Fits in shared memory; at power-of-two hidden sizes, without spills (but ACCEPTED_SPILLS)."""
     auto = [row for row in report["rows"] if row["auto"]]
     assert len(auto) > 100
     for row in auto:
         assert row["smem_bytes"] <= kernels.SMEM_LIMIT, row["config"]
         if not padded(row):
-            assert row["spills"] == 0, row["config"]
+            assert row["spills"] == ACCEPTED_SPILLS.get(row["config"], 0), row["config"]
 
 
 def test_padded_hidden_sizes_do_not_spill(report):
