@@ -154,7 +154,8 @@ def memory_table(dev):
         by_t.setdefault((r["B"], r["T"], r["I"], r["H"], r["dtype"]), {})[r["impl"]] = r
     lines = ["| B | T | I | H | dtype | stock | fused |", "|---|---|---|---|---|---|---|"]
     for (B, T, I, H, dtype), g in sorted(by_t.items(), key=lambda kv: kv[0][1]):
-        cells = [B, T, I, H, dtype, *(fmt_bytes(g[i]["peak_mem_bytes"]) if i in g else "—" for i in ("stock", "fused"))]
+        cells = [B, T, I, H, dtype,
+                 *(fmt_bytes(g[i]["peak_mem_bytes"]) if i in g else "—" for i in ("stock", "fused"))]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 

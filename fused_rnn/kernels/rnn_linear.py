@@ -743,8 +743,9 @@ def launch_unsupported_reason(dtype, input_size, hidden_size, output_size, allow
         need = max(need, smem_bytes(dtype, block_i, block(hidden_size), block_o, allow_tf32, backward=True))
     if need > SMEM_LIMIT:
         return (f"input_size={input_size}, hidden_size={hidden_size}, output_size={output_size} in "
-                f"{str(dtype).removeprefix('torch.')} with {precision(dtype, allow_tf32, interpreted=False)} products need "
-                f"{need} B of shared memory per block, more than the {SMEM_LIMIT} B a Hopper block may use")
+                f"{str(dtype).removeprefix('torch.')} with {precision(dtype, allow_tf32, interpreted=False)} "
+                f"products need {need} B of shared memory per block, more than the {SMEM_LIMIT} B a Hopper "
+                f"block may use")
     return None
 
 
@@ -760,9 +761,10 @@ def auto_takes(dtype, input_size, hidden_size, output_size, allow_tf32, needs_gr
 
 # Launch parameters that replace the launchers' own choices in every recurrence kernel's launch,
 # so that benchmarks/tune.py can time them against each other on a GPU, e.g. {"num_warps": 8,
-# "BLOCK_B": 32}, or {"PRECISION": "ieee"} for fp32 without TF32. Empty in normal use. The launchers' choices come from the static report's issue
-# slots, but the first GPU run (H200) found the bf16 step at H = 128 ~5x slower than its
-# issue-slot floor: latency, which only a GPU can rank.
+# "BLOCK_B": 32}, or {"PRECISION": "ieee"} for fp32 without TF32. Empty in normal use. The
+# launchers' choices come from the static report's issue slots, but the first GPU run (H200)
+# found the bf16 step at H = 128 ~5x slower than its issue-slot floor: latency, which only a GPU
+# can rank.
 LAUNCH_OVERRIDES = {}
 
 
