@@ -178,7 +178,7 @@ def bench_section(devices):
     return "\n\n".join(parts)
 
 
-HEADLINE = (("seed", "float32"), ("long", "float32"), ("long", "bfloat16"))
+HEADLINE = (("seed", "float32"), ("long", "float32"), ("long", "bfloat16"), ("long", "float16"))
 
 
 def speed_section(devices):
