@@ -21,6 +21,7 @@ Rows go to DIR/tune-<device>-<date>.json; `run.py --collect DIR` takes them in.
 
 import argparse
 import concurrent.futures
+import contextlib
 import datetime
 import json
 import multiprocessing
@@ -117,14 +118,21 @@ def make_call(kind, shape, dtype, allow_tf32, device):
     return layer
 
 
-def run_variant(kind, shape, dtype, allow_tf32, device, overrides):
-    """The outputs of one launch with these LAUNCH_OVERRIDES (None: the launcher's choice)."""
+@contextlib.contextmanager
+def launch_overrides(overrides):
+    """rnn_linear.LAUNCH_OVERRIDES set to ``overrides`` (None: the launcher's choice) inside the block."""
     rnn_linear.LAUNCH_OVERRIDES.clear()
     rnn_linear.LAUNCH_OVERRIDES.update(overrides or {})
     try:
-        return make_call(kind, shape, dtype, allow_tf32, device)()
+        yield
     finally:
         rnn_linear.LAUNCH_OVERRIDES.clear()
+
+
+def run_variant(kind, shape, dtype, allow_tf32, device, overrides):
+    """The outputs of one launch with these LAUNCH_OVERRIDES."""
+    with launch_overrides(overrides):
+        return make_call(kind, shape, dtype, allow_tf32, device)()
 
 
 def largest_difference(got, want):
@@ -228,21 +236,20 @@ def tune(configs, device, *, workers, time_fn):
             key = (name, json.dumps(overrides, sort_keys=True))
             row = dict(config=name, **shape, dtype=str(dtype).removeprefix("torch."), allow_tf32=tf32,
                        overrides=overrides or "launcher")
-            rnn_linear.LAUNCH_OVERRIDES.update(overrides or {})
             try:
                 if key in errors:
                     raise RuntimeError(errors[key])
-                launched.clear()
-                got = make_call(kind, shape, dtype, tf32, device)()
-                row["kernels"] = resources(launched)
-                reference = got if overrides is None else reference
-                seconds = time_fn(make_call(kind, shape, dtype, tf32, device))
+                with launch_overrides(overrides):
+                    launched.clear()
+                    call = make_call(kind, shape, dtype, tf32, device)
+                    got = call()
+                    row["kernels"] = resources(launched)
+                    reference = got if overrides is None else reference
+                    seconds = time_fn(call)
             except Exception as e:  # noqa: BLE001  a variant that cannot launch (shared memory, say) is a row
                 rows.append(dict(row, error=f"{type(e).__name__}: {str(e)[:300]}"))
                 print(f"{name:<24} {json.dumps(overrides or 'launcher'):<34} {rows[-1]['error'][:80]}", flush=True)
                 continue
-            finally:
-                rnn_linear.LAUNCH_OVERRIDES.clear()
             row.update(us_per_launch=seconds * 1e6, ns_per_step=seconds * 1e9 / shape["T"],
                        max_rel_difference=largest_difference(got, reference) if reference else None)
             rows.append(row)

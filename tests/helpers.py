@@ -25,6 +25,16 @@ TOL = {
 }
 
 
+def load_static_report():
+    """benchmarks/static_report.py as a module (it imports triton: call it after conftest.py has run)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("static_report", ROOT / "benchmarks" / "static_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_params(I, H, O, *, dtype=torch.float32, device=DEVICE, seed=0, nonlinearity="tanh"):
     """(weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias) with nn.RNN / nn.Linear init."""
     torch.manual_seed(seed)

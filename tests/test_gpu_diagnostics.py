@@ -14,7 +14,6 @@ Without CUDA the `gpu` tests are skipped; with the mark's skip lifted they run t
 interpreter on small shapes (T = 6, B = 5 and 20), which checks that they test the right thing.
 """
 
-import importlib.util
 import os
 import subprocess
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 
 from conftest import kernels
 from fused_rnn.kernels import tile_io
-from helpers import DEVICE, ROOT, TOL, make_params, run_python
+from helpers import DEVICE, TOL, load_static_report, make_params, run_python
 
 GPU = torch.cuda.is_available()
 # The failing case's T and batch sizes: 1000 = 62·16 + 8 (a partial last tile), 992 = 62·16, 40.
@@ -161,14 +160,7 @@ for spec in sys.argv[1:]:
     print(spec, path)
 """
 
-def _static_report():
-    spec = importlib.util.spec_from_file_location("static_report", ROOT / "benchmarks" / "static_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-static_report = _static_report()
+static_report = load_static_report()
 
 
 def test_uniform_register_check_finds_a_read_before_write():

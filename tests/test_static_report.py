@@ -7,7 +7,6 @@ source changes (`PYTHONPATH=/tmp/t36:. python benchmarks/static_report.py`).
 """
 
 import hashlib
-import importlib.util
 import json
 import types
 
@@ -16,16 +15,9 @@ import torch
 
 from conftest import kernels
 from fused_rnn import rnn_linear
-from helpers import DEVICE, ROOT, make_params, run_python
+from helpers import DEVICE, ROOT, load_static_report, make_params, run_python
 
 REPORT = ROOT / "benchmarks" / "results" / "static_sm90a_triton3.6.json"
-
-
-def load_static_report_script():
-    spec = importlib.util.spec_from_file_location("static_report", ROOT / "benchmarks" / "static_report.py")
-    static_report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(static_report)
-    return static_report
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +48,7 @@ def test_no_kernel_reads_a_uniform_register_it_never_wrote(report):
 
 def test_named_rows_with_lengths_are_compiled_too(report):
     """The per-sequence-lengths kernels (HAS_LENGTHS) get the same checks as the rows they repeat."""
-    script = load_static_report_script()
+    script = load_static_report()
     with_lengths = {row["config"]: row for row in report["rows"] if row["lengths"]}
     assert set(with_lengths) == {f"{config}_lengths" for config in script.WITH_LENGTHS}
     for config, row in with_lengths.items():
@@ -172,7 +164,7 @@ def test_pipe_floors_count_the_models_arithmetic(rows, config):
 
 
 def test_mma_shapes_are_read_from_the_opcodes():
-    static_report = load_static_report_script()
+    static_report = load_static_report()
     assert static_report.mma_shape("HGMMA.64x16x16.F32.BF16") == (64, 16, 16, "16-bit")
     assert static_report.mma_shape("HGMMA.64x16x8.F32.TF32") == (64, 16, 8, "tf32")
     assert static_report.mma_shape("HMMA.1688.F32.TF32") == (16, 8, 8, "tf32")
@@ -263,7 +255,7 @@ def test_kernels_compile_with_the_installed_triton(tmp_path):
 
 
 def test_readme_table_is_generated_from_the_report(report):
-    static_report = load_static_report_script()
+    static_report = load_static_report()
     readme = (ROOT / "README.md").read_text()
     block = readme[readme.index(static_report.TABLE_BEGIN) + len(static_report.TABLE_BEGIN):
                    readme.index(static_report.TABLE_END)]
