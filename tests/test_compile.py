@@ -43,6 +43,77 @@ def test_compile_traces_backend_choice():
     torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), model(x), **TOL[torch.float32])
 
 
+# CUDA requests for every kind of kernel module: the backend choice that a compiled
+# forward on CUDA tensors traces (no GPU needed: the requests only name the device).
+CUDA_REQUESTS = """
+import torch
+from fused_rnn import backends
+from fused_rnn.backends.request import LayerRequest, RnnLinearRequest
+cuda = torch.device("cuda")
+REQUESTS = [RnnLinearRequest(cuda, torch.float32, 10, 20, 1),
+            *(LayerRequest(cell, cuda, torch.bfloat16, 64) for cell in ("rnn_tanh", "gru", "lstm"))]
+"""
+
+
+@torch.library.custom_op("fused_rnn_tests::asks_for_the_kernels", mutates_args=())
+def asks_for_the_kernels(x: torch.Tensor) -> torch.Tensor:
+    return x.clone()
+
+
+@asks_for_the_kernels.register_fake
+def _asks_for_the_kernels_fake(x):
+    # What the fused ops' fakes do under torch.compile: the launchers run in plain Python and ask for the kernels.
+    from fused_rnn.backends import triton as triton_backend
+    triton_backend.kernels()
+    triton_backend.layer_kernels("gru")
+    return torch.empty_like(x)
+
+
+def test_compile_when_a_fake_fills_the_kernel_caches(monkeypatch):
+    """The first compiled call's fakes import the kernels in plain Python while Dynamo traces the choice.
+
+    H200, torch 2.11: the choice had read the empty cache, Dynamo guarded it as
+    None, then found the module the fake had put there and could not guard it:
+    "AssertionError: Unexpected type <class 'module'>" (torch 2.13 too).
+    """
+    from fused_rnn.backends import triton as triton_backend
+    namespace = {}
+    exec(CUDA_REQUESTS, namespace)
+    monkeypatch.setattr(triton_backend, "_KERNELS", None)
+    monkeypatch.setattr(triton_backend, "_LAYER_KERNELS", {})
+
+    def choose(x):
+        names = [namespace["backends"].select_backend("auto", r) for r in namespace["REQUESTS"]]
+        return asks_for_the_kernels(x), names
+
+    torch._dynamo.reset()
+    _, compiled = torch.compile(choose, fullgraph=True)(torch.zeros(2))
+    assert compiled == [namespace["backends"].select_backend("auto", r) for r in namespace["REQUESTS"]]
+    assert compiled == ["triton"] * 4
+
+
+def test_compile_traces_the_choice_with_compiled_triton_kernels():
+    """As on a GPU machine: triton not interpreted, and Dynamo wrapping triton's kernels (has_triton).
+
+    H200, torch 2.11: tracing the check for TRITON_INTERPRET set late took
+    type() of a triton kernel, which that Dynamo cannot ("TritonKernelVariable()
+    has no type"), so every compiled forward on CUDA failed. A fresh process:
+    the first call is the compiled one.
+    """
+    code = CUDA_REQUESTS + """
+import torch.utils._triton
+torch.utils._triton.has_triton = lambda: True
+def choose(x):
+    return x + 1, [backends.select_backend("auto", r) for r in REQUESTS]
+_, compiled = torch.compile(choose, fullgraph=True)(torch.zeros(2))
+eager = [backends.select_backend("auto", r) for r in REQUESTS]
+print("compiled", compiled, "eager", eager)
+assert compiled == eager == ["triton"] * 4
+"""
+    out = run_python("-c", code, env={"TRITON_INTERPRET": None})
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+
+
 def test_export_captures_one_op():
     model, x = model_and_input("cpu")
     program = torch.export.export(model, (x,))

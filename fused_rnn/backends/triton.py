@@ -11,6 +11,8 @@ report shows no spills.
 
 import importlib.util
 
+import torch
+
 from .request import KERNEL_DTYPES, LayerRequest
 
 NAME = "triton"
@@ -18,6 +20,12 @@ NAME = "triton"
 _KERNELS = None
 
 
+# Why kernels() and layer_kernels() read no cache while torch.compile traces
+# them: in the same compile the ops' fake implementations run the launchers in
+# plain Python, which fill the caches; a guard Dynamo made when it read the empty
+# cache then meets a module, which it cannot guard ("AssertionError: Unexpected
+# type <class 'module'>", torch 2.11 on CUDA). Under Dynamo the import statements
+# cost nothing after the first: it imports for real.
 def kernels():
     """The kernels module, or the reason it cannot be used (a string).
 
@@ -25,16 +33,20 @@ def kernels():
     stock path (nor possible where triton is not installed: macOS, Windows).
     A plain global rather than functools.lru_cache, which torch.compile warns about.
     """
+    if torch.compiler.is_compiling():
+        return _load_kernels()    # no cache: see the comment above
     global _KERNELS
     if _KERNELS is None:
-        try:
-            from ..kernels import rnn_linear as module
-        except ImportError as e:  # triton missing or broken
-            module = f"triton could not be imported ({e}); install it with `pip install triton` (Linux)"
-        else:
-            module = _interpreter_mismatch(module) or module   # decided once, at definition
-        _KERNELS = module
+        _KERNELS = _load_kernels()
     return _KERNELS
+
+
+def _load_kernels():
+    try:
+        from ..kernels import rnn_linear as module
+    except ImportError as e:  # triton missing or broken
+        return f"triton could not be imported ({e}); install it with `pip install triton` (Linux)"
+    return _interpreter_mismatch(module) or module
 
 
 # Cell name -> its Triton kernel module under fused_rnn.kernels.
@@ -66,34 +78,34 @@ def layer_kernels(cell):
     Imported on first use, after triton itself (``kernels()``: the import and
     the interpreter switch are shared with rnn_linear's kernel).
     """
+    if torch.compiler.is_compiling():
+        return _load_layer_kernels(cell)    # no cache: see the comment above kernels()
     module = _LAYER_KERNELS.get(cell)
     if module is None:
-        module = kernels()
-        name = KERNEL_MODULE_NAMES[cell]
-        if isinstance(module, str):
-            pass
-        elif not KERNEL_MODULE_EXISTS[name]:
-            module = f"there is no Triton kernel for cell {cell!r} yet (fused_rnn/kernels/{name}.py)"
-        else:
-            module = _import_layer_kernels(name)
-        _LAYER_KERNELS[cell] = module
+        module = _LAYER_KERNELS[cell] = _load_layer_kernels(cell)
     return module
+
+
+def _load_layer_kernels(cell):
+    module = kernels()
+    name = KERNEL_MODULE_NAMES[cell]
+    if isinstance(module, str):
+        return module
+    if not KERNEL_MODULE_EXISTS[name]:
+        return f"there is no Triton kernel for cell {cell!r} yet (fused_rnn/kernels/{name}.py)"
+    return _import_layer_kernels(name)
 
 
 def _interpreter_mismatch(kernels):
     """A sentence if TRITON_INTERPRET was switched on after triton was imported, else None.
 
     triton decides interpreted or compiled per @triton.jit function when it is
-    defined: triton.language's own helpers at ``import triton`` (which
-    ``import fused_rnn`` does), ours when the kernels are first used. A kernel
-    interpreted with compiled helpers fails inside the interpreter with
-    "Cannot call @triton.jit'd outside of the scope of a kernel".
+    defined: triton.language's own helpers at ``import triton``, ours when the
+    kernels module is imported (which decides ``HELPERS_NOT_INTERPRETED``, see there).
     """
-    import triton.language as tl
-    helpers_interpreted = type(tl.standard.sigmoid).__name__ == "InterpretedFunction"
-    if kernels.INTERPRETED and not helpers_interpreted:
-        return ("TRITON_INTERPRET=1 was set after triton was imported (import fused_rnn imports it); set it in "
-                "the environment before Python starts, or before the first import of triton or fused_rnn")
+    if kernels.HELPERS_NOT_INTERPRETED:
+        return ("TRITON_INTERPRET=1 was set after triton was imported; set it in the environment "
+                "before Python starts, or before the first import of triton")
     return None
 
 

@@ -37,7 +37,7 @@ import triton.language as tl
 
 from . import rnn_linear
 from . import tile_io
-from .rnn_linear import (BLOCK_B, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, FP32_OPERANDS, _act, _launch, _load_gates,
+from .rnn_linear import (BLOCK_B, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, FP32_OPERANDS, _act, _launch, _load_gates, cdiv,
                          _load_state, _pair_rows_read, _mm, _operand_dtype, block, num_warps, precision,
                          operand_weights, set_state)
 
@@ -489,7 +489,7 @@ def _forward(cell, xp, w_hh, b_hh, h0, lengths, directions, reverse, allow_tf32,
     (w_hh, w_hh_lo), = operand_weights(prec, w_hh, wrap=wrap)
     _launch(
         _elman_fwd_kernel if _aligned(xp) else _elman_fwd_kernel_any_stride,
-        (triton.cdiv(B, BLOCK_B), directions), wrap,
+        (cdiv(B, BLOCK_B), directions), wrap,
         xp, h0, lengths, w_hh, w_hh_lo, b_hh,
         out, h_n, hs,
         B, T, H,
@@ -528,7 +528,7 @@ def _backward(cell, hs, w_hh, dout, dh_n, lengths, directions, reverse, allow_tf
     (w_hh, w_hh_lo), = operand_weights(prec, w_hh, wrap=wrap)
     _launch(
         _elman_bwd_kernel if dout is None or _aligned(dout) else _elman_bwd_kernel_any_stride,
-        (triton.cdiv(B, BLOCK_B), directions), wrap,
+        (cdiv(B, BLOCK_B), directions), wrap,
         hs, lengths, w_hh, w_hh_lo, dout, dh_n,
         g, dh0,
         B, T, H,

@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from . import rnn_linear, tile_io
-from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, SMEM_LIMIT, _launch, _load_gates, _load_state, _mm,
+from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, SMEM_LIMIT, _launch, _load_gates, _load_state, _mm, cdiv,
                          _sigmoid_of_half, _tanh, block, precision, operand_weights, set_state)
 
 GATES = 4
@@ -710,7 +710,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
     (w_hh, w_hh_lo), = operand_weights(prec, w_hh, wrap=wrap)
     aligned = xp.stride(0) % 16 == 0 and xp.stride(1) % 16 == 0
     _launch(
-        _lstm_fwd_kernel if aligned else _lstm_fwd_kernel_any_stride, (triton.cdiv(B, BLOCK_B),), wrap,
+        _lstm_fwd_kernel if aligned else _lstm_fwd_kernel_any_stride, (cdiv(B, BLOCK_B),), wrap,
         xp, w_hh, w_hh_lo, b_hh, h0, c0, lengths,
         out, h_n, c_n, hs, aux,
         B, T, H,
@@ -752,7 +752,7 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
     warps = _num_warps(prec, block_h, H != block_h, backward=True)
     (w_hh, w_hh_lo), = operand_weights(prec, w_hh, wrap=wrap)
     _launch(
-        _lstm_bwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
+        _lstm_bwd_kernel, (cdiv(B, BLOCK_B),), wrap,
         aux, w_hh, w_hh_lo, dout, dh_n, dc_n, lengths,
         dxp, dh0, dc0,
         B, T, H,

@@ -525,9 +525,19 @@ AUTO_MAX_BLOCK = 128
 SMEM_LIMIT = 232_448
 
 
+def cdiv(a, b):
+    """ceil(a / b) for ints on the host: triton.cdiv is a constexpr function, ~1.5 µs a call (see block)."""
+    return -(-a // b)
+
+
 def block(n):
-    """Padded block size for a dimension of size ``n``: a power of two, at least 16."""
-    return max(16, triton.next_power_of_2(n))
+    """Padded block size for a dimension of size ``n``: a power of two, at least 16.
+
+    Plain int arithmetic, not triton.next_power_of_2: a constexpr function in
+    triton 3.6 and 3.9, ~1.5 µs a call against 0.1 µs on our CI's CPU, and an
+    eager forward asks for 9 blocks.
+    """
+    return max(16, 1 << (n - 1).bit_length())
 
 
 def _interpreted():
@@ -537,6 +547,14 @@ def _interpreted():
 
 
 INTERPRETED = _interpreted()
+
+# TRITON_INTERPRET=1 set after `import triton` and before this import: triton.language's
+# own helpers were defined compiled and ours interpreted, and an interpreted kernel then
+# fails inside its helpers ("Cannot call @triton.jit'd outside of the scope of a kernel").
+# Decided here, at import, in plain Python: a check run at a call is traced by
+# torch.compile, whose Dynamo (torch 2.11 on a GPU machine) cannot take type() of a
+# triton kernel.
+HELPERS_NOT_INTERPRETED = INTERPRETED and type(tl.standard.sigmoid).__name__ != "InterpretedFunction"
 
 # The interpreter runs kernels in numpy on the calling thread with shared
 # module state; concurrent interpreted launches from several threads were seen
@@ -688,7 +706,7 @@ def split_tf32_weights(*weights, wrap=None):
     sizes = [w.numel() for w in weights]
     if max(sizes) > 0:
         spare = 3 - len(weights)    # unused slots: the first weight's pointers with nothing to split
-        _launch(_split_tf32_kernel, (triton.cdiv(max(sizes), SPLIT_BLOCK), len(weights)), wrap,
+        _launch(_split_tf32_kernel, (cdiv(max(sizes), SPLIT_BLOCK), len(weights)), wrap,
                 *weights, *weights[:1] * spare, *his, *his[:1] * spare, *los, *los[:1] * spare,
                 *sizes, *[0] * spare, BLOCK=SPLIT_BLOCK)
     return list(zip(his, los))
@@ -775,7 +793,7 @@ def _overridden(grid, kwargs):
     block_b = LAUNCH_OVERRIDES.get("BLOCK_B", kwargs["BLOCK_B"])
     if block_b % kwargs["BLOCK_B"]:
         raise ValueError(f"LAUNCH_OVERRIDES['BLOCK_B'] must be a multiple of {kwargs['BLOCK_B']}, got {block_b}")
-    grid = (triton.cdiv(grid[0], block_b // kwargs["BLOCK_B"]), *grid[1:])
+    grid = (cdiv(grid[0], block_b // kwargs["BLOCK_B"]), *grid[1:])
     return grid, dict(kwargs, BLOCK_B=block_b, num_warps=LAUNCH_OVERRIDES.get("num_warps", kwargs["num_warps"]))
 
 
@@ -817,7 +835,7 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
                                                                 hidden_size=H)
     _launch(
         _rnn_linear_fwd_kernel if aligned else _rnn_linear_fwd_kernel_any_stride,
-        (triton.cdiv(B, BLOCK_B),), wrap,
+        (cdiv(B, BLOCK_B),), wrap,
         x, h0, lengths,
         w_ih, w_hh, b_ih, b_hh, fc_w, fc_b,
         w_ih_lo, w_hh_lo, fc_w_lo,
@@ -859,7 +877,7 @@ def rnn_linear_bwd_sweep(hs, w_hh, fc_w, dy, dhn=None, lengths=None, *, relu=Fal
     warps = num_warps(prec, block_h)
     (w_hh, w_hh_lo), = operand_weights(prec, w_hh, wrap=wrap)
     _launch(
-        _rnn_linear_bwd_kernel, (triton.cdiv(B, BLOCK_B),), wrap,
+        _rnn_linear_bwd_kernel, (cdiv(B, BLOCK_B),), wrap,
         hs, lengths, w_hh, w_hh_lo, dh_last.contiguous(),
         g, dh0,
         B, T, H,
