@@ -325,3 +325,11 @@ def test_time_steps_do_not_change_the_compiled_forward():
     assert out.returncode == 0, out.stderr[-2000:]
     hashes = out.stdout.split()
     assert len(hashes) == 3 and len(set(hashes)) == 1
+
+
+def test_block_and_cdiv_match_triton():
+    """kernels.block/cdiv (host-side int arithmetic) against triton's."""
+    import triton
+    for n in range(0, 3000):
+        assert kernels.block(n) == max(16, triton.next_power_of_2(n)), n
+        assert kernels.cdiv(n, 16) == triton.cdiv(n, 16), n
