@@ -335,27 +335,79 @@ def test_plots_are_drawn_for_the_sweeps_present(tmp_path):
     assert "time_vs_H.png" not in [p.name for p in report.plots(cpu_dev, tmp_path / "cpu")]
 
 
-def test_gpu_proof_steps_without_cuda(tmp_path, monkeypatch):
+def test_gpu_proof_steps_without_cuda(tmp_path):
     """The orchestration on CPU: pytest runs (its gpu tests skip), the GPU suite is skipped
-    with a reason, a stand-in static report is collected, and the folder fits the device tool."""
-    static = tmp_path / "static_report.py"
-    static.write_text("import argparse, json, pathlib\n"
-                      "p = argparse.ArgumentParser(); p.add_argument('--out'); a = p.parse_args()\n"
-                      "pathlib.Path(a.out).mkdir(parents=True, exist_ok=True)\n"
-                      "(pathlib.Path(a.out) / 'static_sm90a_triton3.6.json').write_text(json.dumps({'ok': 1}))\n"
-                      "(pathlib.Path(a.out) / 'scratch.txt').write_text('not copied')\n")
-    monkeypatch.setattr(gpu_proof, "STATIC_REPORT", static)
+    with a reason, no static report is built, and the folder fits the device tool."""
     out = tmp_path / "out"
     summary = gpu_proof.gpu_proof(out, pytest_args=("tests/test_forward.py", "-m", "gpu"), cuda=False)
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["pytest_gpu.log", "static_sm90a_triton3.6.json", "summary.md"], names
+    assert names == ["pytest_gpu.log", "summary.md"], names
     assert len(names) <= gpu_proof.MAX_FILES and "WARNING" not in summary
     text = (out / "summary.md").read_text()
     assert "| benchmark suite | skipped | 0 | no CUDA device: the GPU suite needs one |" in text
-    assert "| static report | 0 |" in text and "static_sm90a_triton3.6.json" in text
+    assert "static report" not in text.split("| step |")[1].split("\n\n")[0]    # no such step in the table
+    assert gpu_proof.STATIC_NOTE in text
     # test_forward.py's gpu tests were collected and skipped (no CUDA here).
     (pytest_line,) = [line for line in text.splitlines() if line.startswith("| pytest")]
     assert " 0 passed, 0 failed, 0 errors," in pytest_line and "skipped" in pytest_line
+    assert "slowest 30 durations" in (out / "pytest_gpu.log").read_text()
+
+
+# A test folder for a pytest run that its deadline cuts off: one test passes, one fails, one
+# errors in its fixture, then one sleeps far past the deadline.
+CUT_OFF_TESTS = """
+import time
+import pytest
+
+def test_passes():
+    pass
+
+def test_fails():
+    assert 1 + 1 == 3, "one plus one on purpose"
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("a fixture broken on purpose")
+
+def test_errors(broken):
+    pass
+
+def test_sleeps_past_the_deadline():
+    time.sleep(600)
+"""
+
+
+def test_gpu_proof_interrupts_pytest_at_its_deadline_and_keeps_its_report(tmp_path, monkeypatch):
+    """At the deadline pytest gets SIGINT, not SIGKILL: it still writes its junit report and its
+    summary, so summary.md says how many tests ran and which failed, and the log names them and the
+    slowest tests. With SIGINT ignored here, as in a background job of a non-interactive shell:
+    the step must get it all the same."""
+    import signal
+    tests = tmp_path / "cut_off"
+    tests.mkdir()
+    (tests / "test_cut_off.py").write_text(CUT_OFF_TESTS)
+    deadline_s = 10    # pytest starts and runs the first three in ~1 s on this 2-core machine
+    monkeypatch.setattr(gpu_proof, "PYTEST_S", deadline_s)
+    out = tmp_path / "out"
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        start = time.monotonic()
+        gpu_proof.gpu_proof(out, pytest_args=(str(tests),), cuda=False)
+        took = time.monotonic() - start
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    assert took < deadline_s + gpu_proof.INTERRUPT_GRACE_S, f"{took:.0f} s: pytest was killed, not interrupted"
+    text = (out / "summary.md").read_text()
+    (pytest_line,) = [line for line in text.splitlines() if line.startswith("| pytest")]
+    assert "| interrupted |" in pytest_line, pytest_line
+    assert f"interrupted at its {deadline_s} s deadline, when 3 tests had run" in pytest_line, pytest_line
+    assert "1 passed, 1 failed, 1 errors, 0 skipped" in pytest_line, pytest_line
+    failed = text.split("Failed tests")[1].split("\n\n")[1].splitlines()
+    assert failed == ["- test_cut_off::test_fails: AssertionError: one plus one on purpose",
+                      "- test_cut_off::test_errors: failed on setup with \"RuntimeError: a fixture broken on purpose\""], failed
+    log = (out / "pytest_gpu.log").read_text()
+    assert "slowest 30 durations" in log and "KeyboardInterrupt" in log
+    assert "FAILED" in log and "test_cut_off.py::test_fails" in log and "ERROR" in log
 
 
 def test_gpu_proof_summary_groups_skipped_rows_by_reason():
@@ -393,6 +445,22 @@ def test_run_step_kills_the_whole_process_group(tmp_path):
     start = time.monotonic()
     rc, took = gpu_proof.run_step(["sh", "-c", "sleep 30 & sleep 30"], tmp_path / "log", 1, None)
     assert rc == "timeout" and took < 10 and time.monotonic() - start < 10
+    # Interrupted: Python exits at the SIGINT, its child sleeps on; it dies with the group.
+    marker = tmp_path / "survivor"
+    script = f"import subprocess, time; subprocess.Popen(['sh', '-c', 'sleep 3; touch {marker}']); time.sleep(30)"
+    rc, took = gpu_proof.run_step([sys.executable, "-c", script], tmp_path / "log", 1, None, interrupt_grace_s=1)
+    assert rc == "interrupted" and took < 10
+    time.sleep(3)
+    assert not marker.exists(), "a process of the interrupted step's group outlived it"
+
+
+def test_run_step_stamps_lines_and_kills_a_step_that_ignores_sigint(tmp_path):
+    log = tmp_path / "log"
+    script = "import time, signal; signal.signal(signal.SIGINT, signal.SIG_IGN); print('one', flush=True); time.sleep(30)"
+    rc, took = gpu_proof.run_step([sys.executable, "-c", script], log, 1, None, interrupt_grace_s=1, stamp=True)
+    assert rc == "timeout" and took < 10
+    (line,) = log.read_text().splitlines()
+    assert line.endswith("] one") and line.startswith("[") and float(line[1:].split(" s]")[0]) < 10, line
 
 
 def test_check_targets_command(tmp_path):
