@@ -5,6 +5,7 @@ timed tests); what is tested is that rows have their schema and that every
 table cell and verdict follows from the rows it was made from.
 """
 
+import itertools
 import json
 import struct
 import sys
@@ -471,16 +472,34 @@ def test_check_targets_command(tmp_path):
     assert "seed forward ≥ 5× (ieee): **met**" in out.stdout
 
 
-def test_gpu_grid_measures_the_targets_first_and_forward_only_impls_only_forward():
+def test_gpu_grid_order_targets_then_the_family_against_cudnn_then_the_T_sweep():
     jobs = grid.gpu_jobs()
-    first_other = next(i for i, j in enumerate(jobs) if not (
-        (j.case == "seed") or (j.case == "long" and j.mode == "forward" and j.dtype == "float32")
-        or (j.case == "T_sweep" and j.mode == "forward")))
-    targets = jobs[:first_other]
-    assert {(j.case, j.mode, j.precision) for j in targets if j.case == "seed"} == {
-        (c, m, p) for c in ("seed",) for m in ("forward", "train") for p in ("ieee", "tf32")}
-    assert max(j.shape["T"] for j in targets if j.case == "T_sweep") == 65536
-    assert all("fused_graph" in j.impls for j in targets if j.case == "seed" and j.mode == "forward")
+    # Issue 4's targets: seed forward and train, long forward, in IEEE and TF32.
+    targets = jobs[:6]
+    assert {(j.case, j.mode, j.precision) for j in targets} == {
+        (c, m, p) for c, m in (("seed", "forward"), ("seed", "train"), ("long", "forward")) for p in ("ieee", "tf32")}
+    assert all(j.dtype == "float32" and "fused_graph" in j.impls for j in targets if j.mode == "forward")
+    # Then issue 14's LSTM and GRU forward against cuDNN: fp16 (stock's bf16 is ATen's loop), bf16,
+    # TF32, and the LSTM anchor; then their training steps.
+    end = next(i for i, j in enumerate(jobs) if i >= 6 and j.mode != "forward")
+    forward = jobs[6:end]
+    assert {(j.case, j.dtype) for j in forward} == {
+        (c, d) for c in grid.FAMILY_CELLS for d in ("float16", "bfloat16", "float32")} | {("lstm_anchor", "float16")}
+    assert [j.dtype for j in forward[:len(grid.FAMILY_CELLS)]] == ["float16"] * len(grid.FAMILY_CELLS)
+    assert all(j.model and set(j.impls) == {"stock", "fused"} for j in forward)
+    # Both blocks in ~2 minutes of a run (the second H200 run's pace).
+    assert grid.estimated_s(jobs[:end]) <= 120, grid.estimated_s(jobs[:end])
+    train_end = next(i for i, j in enumerate(jobs) if i >= end and not j.model)
+    assert {(j.case, j.dtype, j.mode) for j in jobs[end:train_end]} == {
+        (c, d, "train") for c in grid.FAMILY_CELLS for d in ("float16", "bfloat16")}
+    # Then the T sweep's forward, its shortest and longest T first; the longest times fused alone, briefly.
+    sweep = list(itertools.takewhile(lambda j: j.case == "T_sweep", jobs[train_end:]))
+    assert [j.shape["T"] for j in sweep[:2]] == [min(grid.GPU_TS), max(grid.GPU_TS)]
+    assert sorted(j.shape["T"] for j in sweep) == sorted(grid.GPU_TS) and {j.mode for j in sweep} == {"forward"}
+    assert sweep[1].impls == ("fused",) and sweep[1].budget_s <= 0.5
+    # Every family case against cuDNN's fp16, forward and train (the stacked ones later in the grid).
+    for case in grid.FAMILY:
+        assert any(j.case == case and j.dtype == "float16" and j.mode == "forward" for j in jobs), case
     for job in jobs + grid.cpu_jobs() + grid.smoke_jobs(True) + grid.smoke_jobs(False):
         assert job.mode in grid.MODES and set(job.impls) <= set(grid.IMPLS)
         assert job.mode == "forward" or not set(job.impls) & set(grid.FORWARD_ONLY), job
@@ -488,6 +507,17 @@ def test_gpu_grid_measures_the_targets_first_and_forward_only_impls_only_forward
     cuda_jobs = [i for i, j in enumerate(jobs) if "fused_cuda" in j.impls]
     assert cuda_jobs == list(range(len(jobs) - len(cuda_jobs), len(jobs)))
     assert all(set(j.impls) <= {"stock", "fused"} for j in grid.cpu_jobs())
+
+
+def test_list_jobs_gpu_prints_the_gpu_grid_in_order_from_any_machine():
+    out = run_python("benchmarks/run.py", "--list-jobs", "gpu")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    ids = [line.split()[-1] for line in lines]
+    assert ids == [harness.job_id(j) for j in grid.gpu_jobs()]
+    starts = [float(line.split()[1].strip("~")) for line in lines]     # "  3 ~27 s seed/..."
+    assert starts[0] == 0 and starts == sorted(starts)
+    assert starts[-1] == pytest.approx(grid.estimated_s(grid.gpu_jobs()[:-1]), abs=0.5)
 
 
 def test_run_jobs_records_a_failing_job_and_the_time_budget(tmp_path, monkeypatch):
