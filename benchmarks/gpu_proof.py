@@ -1,8 +1,9 @@
 """``run.py --gpu-proof --out DIR``: the whole GPU proof in one command of at most 9 minutes.
 
 1. ``pytest -m gpu`` (compiled kernels, compile, CUDA graphs, csrc), log into DIR; at its
-   deadline pytest is interrupted (SIGINT), so that it still names its failures and slowest
-   tests and writes its junit report, and killed with its children INTERRUPT_GRACE_S later;
+   deadline pytest is interrupted (SIGINT), so that it still names its failures, its slowest
+   tests and those it cut off (benchmarks/pytest_unfinished.py) and writes its junit report,
+   and killed with its children INTERRUPT_GRACE_S later;
 2. the GPU benchmark suite (benchmarks/grid.py's order: issue 4's targets first, then the
    GRU and LSTM against cuDNN), in worker processes: a sticky CUDA fault is charged to the
    job that launched it and a fresh worker runs the jobs after it (run.py's supervise);
@@ -19,6 +20,7 @@ benchmarks/results/static_sm90a_triton3.6.json row for row (commits a24f9b9 and 
 
 import glob
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -30,7 +32,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from benchmarks import report
+from benchmarks import pytest_unfinished, report
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_FILES = 8
@@ -188,11 +190,14 @@ def gpu_proof(out_dir, *, total_s=TOTAL_S, pytest_args=("tests", "-m", "gpu"), c
     workers = ["-n", str(PYTEST_WORKERS)] if cuda and importlib.util.find_spec("xdist") else []
     deadline_s = min(PYTEST_S, left() - INTERRUPT_GRACE_S - FINISH_S)
     log = out_dir / "pytest_gpu.log"
+    unfinished = work / "unfinished.jsonl"    # the tests the deadline cut off (benchmarks/pytest_unfinished.py)
     rc, took = run_step([sys.executable, "-m", "pytest", *pytest_args, *workers, "-q", *PYTEST_REPORT,
-                         "-p", "no:cacheprovider", f"--junitxml={junit}"], log, deadline_s, env,
+                         "-p", "no:cacheprovider", "-p", "benchmarks.pytest_unfinished", f"--junitxml={junit}"],
+                        log, deadline_s, dict(env, **{pytest_unfinished.ENV: str(unfinished)}),
                         interrupt_grace_s=INTERRUPT_GRACE_S)
     steps.append(("pytest " + " ".join(pytest_args), rc, took, pytest_detail(rc, junit_counts(junit), log, deadline_s)))
     failures = failed_tests(junit)
+    cut_off = [json.loads(line) for line in unfinished.read_text().splitlines()] if unfinished.exists() else []
     remove_stale_locks(ext_dir)
 
     # 2. the GPU benchmark suite
@@ -219,7 +224,7 @@ def gpu_proof(out_dir, *, total_s=TOTAL_S, pytest_args=("tests", "-m", "gpu"), c
             report.plots(dev, out_dir, prefix=report_prefix(dev.name))
         except ImportError:
             plot_note = "matplotlib is not installed: no plots"
-    summary = summary_text(steps, failures, devices, skipped, plot_note, time.monotonic() - start)
+    summary = summary_text(steps, failures, devices, skipped, plot_note, time.monotonic() - start, cut_off)
     (out_dir / "summary.md").write_text(summary)
     shutil.rmtree(work, ignore_errors=True)
     return summary + files_check(out_dir)
@@ -230,11 +235,14 @@ def report_prefix(device):
     return device_slug(device) + "-"
 
 
-def summary_text(steps, failures, devices, skipped, plot_note, took):
+def summary_text(steps, failures, devices, skipped, plot_note, took, cut_off=()):
     lines = ["# GPU proof", "", f"{took:.0f} s in all.", "", "| step | exit | seconds | result |", "|---|---|---|---|"]
     lines += [f"| {name} | {rc} | {secs:.0f} | {detail} |" for name, rc, secs, detail in steps]
     if failures:
         lines += ["", "Failed tests (tracebacks in pytest_gpu.log):", ""] + [f"- {f}" for f in failures]
+    if cut_off:
+        lines += ["", "Tests running when pytest was stopped (seconds they had run):", ""]
+        lines += [f"- {t['nodeid']} ({t['seconds']:.0f} s)" for t in cut_off]
     from benchmarks.harness import STICKY_FAULT
     from benchmarks.run import WORKER_DIED
     for title, prefix in (("CUDA faults", STICKY_FAULT), ("Workers that died in a job", WORKER_DIED)):

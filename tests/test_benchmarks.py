@@ -380,8 +380,8 @@ def test_sleeps_past_the_deadline():
 
 def test_gpu_proof_interrupts_pytest_at_its_deadline_and_keeps_its_report(tmp_path, monkeypatch):
     """At the deadline pytest gets SIGINT, not SIGKILL: it still writes its junit report and its
-    summary, so summary.md says how many tests ran and which failed, and the log names them and the
-    slowest tests. With SIGINT ignored here, as in a background job of a non-interactive shell:
+    summary, so summary.md says how many tests ran, which failed and which the deadline cut off, and
+    the log names them and the slowest tests. With SIGINT ignored here, as in a background job of a non-interactive shell:
     the step must get it all the same."""
     import signal
     tests = tmp_path / "cut_off"
@@ -406,9 +406,13 @@ def test_gpu_proof_interrupts_pytest_at_its_deadline_and_keeps_its_report(tmp_pa
     failed = text.split("Failed tests")[1].split("\n\n")[1].splitlines()
     assert failed == ["- test_cut_off::test_fails: AssertionError: one plus one on purpose",
                       "- test_cut_off::test_errors: failed on setup with \"RuntimeError: a fixture broken on purpose\""], failed
+    (cut_off,) = text.split("Tests running when pytest was stopped")[1].split("\n\n")[1].splitlines()
+    assert cut_off.startswith("- test_cut_off.py::test_sleeps_past_the_deadline (")
+    assert 0 < float(cut_off.split("(")[1].split(" s)")[0]) <= deadline_s, cut_off
     log = (out / "pytest_gpu.log").read_text()
     assert "slowest 30 durations" in log and "KeyboardInterrupt" in log
     assert "FAILED" in log and "test_cut_off.py::test_fails" in log and "ERROR" in log
+    assert "1 tests started and not finished" in log and "test_cut_off.py::test_sleeps_past_the_deadline" in log
 
 
 def test_gpu_proof_summary_groups_skipped_rows_by_reason():
