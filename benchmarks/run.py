@@ -132,9 +132,9 @@ def run_suite(args):
     listed_cuda = {"gpu": True, "cpu": False}.get(args.list_jobs, cuda)
     jobs = select_jobs(args, grid.jobs_for("smoke" if args.smoke else "full", listed_cuda))
     if args.list_jobs:
-        # On a GPU, when each job starts in a run of them all (grid.estimated_s), to see what a budget reaches.
+        # The GPU grid's: when each job starts in a run of them all (grid.estimated_s), to see what a budget reaches.
         for index, job in enumerate(jobs):
-            when = f" ~{grid.estimated_s(jobs[:index]):.0f} s" if listed_cuda else ""
+            when = f" ~{grid.estimated_s(jobs[:index]):.0f} s" if listed_cuda and not args.smoke else ""
             print(f"{index:3d}{when} {harness.job_id(job)}")
         return None
     env = harness.environment(device)

@@ -381,8 +381,8 @@ def test_sleeps_past_the_deadline():
 def test_gpu_proof_interrupts_pytest_at_its_deadline_and_keeps_its_report(tmp_path, monkeypatch):
     """At the deadline pytest gets SIGINT, not SIGKILL: it still writes its junit report and its
     summary, so summary.md says how many tests ran, which failed and which the deadline cut off, and
-    the log names them and the slowest tests. With SIGINT ignored here, as in a background job of a non-interactive shell:
-    the step must get it all the same."""
+    the log names them and the slowest tests. With SIGINT ignored here, as in a background job of a
+    non-interactive shell: the step must get it all the same."""
     import signal
     tests = tmp_path / "cut_off"
     tests.mkdir()
@@ -404,8 +404,9 @@ def test_gpu_proof_interrupts_pytest_at_its_deadline_and_keeps_its_report(tmp_pa
     assert f"interrupted at its {deadline_s} s deadline, when 3 tests had run" in pytest_line, pytest_line
     assert "1 passed, 1 failed, 1 errors, 0 skipped" in pytest_line, pytest_line
     failed = text.split("Failed tests")[1].split("\n\n")[1].splitlines()
-    assert failed == ["- test_cut_off::test_fails: AssertionError: one plus one on purpose",
-                      "- test_cut_off::test_errors: failed on setup with \"RuntimeError: a fixture broken on purpose\""], failed
+    assert failed == [
+        "- test_cut_off::test_fails: AssertionError: one plus one on purpose",
+        "- test_cut_off::test_errors: failed on setup with \"RuntimeError: a fixture broken on purpose\""], failed
     (cut_off,) = text.split("Tests running when pytest was stopped")[1].split("\n\n")[1].splitlines()
     assert cut_off.startswith("- test_cut_off.py::test_sleeps_past_the_deadline (")
     assert 0 < float(cut_off.split("(")[1].split(" s)")[0]) <= deadline_s, cut_off
@@ -461,7 +462,8 @@ def test_run_step_kills_the_whole_process_group(tmp_path):
 
 def test_run_step_stamps_lines_and_kills_a_step_that_ignores_sigint(tmp_path):
     log = tmp_path / "log"
-    script = "import time, signal; signal.signal(signal.SIGINT, signal.SIG_IGN); print('one', flush=True); time.sleep(30)"
+    script = ("import time, signal; signal.signal(signal.SIGINT, signal.SIG_IGN); print('one', flush=True); "
+              "time.sleep(30)")
     rc, took = gpu_proof.run_step([sys.executable, "-c", script], log, 1, None, interrupt_grace_s=1, stamp=True)
     assert rc == "timeout" and took < 10
     (line,) = log.read_text().splitlines()
