@@ -1,10 +1,11 @@
 """What the benchmarks time: cases (shapes) × implementations × modes, in the order they run.
 
-The grid is the one of issue 11. Each ``Job`` is one shape, dtype, precision and
-mode with the implementations timed side by side (interleaved) on it. GPU jobs
-are ordered so that issue 4's targets (seed forward and train, long forward,
-inference memory at T = 65,536) are measured first: a run cut short by its time
-budget still answers them.
+The grid is the one of issue 11, with issue 13's and 14's cells and stacks. Each
+``Job`` is one shape, dtype, precision and mode with the implementations timed side
+by side (interleaved) on it. GPU jobs are ordered by what a run cut short by its
+time budget must still answer: issue 4's targets (seed forward and train, long
+forward), then issue 14's GRU and LSTM against cuDNN (forward, then training),
+then the T sweep (inference memory up to T = 65,536), then the rest.
 """
 
 from typing import NamedTuple
@@ -24,6 +25,9 @@ H_SWEEP = dict(B=64, T=256, I=64, O=1)         # H varies
 GPU_BATCHES = (1, 4, 16, 64, 256, 1024, 4096)
 GPU_TS = (16, 64, 256, 1024, 4096, 16384, 65536)
 GPU_TRAIN_MAX_T = 4096      # training saves [B, T, H] states: the sweep's memory claim is inference
+# One fused call at T = 65,536 takes 65 ms on the H200, and cuDNN refuses stock's
+# (CUDNN_STATUS_NOT_SUPPORTED): that job times fused alone, in the fewest rounds (~1 s in all).
+LONGEST_T_BUDGET_S = 0.25
 GPU_HS = (16, 32, 64, 128, 256, 512, 1024)
 # CPU sizes: one thread runs ~15 µs per step at B = 64, H = 64, so T = 4096 is ~60 ms a call.
 CPU_BATCHES = (1, 4, 16, 64, 256)
@@ -42,6 +46,16 @@ FAMILY = {
     "long_gru": (dict(cell="gru"), LONG),
     "lstm_anchor": (dict(cell="lstm"), dict(B=16, T=1024, I=768, H=768, O=1)),
 }
+# Issue 14's single-layer cells, timed early against cuDNN.
+FAMILY_CELLS = ("long_lstm", "long_gru")
+# Stock's fp16 RNNs run cuDNN; its bf16 ones ATen's per-step loop (the Elman long forward on the
+# H200: 12.6 ms in bf16, 1.19 ms in fp16), a weak baseline. Low precisions in this order.
+LOW_PRECISIONS = (("float16", "fp16"), ("bfloat16", "bf16"))
+
+# Seconds a GPU job takes beyond its timing budget (building the models, compiling and warming up,
+# the peak-memory call, the clean-up), averaged with the worker's start: the second H200 run did
+# its first 18 jobs (budgets of 1 and 1.5 s) in ~165 s. What estimated_s plans the order with.
+JOB_OVERHEAD_S = 7.5
 
 
 class Job(NamedTuple):
@@ -64,6 +78,11 @@ def _impls(mode, impls):
     return tuple(i for i in impls if mode == "forward" or i not in FORWARD_ONLY)
 
 
+def estimated_s(jobs):
+    """Roughly how long jobs take on a GPU whose kernels are compiled (JOB_OVERHEAD_S)."""
+    return sum(job.budget_s + JOB_OVERHEAD_S for job in jobs)
+
+
 def gpu_jobs():
     jobs = []
     # Issue 4's targets first.
@@ -72,8 +91,27 @@ def gpu_jobs():
             jobs.append(Job("seed", SEED, "float32", precision, mode,
                             _impls(mode, ("stock", "fused", "fused_graph")), 1.5))
         jobs.append(Job("long", LONG, "float32", precision, "forward", ("stock", "fused", "fused_graph"), 1.5))
-    for T in GPU_TS:
-        jobs.append(Job("T_sweep", dict(T_SWEEP, T=T), "float32", "ieee", "forward", ("stock", "fused")))
+    # Then issue 14's LSTM and GRU against cuDNN, forward first.
+    for dtype, precision in LOW_PRECISIONS:
+        for case in FAMILY_CELLS:
+            jobs.append(family_job(case, dtype, precision, "forward"))
+    jobs.append(family_job("long_gru", "float32", "tf32", "forward"))
+    jobs.append(family_job("lstm_anchor", "float16", "fp16", "forward"))
+    # The fp32 LSTM's four W_hh blocks at H = 128 need 296 KB of shared memory with TF32 products, more
+    # than a Hopper block's 227 KB: fused runs the stock path, and this row is what that costs.
+    jobs.append(family_job("long_lstm", "float32", "tf32", "forward"))
+    for dtype, precision in LOW_PRECISIONS:
+        for case in FAMILY_CELLS:
+            jobs.append(family_job(case, dtype, precision, "train"))
+    # Then the T sweep's inference memory (issue 4's last target): its shortest and longest T first,
+    # which the target compares.
+    shortest, longest = min(GPU_TS), max(GPU_TS)
+    for T in (shortest, longest, *sorted(set(GPU_TS) - {shortest, longest})):
+        if T == longest:
+            jobs.append(Job("T_sweep", dict(T_SWEEP, T=T), "float32", "ieee", "forward", ("fused",),
+                            LONGEST_T_BUDGET_S))
+        else:
+            jobs.append(Job("T_sweep", dict(T_SWEEP, T=T), "float32", "ieee", "forward", ("stock", "fused")))
     # Then the rest of the grid.
     for precision in ("ieee", "tf32"):
         jobs.append(Job("long", LONG, "float32", precision, "train", ("stock", "fused")))
@@ -94,12 +132,13 @@ def gpu_jobs():
             jobs.append(Job("H_sweep", dict(H_SWEEP, H=H), "bfloat16", "bf16", mode, ("stock", "fused")))
     for mode in MODES:
         jobs.append(Job("wide", WIDE, "bfloat16", "bf16", mode, ("stock", "fused")))
+    # Issue 13's stacked and bidirectional cases; cuDNN (fp16) first, as above.
     for case in FAMILY:
-        if case == "lstm_anchor":
-            jobs.append(family_job(case, "float16", "fp16", "forward"))
+        if case in FAMILY_CELLS or case == "lstm_anchor":
             continue
-        for mode in MODES:
-            jobs.append(family_job(case, "bfloat16", "bf16", mode))
+        for dtype, precision in LOW_PRECISIONS:
+            for mode in MODES:
+                jobs.append(family_job(case, dtype, precision, mode))
         jobs.append(family_job(case, "float32", "tf32", "forward"))
     # torch.compile costs tens of seconds per shape: late, so that it cannot crowd out the rest.
     for case, shape in (("seed", SEED), ("long", LONG)):

@@ -4,11 +4,12 @@
                                                 # appends to benchmarks/results/<device>-<date>.json and
                                                 # regenerates the README tables and benchmarks/plots/
     python benchmarks/run.py --smoke --out DIR  # tiny shapes, few repetitions, any device (CI)
-    python benchmarks/run.py --gpu-proof --out DIR   # pytest -m gpu, the GPU suite, the static report
+    python benchmarks/run.py --gpu-proof --out DIR   # pytest -m gpu, then the GPU suite (gpu_proof.py)
     python benchmarks/run.py --tables           # README tables and plots from the committed results
     python benchmarks/run.py --check-targets    # issue 4's targets, met or not, from the committed results
     python benchmarks/run.py --collect DIR      # take a --gpu-proof's files into results/ and plots/
     python benchmarks/run.py --list-jobs        # the jobs a run would do, numbered, with their ids
+    python benchmarks/run.py --list-jobs gpu    # the GPU grid's, from any machine, with the time each starts
     python benchmarks/run.py --only ID --in-process --out DIR   # one job, for a repro (compute-sanitizer, ...)
 
 On CUDA the jobs run in a worker process (--isolate, the default there): a
@@ -57,7 +58,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_mutually_exclusive_group()
     what.add_argument("--smoke", action="store_true", help="tiny shapes and few repetitions (needs --out)")
-    what.add_argument("--gpu-proof", action="store_true", help="tests, benchmarks and static report (needs --out)")
+    what.add_argument("--gpu-proof", action="store_true", help="pytest -m gpu, then the GPU suite (needs --out)")
     what.add_argument("--tables", action="store_true", help="regenerate README tables and plots, run nothing")
     what.add_argument("--check-targets", nargs="*", metavar="FILE", default=None,
                       help="print issue 4's targets from these results files (default: benchmarks/results)")
@@ -68,7 +69,8 @@ def parse_args(argv=None):
     p.add_argument("--only", metavar="ID[,ID...]", help="run only these jobs (ids from --list-jobs)")
     p.add_argument("--impls", help="comma-separated implementations to keep in each job (" + ", ".join(IMPLS) + ")")
     p.add_argument("--start-at", type=int, default=0, metavar="N", help="skip the first N jobs (0-based index)")
-    p.add_argument("--list-jobs", action="store_true", help="print the jobs a run would do, run nothing")
+    p.add_argument("--list-jobs", nargs="?", const="here", choices=("here", "gpu", "cpu"),
+                   help="print the jobs a run would do here (or the GPU's or the CPU's grid), run nothing")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--isolate", action="store_true",
                        help="run the jobs in worker processes, a fresh one after a CUDA fault (default on CUDA)")
@@ -127,10 +129,13 @@ def run_suite(args):
     device = torch.device("cuda" if cuda else "cpu")
     if not cuda:
         torch.set_num_threads(args.threads)
-    jobs = select_jobs(args, grid.jobs_for("smoke" if args.smoke else "full", cuda))
+    listed_cuda = {"gpu": True, "cpu": False}.get(args.list_jobs, cuda)
+    jobs = select_jobs(args, grid.jobs_for("smoke" if args.smoke else "full", listed_cuda))
     if args.list_jobs:
+        # The GPU grid's: when each job starts in a run of them all (grid.estimated_s), to see what a budget reaches.
         for index, job in enumerate(jobs):
-            print(f"{index:3d} {harness.job_id(job)}")
+            when = f" ~{grid.estimated_s(jobs[:index]):.0f} s" if listed_cuda and not args.smoke else ""
+            print(f"{index:3d}{when} {harness.job_id(job)}")
         return None
     env = harness.environment(device)
     out_dir = Path(args.out) if args.out else RESULTS

@@ -396,13 +396,12 @@ def test_gpu_proof_gives_the_suite_the_folder_it_writes_into(tmp_path, monkeypat
     step runs in the checkout's root, so the DIR it is given must name that same folder."""
     commands = []
 
-    def fake_run_step(cmd, log_path, timeout_s, env):
+    def fake_run_step(cmd, log_path, timeout_s, env, **options):
         commands.append(cmd)
         open(log_path, "w").close()
         return 0, 0.0
 
     monkeypatch.setattr(gpu_proof, "run_step", fake_run_step)
-    monkeypatch.setattr(gpu_proof, "STATIC_REPORT", tmp_path / "absent.py")
     monkeypatch.chdir(tmp_path)
     gpu_proof.gpu_proof("proof_out", cuda=True)
     (suite,) = [cmd for cmd in commands if str(cmd[1]).endswith("run.py")]

@@ -5,6 +5,7 @@ timed tests); what is tested is that rows have their schema and that every
 table cell and verdict follows from the rows it was made from.
 """
 
+import itertools
 import json
 import struct
 import sys
@@ -335,27 +336,84 @@ def test_plots_are_drawn_for_the_sweeps_present(tmp_path):
     assert "time_vs_H.png" not in [p.name for p in report.plots(cpu_dev, tmp_path / "cpu")]
 
 
-def test_gpu_proof_steps_without_cuda(tmp_path, monkeypatch):
+def test_gpu_proof_steps_without_cuda(tmp_path):
     """The orchestration on CPU: pytest runs (its gpu tests skip), the GPU suite is skipped
-    with a reason, a stand-in static report is collected, and the folder fits the device tool."""
-    static = tmp_path / "static_report.py"
-    static.write_text("import argparse, json, pathlib\n"
-                      "p = argparse.ArgumentParser(); p.add_argument('--out'); a = p.parse_args()\n"
-                      "pathlib.Path(a.out).mkdir(parents=True, exist_ok=True)\n"
-                      "(pathlib.Path(a.out) / 'static_sm90a_triton3.6.json').write_text(json.dumps({'ok': 1}))\n"
-                      "(pathlib.Path(a.out) / 'scratch.txt').write_text('not copied')\n")
-    monkeypatch.setattr(gpu_proof, "STATIC_REPORT", static)
+    with a reason, no static report is built, and the folder fits the device tool."""
     out = tmp_path / "out"
     summary = gpu_proof.gpu_proof(out, pytest_args=("tests/test_forward.py", "-m", "gpu"), cuda=False)
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["pytest_gpu.log", "static_sm90a_triton3.6.json", "summary.md"], names
+    assert names == ["pytest_gpu.log", "summary.md"], names
     assert len(names) <= gpu_proof.MAX_FILES and "WARNING" not in summary
     text = (out / "summary.md").read_text()
     assert "| benchmark suite | skipped | 0 | no CUDA device: the GPU suite needs one |" in text
-    assert "| static report | 0 |" in text and "static_sm90a_triton3.6.json" in text
+    assert "static report" not in text.split("| step |")[1].split("\n\n")[0]    # no such step in the table
+    assert gpu_proof.STATIC_NOTE in text
     # test_forward.py's gpu tests were collected and skipped (no CUDA here).
     (pytest_line,) = [line for line in text.splitlines() if line.startswith("| pytest")]
     assert " 0 passed, 0 failed, 0 errors," in pytest_line and "skipped" in pytest_line
+    assert "slowest 30 durations" in (out / "pytest_gpu.log").read_text()
+
+
+# A test folder for a pytest run that its deadline cuts off: one test passes, one fails, one
+# errors in its fixture, then one sleeps far past the deadline.
+CUT_OFF_TESTS = """
+import time
+import pytest
+
+def test_passes():
+    pass
+
+def test_fails():
+    assert 1 + 1 == 3, "one plus one on purpose"
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("a fixture broken on purpose")
+
+def test_errors(broken):
+    pass
+
+def test_sleeps_past_the_deadline():
+    time.sleep(600)
+"""
+
+
+def test_gpu_proof_interrupts_pytest_at_its_deadline_and_keeps_its_report(tmp_path, monkeypatch):
+    """At the deadline pytest gets SIGINT, not SIGKILL: it still writes its junit report and its
+    summary, so summary.md says how many tests ran, which failed and which the deadline cut off, and
+    the log names them and the slowest tests. With SIGINT ignored here, as in a background job of a
+    non-interactive shell: the step must get it all the same."""
+    import signal
+    tests = tmp_path / "cut_off"
+    tests.mkdir()
+    (tests / "test_cut_off.py").write_text(CUT_OFF_TESTS)
+    deadline_s = 10    # pytest starts and runs the first three in ~1 s on this 2-core machine
+    monkeypatch.setattr(gpu_proof, "PYTEST_S", deadline_s)
+    out = tmp_path / "out"
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        start = time.monotonic()
+        gpu_proof.gpu_proof(out, pytest_args=(str(tests),), cuda=False)
+        took = time.monotonic() - start
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    assert took < deadline_s + gpu_proof.INTERRUPT_GRACE_S, f"{took:.0f} s: pytest was killed, not interrupted"
+    text = (out / "summary.md").read_text()
+    (pytest_line,) = [line for line in text.splitlines() if line.startswith("| pytest")]
+    assert "| interrupted |" in pytest_line, pytest_line
+    assert f"interrupted at its {deadline_s} s deadline, when 3 tests had run" in pytest_line, pytest_line
+    assert "1 passed, 1 failed, 1 errors, 0 skipped" in pytest_line, pytest_line
+    failed = text.split("Failed tests")[1].split("\n\n")[1].splitlines()
+    assert failed == [
+        "- test_cut_off::test_fails: AssertionError: one plus one on purpose",
+        "- test_cut_off::test_errors: failed on setup with \"RuntimeError: a fixture broken on purpose\""], failed
+    (cut_off,) = text.split("Tests running when pytest was stopped")[1].split("\n\n")[1].splitlines()
+    assert cut_off.startswith("- test_cut_off.py::test_sleeps_past_the_deadline (")
+    assert 0 < float(cut_off.split("(")[1].split(" s)")[0]) <= deadline_s, cut_off
+    log = (out / "pytest_gpu.log").read_text()
+    assert "slowest 30 durations" in log and "KeyboardInterrupt" in log
+    assert "FAILED" in log and "test_cut_off.py::test_fails" in log and "ERROR" in log
+    assert "1 tests started and not finished" in log and "test_cut_off.py::test_sleeps_past_the_deadline" in log
 
 
 def test_gpu_proof_summary_groups_skipped_rows_by_reason():
@@ -393,6 +451,23 @@ def test_run_step_kills_the_whole_process_group(tmp_path):
     start = time.monotonic()
     rc, took = gpu_proof.run_step(["sh", "-c", "sleep 30 & sleep 30"], tmp_path / "log", 1, None)
     assert rc == "timeout" and took < 10 and time.monotonic() - start < 10
+    # Interrupted: Python exits at the SIGINT, its child sleeps on; it dies with the group.
+    marker = tmp_path / "survivor"
+    script = f"import subprocess, time; subprocess.Popen(['sh', '-c', 'sleep 3; touch {marker}']); time.sleep(30)"
+    rc, took = gpu_proof.run_step([sys.executable, "-c", script], tmp_path / "log", 1, None, interrupt_grace_s=1)
+    assert rc == "interrupted" and took < 10
+    time.sleep(3)
+    assert not marker.exists(), "a process of the interrupted step's group outlived it"
+
+
+def test_run_step_stamps_lines_and_kills_a_step_that_ignores_sigint(tmp_path):
+    log = tmp_path / "log"
+    script = ("import time, signal; signal.signal(signal.SIGINT, signal.SIG_IGN); print('one', flush=True); "
+              "time.sleep(30)")
+    rc, took = gpu_proof.run_step([sys.executable, "-c", script], log, 1, None, interrupt_grace_s=1, stamp=True)
+    assert rc == "timeout" and took < 10
+    (line,) = log.read_text().splitlines()
+    assert line.endswith("] one") and line.startswith("[") and float(line[1:].split(" s]")[0]) < 10, line
 
 
 def test_check_targets_command(tmp_path):
@@ -403,16 +478,34 @@ def test_check_targets_command(tmp_path):
     assert "seed forward ≥ 5× (ieee): **met**" in out.stdout
 
 
-def test_gpu_grid_measures_the_targets_first_and_forward_only_impls_only_forward():
+def test_gpu_grid_order_targets_then_the_family_against_cudnn_then_the_T_sweep():
     jobs = grid.gpu_jobs()
-    first_other = next(i for i, j in enumerate(jobs) if not (
-        (j.case == "seed") or (j.case == "long" and j.mode == "forward" and j.dtype == "float32")
-        or (j.case == "T_sweep" and j.mode == "forward")))
-    targets = jobs[:first_other]
-    assert {(j.case, j.mode, j.precision) for j in targets if j.case == "seed"} == {
-        (c, m, p) for c in ("seed",) for m in ("forward", "train") for p in ("ieee", "tf32")}
-    assert max(j.shape["T"] for j in targets if j.case == "T_sweep") == 65536
-    assert all("fused_graph" in j.impls for j in targets if j.case == "seed" and j.mode == "forward")
+    # Issue 4's targets: seed forward and train, long forward, in IEEE and TF32.
+    targets = jobs[:6]
+    assert {(j.case, j.mode, j.precision) for j in targets} == {
+        (c, m, p) for c, m in (("seed", "forward"), ("seed", "train"), ("long", "forward")) for p in ("ieee", "tf32")}
+    assert all(j.dtype == "float32" and "fused_graph" in j.impls for j in targets if j.mode == "forward")
+    # Then issue 14's LSTM and GRU forward against cuDNN: fp16 (stock's bf16 is ATen's loop), bf16,
+    # TF32, and the LSTM anchor; then their training steps.
+    end = next(i for i, j in enumerate(jobs) if i >= 6 and j.mode != "forward")
+    forward = jobs[6:end]
+    assert {(j.case, j.dtype) for j in forward} == {
+        (c, d) for c in grid.FAMILY_CELLS for d in ("float16", "bfloat16", "float32")} | {("lstm_anchor", "float16")}
+    assert [j.dtype for j in forward[:len(grid.FAMILY_CELLS)]] == ["float16"] * len(grid.FAMILY_CELLS)
+    assert all(j.model and set(j.impls) == {"stock", "fused"} for j in forward)
+    # Both blocks in ~2 minutes of a run (the second H200 run's pace).
+    assert grid.estimated_s(jobs[:end]) <= 120, grid.estimated_s(jobs[:end])
+    train_end = next(i for i, j in enumerate(jobs) if i >= end and not j.model)
+    assert {(j.case, j.dtype, j.mode) for j in jobs[end:train_end]} == {
+        (c, d, "train") for c in grid.FAMILY_CELLS for d in ("float16", "bfloat16")}
+    # Then the T sweep's forward, its shortest and longest T first; the longest times fused alone, briefly.
+    sweep = list(itertools.takewhile(lambda j: j.case == "T_sweep", jobs[train_end:]))
+    assert [j.shape["T"] for j in sweep[:2]] == [min(grid.GPU_TS), max(grid.GPU_TS)]
+    assert sorted(j.shape["T"] for j in sweep) == sorted(grid.GPU_TS) and {j.mode for j in sweep} == {"forward"}
+    assert sweep[1].impls == ("fused",) and sweep[1].budget_s <= 0.5
+    # Every family case against cuDNN's fp16, forward and train (the stacked ones later in the grid).
+    for case in grid.FAMILY:
+        assert any(j.case == case and j.dtype == "float16" and j.mode == "forward" for j in jobs), case
     for job in jobs + grid.cpu_jobs() + grid.smoke_jobs(True) + grid.smoke_jobs(False):
         assert job.mode in grid.MODES and set(job.impls) <= set(grid.IMPLS)
         assert job.mode == "forward" or not set(job.impls) & set(grid.FORWARD_ONLY), job
@@ -420,6 +513,17 @@ def test_gpu_grid_measures_the_targets_first_and_forward_only_impls_only_forward
     cuda_jobs = [i for i, j in enumerate(jobs) if "fused_cuda" in j.impls]
     assert cuda_jobs == list(range(len(jobs) - len(cuda_jobs), len(jobs)))
     assert all(set(j.impls) <= {"stock", "fused"} for j in grid.cpu_jobs())
+
+
+def test_list_jobs_gpu_prints_the_gpu_grid_in_order_from_any_machine():
+    out = run_python("benchmarks/run.py", "--list-jobs", "gpu")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    ids = [line.split()[-1] for line in lines]
+    assert ids == [harness.job_id(j) for j in grid.gpu_jobs()]
+    starts = [float(line.split()[1].strip("~")) for line in lines]     # "  3 ~27 s seed/..."
+    assert starts[0] == 0 and starts == sorted(starts)
+    assert starts[-1] == pytest.approx(grid.estimated_s(grid.gpu_jobs()[:-1]), abs=0.5)
 
 
 def test_run_jobs_records_a_failing_job_and_the_time_budget(tmp_path, monkeypatch):
