@@ -9,7 +9,7 @@
    job that launched it and a fresh worker runs the jobs after it (run.py's supervise);
 then plots and summary.md. Each step runs in its own process with its own time
 budget, killed with its children when the budget is spent, so that one hung or
-crashed step cannot take the others with it. DIR ends up with at most 6 flat
+crashed step cannot take the others with it. DIR ends up with at most 7 flat
 files (the device tool brings back 8, at most 2 folders deep):
 <device>-<date>.json, bench.log, pytest_gpu.log, 3 plots, summary.md.
 

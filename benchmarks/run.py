@@ -294,7 +294,8 @@ def check_targets(paths):
 
 def collect(proof_dir):
     """Merge a --gpu-proof folder's results JSON into benchmarks/results (rows already there are
-    not added twice), copy its static report and plots, regenerate the tables."""
+    not added twice), copy tune.py's rows, a static report (older proofs made one) and the plots,
+    regenerate the tables."""
     from benchmarks import report
 
     proof_dir = Path(proof_dir)

@@ -56,8 +56,13 @@ def _fx_proxy(input, hx):
 def _recurrence():
     """fused_rnn.recurrence, imported on first use (it is only needed off the stock path).
 
-    A plain global rather than functools.lru_cache, which torch.compile warns about.
+    A plain global rather than functools.lru_cache, which torch.compile warns about; read
+    outside torch.compile only: Dynamo would guard on the empty cache, and the store it traced
+    would fail that guard on the next call, compiling it again (as backends.triton.kernels()).
     """
+    if torch.compiler.is_compiling():
+        from . import recurrence
+        return recurrence
     global _RECURRENCE
     if _RECURRENCE is None:
         from . import recurrence

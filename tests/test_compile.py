@@ -4,10 +4,14 @@ import pytest
 import torch
 from torch.library import opcheck
 
+import fused_rnn
 from fused_rnn import SimpleRNN
 from helpers import TOL, run_python
 
 B, T, I, H, O = 6, 5, 4, 16, 2
+
+# Blocks `import triton` as on a machine without it (as tests/test_import.py).
+NO_TRITON = "import sys; sys.modules['triton'] = None\n"
 
 
 def model_and_input(device, seed=30):
@@ -97,12 +101,16 @@ def test_compile_traces_the_choice_with_compiled_triton_kernels():
 
     H200, torch 2.11: tracing the check for TRITON_INTERPRET set late took
     type() of a triton kernel, which that Dynamo cannot ("TritonKernelVariable()
-    has no type"), so every compiled forward on CUDA failed. A fresh process:
-    the first call is the compiled one.
+    has no type"), so every compiled forward on CUDA failed. torch 2.13's Dynamo
+    can (TritonKernelVariable.python_type): removed here, it answers as 2.11's.
+    A fresh process: the first call is the compiled one.
     """
     code = CUDA_REQUESTS + """
 import torch.utils._triton
 torch.utils._triton.has_triton = lambda: True
+from torch._dynamo.variables.functions import TritonKernelVariable
+if "python_type" in vars(TritonKernelVariable):
+    del TritonKernelVariable.python_type
 def choose(x):
     return x + 1, [backends.select_backend("auto", r) for r in REQUESTS]
 _, compiled = torch.compile(choose, fullgraph=True)(torch.zeros(2))
@@ -112,6 +120,59 @@ assert compiled == eager == ["triton"] * 4
 """
     out = run_python("-c", code, env={"TRITON_INTERPRET": None})
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+
+
+def test_compile_without_triton_chooses_the_stock_path():
+    """CUDA torch without triton (Windows wheels): "auto" on CUDA must choose "torch" under compile too.
+
+    A failing import statement in code Dynamo traces is no ImportError the code
+    can catch but "Unsupported: Import failure", so the compiled choice failed:
+    on the first call, and since the caches are not read under compile, on every
+    call (before, an eager first call had cached the reason).
+    """
+    code = NO_TRITON + CUDA_REQUESTS + """
+def choose(x):
+    return x + 1, [backends.select_backend("auto", r) for r in REQUESTS]
+compiled_first = torch.compile(choose, fullgraph=True, backend="eager")(torch.zeros(2))[1]
+eager = choose(torch.zeros(2))[1]
+torch._dynamo.reset()
+compiled_after_eager = torch.compile(choose, fullgraph=True, backend="eager")(torch.zeros(2))[1]
+print(compiled_first, eager, compiled_after_eager)
+assert compiled_first == eager == compiled_after_eager == ["torch"] * 4
+"""
+    out = run_python("-c", code, env={"TRITON_INTERPRET": None})
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("backend", ["auto", "triton"])
+@pytest.mark.parametrize("kind", ["GRU", "SimpleRNN"])
+def test_a_first_call_compiled_leaves_no_guard_on_the_lazy_imports(monkeypatch, kind, backend):
+    """The first call of a process compiled: the lazily imported modules (rnn._recurrence, the kernels)
+    must not leave a guard on their empty caches, or the second call compiles again (a full Inductor
+    compile, and an error under torch.compiler.set_stance("fail_on_recompile"))."""
+    from torch._dynamo.testing import CompileCounter
+    from fused_rnn import rnn as rnn_module
+    from fused_rnn.backends import triton as triton_backend
+    monkeypatch.setattr(rnn_module, "_RECURRENCE", None)
+    monkeypatch.setattr(triton_backend, "_KERNELS", None)
+    monkeypatch.setattr(triton_backend, "_LAYER_KERNELS", {})
+    torch._dynamo.reset()
+    torch.manual_seed(32)
+    if kind == "GRU":
+        model = fused_rnn.GRU(5, 20, batch_first=True, backend=backend)
+        stock = torch.nn.GRU(5, 20, batch_first=True)
+        stock.load_state_dict(model.state_dict())
+    else:
+        model = SimpleRNN(5, 20, 3, cell="gru", backend=backend)
+        stock = None
+    x = torch.randn(3, 7, 5)
+    counter = CompileCounter()
+    compiled = torch.compile(model, fullgraph=True, backend=counter)
+    outs = [compiled(x) for _ in range(3)]
+    assert counter.frame_count == 1, f"{counter.frame_count} compiles for three calls alike"
+    want = stock(x) if stock is not None else model.fc(model.rnn(x)[0][:, -1])
+    for got in outs:
+        torch.testing.assert_close(got, want, **TOL[torch.float32])
 
 
 def test_export_captures_one_op():

@@ -24,8 +24,9 @@ _KERNELS = None
 # them: in the same compile the ops' fake implementations run the launchers in
 # plain Python, which fill the caches; a guard Dynamo made when it read the empty
 # cache then meets a module, which it cannot guard ("AssertionError: Unexpected
-# type <class 'module'>", torch 2.11 on CUDA). Under Dynamo the import statements
-# cost nothing after the first: it imports for real.
+# type <class 'module'>", torch 2.11 on CUDA). Where nothing fills them, the store
+# Dynamo traced fails that guard on the next call: a second compile. Under Dynamo
+# the import statements cost nothing after the first: it imports for real.
 def kernels():
     """The kernels module, or the reason it cannot be used (a string).
 
@@ -41,12 +42,25 @@ def kernels():
     return _KERNELS
 
 
+# Whether triton is installed, looked up once without importing it. Under torch.compile an
+# import statement that fails is not an ImportError the code can catch but Dynamo's
+# "Unsupported: Import failure", so without triton (CUDA torch on Windows) a compiled call
+# on CUDA tensors must not try the import to learn that it has to take the stock path.
+TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+
+
 def _load_kernels():
+    if not TRITON_INSTALLED:
+        return _triton_missing("it is not installed")
     try:
         from ..kernels import rnn_linear as module
-    except ImportError as e:  # triton missing or broken
-        return f"triton could not be imported ({e}); install it with `pip install triton` (Linux)"
+    except ImportError as e:  # triton broken (under torch.compile: Dynamo's "Import failure" instead)
+        return _triton_missing(e)
     return _interpreter_mismatch(module) or module
+
+
+def _triton_missing(why):
+    return f"triton could not be imported ({why}); install it with `pip install triton` (Linux)"
 
 
 # Cell name -> its Triton kernel module under fused_rnn.kernels.
