@@ -115,9 +115,9 @@ def _interpreter_mismatch(kernels):
 
     triton decides interpreted or compiled per @triton.jit function when it is
     defined: triton.language's own helpers at ``import triton``, ours when the
-    kernels module is imported (which decides ``HELPERS_NOT_INTERPRETED``, see there).
+    kernels module is imported (which decides ``INTERPRET_SET_LATE``, see there).
     """
-    if kernels.HELPERS_NOT_INTERPRETED:
+    if kernels.INTERPRET_SET_LATE:
         return ("TRITON_INTERPRET=1 was set after triton was imported; set it in the environment "
                 "before Python starts, or before the first import of triton")
     return None

@@ -1,1 +1,1 @@
-"""Triton kernels. Importing this package imports triton; fused_rnn.ops does so lazily."""
+"""Triton kernels. Importing one of these modules imports triton; fused_rnn.backends.triton imports them lazily."""

@@ -557,7 +557,7 @@ INTERPRETED = _interpreted()
 # Decided here, at import, in plain Python: a check run at a call is traced by
 # torch.compile, whose Dynamo (torch 2.11 on a GPU machine) cannot take type() of a
 # triton kernel.
-HELPERS_NOT_INTERPRETED = INTERPRETED and type(tl.standard.sigmoid).__name__ != "InterpretedFunction"
+INTERPRET_SET_LATE = INTERPRETED and type(tl.standard.sigmoid).__name__ != "InterpretedFunction"
 
 # The interpreter runs kernels in numpy on the calling thread with shared
 # module state; concurrent interpreted launches from several threads were seen
