@@ -12,7 +12,7 @@ from helpers import run_python
 INLINE_PAD_PACKED = """
 import torch
 import torch._dynamo.trace_rules as trace_rules
-del trace_rules.manual_torch_name_rule_map["torch.nn.utils.rnn.pad_packed_sequence"]
+trace_rules.manual_torch_name_rule_map.pop("torch.nn.utils.rnn.pad_packed_sequence", None)
 trace_rules.get_torch_obj_rule_map.cache_clear()
 """
 
