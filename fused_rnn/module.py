@@ -4,12 +4,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as _module
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from . import backends
 from .backends import RnnLinearRequest
 from .ops import BACKENDS, check_lengths, check_x, resolve_allow_tf32, rnn_linear, select_backend
-from .rnn import GRU, LSTM, RNN, _fx_proxy, _recurrence
+from .rnn import GRU, LSTM, RNN, _fx_proxy, _recurrence, pad_packed
 
 CELL_CLASSES = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
 ELMAN_ACTIVATIONS = {"rnn_tanh": "tanh", "rnn_relu": "relu"}
@@ -124,7 +124,7 @@ class SimpleRNN(nn.Module):
         if isinstance(x, PackedSequence):
             if lengths is not None:
                 raise ValueError("lengths must be None when x is a PackedSequence (it carries its own)")
-            x, lengths = pad_packed_sequence(x, batch_first=True)
+            x, lengths = pad_packed(x, batch_first=True)
         activation = ELMAN_ACTIVATIONS.get(rnn.cell.name)
         if activation is not None and rnn.num_layers == 1 and not rnn.bidirectional:
             biases = (rnn.bias_ih_l0, rnn.bias_hh_l0) if rnn.bias else (None, None)
@@ -287,7 +287,7 @@ class SimpleRNN(nn.Module):
             y = self.fc(out[:, -1, :])
         else:
             out, h_n = rnn(packed, h0)
-            out, out_lengths = pad_packed_sequence(out, batch_first=True)
+            out, out_lengths = pad_packed(out, batch_first=True)
             y = self.fc(out[torch.arange(out.shape[0]), out_lengths - 1])
         return (y, h_n) if return_hidden else y
 

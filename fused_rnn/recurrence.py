@@ -291,7 +291,8 @@ def _setup_context(ctx, inputs, output):
 
 
 def _op_backward(ctx, dout, dh_n, dc_n, _dhs, _daux):
-    if ctx.saved_tensors[6].dim() != 3:
+    # hs (saved_tensors[5]) says whether the states were saved; aux may be empty with them (Elman kernels).
+    if ctx.saved_tensors[5].dim() != 3:
         raise RuntimeError("fused_rnn::recurrence was called with store_saved=False and cannot be differentiated")
     grads = backward(ctx, _present(dout), dh_n, _present(dc_n), functools.partial(_op_sweep, plain=ctx.plain),
                      differentiable=plain_math_backward(dout, dh_n, dc_n))

@@ -70,6 +70,19 @@ def _recurrence():
     return _RECURRENCE
 
 
+def pad_packed(packed, batch_first):
+    """pad_packed_sequence(packed, batch_first=...), which torch.compile runs eagerly (a graph break).
+
+    torch <= 2.11's Dynamo traces into pad_packed_sequence, whose _VF call then meets a fake batch_sizes
+    and fails ("its data is not allocated yet", a TorchRuntimeError rather than a graph break): every
+    compiled call on a PackedSequence failed, fullgraph or not. torch 2.13 skips the function itself
+    (pytorch/pytorch#162374). Disabled here at the call: at import it would import torch._dynamo (~1 s).
+    """
+    if torch.compiler.is_compiling():
+        return torch.compiler.disable(pad_packed_sequence)(packed, batch_first=batch_first)
+    return pad_packed_sequence(packed, batch_first=batch_first)
+
+
 def pack_like(output, lengths, template, batch_first):
     """The padded output [B, T, H] (or [T, B, H]) as a PackedSequence with template's exact structure.
 
@@ -378,7 +391,7 @@ class RNNBase(nn.Module):
         lengths = None
         if template is not None:
             # In the caller's batch order, as hx is: no permutation of the states needed.
-            x, lengths = pad_packed_sequence(template, batch_first=self.batch_first)
+            x, lengths = pad_packed(template, self.batch_first)
         h0, c0 = (hx if spec.has_cell_state else (hx, None)) if hx is not None else (None, None)
         # Under autocast run_layers runs in the dtype torch.nn's RNNs return (recurrence.autocast_dtype).
         output, h_n, c_n = _recurrence().run_layers(
