@@ -257,10 +257,10 @@ class RNNBase(nn.Module):
         its registered ops keep T dynamic, where the traced _VF call recompiles for every T and an
         LSTM's mkldnn_rnn_layer on CPU fails in AOTAutograd).
         """
-        if self.backend == "torch" or self.proj_size > 0 or x.numel() == 0:
+        if self.proj_size > 0 or x.numel() == 0:
             return True, "torch"
         compiling = torch.compiler.is_compiling()
-        if self.backend == "auto" and not x.is_cuda and not compiling:
+        if not compiling and (self.backend == "torch" or (self.backend == "auto" and not x.is_cuda)):
             return True, "torch"
         # "auto" under torch.func transforms is "torch" (the kernels' autograd has no functorch rules).
         chosen = _recurrence().select_layer_backend(self.cell.name, x, self.hidden_size, backend=self.backend,

@@ -85,3 +85,27 @@ def test_recurrence_op_without_saved_states_refuses_a_backward(cell):
     out = torch.ops.fused_rnn.recurrence(cell, xp, w_hh, None, None, None, None, False, False, True, False, False)
     with pytest.raises(RuntimeError, match="store_saved=False and cannot be differentiated"):
         out[0].sum().backward()
+
+
+# SimpleRNN's one fused Elman layer (fused_rnn.rnn_linear) where the kernel declines the call on CUDA: padded
+# sizes over AUTO_MAX_BLOCK (H = 300 is over MAX_BLOCK too) and float64. Seen on fake CUDA (torch 2.11):
+# compiled with lengths, rnn_linear traced the stock call, which packs them ("Attempted to call function
+# marked as skipped ... pack_padded_sequence" under fullgraph); exported (non-strict, torch.export's
+# default) or called on fake tensors, it took fused_rnn::rnn_linear, whose body on CUDA is the kernel
+# (float64: "KeyError: torch.float64"; H = 300: the kernel recorded for a size it cannot launch).
+@pytest.mark.gpu
+@pytest.mark.parametrize("hidden, dtype", [(300, torch.float32), (20, torch.float64)])
+def test_simple_rnn_declined_by_the_kernel_compiles_and_exports_on_cuda(hidden, dtype):
+    torch._dynamo.reset()
+    torch.manual_seed(7)
+    model = fused_rnn.SimpleRNN(5, hidden, 2).to("cuda", dtype)
+    x = torch.randn(3, 7, 5, device="cuda", dtype=dtype)
+    lengths = torch.tensor([7, 2, 5], device="cuda")
+    with torch.backends.cudnn.flags(enabled=False):     # cuDNN may use TF32; ATen's own loop is fp32 throughout
+        want = model(x, lengths=lengths)                # eager: the stock path ("auto" declined)
+    tol = dict(atol=1e-5, rtol=1e-4) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-10)
+    compiled = torch.compile(model, fullgraph=True)
+    torch.testing.assert_close(compiled(x, lengths=lengths), want, **tol)
+    program = torch.export.export(model, (x,), {"lengths": lengths})
+    assert not any("rnn_linear" in str(n.target) for n in program.graph.nodes)
+    torch.testing.assert_close(program.module()(x, lengths=lengths), want, **tol)
