@@ -124,13 +124,13 @@ def test_compile_fullgraph_on_cpu_trains_through_the_registered_ops(cls, stock_c
         torch._dynamo.reset()
 
 
-@pytest.mark.xfail(strict=True, reason="upstream: the stock _VF.lstm on CPU (mkldnn_rnn_layer) fails in AOTAutograd "
-                   "with parameters requiring grad (pytorch/pytorch#158007, fix in PR #185163); backend='torch' is "
-                   "that call by definition. backend='auto' runs the driver's ops under compile instead.")
 def test_compile_fullgraph_backend_torch_lstm_trains_on_cpu():
     """Failing input: torch.compile(fused_rnn.LSTM(3, 5, backend="torch"), fullgraph=True,
     backend="aot_eager")(torch.randn(4, 2, 3)): "expected all tensors_saved_with_vc_check to be
-    Tensors". The same for SimpleRNN(cell="lstm", backend="torch")."""
+    Tensors". backend="torch" traced the stock _VF.lstm, which on CPU (mkldnn_rnn_layer) fails in
+    AOTAutograd with parameters requiring grad (upstream: pytorch/pytorch#158007); under compile it now
+    runs the driver's plain registered ops (the stock math per layer), as "auto" does. Eager calls keep
+    the _VF call."""
     torch._dynamo.reset()
     torch.manual_seed(5)
     stock = nn.LSTM(I, H)
@@ -139,9 +139,14 @@ def test_compile_fullgraph_backend_torch_lstm_trains_on_cpu():
     x = torch.randn(T, B, I)
     try:
         got = torch.compile(ours, fullgraph=True, backend="aot_eager")(x)
+        want = stock(x)
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+        got[0].sum().backward()
+        want[0].sum().backward()
     finally:
         torch._dynamo.reset()
-    torch.testing.assert_close(got, stock(x), atol=2e-5, rtol=1e-4)
+    for name, param in stock.named_parameters():
+        torch.testing.assert_close(getattr(ours, name).grad, param.grad, atol=2e-5, rtol=1e-4)
 
 
 def test_compiled_gru_under_cpu_autocast_keeps_the_eager_output_dtype():

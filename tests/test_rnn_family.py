@@ -340,25 +340,12 @@ def test_compile_fullgraph_on_the_stock_path(cell, config, fresh_dynamo):
     """Configurations on the stock math (projections: the _VF call; backend="torch": the driver's plain
     registered ops) compile whole and train (Inductor decomposes, so the sums round differently: a
     tolerance). backend="torch" traced the _VF call too, whose LSTM on CPU (mkldnn_rnn_layer) failed in
-    AOTAutograd's backward (test below)."""
+    AOTAutograd (test_family_adversarial.py)."""
     stock_config = {k: v for k, v in config.items() if k != "backend"}
     stock, _ = pair(cell, seed=10, **stock_config)
     _, ours = pair(cell, seed=10, **config)
     input, _ = make_input("padded", False, seed=12)
     compare(run(torch.compile(ours, fullgraph=True), input, None), run(stock, input, None), **FUSED_TOL)
-
-
-def test_compiled_lstm_with_backend_torch_trains(fresh_dynamo):
-    """backend="torch" under compile traced the stock _VF call, whose LSTM on CPU (mkldnn_rnn_layer, with an
-    input that needs no gradient) failed in AOTAutograd's backward: "expected all tensors_saved_with_vc_check
-    to be Tensors, got types: [Parameter, ..., NoneType, ...]". Now it runs the driver's plain ops, as "auto"."""
-    stock, ours = pair("lstm", seed=16, backend="torch", batch_first=True)
-    x = torch.randn(B, T, I)
-    compiled = torch.compile(ours, fullgraph=True, backend="aot_eager")
-    for module in (compiled, stock):
-        module(x)[0].sum().backward()
-    for name, param in stock.named_parameters():
-        torch.testing.assert_close(getattr(ours, name).grad, param.grad, **FUSED_TOL)
 
 
 # --- the fused path (the layer driver) against torch.nn ---------------------------------------------------
