@@ -393,7 +393,9 @@ def test_gpu_proof_interrupts_pytest_at_its_deadline_and_keeps_its_report(tmp_pa
     ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         start = time.monotonic()
-        gpu_proof.gpu_proof(out, pytest_args=(str(tests),), cuda=False)
+        # rootdir named: else pytest takes the common ancestor of the folder and the working directory,
+        # which depends on where the checkout is (test ids "test_cut_off::..." or "pytest-of-root.....").
+        gpu_proof.gpu_proof(out, pytest_args=(str(tests), f"--rootdir={tests}"), cuda=False)
         took = time.monotonic() - start
     finally:
         signal.signal(signal.SIGINT, ignored)
