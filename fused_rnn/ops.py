@@ -383,8 +383,9 @@ def rnn_linear(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bias, h0
     # whole: on CUDA it is the kernel, elsewhere the stock math without packing
     # (pack_padded_sequence reads lengths, which breaks a graph).
     # Meta and fake tensors take the op too: its shape-only fake needs no lengths values (packing does).
-    use_op = shape_only(x) or (torch.compiler.is_compiling() and (chosen == "triton" or x.device.type != "cuda"))
-    if chosen == "torch" and x.device.type == "cuda" and x.shape[0] > 0 and (use_op or torch.compiler.is_compiling()):
+    compiling = torch.compiler.is_compiling()
+    use_op = shape_only(x) or (compiling and (chosen == "triton" or x.device.type != "cuda"))
+    if chosen == "torch" and x.device.type == "cuda" and x.shape[0] > 0 and (use_op or compiling):
         # On CUDA the op's body is the kernel, which declined this call (padded sizes over AUTO_MAX_BLOCK,
         # float64, ...): the layer's plain registered op and the Linear instead. Traced, the stock call
         # would pack lengths (a graph break: fullgraph failed) and fix T; shape-only tensors would reach the kernel.
