@@ -11,7 +11,10 @@ then the T sweep (inference memory up to T = 65,536), then the rest.
 from typing import NamedTuple
 
 MODES = ("forward", "train")
-IMPLS = ("stock", "stock_compiled", "fused", "fused_graph", "fused_cuda")
+# fused: fused_rnn.SimpleRNN as users get it (backend "auto"); fused_kernel: the same with backend
+# "triton", timed where "auto" leaves a call to cuDNN (float32 calls that stream their weights from
+# shared memory, fused_rnn/backends/triton.py), so that the kernels' own speed there stays measured.
+IMPLS = ("stock", "stock_compiled", "fused", "fused_kernel", "fused_graph", "fused_cuda")
 # Implementations with no backward: they are timed in forward mode only.
 FORWARD_ONLY = ("fused_graph", "fused_cuda")
 
@@ -20,6 +23,9 @@ LONG = dict(B=64, T=1024, I=64, H=128, O=1)
 WIDE = dict(B=64, T=512, I=256, H=1024, O=1)
 BATCH_SWEEP = dict(T=64, I=32, H=64, O=1)      # B varies
 T_SWEEP = dict(B=64, I=32, H=64, O=1)          # T varies
+# The sweeps' fp32 precision on a GPU: TF32, cuDNN's default, where the kernels hold H = 64's weights
+# in registers ("auto" runs them at every B and T). The H200 runs of 2026-11-26 swept "ieee" (3xTF32).
+GPU_SWEEP_PRECISION = "tf32"
 H_SWEEP = dict(B=64, T=256, I=64, O=1)         # H varies
 
 GPU_BATCHES = (1, 4, 16, 64, 256, 1024, 4096)
@@ -78,6 +84,14 @@ def _impls(mode, impls):
     return tuple(i for i in impls if mode == "forward" or i not in FORWARD_ONLY)
 
 
+def _with_kernel(precision, impls):
+    """impls, with fused_kernel after fused where "auto" leaves the long case to cuDNN (3xTF32, B = 64)."""
+    if precision != "ieee":
+        return impls
+    i = impls.index("fused") + 1
+    return (*impls[:i], "fused_kernel", *impls[i:])
+
+
 def estimated_s(jobs):
     """Roughly how long jobs take on a GPU whose kernels are compiled (JOB_OVERHEAD_S)."""
     return sum(job.budget_s + JOB_OVERHEAD_S for job in jobs)
@@ -90,12 +104,13 @@ def gpu_jobs():
         for mode in MODES:
             jobs.append(Job("seed", SEED, "float32", precision, mode,
                             _impls(mode, ("stock", "fused", "fused_graph")), 1.5))
-        jobs.append(Job("long", LONG, "float32", precision, "forward", ("stock", "fused", "fused_graph"), 1.5))
+        jobs.append(Job("long", LONG, "float32", precision, "forward", _with_kernel(precision, ("stock", "fused",
+                                                                                            "fused_graph")), 1.5))
     # Then issue 14's LSTM and GRU against cuDNN, forward first.
     for dtype, precision in LOW_PRECISIONS:
         for case in FAMILY_CELLS:
             jobs.append(family_job(case, dtype, precision, "forward"))
-    jobs.append(family_job("long_gru", "float32", "tf32", "forward"))
+    jobs.append(family_job("long_gru", "float32", "tf32", "forward", ("stock", "fused", "fused_kernel")))
     jobs.append(family_job("lstm_anchor", "float16", "fp16", "forward"))
     # The fp32 LSTM's four W_hh blocks at H = 128 need 296 KB of shared memory with TF32 products, more
     # than a Hopper block's 227 KB: fused runs the stock path, and this row is what that costs.
@@ -108,13 +123,14 @@ def gpu_jobs():
     shortest, longest = min(GPU_TS), max(GPU_TS)
     for T in (shortest, longest, *sorted(set(GPU_TS) - {shortest, longest})):
         if T == longest:
-            jobs.append(Job("T_sweep", dict(T_SWEEP, T=T), "float32", "ieee", "forward", ("fused",),
+            jobs.append(Job("T_sweep", dict(T_SWEEP, T=T), "float32", GPU_SWEEP_PRECISION, "forward", ("fused",),
                             LONGEST_T_BUDGET_S))
         else:
-            jobs.append(Job("T_sweep", dict(T_SWEEP, T=T), "float32", "ieee", "forward", ("stock", "fused")))
+            jobs.append(Job("T_sweep", dict(T_SWEEP, T=T), "float32", GPU_SWEEP_PRECISION, "forward",
+                            ("stock", "fused")))
     # Then the rest of the grid.
     for precision in ("ieee", "tf32"):
-        jobs.append(Job("long", LONG, "float32", precision, "train", ("stock", "fused")))
+        jobs.append(Job("long", LONG, "float32", precision, "train", _with_kernel(precision, ("stock", "fused"))))
     for mode in MODES:
         jobs.append(Job("long", LONG, "bfloat16", "bf16", mode, _impls(mode, ("stock", "fused", "fused_graph"))))
     # fp16 as well: stock's bf16 RNN runs ATen's per-step loop (12.9 ms for the long forward on the H200),
@@ -123,10 +139,12 @@ def gpu_jobs():
         jobs.append(Job("long", LONG, "float16", "fp16", mode, _impls(mode, ("stock", "fused", "fused_graph"))))
     for B in GPU_BATCHES:
         for mode in MODES:
-            jobs.append(Job("batch_sweep", dict(BATCH_SWEEP, B=B), "float32", "ieee", mode, ("stock", "fused")))
+            jobs.append(Job("batch_sweep", dict(BATCH_SWEEP, B=B), "float32", GPU_SWEEP_PRECISION, mode,
+                            ("stock", "fused")))
     for T in GPU_TS:
         if T <= GPU_TRAIN_MAX_T:
-            jobs.append(Job("T_sweep", dict(T_SWEEP, T=T), "float32", "ieee", "train", ("stock", "fused")))
+            jobs.append(Job("T_sweep", dict(T_SWEEP, T=T), "float32", GPU_SWEEP_PRECISION, "train",
+                            ("stock", "fused")))
     for H in GPU_HS:
         for mode in MODES:
             jobs.append(Job("H_sweep", dict(H_SWEEP, H=H), "bfloat16", "bf16", mode, ("stock", "fused")))
@@ -139,7 +157,9 @@ def gpu_jobs():
         for dtype, precision in LOW_PRECISIONS:
             for mode in MODES:
                 jobs.append(family_job(case, dtype, precision, mode))
-        jobs.append(family_job(case, "float32", "tf32", "forward"))
+        jobs.append(family_job(case, "float32", "tf32", "forward",
+                               ("stock", "fused", "fused_kernel") if case == "long_2layer_bidir_gru" else
+                               ("stock", "fused")))
     # torch.compile costs tens of seconds per shape: late, so that it cannot crowd out the rest.
     for case, shape in (("seed", SEED), ("long", LONG)):
         for mode in MODES:

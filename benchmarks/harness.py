@@ -209,7 +209,8 @@ def build(impl, job, device, allow_tf32):
         raise Unsupported(f"{impl} is inference only")
     s = job.shape
     dtype = getattr(torch, job.dtype)
-    stock, fused = _models(job, device, allow_tf32, "cuda" if impl == "fused_cuda" else "auto")
+    asked = {"fused_cuda": "cuda", "fused_kernel": "triton"}.get(impl, "auto")
+    stock, fused = _models(job, device, allow_tf32, asked)
     torch.manual_seed(1)
     x = torch.randn(s["B"], s["T"], s["I"], device=device, dtype=dtype)
     target = torch.randn(s["B"], s["O"], device=device, dtype=dtype)

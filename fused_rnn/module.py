@@ -169,7 +169,8 @@ class SimpleRNN(nn.Module):
         recurrence = _recurrence()
         # "auto" under torch.func transforms is "torch" (the kernels' autograd has no functorch rules).
         chosen = recurrence.select_layer_backend(spec.name, x, rnn.hidden_size, backend=self.backend,
-                                                 needs_grad=needs_grad, allow_tf32=allow_tf32)
+                                                 needs_grad=needs_grad, allow_tf32=allow_tf32, batch_size=x.shape[0],
+                                                 steps=x.shape[1])
         if x.shape[0] == 0 or (chosen == "torch" and not torch.compiler.is_compiling()):
             return self._forward_submodules(x, hx, lengths, return_hidden)
 
@@ -302,7 +303,8 @@ class SimpleRNN(nn.Module):
         if self.backend == "torch" or (self.backend == "auto" and not x.is_cuda):
             return "torch"
         return _recurrence().select_layer_backend(rnn.cell.name, x, rnn.hidden_size, backend=self.backend,
-                                                  needs_grad=False, allow_tf32=resolve_allow_tf32(self.allow_tf32))
+                                                  needs_grad=False, allow_tf32=resolve_allow_tf32(self.allow_tf32),
+                                                  batch_size=x.shape[0], steps=x.shape[1])
 
     def extra_repr(self):
         return f"backend={self.backend!r}"

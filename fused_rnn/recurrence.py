@@ -49,7 +49,7 @@ def kernel_module(cell):
     return triton_backend.layer_kernels(cell)
 
 
-def select_layer_backend(cell, x, hidden_size, *, backend, needs_grad, allow_tf32):
+def select_layer_backend(cell, x, hidden_size, *, backend, needs_grad, allow_tf32, batch_size=None, steps=None):
     """"triton" or "torch": what runs the layers of this call (backends.select_backend on a LayerRequest).
 
     "auto": the kernels on CUDA tensors where the cell's kernel module exists and
@@ -74,7 +74,8 @@ def select_layer_backend(cell, x, hidden_size, *, backend, needs_grad, allow_tf3
             return "torch"
         raise RuntimeError("backend='triton' cannot run under torch.jit.trace (the tracer does not record "
                            "Triton launches); use backend='auto' or 'torch', or torch.compile / torch.export")
-    request = LayerRequest.of(cell, x, hidden_size, needs_grad=needs_grad, allow_tf32=allow_tf32)
+    request = LayerRequest.of(cell, x, hidden_size, needs_grad=needs_grad, allow_tf32=allow_tf32,
+                              batch_size=batch_size, steps=steps)
     return backends.select_backend(backend, request)
 
 
@@ -640,7 +641,8 @@ def layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *, reverse, allow_tf
     check_state_like("c0", c0, x)
     allow_tf32 = resolve_allow_tf32(allow_tf32)
     chosen = select_layer_backend(cell, x, w_hh.shape[1], backend=backend, allow_tf32=allow_tf32,
-                                  needs_grad=_needs_grad(x, w_ih, w_hh, b_ih, b_hh, h0, c0))
+                                  needs_grad=_needs_grad(x, w_ih, w_hh, b_ih, b_hh, h0, c0), batch_size=x.shape[0],
+                                  steps=x.shape[1])
     if lengths is not None:   # what the kernels read; no copy when run_layers already made it so
         lengths = lengths.to(device=x.device, dtype=torch.int64).contiguous()
     if chosen == "triton":
@@ -758,7 +760,8 @@ def run_layers(cell, x, weights, h0, c0, lengths, *, num_layers, bidirectional, 
         x = zero_padding(x, lengths)
     allow_tf32 = resolve_allow_tf32(allow_tf32)
     needs_grad = _needs_grad(x, h0, c0, *weights)
-    chosen = select_layer_backend(cell, x, H, backend=backend, needs_grad=needs_grad, allow_tf32=allow_tf32)
+    chosen = select_layer_backend(cell, x, H, backend=backend, needs_grad=needs_grad, allow_tf32=allow_tf32,
+                                  batch_size=x.shape[0], steps=x.shape[1])
     if x.shape[0] == 0:
         chosen, lengths = "torch", None   # no sequences: nothing to launch
 

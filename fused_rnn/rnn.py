@@ -248,10 +248,11 @@ class RNNBase(nn.Module):
             return False
         return any(t is not None and t.requires_grad for t in (*tensors, *self._flat_weights))
 
-    def _path(self, x, states):
+    def _path(self, x, states, batch_sizes=None):
         """(stock, backend): stock True for the stock _VF call; otherwise the backend to hand ``run_layers``.
 
-        x: the padded (or packed data) input tensor; states: h0 (and c0) or none. The stock
+        x: the padded (or packed data) input tensor; states: h0 (and c0) or none; batch_sizes: a
+        PackedSequence's, or None. The stock
         path's cases are decided first, from attributes alone: on CPU it costs what nn.RNN's does.
         Under torch.compile the driver runs whatever select_layer_backend picks ("torch" included:
         its registered ops keep T dynamic, where the traced _VF call recompiles for every T and an
@@ -263,22 +264,32 @@ class RNNBase(nn.Module):
         if not compiling and (self.backend == "torch" or (self.backend == "auto" and not x.is_cuda)):
             return True, "torch"
         # "auto" under torch.func transforms is "torch" (the kernels' autograd has no functorch rules).
+        # B and T only matter to "auto" outside torch.compile (see backends.triton); under it a packed
+        # batch's int() would be a graph break.
+        batch = steps = None
+        if not compiling:
+            if batch_sizes is not None:
+                batch, steps = int(batch_sizes[0]), len(batch_sizes)
+            else:
+                batch, steps = (x.size(0), x.size(1)) if self.batch_first else (x.size(1), x.size(0))
         chosen = _recurrence().select_layer_backend(self.cell.name, x, self.hidden_size, backend=self.backend,
                                                     needs_grad=self._needs_grad(x, *states),
-                                                    allow_tf32=self._allow_tf32())
+                                                    allow_tf32=self._allow_tf32(), batch_size=batch, steps=steps)
         return chosen == "torch" and not compiling, chosen
 
-    def _layer_backend(self, x, states):
+    def _layer_backend(self, x, states, batch_sizes=None):
         """"torch" (the stock _VF call, or under compile the driver's plain ops) or "triton" (the kernels)."""
-        return self._path(x, states)[1]
+        return self._path(x, states, batch_sizes)[1]
 
     def backend_for(self, input, hx=None):
         """Which path ``forward(input, hx)`` takes: "triton" (the fused layers) or "torch" (the stock _VF call).
 
         Under torch.compile the driver's registered ops run whatever this says.
         """
-        x = input.data if isinstance(input, PackedSequence) else input
-        return self._layer_backend(x, hx if isinstance(hx, (tuple, list)) else (hx,))
+        packed = isinstance(input, PackedSequence)
+        x = input.data if packed else input
+        return self._layer_backend(x, hx if isinstance(hx, (tuple, list)) else (hx,),
+                                   input.batch_sizes if packed else None)
 
     # --- forward -------------------------------------------------------------------------------------
 
@@ -311,7 +322,7 @@ class RNNBase(nn.Module):
             self.check_forward_args(x, hx, batch_sizes)
         else:
             self.check_input(x, batch_sizes)
-        stock, chosen = self._path(x, (hx if lstm else (hx,)) if hx is not None else ())
+        stock, chosen = self._path(x, (hx if lstm else (hx,)) if hx is not None else (), batch_sizes)
         if stock:
             output, hidden = self._forward_stock(spec, x, hx, batch_sizes, sorted_indices, unsorted_indices)
         else:

@@ -24,10 +24,10 @@ def request(device=CUDA, dtype=torch.float32, I=16, H=32, O=4, **options):
 def test_request_of_reads_x_and_resolves_allow_tf32(monkeypatch):
     x = torch.randn(5, 7, 3, dtype=torch.float16)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    assert RnnLinearRequest.of(x, 20, 2) == (torch.device("cpu"), torch.float16, 3, 20, 2, False, True, "tanh")
+    assert RnnLinearRequest.of(x, 20, 2) == (torch.device("cpu"), torch.float16, 3, 20, 2, False, True, "tanh", 5, 7)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     assert RnnLinearRequest.of(x, 20, 2, needs_grad=True).allow_tf32 is False
-    assert RnnLinearRequest.of(x, 20, 2, allow_tf32=True, nonlinearity="relu")[-2:] == (True, "relu")
+    assert RnnLinearRequest.of(x, 20, 2, allow_tf32=True, nonlinearity="relu")[-4:] == (True, "relu", 5, 7)
 
 
 def test_auto_asks_triton_then_cuda_then_stock(monkeypatch):
@@ -129,8 +129,9 @@ def stand_in_layer_kernels(monkeypatch, reason=None):
 def test_layer_request_of_reads_x_and_resolves_allow_tf32(monkeypatch):
     x = torch.randn(5, 7, 3, dtype=torch.bfloat16)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    assert LayerRequest.of("lstm", x, 20) == ("lstm", torch.device("cpu"), torch.bfloat16, 20, False, True)
-    assert LayerRequest.of("gru", x, 20, needs_grad=1, allow_tf32=False)[-2:] == (True, False)
+    assert LayerRequest.of("lstm", x, 20) == ("lstm", torch.device("cpu"), torch.bfloat16, 20, False, True, None, None)
+    assert LayerRequest.of("gru", x, 20, needs_grad=1, allow_tf32=False, batch_size=5, steps=7)[-4:] == (
+        True, False, 5, 7)
 
 
 def test_layers_triton_asks_the_cells_kernel_module(monkeypatch):

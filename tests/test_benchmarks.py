@@ -216,7 +216,7 @@ def test_time_table_cells_come_from_the_rows(tmp_path):
             f"| — | triton | {train[0] / train[1]:.2f}× |") in table
     memory = report.memory_table(dev)
     stock_bytes = 64 * 65536 * 64 * 4 + 4096
-    assert f"| 64 | 65536 | 32 | 64 | float32 | {stock_bytes / 2**30:.3g} GiB | 512 B |" in memory
+    assert f"| 64 | 65536 | 32 | 64 | float32 | ieee | {stock_bytes / 2**30:.3g} GiB | 512 B |" in memory
 
 
 def test_speedup_prefers_the_paired_ratio():
@@ -273,6 +273,19 @@ def test_memory_target_fails_when_ours_grows_with_T(tmp_path):
     write_results(tmp_path, GPU, "2026-11-20", rows)
     dev = report.by_device(report.results_files(tmp_path))[GPU]
     assert report.memory_target(dev).met is False
+
+
+def test_memory_target_reads_one_precisions_sweep_tf32_first(tmp_path):
+    # An IEEE sweep that grows and a TF32 one that is flat, in one file: TF32's decides, and a sweep
+    # is never judged across precisions (TF32 at T = 16 against IEEE at T = 65,536).
+    ieee = [make_row("T_sweep", 64, T, 32, 64, "forward", "fused", 1.0, peak=512 + 64 * T) for T in (16, 65536)]
+    tf32 = [make_row("T_sweep", 64, T, 32, 64, "forward", "fused", 1.0, precision="tf32", peak=1024)
+            for T in (16, 65536)]
+    write_results(tmp_path, GPU, "2026-11-20", ieee + tf32)
+    target = report.memory_target(report.by_device(report.results_files(tmp_path))[GPU])
+    assert target.met is True and "1 KiB at T=16" in target.detail
+    write_results(tmp_path, GPU, "2026-11-20", ieee + tf32[:1])      # TF32 stopped short of 65,536
+    assert report.memory_target(report.by_device(report.results_files(tmp_path))[GPU]).met is False
 
 
 def test_cpu_target_prefers_the_paired_ratio(tmp_path):
@@ -494,7 +507,10 @@ def test_gpu_grid_order_targets_then_the_family_against_cudnn_then_the_T_sweep()
     assert {(j.case, j.dtype) for j in forward} == {
         (c, d) for c in grid.FAMILY_CELLS for d in ("float16", "bfloat16", "float32")} | {("lstm_anchor", "float16")}
     assert [j.dtype for j in forward[:len(grid.FAMILY_CELLS)]] == ["float16"] * len(grid.FAMILY_CELLS)
-    assert all(j.model and set(j.impls) == {"stock", "fused"} for j in forward)
+    # The TF32 GRU, which "auto" leaves to cuDNN (its weights stream from shared memory), times the kernels too.
+    assert all(j.model and set(j.impls) == ({"stock", "fused", "fused_kernel"}
+                                            if (j.case, j.dtype) == ("long_gru", "float32") else {"stock", "fused"})
+               for j in forward)
     # Both blocks in ~2 minutes of a run (the second H200 run's pace).
     assert grid.estimated_s(jobs[:end]) <= 120, grid.estimated_s(jobs[:end])
     train_end = next(i for i, j in enumerate(jobs) if i >= end and not j.model)
@@ -505,6 +521,8 @@ def test_gpu_grid_order_targets_then_the_family_against_cudnn_then_the_T_sweep()
     assert [j.shape["T"] for j in sweep[:2]] == [min(grid.GPU_TS), max(grid.GPU_TS)]
     assert sorted(j.shape["T"] for j in sweep) == sorted(grid.GPU_TS) and {j.mode for j in sweep} == {"forward"}
     assert sweep[1].impls == ("fused",) and sweep[1].budget_s <= 0.5
+    # In TF32, where "auto" runs the kernels at every B and T (3xTF32 would leave B = 64 to cuDNN).
+    assert {j.precision for j in jobs if j.case in ("T_sweep", "batch_sweep")} == {"tf32"}
     # Every family case against cuDNN's fp16, forward and train (the stacked ones later in the grid).
     for case in grid.FAMILY:
         assert any(j.case == case and j.dtype == "float16" and j.mode == "forward" for j in jobs), case

@@ -5,7 +5,7 @@ object instead of x and the sizes threaded positionally: a new field (a cell,
 a layer count) is one line here, not an edit of every signature.
 """
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -43,12 +43,14 @@ class RnnLinearRequest(NamedTuple):
     needs_grad: bool = False
     allow_tf32: bool = False      # resolved: never None
     nonlinearity: str = "tanh"
+    batch_size: Optional[int] = None   # B and T; None: not known (the backends then choose as for any)
+    steps: Optional[int] = None
 
     @classmethod
     def of(cls, x, hidden_size, output_size, *, needs_grad=False, allow_tf32=None, nonlinearity="tanh"):
         """The request for input x [B, T, I] (only its device, dtype and shape are read)."""
         return cls(x.device, x.dtype, x.shape[2], hidden_size, output_size, bool(needs_grad),
-                   resolve_allow_tf32(allow_tf32), nonlinearity)
+                   resolve_allow_tf32(allow_tf32), nonlinearity, x.shape[0], x.shape[1])
 
 
 class LayerRequest(NamedTuple):
@@ -64,8 +66,12 @@ class LayerRequest(NamedTuple):
     hidden_size: int
     needs_grad: bool = False
     allow_tf32: bool = False      # resolved: never None
+    batch_size: Optional[int] = None   # B and T; None: not known (the backends then choose as for any)
+    steps: Optional[int] = None
 
     @classmethod
-    def of(cls, cell, x, hidden_size, *, needs_grad=False, allow_tf32=None):
-        """The request for layers over input x [B, T, I] (only its device and dtype are read)."""
-        return cls(cell, x.device, x.dtype, hidden_size, bool(needs_grad), resolve_allow_tf32(allow_tf32))
+    def of(cls, cell, x, hidden_size, *, needs_grad=False, allow_tf32=None, batch_size=None, steps=None):
+        """The request for layers over input x (only its device and dtype are read: x may be time-major
+        or a PackedSequence's data, so the caller names B and T)."""
+        return cls(cell, x.device, x.dtype, hidden_size, bool(needs_grad), resolve_allow_tf32(allow_tf32),
+                   batch_size, steps)

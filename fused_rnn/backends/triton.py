@@ -6,7 +6,10 @@ memory (see kernels.rnn_linear.launch_unsupported_reason); the layers' kernels
 (kernels/elman.py, gru.py, lstm.py, one module per cell) answer for
 themselves through their own ``unsupported_reason``. "auto" gives either only
 CUDA tensors and padded sizes up to ``AUTO_MAX_BLOCK`` (128), where the static
-report shows no spills.
+report shows no spills, and, outside torch.compile, leaves to cuDNN the float32
+calls of fewer than ``STREAMING_MIN_BATCH`` sequences (of up to
+``STREAMING_MAX_STEPS`` steps) whose steps stream their weights from shared
+memory, which cuDNN runs faster (see there).
 """
 
 import importlib.util
@@ -123,6 +126,43 @@ def _interpreter_mismatch(kernels):
     return None
 
 
+# Sequences from which backend="auto" runs a float32 call whose steps stream their weights from shared
+# memory (the kernel modules' streams_weights; kernels.rnn_linear.wgmma_streams says why that is slow).
+# Below it, and outside torch.compile, "auto" leaves the call to the stock path: cuDNN, the faster one
+# there. H200, torch 2.11, stock ÷ fused in the committed rows (e582b08): the Elman RNN and head with
+# 3xTF32 (fp32 without TF32) at B = 64: 0.34x at H = 128 (T = 1024; training 0.47x), 0.50 to 0.66x
+# at H = 64 (T = 256 to 16384; 0.96x at T = 64, 1.11x at T = 16); at H = 64, T = 64: 0.80 to 0.91x
+# for B = 1 to 64, 1.03x at B = 256, 1.62x at 1024, 3.70x at 4096. The TF32 GRU at H = 128, B = 64:
+# 0.48x (two layers, both directions: 0.58x). Not float16 (streaming there is the LSTM's training
+# forward at H = 128, measured 1.03x) nor bfloat16 (cuDNN has no bf16 RNN: the stock path is ATen's
+# loop, 5 to 38x slower).
+# Not under torch.compile: there the stock path is the registered plain op, a loop of T steps. Not
+# where cuDNN is off or missing: the stock path is then ATen's loop (and torch.backends.cudnn.flags(
+# enabled=False) is what cuDNN's own error advises for double backward, which the kernels give). Not
+# past STREAMING_MAX_STEPS, the longest sequence cuDNN ran there: at T = 65,536 it refused the
+# stock call (CUDNN_STATUS_NOT_SUPPORTED, B = 64, H = 64), which the kernels run in constant memory.
+STREAMING_MIN_BATCH = 256
+STREAMING_MAX_STEPS = 16_384
+
+
+def _streaming_reason(request, streams):
+    """Why "auto" leaves this call to cuDNN (a sentence), or None; ``streams``: the kernel module's
+    streams_weights for it, called only where the dtype and the shape leave the question open."""
+    if request.dtype != torch.float32 or request.batch_size is None or torch.compiler.is_compiling():
+        return None
+    if not (torch.backends.cudnn.enabled and torch.backends.cudnn.is_available()):
+        return None
+    if request.batch_size >= STREAMING_MIN_BATCH or (request.steps or 0) > STREAMING_MAX_STEPS:
+        return None
+    if not streams():
+        return None
+    precision = "TF32" if request.allow_tf32 else "3xTF32 (fp32 without TF32)"
+    return (f"backend='auto' leaves float32 calls whose steps stream their weights from shared memory to "
+            f"cuDNN below {STREAMING_MIN_BATCH} sequences of up to {STREAMING_MAX_STEPS} steps (faster there on "
+            f"an H200), got hidden_size={request.hidden_size} with {precision} products, {request.batch_size} "
+            f"sequences of {request.steps} steps")
+
+
 def unsupported_reason(request, *, auto=False):
     """Why the Triton kernels cannot run this call (a sentence), or None if they can.
 
@@ -149,6 +189,8 @@ def unsupported_reason(request, *, auto=False):
         return (f"backend='auto' gives the Triton kernel padded sizes up to {module.AUTO_MAX_BLOCK} (where the "
                 f"static report shows no spills), got input_size={request.input_size}, "
                 f"hidden_size={request.hidden_size}, output_size={request.output_size}")
+    if auto:
+        return _streaming_reason(request, lambda: module.streams_weights(*sizes))
     return None
 
 
@@ -181,4 +223,7 @@ def _layer_unsupported_reason(request, auto):
     if auto and kernels().block(request.hidden_size) > kernels().AUTO_MAX_BLOCK:
         return (f"backend='auto' gives the Triton kernels padded hidden sizes up to {kernels().AUTO_MAX_BLOCK} "
                 f"(where the static report shows no spills), got hidden_size={request.hidden_size}")
+    if auto:
+        return _streaming_reason(request, lambda: module.streams_weights(
+            request.cell, request.dtype, request.hidden_size, request.allow_tf32, request.needs_grad))
     return None

@@ -464,6 +464,23 @@ def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
     return None
 
 
+def _weights_in_registers(prec, block_h, hidden_size):
+    """W_IN_REGISTERS of both kernels: rnn_linear.weights_in_registers for W_hh on num_warps' warps."""
+    return rnn_linear.weights_in_registers(prec, num_warps(prec, block_h), (block_h, block_h),
+                                           hidden_size=hidden_size)[0]
+
+
+def streams_weights(cell, dtype, hidden_size, allow_tf32, needs_grad):
+    """Whether a step streams W_hh from shared memory into wgmma (see rnn_linear.wgmma_streams).
+
+    The forward and the backward place W_hh alike, so ``needs_grad`` changes nothing.
+    """
+    _check_cell(cell)
+    prec = precision(dtype, allow_tf32, interpreted=False)
+    block_h = block(hidden_size)
+    return rnn_linear.wgmma_streams(block_h, _weights_in_registers(prec, block_h, hidden_size))
+
+
 def _aligned(t):
     return t.stride(0) % 16 == 0 and t.stride(1) % 16 == 0
 
@@ -501,8 +518,7 @@ def _forward(cell, xp, w_hh, b_hh, h0, lengths, directions, reverse, allow_tf32,
         RELU=cell == "rnn_relu", MASK_H=H != block_h,
         FAST_TANH=not INTERPRETED and prec in ("tf32", "low"),
         PAIRED=H % 2 == 0, PAIRED_XP=H % 2 == 0 and tile_io.pairs_fit(xp),
-        W_IN_REGISTERS=rnn_linear.weights_in_registers(prec, num_warps(prec, block_h), (block_h, block_h),
-                                                       hidden_size=H)[0],
+        W_IN_REGISTERS=_weights_in_registers(prec, block_h, H),
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(xp.dtype, prec),
         num_warps=num_warps(prec, block_h),
     )
@@ -539,8 +555,7 @@ def _backward(cell, hs, w_hh, dout, dh_n, lengths, directions, reverse, allow_tf
         REVERSE=bool(reverse), RELU=cell == "rnn_relu", MASK_H=H != block_h,
         PAIRED=H % 2 == 0 and tile_io.pairs_fit(hs),
         PAIRED_DOUT=dout is not None and H % 2 == 0 and tile_io.pairs_fit(dout),
-        W_IN_REGISTERS=rnn_linear.weights_in_registers(prec, num_warps(prec, block_h), (block_h, block_h),
-                                                       hidden_size=H)[0],
+        W_IN_REGISTERS=_weights_in_registers(prec, block_h, H),
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
         num_warps=num_warps(prec, block_h),
     )

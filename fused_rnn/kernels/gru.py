@@ -603,6 +603,19 @@ def weights_in_registers(prec, warps, block_h, hidden_size):
     return placed[0]
 
 
+def streams_weights(cell, dtype, hidden_size, allow_tf32, needs_grad):
+    """Whether a step streams W_hh from shared memory into wgmma (see rnn_linear.wgmma_streams): fp32
+    with TF32 at H = 128 (three 64 KiB blocks, past the register budget) and 3xTF32 from H = 64.
+
+    Training (``needs_grad``) launches both kernels on num_warps(..., train=True), so they place W_hh alike.
+    """
+    _check_cell(cell)
+    prec = precision(dtype, allow_tf32, interpreted=False)
+    block_h = block(hidden_size)
+    held = weights_in_registers(prec, num_warps(block_h, prec, needs_grad), block_h, hidden_size)
+    return rnn_linear.wgmma_streams(block_h, held)
+
+
 def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False):
     """Shared memory one program needs, in bytes: what decides whether a configuration launches.
 

@@ -622,6 +622,33 @@ def _weights_in_registers(prec, warps, block_h, hidden_size, *, forward_spills):
     return placed and not forward_spills
 
 
+def _forward_weights_in_registers(prec, block_h, hidden_size, store_saved):
+    """W_IN_REGISTERS of the forward kernel (its warps as _num_warps gives them)."""
+    padded = hidden_size != block_h
+    warps = _num_warps(prec, block_h, padded, backward=False, store_saved=store_saved)
+    return _weights_in_registers(prec, warps, block_h, hidden_size, forward_spills=padded or store_saved)
+
+
+def _backward_weights_in_registers(prec, block_h, hidden_size):
+    """W_IN_REGISTERS of the backward kernel."""
+    warps = _num_warps(prec, block_h, hidden_size != block_h, backward=True)
+    return _weights_in_registers(prec, warps, block_h, hidden_size, forward_spills=False)
+
+
+def streams_weights(cell, dtype, hidden_size, allow_tf32, needs_grad):
+    """Whether a step of the kernels this call launches streams W_hh from shared memory into wgmma (see
+    rnn_linear.wgmma_streams): 3xTF32 from H = 64, and in training (``needs_grad``) the forward
+    wherever _weights_in_registers keeps W_hh in shared memory to avoid spills (bf16/fp16 at H = 128).
+    """
+    _check_cell(cell)
+    prec = precision(dtype, allow_tf32, interpreted=False)
+    block_h = block(hidden_size)
+    if rnn_linear.wgmma_streams(block_h, _forward_weights_in_registers(prec, block_h, hidden_size, needs_grad)):
+        return True
+    return needs_grad and rnn_linear.wgmma_streams(block_h, _backward_weights_in_registers(prec, block_h,
+                                                                                            hidden_size))
+
+
 def _gate_pairs(prec, block_h, warps, backward):
     """Whether the per-step accesses of the per-gate [BLOCK_H, BLOCK_B] tiles (the forward's out, hs and
     aux stores; the backward's aux and dout loads and dxp stores) move two units at once (sm_90, Triton 3.6).
@@ -723,7 +750,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         STORE_SAVED=bool(store_saved), MASK_H=H != block_h, FAST_TANH=_fast_tanh(prec),
         PAIRED=H % 2 == 0, PAIRED_XP=H % 2 == 0 and tile_io.pairs_fit(xp),
         GATE_PAIRS=_gate_pairs(prec, block_h, warps, backward=False),
-        W_IN_REGISTERS=_weights_in_registers(prec, warps, block_h, H, forward_spills=H != block_h or bool(store_saved)),
+        W_IN_REGISTERS=_forward_weights_in_registers(prec, block_h, H, bool(store_saved)),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(xp.dtype, prec),
         num_warps=warps,
     )
@@ -766,7 +793,7 @@ def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
         PAIRED=H % 2 == 0 and tile_io.pairs_fit(aux),
         PAIRED_DOUT=dout is not None and H % 2 == 0 and tile_io.pairs_fit(dout),
         GATE_PAIRS=_gate_pairs(prec, block_h, warps, backward=True),
-        W_IN_REGISTERS=_weights_in_registers(prec, warps, block_h, H, forward_spills=False),
+        W_IN_REGISTERS=_backward_weights_in_registers(prec, block_h, H),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(w_hh.dtype, prec),
         num_warps=warps,
     )

@@ -641,6 +641,21 @@ def weights_in_registers(prec, warps, *tiles, hidden_size, budget=WEIGHT_REGISTE
     return (chosen,) * len(tiles)
 
 
+def wgmma_streams(block_h, in_registers):
+    """Whether a step's wgmma reads its weight tiles from shared memory: BLOCK_H >= 64 (wgmma, where it
+    was measured; below, mma.sync at the seed's size, the kernels won) without the weights held in
+    registers (weights_in_registers).
+
+    A step then streams every weight tile through shared memory, whose 128 B per cycle per SM feed
+    BLOCK_B = 16 columns: an m64n16k8 TF32 wgmma reads 2 KiB of weights for 8 cycles of tensor work,
+    so the step is bound by the stream, not by the MMA. On the H200 (committed rows at e582b08, B64
+    T1024 H128) the TF32 GRU, whose W_hh (192 KiB) streams, took 1.89 ms against the fp16 GRU's
+    1.04 ms with W_hh in registers: 0.83 µs more per step, what 192 KiB at 128 B per cycle takes
+    (1536 cycles, 0.78 µs at 1.98 GHz).
+    """
+    return block_h >= 64 and not in_registers
+
+
 def set_state(state, given):
     """``state = given`` (same elements, any leading shape), or 0 without one: a layer's result with no step."""
     if given is None:
@@ -770,6 +785,30 @@ def launch_unsupported_reason(dtype, input_size, hidden_size, output_size, allow
     return None
 
 
+def _forward_weights_in_registers(prec, block_h, block_i, hidden_size):
+    """(W_HH_IN_REGISTERS, W_IH_IN_REGISTERS) of the forward kernel (block_h: forward_block_h)."""
+    return weights_in_registers(prec, num_warps(prec, block_h), (block_h, block_h), (block_h, block_i),
+                                hidden_size=hidden_size)
+
+
+def _backward_weights_in_registers(prec, block_h, hidden_size):
+    """W_HH_IN_REGISTERS of the backward sweep (block_h: block(H))."""
+    return weights_in_registers(prec, num_warps(prec, block_h), (block_h, block_h), hidden_size=hidden_size)[0]
+
+
+def streams_weights(dtype, input_size, hidden_size, output_size, allow_tf32, needs_grad):
+    """Whether a step of the kernels this call launches streams its weights from shared memory into
+    wgmma (see wgmma_streams): 3xTF32 from H = 64, TF32 where W_ih and W_hh pass the register budget
+    (I = 256 at H = 128). output_size: as launch_unsupported_reason takes the sizes (fc_W is read
+    after the loop, never streamed)."""
+    prec = precision(dtype, allow_tf32, interpreted=False)
+    block_h = forward_block_h(hidden_size, prec)
+    if wgmma_streams(block_h, _forward_weights_in_registers(prec, block_h, block(input_size), hidden_size)[0]):
+        return True
+    block_h = block(hidden_size)
+    return needs_grad and wgmma_streams(block_h, _backward_weights_in_registers(prec, block_h, hidden_size))
+
+
 def auto_takes(dtype, input_size, hidden_size, output_size, allow_tf32, needs_grad):
     """Whether backend="auto" runs the kernels: padded sizes up to AUTO_MAX_BLOCK that launch.
 
@@ -834,8 +873,7 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
     (w_ih, w_ih_lo), (w_hh, w_hh_lo), (fc_w, fc_w_lo) = operand_weights(prec, w_ih, w_hh, fc_w, wrap=wrap)
     aligned = x.stride(0) % 16 == 0 and x.stride(1) % 16 == 0
     warps = num_warps(prec, block_h)
-    w_hh_in_registers, w_ih_in_registers = weights_in_registers(prec, warps, (block_h, block_h), (block_h, block_i),
-                                                                hidden_size=H)
+    w_hh_in_registers, w_ih_in_registers = _forward_weights_in_registers(prec, block_h, block_i, H)
     _launch(
         _rnn_linear_fwd_kernel if aligned else _rnn_linear_fwd_kernel_any_stride,
         (cdiv(B, BLOCK_B),), wrap,
@@ -887,7 +925,7 @@ def rnn_linear_bwd_sweep(hs, w_hh, fc_w, dy, dhn=None, lengths=None, *, relu=Fal
         BLOCK_B=BLOCK_B, BLOCK_H=block_h,
         HAS_LENGTHS=lengths is not None, RELU=relu, MASK_H=H != block_h,
         PAIRED=H % 2 == 0 and tile_io.pairs_fit(hs),
-        W_HH_IN_REGISTERS=weights_in_registers(prec, warps, (block_h, block_h), hidden_size=H)[0],
+        W_HH_IN_REGISTERS=_backward_weights_in_registers(prec, block_h, H),
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(w_hh.dtype, prec),
         num_warps=warps,
     )
