@@ -181,3 +181,25 @@ def test_the_rnn_modules_ask_with_their_batch_size_and_steps(form, monkeypatch):
     rnn.backend_for(x)
     rnn(x)
     assert asked and set(asked) == {(B, T)}
+
+
+# --- on a GPU: the call cuDNN takes is stock's, bit for bit ----------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("B,expected", [(64, "torch"), (STREAMING_MIN_BATCH, "triton")])
+def test_on_cuda_the_tf32_gru_at_h128_is_cudnns_below_the_batch_threshold(B, expected, monkeypatch):
+    import fused_rnn
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    torch.manual_seed(0)
+    stock = torch.nn.GRU(64, 128, batch_first=True).cuda()
+    fused = fused_rnn.GRU(64, 128, batch_first=True).cuda()
+    fused.load_state_dict(stock.state_dict())
+    x = torch.randn(B, 33, 64, device="cuda")
+    assert fused.backend_for(x) == expected
+    with torch.no_grad():
+        out, h_n = fused(x)
+        want, want_h = stock(x)
+    if expected == "torch":     # the same cuDNN call
+        assert torch.equal(out, want) and torch.equal(h_n, want_h)
+    else:                       # the kernels, within TF32's rounding
+        torch.testing.assert_close(out, want, atol=2e-2, rtol=2e-2)
