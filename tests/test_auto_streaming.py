@@ -55,9 +55,11 @@ def layer_request(cell, dtype=torch.float32, H=128, allow_tf32=True, batch_size=
     # Below BLOCK_H = 64 (mma.sync, the seed's H = 20): 3xTF32 stays on the kernel.
     (linear_request(I=10, H=20), "triton"),
     (layer_request("lstm", H=32, allow_tf32=False), "triton"),
-    # float16 and bfloat16 streaming (the LSTM's training forward at H = 128) stay: no faster stock path.
-    (layer_request("lstm", dtype=torch.float16, H=128, needs_grad=True), "triton"),
-    (layer_request("lstm", dtype=torch.bfloat16, H=128, needs_grad=True), "triton"),
+    # float16 and bfloat16 streaming (the LSTM's forwards at a padded H) stay: no faster stock path.
+    (layer_request("lstm", dtype=torch.float16, H=100, needs_grad=True), "triton"),
+    (layer_request("lstm", dtype=torch.bfloat16, H=100), "triton"),
+    # The LSTM's training forward holds W_hh in registers where its inference forward does (TF32, H = 64).
+    (layer_request("lstm", H=64, needs_grad=True), "triton"),
     # The batch size unknown: the kernels, as before this rule.
     (linear_request(H=128, batch_size=None), "triton"),
 ], ids=lambda v: "" if isinstance(v, str) else None)

@@ -133,9 +133,9 @@ def _interpreter_mismatch(kernels):
 # 3xTF32 (fp32 without TF32) at B = 64: 0.34x at H = 128 (T = 1024; training 0.47x), 0.50 to 0.66x
 # at H = 64 (T = 256 to 16384; 0.96x at T = 64, 1.11x at T = 16); at H = 64, T = 64: 0.80 to 0.91x
 # for B = 1 to 64, 1.03x at B = 256, 1.62x at 1024, 3.70x at 4096. The TF32 GRU at H = 128, B = 64:
-# 0.48x (two layers, both directions: 0.58x). Not float16 (streaming there is the LSTM's training
-# forward at H = 128, measured 1.03x) nor bfloat16 (cuDNN has no bf16 RNN: the stock path is ATen's
-# loop, 5 to 38x slower).
+# 0.48x (two layers, both directions: 0.58x). Not float16 (the one fp16 configuration measured
+# streaming, the LSTM's training forward at H = 128, ran at 1.03x cuDNN's speed; it holds W_hh in
+# registers since) nor bfloat16 (cuDNN has no bf16 RNN: the stock path is ATen's loop, 5 to 38x slower).
 # Not under torch.compile: there the stock path is the registered plain op, a loop of T steps. Not
 # where cuDNN is off or missing: the stock path is then ATen's loop (and torch.backends.cudnn.flags(
 # enabled=False) is what cuDNN's own error advises for double backward, which the kernels give). Not

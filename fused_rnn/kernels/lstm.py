@@ -613,11 +613,16 @@ def _join_gates_in_backward(prec, block_h, padded):
 
 def _weights_in_registers(prec, warps, block_h, hidden_size, *, forward_spills):
     """Whether a kernel holds W_hh in registers for the whole loop: rnn_linear.weights_in_registers,
-    except for the forwards that then run out of registers (``forward_spills``: the training forward
-    and padded H). Static, sm_90a, bf16, B64 T1024, 8 warps: at H = 128 the forward takes 478 issue
-    slots per step in registers against 566, the backward 646 against 722, at H = 100 (padded) the
-    backward 834 against 954, without spills; the training forward at H = 128 and the forwards at
-    H = 100 spilled (up to 181 spill instructions)."""
+    except for the forwards that then run out of registers (``forward_spills``: padded H).
+
+    In shared memory a step streams all of W_hh into wgmma (rnn_linear.wgmma_streams; 128 KiB at
+    H = 128 in bf16). Static, sm_90a, triton 3.6, B64 T1024: at H = 128 (8 warps) the bf16 forward
+    takes 478 issue slots per step in registers against 566, the training forward 690 against 730
+    (fp16; 4 B spilled, one local load a step) and 844 against 856 with lengths, the backward 646
+    against 722; at H = 64 the TF32 training forward 302 against 369 (381 against 437 with lengths,
+    8 B spilled, two local loads a step), bf16's 314 against 341; at H = 100 (padded) the backward
+    834 against 954 without spills, but the forwards spilled 312 B (inference) and 398 B (training:
+    60 local loads a step)."""
     placed = rnn_linear.weights_in_registers(prec, warps, (GATES * block_h, block_h), hidden_size=hidden_size)[0]
     return placed and not forward_spills
 
@@ -626,7 +631,7 @@ def _forward_weights_in_registers(prec, block_h, hidden_size, store_saved):
     """W_IN_REGISTERS of the forward kernel (its warps as _num_warps gives them)."""
     padded = hidden_size != block_h
     warps = _num_warps(prec, block_h, padded, backward=False, store_saved=store_saved)
-    return _weights_in_registers(prec, warps, block_h, hidden_size, forward_spills=padded or store_saved)
+    return _weights_in_registers(prec, warps, block_h, hidden_size, forward_spills=padded)
 
 
 def _backward_weights_in_registers(prec, block_h, hidden_size):
@@ -637,8 +642,9 @@ def _backward_weights_in_registers(prec, block_h, hidden_size):
 
 def streams_weights(cell, dtype, hidden_size, allow_tf32, needs_grad):
     """Whether a step of the kernels this call launches streams W_hh from shared memory into wgmma (see
-    rnn_linear.wgmma_streams): 3xTF32 from H = 64, and in training (``needs_grad``) the forward
-    wherever _weights_in_registers keeps W_hh in shared memory to avoid spills (bf16/fp16 at H = 128).
+    rnn_linear.wgmma_streams): 3xTF32 from H = 64, and the forwards at a padded H (where
+    _weights_in_registers keeps W_hh in shared memory to avoid spills). ``needs_grad``: the
+    training forward's warps and the backward count too.
     """
     _check_cell(cell)
     prec = precision(dtype, allow_tf32, interpreted=False)
