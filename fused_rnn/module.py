@@ -297,13 +297,16 @@ class SimpleRNN(nn.Module):
         rnn = self.rnn
         if not self._fusable(rnn, self.fc):
             return "torch"
+        # As forward counts it (h0 aside): which kernels launch, and whether "auto" takes them, can
+        # depend on it (the LSTM with TF32 at H = 64 streams its weights in training only).
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         if ELMAN_ACTIVATIONS.get(rnn.cell.name) and rnn.num_layers == 1 and not rnn.bidirectional:
-            return select_backend(self.backend, x, self.hidden_size, self.fc.out_features,
+            return select_backend(self.backend, x, self.hidden_size, self.fc.out_features, needs_grad=needs_grad,
                                   allow_tf32=self.allow_tf32)
         if self.backend == "torch" or (self.backend == "auto" and not x.is_cuda):
             return "torch"
         return _recurrence().select_layer_backend(rnn.cell.name, x, rnn.hidden_size, backend=self.backend,
-                                                  needs_grad=False, allow_tf32=resolve_allow_tf32(self.allow_tf32),
+                                                  needs_grad=needs_grad, allow_tf32=resolve_allow_tf32(self.allow_tf32),
                                                   batch_size=x.shape[0], steps=x.shape[1])
 
     def extra_repr(self):

@@ -288,6 +288,8 @@ class RNNBase(nn.Module):
         """
         packed = isinstance(input, PackedSequence)
         x = input.data if packed else input
+        if not packed and x.dim() == 2:
+            x = x.unsqueeze(0 if self.batch_first else 1)   # unbatched: one sequence, as forward makes it
         return self._layer_backend(x, hx if isinstance(hx, (tuple, list)) else (hx,),
                                    input.batch_sizes if packed else None)
 
