@@ -250,3 +250,28 @@ def test_the_harness_reports_the_family_backend_of_its_mode(fake, monkeypatch):
     with fake:
         assert harness.fused_backend(model, x, True, True) == "torch"
         assert harness.fused_backend(model, x, False, True) == "triton"
+
+
+def test_the_speed_table_names_the_path_a_graph_captured(tmp_path):
+    # The long case's IEEE forward times fused_graph with backend "auto", which now captures cuDNN there
+    # (B = 64): the README's "fused in a CUDA graph" column must say so, as its "fused" column does.
+    import json
+    import sys
+
+    from helpers import ROOT
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import harness, report
+
+    def row(impl, ms, backend):
+        return dict(case="long", B=64, T=1024, I=64, H=128, O=1, dtype="float32", precision="ieee", mode="forward",
+                    impl=impl, backend=backend, median_ms=ms, p20_ms=ms, p80_ms=ms, peak_mem_bytes=None, samples=10,
+                    calls=100, threads=None, over_stock=None, commit="abc", torch="2.11")
+
+    device = "NVIDIA H200"
+    rows = [row("stock", 0.82, "cudnn"), row("fused", 0.83, "torch"), row("fused_graph", 0.80, "torch")]
+    (tmp_path / f"{harness.device_slug(device)}-2026-11-27.json").write_text(json.dumps(dict(
+        device=device, torch="2.11.0", triton="3.6.0", cuda="13.0", date="2026-11-27", commit="0" * 16, rows=rows,
+        skipped=[])))
+    table = report.speed_section(report.by_device(report.results_files(tmp_path)))
+    line = next(line for line in table.splitlines() if "| long " in line)
+    assert line.endswith("| 800 µs (torch path) |"), line
