@@ -168,9 +168,10 @@ class SimpleRNN(nn.Module):
         needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
         recurrence = _recurrence()
         # "auto" under torch.func transforms is "torch" (the kernels' autograd has no functorch rules).
+        batch, steps = rnn._auto_sizes(x.shape[0], x.shape[1], needs_grad)
         chosen = recurrence.select_layer_backend(spec.name, x, rnn.hidden_size, backend=self.backend,
-                                                 needs_grad=needs_grad, allow_tf32=allow_tf32, batch_size=x.shape[0],
-                                                 steps=x.shape[1])
+                                                 needs_grad=needs_grad, allow_tf32=allow_tf32, batch_size=batch,
+                                                 steps=steps)
         if x.shape[0] == 0 or (chosen == "torch" and not torch.compiler.is_compiling()):
             return self._forward_submodules(x, hx, lengths, return_hidden)
 
@@ -305,9 +306,10 @@ class SimpleRNN(nn.Module):
                                   allow_tf32=self.allow_tf32)
         if self.backend == "torch" or (self.backend == "auto" and not x.is_cuda):
             return "torch"
+        batch, steps = rnn._auto_sizes(x.shape[0], x.shape[1], needs_grad)
         return _recurrence().select_layer_backend(rnn.cell.name, x, rnn.hidden_size, backend=self.backend,
                                                   needs_grad=needs_grad, allow_tf32=resolve_allow_tf32(self.allow_tf32),
-                                                  batch_size=x.shape[0], steps=x.shape[1])
+                                                  batch_size=batch, steps=steps)
 
     def extra_repr(self):
         return f"backend={self.backend!r}"

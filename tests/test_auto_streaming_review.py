@@ -275,3 +275,24 @@ def test_the_speed_table_names_the_path_a_graph_captured(tmp_path):
     table = report.speed_section(report.by_device(report.results_files(tmp_path)))
     line = next(line for line in table.splitlines() if "| long " in line)
     assert line.endswith("| 800 µs (torch path) |"), line
+
+
+def test_eval_mode_with_gradients_keeps_the_kernels(fake, monkeypatch):
+    # cuDNN's RNN backward refuses a forward run in eval mode ("cudnn RNN backward can only be called in
+    # training mode": saliency maps, integrated gradients, adversarial inputs on an eval() model). The
+    # kernels' backward does not care; the stock _VF call gets train=self.training, so "auto" must not
+    # leave an eval-mode call that needs a gradient to it. Inference in eval mode, and training, may go.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    x = cuda_tensor(fake, FEW, 100, 64)
+    rnn = fused_rnn.GRU(64, 128, batch_first=True)                      # TF32 GRU at H = 128: streams
+    model = fused_rnn.SimpleRNN(64, 128, 1, cell="gru")
+    with fake:
+        assert rnn.backend_for(x) == "torch" and model.backend_for(x) == "torch"      # training
+        rnn.eval()
+        model.eval()
+        assert rnn.backend_for(x) == "triton" and model.backend_for(x) == "triton"    # eval, gradients
+        with torch.no_grad():
+            assert rnn.backend_for(x) == "torch" and model.backend_for(x) == "torch"  # eval inference
+        rnn.requires_grad_(False)
+        model.requires_grad_(False)
+        assert rnn.backend_for(x) == "torch" and model.backend_for(x) == "torch"      # nothing to differentiate
