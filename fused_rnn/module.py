@@ -167,8 +167,8 @@ class SimpleRNN(nn.Module):
         tensors = (x, h0, c0, *rnn._flat_weights, fc.weight, fc.bias)
         needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
         recurrence = _recurrence()
-        # "auto" under torch.func transforms is "torch" (the kernels' autograd has no functorch rules).
         batch, steps = rnn._auto_sizes(x.shape[0], x.shape[1], needs_grad)
+        # "auto" under torch.func transforms is "torch" (the kernels' autograd has no functorch rules).
         chosen = recurrence.select_layer_backend(spec.name, x, rnn.hidden_size, backend=self.backend,
                                                  needs_grad=needs_grad, allow_tf32=allow_tf32, batch_size=batch,
                                                  steps=steps)
