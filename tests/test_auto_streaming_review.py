@@ -296,3 +296,42 @@ def test_eval_mode_with_gradients_keeps_the_kernels(fake, monkeypatch):
         rnn.requires_grad_(False)
         model.requires_grad_(False)
         assert rnn.backend_for(x) == "torch" and model.backend_for(x) == "torch"      # nothing to differentiate
+
+
+# --- on a GPU: what the stock path cannot do ------------------------------------------------------------------
+
+def _streaming_gru_call(train):
+    """A TF32 GRU at H = 128 over 64 sequences on CUDA, TF32 on for cuDNN too: "auto" leaves it to cuDNN in
+    training (and in eval-mode inference)."""
+    torch.manual_seed(0)
+    rnn = fused_rnn.GRU(64, 128, batch_first=True).cuda().train(train)
+    x = torch.randn(FEW, 16, 64, device="cuda", requires_grad=True)
+    return rnn, x
+
+
+@pytest.mark.gpu
+def test_eval_mode_input_gradients_run_on_cuda():
+    # Not run in this review (no GPU): the eval-mode case above, end to end. Before the fix cuDNN raised
+    # "cudnn RNN backward can only be called in training mode" at backward().
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=True):
+        rnn, x = _streaming_gru_call(train=False)
+        assert rnn.backend_for(x) == "triton"
+        out, _ = rnn(x)
+        out.square().sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
+    "a474f2c: backend='auto' leaves training calls of the streaming kind (here the TF32 GRU at H = 128, B = 64) "
+    "to cuDNN, whose RNN backward has no derivative ('Double backwards is not supported for CuDNN RNNs'); "
+    "the kernels' differentiable backward ran this before. No local fix: create_graph is not known at forward. "
+    "README (Double backward) documents the workaround: cudnn.flags(enabled=False) or backend='triton'"))
+def test_double_backward_through_auto_on_cuda():
+    # Not run in this review (no GPU).
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=True):
+        rnn, x = _streaming_gru_call(train=True)
+        assert rnn.backend_for(x) == "torch"
+        out, _ = rnn(x)
+        grad, = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+        grad.square().sum().backward()
