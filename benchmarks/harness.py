@@ -193,7 +193,8 @@ def fused_backend(fused, x, needs_grad, allow_tf32):
     """
     rnn = fused.rnn
     if getattr(rnn, "num_layers", 1) > 1 or getattr(rnn, "bidirectional", False) or type(rnn).__name__ != "RNN":
-        return fused.backend_for(x)    # a FAMILY case: the layer driver's choice
+        with torch.set_grad_enabled(needs_grad):    # backend_for counts the gradient as forward does
+            return fused.backend_for(x)    # a FAMILY case: the layer driver's choice
     from fused_rnn.ops import select_backend
     params = inspect.signature(select_backend).parameters
     extra = {k: v for k, v in (("needs_grad", needs_grad), ("allow_tf32", allow_tf32)) if k in params}

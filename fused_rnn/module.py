@@ -167,10 +167,11 @@ class SimpleRNN(nn.Module):
         tensors = (x, h0, c0, *rnn._flat_weights, fc.weight, fc.bias)
         needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
         recurrence = _recurrence()
+        batch, steps = rnn._auto_sizes(x.shape[0], x.shape[1], needs_grad)
         # "auto" under torch.func transforms is "torch" (the kernels' autograd has no functorch rules).
         chosen = recurrence.select_layer_backend(spec.name, x, rnn.hidden_size, backend=self.backend,
-                                                 needs_grad=needs_grad, allow_tf32=allow_tf32, batch_size=x.shape[0],
-                                                 steps=x.shape[1])
+                                                 needs_grad=needs_grad, allow_tf32=allow_tf32, batch_size=batch,
+                                                 steps=steps)
         if x.shape[0] == 0 or (chosen == "torch" and not torch.compiler.is_compiling()):
             return self._forward_submodules(x, hx, lengths, return_hidden)
 
@@ -297,14 +298,18 @@ class SimpleRNN(nn.Module):
         rnn = self.rnn
         if not self._fusable(rnn, self.fc):
             return "torch"
+        # As forward counts it (h0 aside): which kernels launch, and whether "auto" takes them, can
+        # depend on it (the LSTM with TF32 at H = 64 streams its weights in training only).
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         if ELMAN_ACTIVATIONS.get(rnn.cell.name) and rnn.num_layers == 1 and not rnn.bidirectional:
-            return select_backend(self.backend, x, self.hidden_size, self.fc.out_features,
+            return select_backend(self.backend, x, self.hidden_size, self.fc.out_features, needs_grad=needs_grad,
                                   allow_tf32=self.allow_tf32)
         if self.backend == "torch" or (self.backend == "auto" and not x.is_cuda):
             return "torch"
+        batch, steps = rnn._auto_sizes(x.shape[0], x.shape[1], needs_grad)
         return _recurrence().select_layer_backend(rnn.cell.name, x, rnn.hidden_size, backend=self.backend,
-                                                  needs_grad=False, allow_tf32=resolve_allow_tf32(self.allow_tf32),
-                                                  batch_size=x.shape[0], steps=x.shape[1])
+                                                  needs_grad=needs_grad, allow_tf32=resolve_allow_tf32(self.allow_tf32),
+                                                  batch_size=batch, steps=steps)
 
     def extra_repr(self):
         return f"backend={self.backend!r}"

@@ -58,6 +58,11 @@ def select_layer_backend(cell, x, hidden_size, *, backend, needs_grad, allow_tf3
     "triton": the kernels or a RuntimeError saying why not; "cuda": a
     RuntimeError (no layer kernel). Neither runs the kernels inside torch.func
     transforms (the Function has no functorch rules).
+
+    batch_size, steps: B and T, named only by the callers whose stock path is cuDNN's (the
+    modules' _VF call), to which "auto" leaves some float32 calls of few sequences
+    (backends.triton._streaming_reason). ``layer`` and ``run_layers`` name neither: their
+    "torch" is recurrence_stock's loop of T steps of PyTorch ops, not cuDNN.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -641,8 +646,7 @@ def layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *, reverse, allow_tf
     check_state_like("c0", c0, x)
     allow_tf32 = resolve_allow_tf32(allow_tf32)
     chosen = select_layer_backend(cell, x, w_hh.shape[1], backend=backend, allow_tf32=allow_tf32,
-                                  needs_grad=_needs_grad(x, w_ih, w_hh, b_ih, b_hh, h0, c0), batch_size=x.shape[0],
-                                  steps=x.shape[1])
+                                  needs_grad=_needs_grad(x, w_ih, w_hh, b_ih, b_hh, h0, c0))
     if lengths is not None:   # what the kernels read; no copy when run_layers already made it so
         lengths = lengths.to(device=x.device, dtype=torch.int64).contiguous()
     if chosen == "triton":
@@ -760,8 +764,7 @@ def run_layers(cell, x, weights, h0, c0, lengths, *, num_layers, bidirectional, 
         x = zero_padding(x, lengths)
     allow_tf32 = resolve_allow_tf32(allow_tf32)
     needs_grad = _needs_grad(x, h0, c0, *weights)
-    chosen = select_layer_backend(cell, x, H, backend=backend, needs_grad=needs_grad, allow_tf32=allow_tf32,
-                                  batch_size=x.shape[0], steps=x.shape[1])
+    chosen = select_layer_backend(cell, x, H, backend=backend, needs_grad=needs_grad, allow_tf32=allow_tf32)
     if x.shape[0] == 0:
         chosen, lengths = "torch", None   # no sequences: nothing to launch
 

@@ -266,16 +266,25 @@ class RNNBase(nn.Module):
         # "auto" under torch.func transforms is "torch" (the kernels' autograd has no functorch rules).
         # B and T only matter to "auto" outside torch.compile (see backends.triton); under it a packed
         # batch's int() would be a graph break.
+        needs_grad = self._needs_grad(x, *states)
         batch = steps = None
         if not compiling:
             if batch_sizes is not None:
                 batch, steps = int(batch_sizes[0]), len(batch_sizes)
             else:
                 batch, steps = (x.size(0), x.size(1)) if self.batch_first else (x.size(1), x.size(0))
+            batch, steps = self._auto_sizes(batch, steps, needs_grad)
         chosen = _recurrence().select_layer_backend(self.cell.name, x, self.hidden_size, backend=self.backend,
-                                                    needs_grad=self._needs_grad(x, *states),
-                                                    allow_tf32=self._allow_tf32(), batch_size=batch, steps=steps)
+                                                    needs_grad=needs_grad, allow_tf32=self._allow_tf32(),
+                                                    batch_size=batch, steps=steps)
         return chosen == "torch" and not compiling, chosen
+
+    def _auto_sizes(self, batch, steps, needs_grad):
+        """(B, T) as select_layer_backend takes them from a caller whose stock path is this module's _VF
+        call, or (None, None) where "auto" must not leave the call to it: cuDNN's backward refuses a
+        forward run with train=False ("cudnn RNN backward can only be called in training mode"), which
+        the _VF call gets in eval mode; the kernels' backward does not depend on the mode."""
+        return (batch, steps) if self.training or not needs_grad else (None, None)
 
     def _layer_backend(self, x, states, batch_sizes=None):
         """"torch" (the stock _VF call, or under compile the driver's plain ops) or "triton" (the kernels)."""
@@ -288,6 +297,8 @@ class RNNBase(nn.Module):
         """
         packed = isinstance(input, PackedSequence)
         x = input.data if packed else input
+        if not packed and x.dim() == 2:
+            x = x.unsqueeze(0 if self.batch_first else 1)   # unbatched: one sequence, as forward makes it
         return self._layer_backend(x, hx if isinstance(hx, (tuple, list)) else (hx,),
                                    input.batch_sizes if packed else None)
 

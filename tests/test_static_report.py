@@ -274,7 +274,8 @@ def test_dispatch_and_module_use_the_kernels_auto_line():
     for allow_tf32 in (True, False):
         expected = "triton" if kernels.auto_takes(torch.float32, 16, 128, 128, allow_tf32, False) else "torch"
         assert ops.select_backend("auto", x, 128, 128, allow_tf32=allow_tf32) == expected
-        assert SimpleRNN(16, 128, 128, allow_tf32=allow_tf32).backend_for(x) == expected
+        with torch.no_grad():   # expected is inference's (needs_grad=False)
+            assert SimpleRNN(16, 128, 128, allow_tf32=allow_tf32).backend_for(x) == expected
     # TF32 fits one copy of the [128, 128] tiles; 3xTF32's two do not.
     assert kernels.auto_takes(torch.float32, 16, 128, 128, True, False)
     assert not kernels.auto_takes(torch.float32, 16, 128, 128, False, False)

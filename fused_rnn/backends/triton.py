@@ -16,7 +16,7 @@ import importlib.util
 
 import torch
 
-from .request import KERNEL_DTYPES, LayerRequest
+from .request import KERNEL_DTYPES, LayerRequest, resolve_allow_tf32
 
 NAME = "triton"
 
@@ -147,10 +147,22 @@ STREAMING_MAX_STEPS = 16_384
 
 def _streaming_reason(request, streams):
     """Why "auto" leaves this call to cuDNN (a sentence), or None; ``streams``: the kernel module's
-    streams_weights for it, called only where the dtype and the shape leave the question open."""
+    streams_weights for it, called only where the dtype and the shape leave the question open.
+
+    batch_size None: a caller whose stock path is not cuDNN (recurrence.run_layers and layer: their
+    "torch" is the plain loop of T steps), or B unknown; the kernels then stay.
+    """
     if request.dtype != torch.float32 or request.batch_size is None or torch.compiler.is_compiling():
         return None
     if not (torch.backends.cudnn.enabled and torch.backends.cudnn.is_available()):
+        return None
+    # cuDNN's RNN takes its precision from torch.backends.cudnn.allow_tf32, not from the call's: where
+    # they differ (allow_tf32=False given, TF32 on by PyTorch's default) it would compute at another one.
+    if request.allow_tf32 != resolve_allow_tf32(None):
+        return None
+    # Under autocast a module's float32 call runs its layers in the autocast dtype (run_layers casts
+    # them), where the kernels hold the weights in registers and ran faster than cuDNN (fp16 GRU 1.8x).
+    if torch.is_autocast_enabled(request.device.type):
         return None
     if request.batch_size >= STREAMING_MIN_BATCH or (request.steps or 0) > STREAMING_MAX_STEPS:
         return None
