@@ -69,12 +69,48 @@ def test_auto_leaves_streaming_float32_calls_of_few_sequences_to_cudnn(req, expe
     assert select_backend("auto", req) == expected
 
 
+@pytest.mark.parametrize("streamed,expected_bytes", [
+    # The measured ones: the TF32 GRU at H = 128, the Elman RNN and head with 3xTF32 at H = 128 and 64.
+    (lambda: gru.streamed_weight_bytes("gru", torch.float32, 128, True, False), 3 * 128 * 128 * 4),
+    (lambda: kernels.streamed_weight_bytes(torch.float32, 64, 128, 1, False, False), (128 * 128 + 128 * 64) * 8),
+    (lambda: kernels.streamed_weight_bytes(torch.float32, 32, 64, 1, False, False), (64 * 64 + 64 * 32) * 8),
+    # The seed's 3xTF32 (H = 20 padded to 32: mma.sync), measured faster than cuDNN.
+    (lambda: kernels.streamed_weight_bytes(torch.float32, 10, 20, 1, False, False), (32 * 32 + 32 * 16) * 8),
+    # An odd H with TF32 (padded to 64, whose odd rows stay in shared memory), and weights held in registers.
+    (lambda: kernels.streamed_weight_bytes(torch.float32, 10, 21, 1, True, False), (64 * 64 + 64 * 16) * 4),
+    (lambda: kernels.streamed_weight_bytes(torch.float32, 64, 128, 1, True, True), 0),
+    (lambda: lstm.streamed_weight_bytes("lstm", torch.bfloat16, 128, False, True), 0),
+    (lambda: lstm.streamed_weight_bytes("lstm", torch.bfloat16, 100, False, False), 4 * 128 * 128 * 2),
+], ids=["gru-tf32-128", "elman-head-3xtf32-128", "elman-head-3xtf32-64", "seed-3xtf32", "elman-head-tf32-21",
+        "elman-head-tf32-128", "lstm-bf16-128-train", "lstm-bf16-100"])
+def test_streamed_weight_bytes(streamed, expected_bytes):
+    assert streamed() == expected_bytes
+
+
+@pytest.mark.parametrize("req,expected", [
+    # Past STREAMING_MIN_BYTES (48 KiB, the smallest stream measured slower than cuDNN): cuDNN.
+    (linear_request(I=32, H=64), "torch"),
+    (layer_request("gru", H=33), "torch"),          # TF32, odd H: three 16 KiB blocks
+    (layer_request("lstm", H=33), "torch"),         # four
+    # Below it: the kernels (the seed's 12 KiB ran 1.66x faster than cuDNN).
+    (linear_request(I=10, H=20), "triton"),
+    (linear_request(I=10, H=21, allow_tf32=True), "triton"),     # 20 KiB
+    (layer_request("rnn_tanh", H=33), "triton"),    # 16 KiB
+    (layer_request("rnn_tanh", H=64, allow_tf32=False), "triton"),   # 32 KiB: W_hh's two parts
+], ids=["elman-head-3xtf32-64", "gru-tf32-33", "lstm-tf32-33", "seed-3xtf32", "elman-head-tf32-21",
+        "elman-tf32-33", "elman-3xtf32-64"])
+def test_auto_draws_the_line_at_48_kib_a_step(req, expected, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", req.allow_tf32)
+    assert select_backend("auto", req) == expected
+
+
 def test_the_reason_names_the_rule_and_the_call(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     reason = backends.triton.unsupported_reason(layer_request("gru", H=128, batch_size=64), auto=True)
     assert reason is not None
-    for words in ("stream their weights from shared memory", f"below {STREAMING_MIN_BATCH} sequences",
-                  f"up to {STREAMING_MAX_STEPS} steps", "hidden_size=128", "TF32", "64 sequences of 1024 steps"):
+    for words in ("stream 48 KiB or more of weights from shared memory", f"below {STREAMING_MIN_BATCH} sequences",
+                  f"up to {STREAMING_MAX_STEPS} steps", "hidden_size=128", "TF32 products (192 KiB a step)",
+                  "64 sequences of 1024 steps"):
         assert words in reason
 
 
@@ -99,7 +135,7 @@ def test_without_cudnn_the_kernels_stay(monkeypatch):
     assert select_backend("auto", req) == "triton"
 
 
-# --- streams_weights says what the launchers do ----------------------------------------------------------------
+# --- streamed_weight_bytes says what the launchers do ----------------------------------------------------------------
 
 @pytest.fixture
 def launched(monkeypatch):
@@ -116,8 +152,9 @@ def _in_registers(kw):
 
 
 def _streams(kw):
-    """Whether a recurrence kernel's launch streams its weights (the 3xTF32 weight split has no BLOCK_H)."""
-    return "BLOCK_H" in kw and kw["BLOCK_H"] >= 64 and not _in_registers(kw)
+    """Whether a recurrence kernel's launch reads its weights from shared memory every step (the 3xTF32
+    weight split has no BLOCK_H)."""
+    return "BLOCK_H" in kw and not _in_registers(kw)
 
 
 CELL_MODULES = {"rnn_tanh": elman, "gru": gru, "lstm": lstm}
@@ -127,7 +164,7 @@ CELL_MODULES = {"rnn_tanh": elman, "gru": gru, "lstm": lstm}
 @pytest.mark.parametrize("H", [20, 64, 65, 100, 128])
 @pytest.mark.parametrize("allow_tf32", [True, False], ids=["tf32", "3xtf32"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-def test_streams_weights_is_what_the_layer_launchers_do(cell, H, allow_tf32, dtype, launched):
+def test_streamed_weight_bytes_is_what_the_layer_launchers_do(cell, H, allow_tf32, dtype, launched):
     module = CELL_MODULES[cell]
     if module.unsupported_reason(cell, dtype, H, allow_tf32, True) is not None:
         pytest.skip("does not launch (unsupported_reason)")
@@ -146,13 +183,13 @@ def test_streams_weights_is_what_the_layer_launchers_do(cell, H, allow_tf32, dty
             module.recurrence_bwd(cell, hs, aux, w_hh, None, None, None, None, torch.randn(B, H), None, None,
                                   reverse=False, allow_tf32=allow_tf32)
         assert launched, "nothing launched"
-        assert module.streams_weights(cell, dtype, H, allow_tf32, needs_grad) == any(map(_streams, launched))
+        assert (module.streamed_weight_bytes(cell, dtype, H, allow_tf32, needs_grad) > 0) == any(map(_streams, launched))
 
 
 @pytest.mark.parametrize("I", [16, 64, 256])
 @pytest.mark.parametrize("H", [20, 64, 100, 128])
 @pytest.mark.parametrize("allow_tf32", [True, False], ids=["tf32", "3xtf32"])
-def test_streams_weights_is_what_the_rnn_linear_launchers_do(I, H, allow_tf32, launched):
+def test_streamed_weight_bytes_is_what_the_rnn_linear_launchers_do(I, H, allow_tf32, launched):
     if kernels.launch_unsupported_reason(torch.float32, I, H, 1, allow_tf32, True) is not None:
         pytest.skip("does not launch (launch_unsupported_reason)")
     B, T = 3, 2
@@ -163,7 +200,7 @@ def test_streams_weights_is_what_the_rnn_linear_launchers_do(I, H, allow_tf32, l
         kernels.rnn_linear_fwd(x, w_ih, w_hh, None, None, fc_w, None, allow_tf32=allow_tf32, store_hs=needs_grad)
         if needs_grad:
             kernels.rnn_linear_bwd_sweep(torch.randn(B, T, H), w_hh, fc_w, torch.randn(B, 1), allow_tf32=allow_tf32)
-        assert kernels.streams_weights(torch.float32, I, H, 1, allow_tf32, needs_grad) == any(map(_streams, launched))
+        assert (kernels.streamed_weight_bytes(torch.float32, I, H, 1, allow_tf32, needs_grad) > 0) == any(map(_streams, launched))
 
 
 # --- the modules name the batch size ------------------------------------------------------------------------

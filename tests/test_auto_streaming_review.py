@@ -71,8 +71,8 @@ def test_under_cuda_autocast_the_kernels_stay(fake, monkeypatch):
     model = fused_rnn.SimpleRNN(64, 128, 1, cell="gru")
     with fake:
         assert rnn.backend_for(x) == "torch" and model.backend_for(x) == "torch"
-        assert gru.streams_weights("gru", torch.float32, 128, True, False)
-        assert not gru.streams_weights("gru", torch.float16, 128, True, False)
+        assert gru.streamed_weight_bytes("gru", torch.float32, 128, True, False)
+        assert not gru.streamed_weight_bytes("gru", torch.float16, 128, True, False)
         previous = torch.is_autocast_enabled("cuda")
         torch.set_autocast_enabled("cuda", True)
         try:
@@ -110,7 +110,8 @@ def test_simple_rnn_backend_for_counts_the_gradient_as_forward_does(fake, monkey
     # held W_hh in registers too; a stand-in now): forward, with parameters that require grad, leaves it to
     # cuDNN; backend_for said "triton" (it always asked as for inference).
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(lstm, "streams_weights", lambda cell, dtype, hidden_size, allow_tf32, needs_grad: needs_grad)
+    monkeypatch.setattr(lstm, "streamed_weight_bytes",
+                        lambda cell, dtype, hidden_size, allow_tf32, needs_grad: 1 << 20 if needs_grad else 0)
     model = fused_rnn.SimpleRNN(32, 64, 1, cell="lstm")
     x = cuda_tensor(fake, FEW, 100, 32)
     with fake:
@@ -153,7 +154,7 @@ def test_the_layer_functions_keep_the_kernels(api, fake, monkeypatch):
     assert chosen == ["triton"]
 
 
-# --- streams_weights against the launchers, beyond test_auto_streaming's sizes -------------------------------
+# --- streamed_weight_bytes against the launchers, beyond test_auto_streaming's sizes -------------------------------
 
 @pytest.fixture
 def launched(monkeypatch):
@@ -166,13 +167,13 @@ def launched(monkeypatch):
 
 def _streams(kw):
     held = kw.get("W_IN_REGISTERS", kw.get("W_HH_IN_REGISTERS"))
-    return "BLOCK_H" in kw and kw["BLOCK_H"] >= 64 and not held
+    return "BLOCK_H" in kw and not held
 
 
 @pytest.mark.parametrize("H", [17, 33, 48, 63, 96, 127])
 @pytest.mark.parametrize("allow_tf32", [True, False], ids=["tf32", "3xtf32"])
 @pytest.mark.parametrize("form", ["forward", "reverse", "bidirectional"])
-def test_elman_streams_weights_for_odd_and_padded_sizes(H, allow_tf32, form, launched):
+def test_elman_streamed_weight_bytes_for_odd_and_padded_sizes(H, allow_tf32, form, launched):
     B, T = 3, 2
     for needs_grad in (False, True):
         launched.clear()
@@ -190,14 +191,14 @@ def test_elman_streams_weights_for_odd_and_padded_sizes(H, allow_tf32, form, lau
                 elman.recurrence_bwd("rnn_tanh", torch.randn(B, T, H), None, torch.randn(H, H), None, None, None,
                                      None, torch.randn(B, H), None, None, reverse=reverse, allow_tf32=allow_tf32)
         assert launched
-        assert elman.streams_weights("rnn_tanh", torch.float32, H, allow_tf32, needs_grad) == any(
+        assert (elman.streamed_weight_bytes("rnn_tanh", torch.float32, H, allow_tf32, needs_grad) > 0) == any(
             map(_streams, launched))
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 @pytest.mark.parametrize("H", [33, 48, 63, 96, 127])
 @pytest.mark.parametrize("allow_tf32", [True, False], ids=["tf32", "3xtf32"])
-def test_gated_streams_weights_for_odd_and_padded_sizes(cell, H, allow_tf32, launched):
+def test_gated_streamed_weight_bytes_for_odd_and_padded_sizes(cell, H, allow_tf32, launched):
     module = {"gru": gru, "lstm": lstm}[cell]
     B, T = 3, 2
     gates = {"gru": 3, "lstm": 4}[cell]
@@ -213,13 +214,13 @@ def test_gated_streams_weights_for_odd_and_padded_sizes(cell, H, allow_tf32, lau
             module.recurrence_bwd(cell, torch.randn(B, T, H), torch.randn(B, T, aux_width), w_hh, None, None, None,
                                   None, torch.randn(B, H), None, None, reverse=True, allow_tf32=allow_tf32)
         assert launched
-        assert module.streams_weights(cell, torch.float32, H, allow_tf32, needs_grad) == any(map(_streams, launched))
+        assert (module.streamed_weight_bytes(cell, torch.float32, H, allow_tf32, needs_grad) > 0) == any(map(_streams, launched))
 
 
 @pytest.mark.parametrize("I", [1, 10, 33, 100, 128])
 @pytest.mark.parametrize("H", [17, 21, 31, 33, 63, 96, 127])
 @pytest.mark.parametrize("allow_tf32", [True, False], ids=["tf32", "3xtf32"])
-def test_rnn_linear_streams_weights_for_odd_and_padded_sizes(I, H, allow_tf32, launched):
+def test_rnn_linear_streamed_weight_bytes_for_odd_and_padded_sizes(I, H, allow_tf32, launched):
     B, T = 3, 2
     for needs_grad in (False, True):
         if kernels.launch_unsupported_reason(torch.float32, I, H, 1, allow_tf32, needs_grad) is not None:
@@ -231,7 +232,7 @@ def test_rnn_linear_streams_weights_for_odd_and_padded_sizes(I, H, allow_tf32, l
         if needs_grad:
             kernels.rnn_linear_bwd_sweep(torch.randn(B, T, H), w_hh, fc_w, torch.randn(B, 1), allow_tf32=allow_tf32)
         assert launched
-        assert kernels.streams_weights(torch.float32, I, H, 1, allow_tf32, needs_grad) == any(map(_streams, launched))
+        assert (kernels.streamed_weight_bytes(torch.float32, I, H, 1, allow_tf32, needs_grad) > 0) == any(map(_streams, launched))
 
 
 def test_the_harness_reports_the_family_backend_of_its_mode(fake, monkeypatch):
@@ -245,7 +246,8 @@ def test_the_harness_reports_the_family_backend_of_its_mode(fake, monkeypatch):
 
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     # A configuration that streams in training only (a stand-in, as in the test above).
-    monkeypatch.setattr(lstm, "streams_weights", lambda cell, dtype, hidden_size, allow_tf32, needs_grad: needs_grad)
+    monkeypatch.setattr(lstm, "streamed_weight_bytes",
+                        lambda cell, dtype, hidden_size, allow_tf32, needs_grad: 1 << 20 if needs_grad else 0)
     model = fused_rnn.SimpleRNN(32, 64, 1, cell="lstm", allow_tf32=True)
     x = cuda_tensor(fake, FEW, 100, 32)
     with fake:

@@ -63,7 +63,7 @@ def padded(row):
 # at H = 128 holds W_hh in registers (255 of them) and reloads 4 spilled words a step: 818 issue slots
 # per step; with W_hh in shared memory it does not spill but takes 962. Its training forward at H = 128
 # holds W_hh in registers too, with one spilled word reloaded a step: 690 slots against 730, and no
-# 128 KiB of weights streamed from shared memory each step (kernels.rnn_linear.wgmma_streams).
+# 128 KiB of weights streamed from shared memory each step (kernels.rnn_linear.streamed_bytes).
 ACCEPTED_SPILLS = {"long_lstm_bf16_backward_lengths": 24, "long_lstm_bf16_train_forward": 4,
                    "grid_lstm_H128_bf16_train_forward": 4, "grid_lstm_H128_fp16_train_forward": 4}
 

@@ -8,8 +8,8 @@ themselves through their own ``unsupported_reason``. "auto" gives either only
 CUDA tensors and padded sizes up to ``AUTO_MAX_BLOCK`` (128), where the static
 report shows no spills, and, outside torch.compile, leaves to cuDNN the float32
 calls of fewer than ``STREAMING_MIN_BATCH`` sequences (of up to
-``STREAMING_MAX_STEPS`` steps) whose steps stream their weights from shared
-memory, which cuDNN runs faster (see there).
+``STREAMING_MAX_STEPS`` steps) whose steps stream ``STREAMING_MIN_BYTES`` or
+more of weights from shared memory, which cuDNN runs faster (see there).
 """
 
 import importlib.util
@@ -126,14 +126,17 @@ def _interpreter_mismatch(kernels):
     return None
 
 
-# Sequences from which backend="auto" runs a float32 call whose steps stream their weights from shared
-# memory (the kernel modules' streams_weights; kernels.rnn_linear.wgmma_streams says why that is slow).
-# Below it, and outside torch.compile, "auto" leaves the call to the stock path: cuDNN, the faster one
-# there. H200, torch 2.11, stock ÷ fused in the committed rows (e582b08): the Elman RNN and head with
-# 3xTF32 (fp32 without TF32) at B = 64: 0.34x at H = 128 (T = 1024; training 0.47x), 0.50 to 0.66x
-# at H = 64 (T = 256 to 16384; 0.96x at T = 64, 1.11x at T = 16); at H = 64, T = 64: 0.80 to 0.91x
-# for B = 1 to 64, 1.03x at B = 256, 1.62x at 1024, 3.70x at 4096. The TF32 GRU at H = 128, B = 64:
-# 0.48x (two layers, both directions: 0.58x). Not float16 (the one fp16 configuration measured
+# A float32 call whose steps stream at least STREAMING_MIN_BYTES of weights from shared memory (the
+# kernel modules' streamed_weight_bytes; kernels.rnn_linear.streamed_bytes says why that is slow), with
+# fewer than STREAMING_MIN_BATCH sequences: there "auto" leaves the call, outside torch.compile, to the
+# stock path, cuDNN, the faster one. H200, torch 2.11, stock ÷ fused in the committed rows (e582b08),
+# with the bytes each step streamed: the Elman RNN and head with
+# 3xTF32 (fp32 without TF32) at B = 64: 0.34x at H = 128 (I = 64, 192 KiB; training 0.47x), 0.50 to
+# 0.66x at H = 64 (I = 32, 48 KiB; T = 256 to 16384; 0.96x at T = 64, 1.11x at T = 16); at H = 64,
+# T = 64: 0.80 to 0.91x for B = 1 to 64, 1.03x at B = 256, 1.62x at 1024, 3.70x at 4096. The TF32 GRU
+# at H = 128, B = 64 (192 KiB): 0.48x (two layers, both directions: 0.58x). The seed's 3xTF32 forward
+# (H = 20, I = 10: 12 KiB) ran 1.66x faster than cuDNN: the line is drawn at the smallest stream
+# measured slower. Not float16 (the one fp16 configuration measured
 # streaming, the LSTM's training forward at H = 128, ran at 1.03x cuDNN's speed; it holds W_hh in
 # registers since) nor bfloat16 (cuDNN has no bf16 RNN: the stock path is ATen's loop, 5 to 38x slower).
 # Not under torch.compile: there the stock path is the registered plain op, a loop of T steps. Not
@@ -141,13 +144,14 @@ def _interpreter_mismatch(kernels):
 # enabled=False) is what cuDNN's own error advises for double backward, which the kernels give). Not
 # past STREAMING_MAX_STEPS, the longest sequence cuDNN ran there: at T = 65,536 it refused the
 # stock call (CUDNN_STATUS_NOT_SUPPORTED, B = 64, H = 64), which the kernels run in constant memory.
+STREAMING_MIN_BYTES = 48 * 1024
 STREAMING_MIN_BATCH = 256
 STREAMING_MAX_STEPS = 16_384
 
 
-def _streaming_reason(request, streams):
-    """Why "auto" leaves this call to cuDNN (a sentence), or None; ``streams``: the kernel module's
-    streams_weights for it, called only where the dtype and the shape leave the question open.
+def _streaming_reason(request, streamed_bytes):
+    """Why "auto" leaves this call to cuDNN (a sentence), or None; ``streamed_bytes``: the kernel module's
+    streamed_weight_bytes for it, called only where the dtype and the shape leave the question open.
 
     batch_size None: a caller whose stock path is not cuDNN (recurrence.run_layers and layer: their
     "torch" is the plain loop of T steps), or B unknown; the kernels then stay.
@@ -166,13 +170,15 @@ def _streaming_reason(request, streams):
         return None
     if request.batch_size >= STREAMING_MIN_BATCH or (request.steps or 0) > STREAMING_MAX_STEPS:
         return None
-    if not streams():
+    streamed = streamed_bytes()
+    if streamed < STREAMING_MIN_BYTES:
         return None
     precision = "TF32" if request.allow_tf32 else "3xTF32 (fp32 without TF32)"
-    return (f"backend='auto' leaves float32 calls whose steps stream their weights from shared memory to "
-            f"cuDNN below {STREAMING_MIN_BATCH} sequences of up to {STREAMING_MAX_STEPS} steps (faster there on "
-            f"an H200), got hidden_size={request.hidden_size} with {precision} products, {request.batch_size} "
-            f"sequences of {request.steps} steps")
+    return (f"backend='auto' leaves to cuDNN the float32 calls whose steps stream {STREAMING_MIN_BYTES // 1024} "
+            f"KiB or more of weights from shared memory, below {STREAMING_MIN_BATCH} sequences of up to "
+            f"{STREAMING_MAX_STEPS} steps (faster there on an H200), got hidden_size={request.hidden_size} with "
+            f"{precision} products ({streamed // 1024} KiB a step), {request.batch_size} sequences of "
+            f"{request.steps} steps")
 
 
 def unsupported_reason(request, *, auto=False):
@@ -202,7 +208,7 @@ def unsupported_reason(request, *, auto=False):
                 f"static report shows no spills), got input_size={request.input_size}, "
                 f"hidden_size={request.hidden_size}, output_size={request.output_size}")
     if auto:
-        return _streaming_reason(request, lambda: module.streams_weights(*sizes))
+        return _streaming_reason(request, lambda: module.streamed_weight_bytes(*sizes))
     return None
 
 
@@ -236,6 +242,6 @@ def _layer_unsupported_reason(request, auto):
         return (f"backend='auto' gives the Triton kernels padded hidden sizes up to {kernels().AUTO_MAX_BLOCK} "
                 f"(where the static report shows no spills), got hidden_size={request.hidden_size}")
     if auto:
-        return _streaming_reason(request, lambda: module.streams_weights(
+        return _streaming_reason(request, lambda: module.streamed_weight_bytes(
             request.cell, request.dtype, request.hidden_size, request.allow_tf32, request.needs_grad))
     return None

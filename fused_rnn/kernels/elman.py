@@ -470,15 +470,16 @@ def _weights_in_registers(prec, block_h, hidden_size):
                                            hidden_size=hidden_size)[0]
 
 
-def streams_weights(cell, dtype, hidden_size, allow_tf32, needs_grad):
-    """Whether a step streams W_hh from shared memory into wgmma (see rnn_linear.wgmma_streams).
+def streamed_weight_bytes(cell, dtype, hidden_size, allow_tf32, needs_grad):
+    """Bytes of W_hh a step reads from shared memory (rnn_linear.streamed_bytes): 3xTF32, odd H.
 
     The forward and the backward place W_hh alike, so ``needs_grad`` changes nothing.
     """
     _check_cell(cell)
     prec = precision(dtype, allow_tf32, interpreted=False)
     block_h = block(hidden_size)
-    return rnn_linear.wgmma_streams(block_h, _weights_in_registers(prec, block_h, hidden_size))
+    held = _weights_in_registers(prec, block_h, hidden_size)
+    return rnn_linear.streamed_bytes(prec, dtype, held, (block_h, block_h))
 
 
 def _aligned(t):

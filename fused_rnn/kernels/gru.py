@@ -603,9 +603,9 @@ def weights_in_registers(prec, warps, block_h, hidden_size):
     return placed[0]
 
 
-def streams_weights(cell, dtype, hidden_size, allow_tf32, needs_grad):
-    """Whether a step streams W_hh from shared memory into wgmma (see rnn_linear.wgmma_streams): fp32
-    with TF32 at H = 128 (three 64 KiB blocks, past the register budget) and 3xTF32 from H = 64.
+def streamed_weight_bytes(cell, dtype, hidden_size, allow_tf32, needs_grad):
+    """Bytes of W_hh a step reads from shared memory (rnn_linear.streamed_bytes): fp32 with TF32 at
+    BLOCK_H = 128 (three 64 KiB blocks, past the register budget), 3xTF32, odd H.
 
     Training (``needs_grad``) launches both kernels on num_warps(..., train=True), so they place W_hh alike.
     """
@@ -613,7 +613,7 @@ def streams_weights(cell, dtype, hidden_size, allow_tf32, needs_grad):
     prec = precision(dtype, allow_tf32, interpreted=False)
     block_h = block(hidden_size)
     held = weights_in_registers(prec, num_warps(block_h, prec, needs_grad), block_h, hidden_size)
-    return rnn_linear.wgmma_streams(block_h, held)
+    return rnn_linear.streamed_bytes(prec, dtype, held, *((block_h, block_h),) * GATES)
 
 
 def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False):

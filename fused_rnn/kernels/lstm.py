@@ -615,7 +615,7 @@ def _weights_in_registers(prec, warps, block_h, hidden_size, *, forward_spills):
     """Whether a kernel holds W_hh in registers for the whole loop: rnn_linear.weights_in_registers,
     except for the forwards that then run out of registers (``forward_spills``: padded H).
 
-    In shared memory a step streams all of W_hh into wgmma (rnn_linear.wgmma_streams; 128 KiB at
+    In shared memory a step streams all of W_hh into wgmma (rnn_linear.streamed_bytes; 128 KiB at
     H = 128 in bf16). Static, sm_90a, triton 3.6, B64 T1024: at H = 128 (8 warps) the bf16 forward
     takes 478 issue slots per step in registers against 566, the training forward 690 against 730
     (fp16; 4 B spilled, one local load a step) and 844 against 856 with lengths, the backward 646
@@ -640,19 +640,21 @@ def _backward_weights_in_registers(prec, block_h, hidden_size):
     return _weights_in_registers(prec, warps, block_h, hidden_size, forward_spills=False)
 
 
-def streams_weights(cell, dtype, hidden_size, allow_tf32, needs_grad):
-    """Whether a step of the kernels this call launches streams W_hh from shared memory into wgmma (see
-    rnn_linear.wgmma_streams): 3xTF32 from H = 64, and the forwards at a padded H (where
-    _weights_in_registers keeps W_hh in shared memory to avoid spills). ``needs_grad``: the
-    training forward's warps and the backward count too.
+def streamed_weight_bytes(cell, dtype, hidden_size, allow_tf32, needs_grad):
+    """Bytes of W_hh a step of the kernels this call launches reads from shared memory, the most of its
+    forward and (``needs_grad``) backward (rnn_linear.streamed_bytes): 3xTF32, odd H, and the forwards
+    at a padded H (where _weights_in_registers keeps W_hh in shared memory to avoid spills).
     """
     _check_cell(cell)
     prec = precision(dtype, allow_tf32, interpreted=False)
     block_h = block(hidden_size)
-    if rnn_linear.wgmma_streams(block_h, _forward_weights_in_registers(prec, block_h, hidden_size, needs_grad)):
-        return True
-    return needs_grad and rnn_linear.wgmma_streams(block_h, _backward_weights_in_registers(prec, block_h,
-                                                                                            hidden_size))
+    tile = (GATES * block_h, block_h)
+    streamed = rnn_linear.streamed_bytes(
+        prec, dtype, _forward_weights_in_registers(prec, block_h, hidden_size, needs_grad), tile)
+    if needs_grad:
+        held = _backward_weights_in_registers(prec, block_h, hidden_size)
+        streamed = max(streamed, rnn_linear.streamed_bytes(prec, dtype, held, tile))
+    return streamed
 
 
 def _gate_pairs(prec, block_h, warps, backward):

@@ -641,19 +641,23 @@ def weights_in_registers(prec, warps, *tiles, hidden_size, budget=WEIGHT_REGISTE
     return (chosen,) * len(tiles)
 
 
-def wgmma_streams(block_h, in_registers):
-    """Whether a step's wgmma reads its weight tiles from shared memory: BLOCK_H >= 64 (wgmma, where it
-    was measured; below, mma.sync at the seed's size, the kernels won) without the weights held in
-    registers (weights_in_registers).
+def streamed_bytes(prec, dtype, in_registers, *tiles):
+    """Bytes of weights a step reads from shared memory: 0 where the kernel holds its weight tiles
+    (rows, cols) in registers (weights_in_registers), else all of them, as the MMA reads them (fp32
+    operands for TF32 and 3xTF32, twice for 3xTF32's two parts).
 
-    A step then streams every weight tile through shared memory, whose 128 B per cycle per SM feed
-    BLOCK_B = 16 columns: an m64n16k8 TF32 wgmma reads 2 KiB of weights for 8 cycles of tensor work,
-    so the step is bound by the stream, not by the MMA. On the H200 (committed rows at e582b08, B64
-    T1024 H128) the TF32 GRU, whose W_hh (192 KiB) streams, took 1.89 ms against the fp16 GRU's
-    1.04 ms with W_hh in registers: 0.83 µs more per step, what 192 KiB at 128 B per cycle takes
-    (1536 cycles, 0.78 µs at 1.98 GHz).
+    Shared memory delivers 128 B per cycle per SM, and a program's MMA has BLOCK_B = 16 columns: an
+    m64n16k8 TF32 wgmma reads 2 KiB of weights for 8 cycles of tensor work, so such a step is bound
+    by the stream, not by the MMA. On the H200 (committed rows at e582b08, B64 T1024 H128) the TF32
+    GRU, whose W_hh (192 KiB) streams, took 1.89 ms against the fp16 GRU's 1.04 ms with W_hh in
+    registers: 0.83 µs more per step, what 192 KiB at 128 B per cycle takes (1536 cycles, 0.78 µs
+    at 1.98 GHz).
     """
-    return block_h >= 64 and not in_registers
+    if in_registers:
+        return 0
+    item = 4 if prec in FP32_OPERANDS else dtype.itemsize
+    copies = 2 if prec == "tf32x3" else 1
+    return item * copies * sum(rows * cols for rows, cols in tiles)
 
 
 def set_state(state, given):
@@ -796,17 +800,20 @@ def _backward_weights_in_registers(prec, block_h, hidden_size):
     return weights_in_registers(prec, num_warps(prec, block_h), (block_h, block_h), hidden_size=hidden_size)[0]
 
 
-def streams_weights(dtype, input_size, hidden_size, output_size, allow_tf32, needs_grad):
-    """Whether a step of the kernels this call launches streams its weights from shared memory into
-    wgmma (see wgmma_streams): 3xTF32 from H = 64, TF32 where W_ih and W_hh pass the register budget
-    (I = 256 at H = 128). output_size: as launch_unsupported_reason takes the sizes (fc_W is read
-    after the loop, never streamed)."""
+def streamed_weight_bytes(dtype, input_size, hidden_size, output_size, allow_tf32, needs_grad):
+    """Bytes of weights a step of the kernels this call launches reads from shared memory, the most of
+    its forward and (``needs_grad``) backward sweep (see streamed_bytes): W_hh and W_ih wherever they
+    pass the register budget (3xTF32; TF32 at I = 256, H = 128) or H is odd. output_size: as
+    launch_unsupported_reason takes the sizes (fc_W is read once, after the loop)."""
     prec = precision(dtype, allow_tf32, interpreted=False)
-    block_h = forward_block_h(hidden_size, prec)
-    if wgmma_streams(block_h, _forward_weights_in_registers(prec, block_h, block(input_size), hidden_size)[0]):
-        return True
-    block_h = block(hidden_size)
-    return needs_grad and wgmma_streams(block_h, _backward_weights_in_registers(prec, block_h, hidden_size))
+    block_h, block_i = forward_block_h(hidden_size, prec), block(input_size)
+    held = _forward_weights_in_registers(prec, block_h, block_i, hidden_size)[0]
+    streamed = streamed_bytes(prec, dtype, held, (block_h, block_h), (block_h, block_i))
+    if needs_grad:
+        block_h = block(hidden_size)
+        held = _backward_weights_in_registers(prec, block_h, hidden_size)
+        streamed = max(streamed, streamed_bytes(prec, dtype, held, (block_h, block_h)))
+    return streamed
 
 
 def auto_takes(dtype, input_size, hidden_size, output_size, allow_tf32, needs_grad):
