@@ -298,8 +298,8 @@ class SimpleRNN(nn.Module):
         rnn = self.rnn
         if not self._fusable(rnn, self.fc):
             return "torch"
-        # As forward counts it (h0 aside): which kernels launch, and whether "auto" takes them, can
-        # depend on it (the LSTM with TF32 at H = 64 streams its weights in training only).
+        # As forward counts it (h0 aside): which kernels launch (a training forward saves its states, and
+        # a backward follows), and so what they stream and whether "auto" takes them, can depend on it.
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         if ELMAN_ACTIVATIONS.get(rnn.cell.name) and rnn.num_layers == 1 and not rnn.bidirectional:
             return select_backend(self.backend, x, self.hidden_size, self.fc.out_features, needs_grad=needs_grad,
