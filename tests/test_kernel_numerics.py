@@ -172,9 +172,14 @@ def test_split_tf32_weights_special_values_bit_for_bit(layout):
     want = [split_bits(b & 0xFFFFFFFF) for b in w.cpu().reshape(-1).view(torch.int32).tolist()]
     assert [(h & 0xFFFFFFFF, l & 0xFFFFFFFF) for h, l in got] == want
 
-def test_3xtf32_splits_the_weights_in_one_launch(monkeypatch):
-    """IEEE fp32 ("tf32x3") calls launch the recurrence's kernel and one split kernel, and dispatch no
-    elementwise torch ops for the split (they were 42 launches per call of the seed's forward)."""
+@pytest.mark.parametrize("I,expected", [
+    (64, ["_split_tf32_kernel", "_rnn_linear_fwd"]),
+    (10, ["_rnn_linear_fwd"]),      # the seed's tiles: the kernel splits them itself (kernels.split_in_kernel)
+])
+def test_3xtf32_splits_the_weights_in_one_launch(I, expected, monkeypatch):
+    """IEEE fp32 ("tf32x3") calls launch the recurrence's kernel and one split kernel (none for tiles
+    small enough to split in the kernel), and dispatch no elementwise torch ops for the split (they were
+    42 launches per call of the seed's forward)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     launched, ops = [], []
@@ -192,11 +197,11 @@ def test_3xtf32_splits_the_weights_in_one_launch(monkeypatch):
             real_launch(kernel, *args, **kwargs)
 
     monkeypatch.setattr(kernels, "_launch", launch)
-    params = make_params(10, 20, 1, seed=7)
-    x = torch.randn(32, 5, 10, device=DEVICE)
+    params = make_params(I, 20, 1, seed=7)
+    x = torch.randn(32, 5, I, device=DEVICE)
     with Ops():
         kernels.rnn_linear_fwd(x, *params, allow_tf32=False)
-    assert launched == ["_split_tf32_kernel", "_rnn_linear_fwd"]
+    assert launched == expected
     assert set(ops) <= {"empty.memory_format", "slice.Tensor", "view.default", "new_empty.default",
                         "clone.default", "detach.default", "fill_.Scalar"}, ops
 
@@ -333,3 +338,31 @@ def test_block_and_cdiv_match_triton():
     for n in range(0, 3000):
         assert kernels.block(n) == max(16, triton.next_power_of_2(n)), n
         assert kernels.cdiv(n, 16) == triton.cdiv(n, 16), n
+
+
+@pytest.mark.parametrize("I,H,O", [(10, 20, 1), (32, 32, 32), (3, 17, 5)])
+@pytest.mark.parametrize("store_hs", [False, True])
+def test_3xtf32_split_in_the_kernel_gives_the_split_launchs_bits(I, H, O, store_hs, monkeypatch):
+    """Small tiles split their 3xTF32 weights in the forward kernel (kernels.split_in_kernel) instead of
+    taking split_tf32_weights' halves: the same _split_tf32, so the same outputs, bit for bit, non-finite
+    weights included; and one launch where there were two."""
+    B, T = 5, 7
+    torch.manual_seed(I * H + O)
+    x = torch.randn(B, T, I)
+    w_ih, w_hh, fc_w = torch.randn(H, I) * 0.3, torch.randn(H, H) * 0.3, torch.randn(O, H)
+    b_ih, b_hh, fc_b = torch.randn(H), torch.randn(H), torch.randn(O)
+    w_hh[0, 1], w_ih[2, 0] = float("inf"), 1e-40           # an infinite and a subnormal weight
+    args = (x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b)
+    launches = []
+    real_launch = kernels._launch
+    monkeypatch.setattr(kernels, "_launch", lambda kernel, *a, **kw: (launches.append(kernel), real_launch(kernel, *a, **kw)))
+    assert kernels.split_in_kernel(kernels.block(I), kernels.forward_block_h(H, "tf32x3"), kernels.block(O))
+    here = kernels.rnn_linear_fwd(*args, allow_tf32=False, store_hn=True, store_hs=store_hs)
+    assert len(launches) == 1
+    monkeypatch.setattr(kernels, "split_in_kernel", lambda *blocks: False)
+    launches.clear()
+    apart = kernels.rnn_linear_fwd(*args, allow_tf32=False, store_hn=True, store_hs=store_hs)
+    assert len(launches) == 2
+    for got, want in zip(here, apart):
+        if want is not None:
+            assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(), want.nan_to_num())

@@ -284,7 +284,7 @@ def _rnn_linear_fwd(
     HAS_B_IH: tl.constexpr, HAS_B_HH: tl.constexpr, HAS_FC_B: tl.constexpr,
     STORE_HN: tl.constexpr, STORE_HS: tl.constexpr,
     RELU: tl.constexpr, MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, PAIRED: tl.constexpr,
-    W_HH_IN_REGISTERS: tl.constexpr, W_IH_IN_REGISTERS: tl.constexpr,
+    W_HH_IN_REGISTERS: tl.constexpr, W_IH_IN_REGISTERS: tl.constexpr, SPLIT_IN_KERNEL: tl.constexpr,
     PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -310,14 +310,21 @@ def _rnn_linear_fwd(
     # Loop invariants, all loaded before the first step, in registers or in shared memory (see
     # weights_in_registers and _load_paired_rows). A tile computed in the kernel stays in
     # registers, so the host passes the TF32 remainders ready-made (w_*_lo, "tf32x3" only): split
-    # here, both halves would take registers (3xTF32 spilled even with the weights in shared memory).
+    # here, both halves would take registers (3xTF32 spilled even with the weights in shared memory),
+    # except for the small tiles of split_in_kernel.
     # (Reordered in registers only where the rows are paired: see units.)
     W_HH_REG: tl.constexpr = W_HH_IN_REGISTERS and PAIRED_ORDER
     W_IH_REG: tl.constexpr = W_IH_IN_REGISTERS and PAIRED_ORDER
     w_hh = _load_gates(w_hh_ptr, H, BLOCK_H, 1, False, PAIRED_ORDER, W_HH_REG).to(OPERAND_DTYPE)
     w_ih = _load_paired_rows(w_ih_ptr, offs_h, units, offs_i, H, I, I, 1, W_IH_REG).to(OPERAND_DTYPE)
     fc_w = _load_tile(fc_w_ptr, offs_o, offs_h, O, H, H, 1).to(OPERAND_DTYPE)
-    if PRECISION == "tf32x3":
+    if PRECISION == "tf32x3" and SPLIT_IN_KERNEL:
+        # Small tiles (see split_in_kernel): both halves fit in registers, and the call needs no
+        # split launch. _split_tf32 is the split kernel's own: the same bits.
+        w_hh, w_hh_lo = _split_tf32(w_hh)
+        w_ih, w_ih_lo = _split_tf32(w_ih)
+        fc_w, fc_w_lo = _split_tf32(fc_w)
+    elif PRECISION == "tf32x3":
         w_hh_lo = _load_gates(w_hh_lo_ptr, H, BLOCK_H, 1, False, PAIRED_ORDER, W_HH_REG)
         w_ih_lo = _load_paired_rows(w_ih_lo_ptr, offs_h, units, offs_i, H, I, I, 1, W_IH_REG)
         fc_w_lo = _load_tile(fc_w_lo_ptr, offs_o, offs_h, O, H, H, 1)
@@ -607,6 +614,21 @@ def num_warps(prec, block_h):
     return 4
 
 
+def split_in_kernel(block_i, block_h, block_o):
+    """Whether the forward kernel splits its 3xTF32 weights itself, from the fp32 weights, instead of
+    taking the halves split_tf32_weights makes in a launch of its own.
+
+    A tile split in the kernel is computed, so both halves stay in registers for the whole loop
+    (mma.sync reads them from there), and a call makes one launch instead of two (in a CUDA graph
+    on the H200 the seed's 3xTF32 forward took 9.45 µs a call with the split launch, TF32's one
+    launch 3.64 µs). Only small tiles, padded I, H and O up to 32, where that fits: static report,
+    sm_90a, triton 3.6, no spills, the seed's forward 401 issue slots a step against 416 (128
+    registers against 105, 4 KiB of shared memory against 18), I = H = O = 32 training forward 438
+    against 451 (168 registers). At larger tiles both halves in registers spilled (see
+    _rnn_linear_fwd)."""
+    return block_h <= 32 and block_i <= 32 and block_o <= 32
+
+
 def operand_weights(prec, *weights, wrap=None):
     """What a kernel takes as (W, W_lo) for each weight: ``(w, None)``, or for "tf32x3" products
     ``split_tf32_weights(*weights)``."""
@@ -877,7 +899,11 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
     hs = new_empty((B, T, H), device=x.device, dtype=torch.float32) if store_hs else None
     prec = precision(x.dtype, allow_tf32)
     block_i, block_h, block_o = block(I), forward_block_h(H, prec), block(O)
-    (w_ih, w_ih_lo), (w_hh, w_hh_lo), (fc_w, fc_w_lo) = operand_weights(prec, w_ih, w_hh, fc_w, wrap=wrap)
+    split_here = prec == "tf32x3" and split_in_kernel(block_i, block_h, block_o)
+    if split_here:
+        w_ih_lo = w_hh_lo = fc_w_lo = None
+    else:
+        (w_ih, w_ih_lo), (w_hh, w_hh_lo), (fc_w, fc_w_lo) = operand_weights(prec, w_ih, w_hh, fc_w, wrap=wrap)
     aligned = x.stride(0) % 16 == 0 and x.stride(1) % 16 == 0
     warps = num_warps(prec, block_h)
     w_hh_in_registers, w_ih_in_registers = _forward_weights_in_registers(prec, block_h, block_i, H)
@@ -896,7 +922,7 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
         HAS_B_IH=b_ih is not None, HAS_B_HH=b_hh is not None, HAS_FC_B=fc_b is not None,
         STORE_HN=store_hn, STORE_HS=store_hs, RELU=relu, MASK_H=H != block_h,
         FAST_TANH=not INTERPRETED and prec in ("tf32", "low"), PAIRED=H % 2 == 0,
-        W_HH_IN_REGISTERS=w_hh_in_registers, W_IH_IN_REGISTERS=w_ih_in_registers,
+        W_HH_IN_REGISTERS=w_hh_in_registers, W_IH_IN_REGISTERS=w_ih_in_registers, SPLIT_IN_KERNEL=split_here,
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(x.dtype, prec),
         num_warps=warps,
     )
