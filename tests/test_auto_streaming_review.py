@@ -166,7 +166,7 @@ def launched(monkeypatch):
 
 
 def _streams(kw):
-    held = kw.get("W_IN_REGISTERS", kw.get("W_HH_IN_REGISTERS"))
+    held = kw.get("W_IN_REGISTERS", kw.get("W_HH_IN_REGISTERS")) or kw.get("SPLIT_IN_KERNEL")
     return "BLOCK_H" in kw and not held
 
 

@@ -825,11 +825,13 @@ def _backward_weights_in_registers(prec, block_h, hidden_size):
 def streamed_weight_bytes(dtype, input_size, hidden_size, output_size, allow_tf32, needs_grad):
     """Bytes of weights a step of the kernels this call launches reads from shared memory, the most of
     its forward and (``needs_grad``) backward sweep (see streamed_bytes): W_hh and W_ih wherever they
-    pass the register budget (3xTF32; TF32 at I = 256, H = 128) or H is odd. output_size: as
-    launch_unsupported_reason takes the sizes (fc_W is read once, after the loop)."""
+    pass the register budget (3xTF32, except the forward's small tiles that split_in_kernel splits into
+    registers; TF32 at I = 256, H = 128) or H is odd. fc_W is read once, after the loop, but its padded
+    size decides split_in_kernel."""
     prec = precision(dtype, allow_tf32, interpreted=False)
     block_h, block_i = forward_block_h(hidden_size, prec), block(input_size)
-    held = _forward_weights_in_registers(prec, block_h, block_i, hidden_size)[0]
+    held = _forward_weights_in_registers(prec, block_h, block_i, hidden_size)[0] or (
+        prec == "tf32x3" and split_in_kernel(block_i, block_h, block(output_size)))
     streamed = streamed_bytes(prec, dtype, held, (block_h, block_h), (block_h, block_i))
     if needs_grad:
         block_h = block(hidden_size)
