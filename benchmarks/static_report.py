@@ -99,6 +99,8 @@ NAMED_LAYERS = {
     "long_layer_fp32_backward": ("rnn_tanh", LONG_LAYER, "fp32", "backward", None, "forward", True),
     "long_lstm_bf16_forward": ("lstm", LONG_LAYER, "bf16", "forward", None, "forward", False),
     "long_lstm_bf16_train_forward": ("lstm", LONG_LAYER, "bf16", "train_forward", None, "forward", True),
+    # The reverse direction of a bidirectional LSTM (with lengths: over packed sequences, below).
+    "long_lstm_bf16_reverse_train_forward": ("lstm", LONG_LAYER, "bf16", "train_forward", None, "reverse", True),
     "long_lstm_bf16_backward": ("lstm", LONG_LAYER, "bf16", "backward", None, "forward", True),
     "long_lstm_fp32_forward": ("lstm", LONG_LAYER, "fp32", "forward", None, "forward", False),
     "long_gru_bf16_forward": ("gru", LONG_LAYER, "bf16", "forward", None, "forward", False),
@@ -122,7 +124,7 @@ NAMED_LAYERS = {
 WITH_LENGTHS = ("long_fp32_forward", "long_bf16_forward", "long_bf16_train_forward", "long_bf16_backward",
                 "long_layer_bf16_forward", "long_bidir_layer_bf16_forward", "long_layer_bf16_backward",
                 "long_gru_bf16_train_forward", "long_gru_bf16_backward", "long_lstm_bf16_train_forward",
-                "long_lstm_bf16_backward", "padded_layer_h100_bf16_backward")
+                "long_lstm_bf16_reverse_train_forward", "long_lstm_bf16_backward", "padded_layer_h100_bf16_backward")
 # The kernel module of each cell (fused_rnn.kernels.<module>) and its gate count.
 LAYER_KERNELS = {"rnn_tanh": ("elman", 1), "rnn_relu": ("elman", 1), "gru": ("gru", 3), "lstm": ("lstm", 4)}
 

@@ -93,7 +93,7 @@ def test_streamed_weight_bytes(streamed, expected_bytes):
     (linear_request(I=32, H=64), "torch"),
     (layer_request("gru", H=33), "torch"),          # TF32, odd H: three 16 KiB blocks
     (layer_request("lstm", H=33), "torch"),         # four
-    # Below it: the kernels (the seed's 12 KiB ran 1.66x faster than cuDNN).
+    # Below it: the kernels (the seed, streaming 12 KiB then, ran 1.66x faster than cuDNN).
     (linear_request(I=10, H=20), "triton"),
     (linear_request(I=10, H=21, allow_tf32=True), "triton"),     # 20 KiB
     (layer_request("rnn_tanh", H=33), "triton"),    # 16 KiB

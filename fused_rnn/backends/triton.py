@@ -135,7 +135,8 @@ def _interpreter_mismatch(kernels):
 # 0.66x at H = 64 (I = 32, 48 KiB; T = 256 to 16384; 0.96x at T = 64, 1.11x at T = 16); at H = 64,
 # T = 64: 0.80 to 0.91x for B = 1 to 64, 1.03x at B = 256, 1.62x at 1024, 3.70x at 4096. The TF32 GRU
 # at H = 128, B = 64 (192 KiB): 0.48x (two layers, both directions: 0.58x). The seed's 3xTF32 forward
-# (H = 20, I = 10: 12 KiB) ran 1.66x faster than cuDNN: the line is drawn at the smallest stream
+# (H = 20, I = 10: 12 KiB then, none since it splits its weights in the kernel) ran 1.66x faster than
+# cuDNN: the line is drawn at the smallest stream
 # measured slower. Not float16 (the one fp16 configuration measured
 # streaming, the LSTM's training forward at H = 128, ran at 1.03x cuDNN's speed; it holds W_hh in
 # registers since) nor bfloat16 (cuDNN has no bf16 RNN: the stock path is ATen's loop, 5 to 38x slower).

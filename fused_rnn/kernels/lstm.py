@@ -613,7 +613,8 @@ def _join_gates_in_backward(prec, block_h, padded):
 
 def _weights_in_registers(prec, warps, block_h, hidden_size, *, forward_spills):
     """Whether a kernel holds W_hh in registers for the whole loop: rnn_linear.weights_in_registers,
-    except for the forwards that then run out of registers (``forward_spills``: padded H).
+    except for the forwards that then run out of registers (``forward_spills``: padded H, and the
+    training forward in reverse with lengths, see _forward_weights_in_registers).
 
     In shared memory a step streams all of W_hh into wgmma (rnn_linear.streamed_bytes; 128 KiB at
     H = 128 in bf16). Static, sm_90a, triton 3.6, B64 T1024: at H = 128 (8 warps) the bf16 forward
@@ -627,11 +628,16 @@ def _weights_in_registers(prec, warps, block_h, hidden_size, *, forward_spills):
     return placed and not forward_spills
 
 
-def _forward_weights_in_registers(prec, block_h, hidden_size, store_saved):
-    """W_IN_REGISTERS of the forward kernel (its warps as _num_warps gives them)."""
+def _forward_weights_in_registers(prec, block_h, hidden_size, store_saved, reverse=False, has_lengths=False):
+    """W_IN_REGISTERS of the forward kernel (its warps as _num_warps gives them): not at a padded H,
+    nor in the training forward that runs in reverse with lengths (a bidirectional LSTM over packed
+    sequences), which spills there (static, sm_90a, triton 3.6, B64 T1024: bf16 at H = 128 1086 issue
+    slots a step with 65 local loads and 16 stores against 978 with W_hh in shared memory; TF32 at
+    H = 64 491 with 52 loads and 12 stores against 501)."""
     padded = hidden_size != block_h
     warps = _num_warps(prec, block_h, padded, backward=False, store_saved=store_saved)
-    return _weights_in_registers(prec, warps, block_h, hidden_size, forward_spills=padded)
+    spills = padded or (store_saved and reverse and has_lengths)
+    return _weights_in_registers(prec, warps, block_h, hidden_size, forward_spills=spills)
 
 
 def _backward_weights_in_registers(prec, block_h, hidden_size):
@@ -643,7 +649,9 @@ def _backward_weights_in_registers(prec, block_h, hidden_size):
 def streamed_weight_bytes(cell, dtype, hidden_size, allow_tf32, needs_grad):
     """Bytes of W_hh a step of the kernels this call launches reads from shared memory, the most of its
     forward and (``needs_grad``) backward (rnn_linear.streamed_bytes): 3xTF32, odd H, and the forwards
-    at a padded H (where _weights_in_registers keeps W_hh in shared memory to avoid spills).
+    at a padded H (where _weights_in_registers keeps W_hh in shared memory to avoid spills). Counted
+    for the forward direction without lengths: a request names neither, and the training forward in
+    reverse with lengths keeps W_hh in shared memory too (a bidirectional LSTM over packed sequences).
     """
     _check_cell(cell)
     prec = precision(dtype, allow_tf32, interpreted=False)
@@ -758,7 +766,8 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         STORE_SAVED=bool(store_saved), MASK_H=H != block_h, FAST_TANH=_fast_tanh(prec),
         PAIRED=H % 2 == 0, PAIRED_XP=H % 2 == 0 and tile_io.pairs_fit(xp),
         GATE_PAIRS=_gate_pairs(prec, block_h, warps, backward=False),
-        W_IN_REGISTERS=_forward_weights_in_registers(prec, block_h, H, bool(store_saved)),
+        W_IN_REGISTERS=_forward_weights_in_registers(prec, block_h, H, bool(store_saved), bool(reverse),
+                                                     lengths is not None),
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(xp.dtype, prec),
         num_warps=warps,
     )

@@ -621,11 +621,14 @@ def split_in_kernel(block_i, block_h, block_o):
     A tile split in the kernel is computed, so both halves stay in registers for the whole loop
     (mma.sync reads them from there), and a call makes one launch instead of two (in a CUDA graph
     on the H200 the seed's 3xTF32 forward took 9.45 µs a call with the split launch, TF32's one
-    launch 3.64 µs). Only small tiles, padded I, H and O up to 32, where that fits: static report,
+    launch 3.64 µs). Only small tiles, padded I, H and O up to 32 (static report,
     sm_90a, triton 3.6, no spills, the seed's forward 401 issue slots a step against 416 (128
     registers against 105, 4 KiB of shared memory against 18), I = H = O = 32 training forward 438
-    against 451 (168 registers). At larger tiles both halves in registers spilled (see
-    _rnn_linear_fwd)."""
+    against 451, 168 registers). Up to 64 they would hold without spills too, in fewer slots
+    (forced: I = H = 64 482 against 662), but there the split launch's halves stream from shared
+    memory where cuDNN was measured faster (3xTF32, H = 64), and the in-kernel split is unmeasured:
+    a GPU run ranks them first. At H = 128 (208 B at I = 16) and at I = 128 (104 B) they spill.
+    """
     return block_h <= 32 and block_i <= 32 and block_o <= 32
 
 
