@@ -42,3 +42,34 @@ def poisoned_outputs(monkeypatch):
     def nan_empty(*args, **kwargs):
         return torch.empty(*args, **kwargs).fill_(float("nan"))
     monkeypatch.setattr(kernels, "new_empty", nan_empty)
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    """The keyword arguments of every recurrence kernel launch (rnn_linear, elman, gru, lstm), none of them run."""
+    from fused_rnn.kernels import elman, gru, lstm
+    calls = []
+    for module in (kernels, elman, gru, lstm):
+        monkeypatch.setattr(module, "_launch", lambda kernel, grid, wrap, *args, **kw: calls.append(kw))
+    return calls
+
+
+@pytest.fixture
+def layer_backend_asks(monkeypatch):
+    """(batch_size, steps) of every recurrence.select_layer_backend call, which still decides."""
+    from fused_rnn import recurrence
+    asked = []
+    real = recurrence.select_layer_backend
+
+    def select(*args, **kw):
+        asked.append((kw.get("batch_size"), kw.get("steps")))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(recurrence, "select_layer_backend", select)
+    return asked
+
+
+@pytest.fixture
+def cudnn_available(monkeypatch):
+    """cuDNN as on a GPU machine (this CPU build of torch has none)."""
+    monkeypatch.setattr(torch.backends.cudnn, "is_available", lambda: True)

@@ -99,3 +99,15 @@ def rnn_linear_loop(x, weight_ih, weight_hh, bias_ih, bias_hh, fc_weight, fc_bia
     if fc_bias is not None:
         y = y + fc_bias
     return y, h
+
+
+def launch_holds_weights(kw):
+    """Whether a recorded recurrence kernel launch (its keyword arguments) holds its weights in registers:
+    W_IN_REGISTERS, W_HH_IN_REGISTERS, or 3xTF32 weights split in the kernel (SPLIT_IN_KERNEL)."""
+    return bool(kw.get("W_IN_REGISTERS", kw.get("W_HH_IN_REGISTERS")) or kw.get("SPLIT_IN_KERNEL"))
+
+
+def launch_streams_weights(kw):
+    """Whether a recorded launch reads its weights from shared memory every step (the 3xTF32 weight
+    split's own launch has no time loop, nor BLOCK_H)."""
+    return "BLOCK_H" in kw and not launch_holds_weights(kw)

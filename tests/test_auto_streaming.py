@@ -9,19 +9,17 @@ import pytest
 import torch
 
 from conftest import kernels
-from fused_rnn import backends, recurrence
+from fused_rnn import backends
 from fused_rnn.backends import LayerRequest, RnnLinearRequest, select_backend
 from fused_rnn.backends.triton import STREAMING_MAX_STEPS, STREAMING_MIN_BATCH
 from fused_rnn.kernels import elman, gru, lstm
+from helpers import launch_streams_weights
 
 CUDA = torch.device("cuda")
 SMALL, LARGE = STREAMING_MIN_BATCH - 1, STREAMING_MIN_BATCH
 
 
-@pytest.fixture(autouse=True)
-def cudnn_available(monkeypatch):
-    """cuDNN as on a GPU machine (this CPU build of torch has none)."""
-    monkeypatch.setattr(torch.backends.cudnn, "is_available", lambda: True)
+pytestmark = pytest.mark.usefixtures("cudnn_available")
 
 
 def linear_request(dtype=torch.float32, I=64, H=128, allow_tf32=False, batch_size=SMALL, needs_grad=False,
@@ -138,26 +136,6 @@ def test_without_cudnn_the_kernels_stay(monkeypatch):
 
 # --- streamed_weight_bytes says what the launchers do ----------------------------------------------------------------
 
-@pytest.fixture
-def launched(monkeypatch):
-    """The keyword arguments of every kernel launch, none of them run."""
-    calls = []
-    monkeypatch.setattr(kernels, "_launch", lambda kernel, grid, wrap, *args, **kw: calls.append(kw))
-    for module in (elman, gru, lstm):
-        monkeypatch.setattr(module, "_launch", lambda kernel, grid, wrap, *args, **kw: calls.append(kw))
-    return calls
-
-
-def _in_registers(kw):
-    return kw.get("W_IN_REGISTERS", kw.get("W_HH_IN_REGISTERS")) or kw.get("SPLIT_IN_KERNEL")
-
-
-def _streams(kw):
-    """Whether a recurrence kernel's launch reads its weights from shared memory every step (the 3xTF32
-    weight split has no BLOCK_H)."""
-    return "BLOCK_H" in kw and not _in_registers(kw)
-
-
 CELL_MODULES = {"rnn_tanh": elman, "gru": gru, "lstm": lstm}
 
 
@@ -184,7 +162,8 @@ def test_streamed_weight_bytes_is_what_the_layer_launchers_do(cell, H, allow_tf3
             module.recurrence_bwd(cell, hs, aux, w_hh, None, None, None, None, torch.randn(B, H), None, None,
                                   reverse=False, allow_tf32=allow_tf32)
         assert launched, "nothing launched"
-        assert (module.streamed_weight_bytes(cell, dtype, H, allow_tf32, needs_grad) > 0) == any(map(_streams, launched))
+        streams = module.streamed_weight_bytes(cell, dtype, H, allow_tf32, needs_grad) > 0
+        assert streams == any(map(launch_streams_weights, launched))
 
 
 @pytest.mark.parametrize("I", [16, 64, 256])
@@ -201,22 +180,16 @@ def test_streamed_weight_bytes_is_what_the_rnn_linear_launchers_do(I, H, allow_t
         kernels.rnn_linear_fwd(x, w_ih, w_hh, None, None, fc_w, None, allow_tf32=allow_tf32, store_hs=needs_grad)
         if needs_grad:
             kernels.rnn_linear_bwd_sweep(torch.randn(B, T, H), w_hh, fc_w, torch.randn(B, 1), allow_tf32=allow_tf32)
-        assert (kernels.streamed_weight_bytes(torch.float32, I, H, 1, allow_tf32, needs_grad) > 0) == any(map(_streams, launched))
+        streams = kernels.streamed_weight_bytes(torch.float32, I, H, 1, allow_tf32, needs_grad) > 0
+        assert streams == any(map(launch_streams_weights, launched))
 
 
 # --- the modules name the batch size ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("form", ["batch_first", "time_major", "packed"])
-def test_the_rnn_modules_ask_with_their_batch_size_and_steps(form, monkeypatch):
+def test_the_rnn_modules_ask_with_their_batch_size_and_steps(form, layer_backend_asks):
     import fused_rnn
-    asked = []
-    real = recurrence.select_layer_backend
-
-    def select(*args, **kw):
-        asked.append((kw.get("batch_size"), kw.get("steps")))
-        return real(*args, **kw)
-
-    monkeypatch.setattr(recurrence, "select_layer_backend", select)
+    asked = layer_backend_asks
     B, T, I, H = 5, 4, 3, 8
     rnn = fused_rnn.GRU(I, H, batch_first=form == "batch_first", backend="triton")
     x = torch.randn(B, T, I) if form == "batch_first" else torch.randn(T, B, I)

@@ -16,15 +16,13 @@ from fused_rnn import recurrence
 from fused_rnn.backends import RnnLinearRequest, select_backend
 from fused_rnn.backends.triton import STREAMING_MIN_BATCH
 from fused_rnn.kernels import elman, gru, lstm
+from helpers import launch_streams_weights
 
 CUDA = torch.device("cuda")
 FEW = STREAMING_MIN_BATCH // 4       # 64 sequences: the measured B, where cuDNN was faster
 
 
-@pytest.fixture(autouse=True)
-def cudnn_available(monkeypatch):
-    """cuDNN as on a GPU machine (this CPU build of torch has none)."""
-    monkeypatch.setattr(torch.backends.cudnn, "is_available", lambda: True)
+pytestmark = pytest.mark.usefixtures("cudnn_available")
 
 
 @pytest.fixture
@@ -85,21 +83,14 @@ def test_under_cuda_autocast_the_kernels_stay(fake, monkeypatch):
 # --- B and T as forward sees them ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("batch_first", [True, False])
-def test_backend_for_unbatched_input_counts_one_sequence(batch_first, fake, monkeypatch):
+def test_backend_for_unbatched_input_counts_one_sequence(batch_first, fake, layer_backend_asks, monkeypatch):
     # Unbatched input [T, I] is one sequence (forward unsqueezes it before choosing). backend_for read
     # its T as B (batch_first) or its I as B (time-major): 300 "sequences", so the kernels, where forward
     # leaves the call to cuDNN.
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     rnn = fused_rnn.GRU(300, 128, batch_first=batch_first)
     x = cuda_tensor(fake, 300, 300)
-    asked = []
-    real = recurrence.select_layer_backend
-
-    def select(*args, **kw):
-        asked.append((kw.get("batch_size"), kw.get("steps")))
-        return real(*args, **kw)
-
-    monkeypatch.setattr(recurrence, "select_layer_backend", select)
+    asked = layer_backend_asks
     with fake:
         assert rnn.backend_for(x) == "torch"
     assert asked == [(1, 300)]
@@ -156,20 +147,6 @@ def test_the_layer_functions_keep_the_kernels(api, fake, monkeypatch):
 
 # --- streamed_weight_bytes against the launchers, beyond test_auto_streaming's sizes -------------------------------
 
-@pytest.fixture
-def launched(monkeypatch):
-    """The keyword arguments of every kernel launch, none of them run."""
-    calls = []
-    for module in (kernels, elman, gru, lstm):
-        monkeypatch.setattr(module, "_launch", lambda kernel, grid, wrap, *args, **kw: calls.append(kw))
-    return calls
-
-
-def _streams(kw):
-    held = kw.get("W_IN_REGISTERS", kw.get("W_HH_IN_REGISTERS")) or kw.get("SPLIT_IN_KERNEL")
-    return "BLOCK_H" in kw and not held
-
-
 @pytest.mark.parametrize("H", [17, 33, 48, 63, 96, 127])
 @pytest.mark.parametrize("allow_tf32", [True, False], ids=["tf32", "3xtf32"])
 @pytest.mark.parametrize("form", ["forward", "reverse", "bidirectional"])
@@ -192,7 +169,7 @@ def test_elman_streamed_weight_bytes_for_odd_and_padded_sizes(H, allow_tf32, for
                                      None, torch.randn(B, H), None, None, reverse=reverse, allow_tf32=allow_tf32)
         assert launched
         assert (elman.streamed_weight_bytes("rnn_tanh", torch.float32, H, allow_tf32, needs_grad) > 0) == any(
-            map(_streams, launched))
+            map(launch_streams_weights, launched))
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
@@ -214,7 +191,8 @@ def test_gated_streamed_weight_bytes_for_odd_and_padded_sizes(cell, H, allow_tf3
             module.recurrence_bwd(cell, torch.randn(B, T, H), torch.randn(B, T, aux_width), w_hh, None, None, None,
                                   None, torch.randn(B, H), None, None, reverse=True, allow_tf32=allow_tf32)
         assert launched
-        assert (module.streamed_weight_bytes(cell, torch.float32, H, allow_tf32, needs_grad) > 0) == any(map(_streams, launched))
+        streams = module.streamed_weight_bytes(cell, torch.float32, H, allow_tf32, needs_grad) > 0
+        assert streams == any(map(launch_streams_weights, launched))
 
 
 @pytest.mark.parametrize("I", [1, 10, 33, 100, 128])
@@ -232,7 +210,8 @@ def test_rnn_linear_streamed_weight_bytes_for_odd_and_padded_sizes(I, H, allow_t
         if needs_grad:
             kernels.rnn_linear_bwd_sweep(torch.randn(B, T, H), w_hh, fc_w, torch.randn(B, 1), allow_tf32=allow_tf32)
         assert launched
-        assert (kernels.streamed_weight_bytes(torch.float32, I, H, 1, allow_tf32, needs_grad) > 0) == any(map(_streams, launched))
+        streams = kernels.streamed_weight_bytes(torch.float32, I, H, 1, allow_tf32, needs_grad) > 0
+        assert streams == any(map(launch_streams_weights, launched))
 
 
 def test_the_harness_reports_the_family_backend_of_its_mode(fake, monkeypatch):

@@ -12,15 +12,7 @@ import torch
 
 from conftest import kernels
 from fused_rnn.kernels import elman, gru, lstm
-
-
-@pytest.fixture
-def launched(monkeypatch):
-    """The keyword arguments of every kernel launch, none of them run."""
-    calls = []
-    for module in (kernels, elman, gru, lstm):
-        monkeypatch.setattr(module, "_launch", lambda kernel, grid, wrap, *args, **kw: calls.append(kw))
-    return calls
+from helpers import launch_holds_weights
 
 
 def launch_streams(kw, dtype, gates=None):
@@ -31,7 +23,7 @@ def launch_streams(kw, dtype, gates=None):
     forward multiplies W_hh and W_ih, the backward sweep W_hh; fc_W is read once, after the loop)."""
     if "BLOCK_H" not in kw:
         return 0                           # the 3xTF32 split launch: no time loop
-    if kw.get("W_IN_REGISTERS", kw.get("W_HH_IN_REGISTERS")) or kw.get("SPLIT_IN_KERNEL"):
+    if launch_holds_weights(kw):
         return 0
     prec, bh = kw["PRECISION"], kw["BLOCK_H"]
     item = 4 if prec in ("ieee", "tf32", "tf32x3") else dtype.itemsize
