@@ -355,11 +355,12 @@ def test_3xtf32_split_in_the_kernel_gives_the_split_launchs_bits(I, H, O, store_
     args = (x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b)
     launches = []
     real_launch = kernels._launch
-    monkeypatch.setattr(kernels, "_launch", lambda kernel, *a, **kw: (launches.append(kernel), real_launch(kernel, *a, **kw)))
-    assert kernels.split_in_kernel(kernels.block(I), kernels.forward_block_h(H, "tf32x3"), kernels.block(O))
+    monkeypatch.setattr(kernels, "_launch",
+                        lambda kernel, *a, **kw: (launches.append(kernel), real_launch(kernel, *a, **kw)))
+    assert kernels.split_in_kernel("tf32x3", kernels.block(I), kernels.forward_block_h(H, "tf32x3"), kernels.block(O))
     here = kernels.rnn_linear_fwd(*args, allow_tf32=False, store_hn=True, store_hs=store_hs)
     assert len(launches) == 1
-    monkeypatch.setattr(kernels, "split_in_kernel", lambda *blocks: False)
+    monkeypatch.setattr(kernels, "split_in_kernel", lambda *args: False)
     launches.clear()
     apart = kernels.rnn_linear_fwd(*args, allow_tf32=False, store_hn=True, store_hs=store_hs)
     assert len(launches) == 2

@@ -614,9 +614,9 @@ def num_warps(prec, block_h):
     return 4
 
 
-def split_in_kernel(block_i, block_h, block_o):
-    """Whether the forward kernel splits its 3xTF32 weights itself, from the fp32 weights, instead of
-    taking the halves split_tf32_weights makes in a launch of its own.
+def split_in_kernel(prec, block_i, block_h, block_o):
+    """Whether the forward kernel at precision ``prec`` splits its 3xTF32 weights itself, from the fp32
+    weights, instead of taking the halves split_tf32_weights makes in a launch of its own.
 
     A tile split in the kernel is computed, so both halves stay in registers for the whole loop
     (mma.sync reads them from there), and a call makes one launch instead of two (in a CUDA graph
@@ -629,7 +629,7 @@ def split_in_kernel(block_i, block_h, block_o):
     memory where cuDNN was measured faster (3xTF32, H = 64), and the in-kernel split is unmeasured:
     a GPU run ranks them first. At H = 128 (208 B at I = 16) and at I = 128 (104 B) they spill.
     """
-    return block_h <= 32 and block_i <= 32 and block_o <= 32
+    return prec == "tf32x3" and block_h <= 32 and block_i <= 32 and block_o <= 32
 
 
 def operand_weights(prec, *weights, wrap=None):
@@ -833,8 +833,8 @@ def streamed_weight_bytes(dtype, input_size, hidden_size, output_size, allow_tf3
     size decides split_in_kernel."""
     prec = precision(dtype, allow_tf32, interpreted=False)
     block_h, block_i = forward_block_h(hidden_size, prec), block(input_size)
-    held = _forward_weights_in_registers(prec, block_h, block_i, hidden_size)[0] or (
-        prec == "tf32x3" and split_in_kernel(block_i, block_h, block(output_size)))
+    held = (_forward_weights_in_registers(prec, block_h, block_i, hidden_size)[0]
+            or split_in_kernel(prec, block_i, block_h, block(output_size)))
     streamed = streamed_bytes(prec, dtype, held, (block_h, block_h), (block_h, block_i))
     if needs_grad:
         block_h = block(hidden_size)
@@ -904,7 +904,7 @@ def rnn_linear_fwd(x, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b, h0=None, lengths=None,
     hs = new_empty((B, T, H), device=x.device, dtype=torch.float32) if store_hs else None
     prec = precision(x.dtype, allow_tf32)
     block_i, block_h, block_o = block(I), forward_block_h(H, prec), block(O)
-    split_here = prec == "tf32x3" and split_in_kernel(block_i, block_h, block_o)
+    split_here = split_in_kernel(prec, block_i, block_h, block_o)
     if split_here:
         w_ih_lo = w_hh_lo = fc_w_lo = None
     else:
