@@ -85,9 +85,13 @@ NAMED = {
 # multi-layer or bidirectional model whose output the next layer reads, and GRU/LSTM models.
 # config: (cell, (B, T, I, H), dtype, mode, allow_tf32, direction, store_out). I is the model's input
 # size: the input projection is one GEMM outside the loop, so it does not change the kernel.
+# (B, T, I, H, O): with a head of O outputs fused after the loop (SimpleRNN's last GRU or LSTM layer).
 # direction: "forward", "reverse", or "both" (a bidirectional Elman layer's one launch, grid axis 1).
 LONG_LAYER = (64, 1024, 64, 128)
 PADDED_LAYER = (64, 1024, 64, 100)
+LONG_HEAD_LAYER = (*LONG_LAYER, 1)
+# The widest head the kernels take (rnn_linear.MAX_BLOCK outputs) where it costs the most shared memory.
+WIDE_HEAD_LAYER = (*LONG_LAYER, 256)
 NAMED_LAYERS = {
     "long_layer_bf16_forward": ("rnn_tanh", LONG_LAYER, "bf16", "forward", None, "forward", True),
     "long_layer_bf16_reverse_forward": ("rnn_tanh", LONG_LAYER, "bf16", "forward", None, "reverse", True),
@@ -107,6 +111,15 @@ NAMED_LAYERS = {
     "long_gru_bf16_train_forward": ("gru", LONG_LAYER, "bf16", "train_forward", None, "forward", True),
     "long_gru_bf16_backward": ("gru", LONG_LAYER, "bf16", "backward", None, "forward", True),
     "long_gru_fp32_forward": ("gru", LONG_LAYER, "fp32", "forward", None, "forward", False),
+    # The last layer of SimpleRNN(cell="gru" | "lstm"): h_n into the fused head.
+    "long_gru_bf16_head_forward": ("gru", LONG_HEAD_LAYER, "bf16", "forward", None, "forward", False),
+    "long_gru_bf16_head_train_forward": ("gru", LONG_HEAD_LAYER, "bf16", "train_forward", None, "forward", False),
+    "long_lstm_bf16_head_forward": ("lstm", LONG_HEAD_LAYER, "bf16", "forward", None, "forward", False),
+    "long_lstm_bf16_head_train_forward": ("lstm", LONG_HEAD_LAYER, "bf16", "train_forward", None, "forward",
+                                          False),
+    "long_gru_fp16_head256_forward": ("gru", WIDE_HEAD_LAYER, "fp16", "forward", None, "forward", False),
+    "long_lstm_bf16_head256_train_forward": ("lstm", WIDE_HEAD_LAYER, "bf16", "train_forward", None, "forward",
+                                             False),
     # A hidden size that is not a power of two (padded to 128, MASK_H): what most models have.
     "padded_layer_h100_bf16_forward": ("rnn_tanh", PADDED_LAYER, "bf16", "forward", None, "forward", True),
     "padded_layer_h100_bf16_train_forward": ("rnn_tanh", PADDED_LAYER, "bf16", "train_forward", None, "forward",
@@ -207,7 +220,7 @@ def layer_kernels(cell):
 def compile_layer_launches(cell, mode, shape, dtype, allow_tf32, direction, store_out, with_lengths=False):
     """As compile_launches, for one layer-direction of the recurrence (the layer contract, fused_rnn/cells)."""
     kernels = layer_kernels(cell)
-    B, T, _, H = shape
+    B, T, _, H, *head_outputs = shape
     G = LAYER_KERNELS[cell][1]
     train = mode != "forward"
     lengths = _lengths(B, T, with_lengths)
@@ -225,8 +238,13 @@ def compile_layer_launches(cell, mode, shape, dtype, allow_tf32, direction, stor
     reverse = direction == "reverse"
     xp = torch.zeros(B, T, G * H, dtype=dtype)
     w_hh, b_hh = torch.zeros(G * H, H, dtype=dtype), torch.zeros(G * H, dtype=dtype)
+    head = None
+    if head_outputs:
+        O, = head_outputs
+        head = (torch.zeros(O, H, dtype=dtype), torch.zeros(O, dtype=dtype))
     out, h_n, c_n, hs, aux = kernels.recurrence_fwd(cell, xp, w_hh, b_hh, None, None, lengths, reverse=reverse,
-                                                    allow_tf32=allow_tf32, store_out=store_out, store_saved=train)
+                                                    allow_tf32=allow_tf32, store_out=store_out, store_saved=train,
+                                                    head=head)
     if mode == "backward":
         _COMPILED.clear()
         dout = torch.zeros(B, T, H, dtype=dtype)
@@ -388,12 +406,13 @@ def report_row(config, shape, dtype_name, mode, allow_tf32, auto, layer=None, wi
         extra = {}
     else:
         cell, direction, store_out = layer
-        B, T, I, H = shape
-        O = None
+        B, T, I, H, *head_outputs = shape
+        O = head_outputs[0] if head_outputs else None   # a fused head's outputs
         (name, kernel, kwargs), = compile_layer_launches(cell, mode, shape, dtype, allow, direction, store_out,
                                                          with_lengths)
         estimate = layer_kernels(cell).smem_bytes(dtype, kernels.block(H), allow,
-                                                  store_saved=mode == "train_forward", backward=mode == "backward")
+                                                  store_saved=mode == "train_forward", backward=mode == "backward",
+                                                  **({"block_o": kernels.block(O)} if O else {}))
         extra = {"cell": cell, "direction": direction, "store_out": store_out}
     sass = sass_of(kernel.asm["cubin"])
     loop = time_loop(sass)

@@ -8,7 +8,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from . import backends
 from .backends import RnnLinearRequest
-from .ops import BACKENDS, check_lengths, check_x, resolve_allow_tf32, rnn_linear, select_backend
+from .ops import (BACKENDS, autocast_low_dtype, check_lengths, check_x, resolve_allow_tf32, rnn_linear,
+                  select_backend)
 from .rnn import GRU, LSTM, RNN, _fx_proxy, _recurrence, pad_packed
 
 CELL_CLASSES = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
@@ -57,8 +58,9 @@ class SimpleRNN(nn.Module):
       time loop and the head fused);
     * otherwise the first L-1 layers run through ``recurrence.run_layers`` and
       the last layer never writes its [B, T, D·H] output: one direction gives
-      its h_n to the head (an Elman last layer is again ``rnn_linear``, with
-      the previous layer's output as its input); with two, ``out[:, -1]`` is
+      its h_n to the head, which the GRU and LSTM kernels run after their time
+      loop, from the fp32 state (an Elman last layer is again ``rnn_linear``,
+      with the previous layer's output as its input); with two, ``out[:, -1]`` is
       the forward state at each sequence's last step next to the reverse
       direction's state after its first step (one step from its h0 at that
       position), computed as a one-step layer.
@@ -211,12 +213,20 @@ class SimpleRNN(nn.Module):
                                    backend=chosen)
             h_ns.append(h_last)
         else:
-            _, h_fwd, c_fwd = recurrence.layer(spec.name, inp, *last_layer(0), lengths, reverse=False,
-                                               store_out=False, **common)
+            # One direction: fc on h_n, fused after the last layer's loop where its kernel takes it
+            # (GRU, LSTM; recurrence.fuses_head); two: fc reads both directions' states, below.
+            head = None
+            layer_dtype = recurrence.autocast_dtype(spec.name, inp, h0) or inp.dtype
+            if (D == 1 and self._head_dtype(inp) == layer_dtype
+                    and recurrence.fuses_head(spec.name, chosen, layer_dtype, rnn.hidden_size, fc.out_features,
+                                              allow_tf32)):
+                head = (fc.weight, fc.bias)
+            first, h_fwd, c_fwd = recurrence.layer(spec.name, inp, *last_layer(0), lengths, reverse=False,
+                                                   store_out=False, head=head, **common)
             h_ns.append(h_fwd[None])
             c_ns.append(None if c_fwd is None else c_fwd[None])
             if D == 1:
-                y = fc(h_fwd)
+                y = first if head is not None else fc(h_fwd)
             else:
                 # out[:, len_b - 1]'s reverse half: that direction's first step, from its h0, at position
                 # len_b - 1. With h_n asked for, the whole reverse pass runs anyway: its output there, so
@@ -238,6 +248,18 @@ class SimpleRNN(nn.Module):
             return y
         h_n = torch.cat(h_ns)
         return (y, (h_n, torch.cat(c_ns))) if spec.has_cell_state else (y, h_n)
+
+    def _head_dtype(self, inp):
+        """The dtype ``fc`` computes in on the last layer's h_n, or None where its weight and bias differ
+        (F.linear refuses that outside autocast). A fused head runs in the layer's dtype: only where the
+        two agree (not for the GRU on CPU under autocast, whose state stays float32 while fc is autocast's)."""
+        fc = self.fc
+        low = autocast_low_dtype(inp)
+        if low is not None:
+            return low
+        if fc.bias is not None and fc.bias.dtype != fc.weight.dtype:
+            return None
+        return fc.weight.dtype
 
     def _head_kernel_launches(self, inp, chosen, needs_grad, allow_tf32):
         """Whether rnn_linear can run the last Elman layer with the head where the layer kernels run.

@@ -96,6 +96,11 @@ def _present(t):
     return t if t is not None and t.dim() != 1 else None
 
 
+def _head(fc_w, fc_b):
+    """The layer forwards' ``head`` argument from the ops' two: (fc_w, fc_b), or None without fc_w."""
+    return (fc_w, fc_b) if fc_w is not None else None
+
+
 def _fill_forward(xp, out, h_n, c_n, hs, aux):
     """recurrence_fwd's results with an empty tensor for each None."""
     wide = stock.wide_dtype(xp.dtype)
@@ -110,20 +115,21 @@ def _fill_forward(xp, out, h_n, c_n, hs, aux):
 def recurrence_torch_op(
     cell: str, xp: torch.Tensor, w_hh: torch.Tensor, b_hh: Optional[torch.Tensor], h0: Optional[torch.Tensor],
     c0: Optional[torch.Tensor], lengths: Optional[torch.Tensor], reverse: bool, store_out: bool,
-    store_saved: bool,
+    store_saved: bool, fc_w: Optional[torch.Tensor] = None, fc_b: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """recurrence_stock.recurrence_fwd with empty tensors for the absent results."""
     return _fill_forward(xp, *stock.recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse,
-                                                   store_out=store_out, store_saved=store_saved))
+                                                   store_out=store_out, store_saved=store_saved,
+                                                   head=_head(fc_w, fc_b)))
 
 
 @recurrence_torch_op.register_fake
-def _(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, store_out, store_saved):
+def _(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, store_out, store_saved, fc_w=None, fc_b=None):
     spec = get_cell(cell)
     B, T, _ = xp.shape
     H = w_hh.shape[1]
     wide = stock.wide_dtype(xp.dtype)
-    return (xp.new_empty(B, T, H) if store_out else _empty(xp),
+    return (xp.new_empty(B, fc_w.shape[0]) if fc_w is not None else xp.new_empty(B, T, H) if store_out else _empty(xp),
             xp.new_empty(B, H),
             xp.new_empty(B, H) if spec.has_cell_state else _empty(xp),
             xp.new_empty(B, T, H, dtype=wide) if store_saved else _empty(xp, wide),
@@ -160,19 +166,21 @@ def _cuda_kernels(cell):
 def recurrence_op(
     cell: str, xp: torch.Tensor, w_hh: torch.Tensor, b_hh: Optional[torch.Tensor], h0: Optional[torch.Tensor],
     c0: Optional[torch.Tensor], lengths: Optional[torch.Tensor], reverse: bool, allow_tf32: bool,
-    store_out: bool, store_saved: bool, plain: bool,
+    store_out: bool, store_saved: bool, plain: bool, fc_w: Optional[torch.Tensor] = None,
+    fc_b: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One layer's recurrence in one direction (the kernels' recurrence_fwd, contract.md).
 
     Returns (out, h_n, c_n, hs, aux), an empty tensor for each absent one
-    (out without store_out, c_n for cells without c, hs and aux without store_saved).
+    (out without store_out, c_n for cells without c, hs and aux without store_saved);
+    with fc_w (a fused head, fc_b or None beside it) y = h_n fc_wᵀ + fc_b in out's place.
     plain: the plain-PyTorch contract on CUDA too (backend "torch": a configuration the kernels do not take).
     """
     if xp.device.type == "cuda" and not plain:
         return _fill_forward(xp, *_cuda_kernels(cell).recurrence_fwd(
             cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32, store_out=store_out,
-            store_saved=store_saved, wrap=wrap_triton))
-    return recurrence_torch_op(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, store_out, store_saved)
+            store_saved=store_saved, head=_head(fc_w, fc_b), wrap=wrap_triton))
+    return recurrence_torch_op(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, store_out, store_saved, fc_w, fc_b)
 
 
 @fused_op("fused_rnn::recurrence_bwd")
@@ -204,15 +212,20 @@ def _op_sweep(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, *, r
 
 # --- autograd, shared by the eager Function and the op --------------------------------------------------------
 
-def save_for_backward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, hs, aux, reverse, allow_tf32, projection=None):
+def save_for_backward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, hs, aux, reverse, allow_tf32, projection=None,
+                      head=None, head_at=None):
     """Save on an autograd ctx what ``backward`` needs (eager Function and registered op alike).
 
     projection: (x, w_ih, b_ih), what xp was computed from, for double backward
     (which recomputes xp). Not xp itself: it would keep B·T·G·H more elements
     alive per layer and direction, while F.linear's backward holds x and w_ih anyway.
+    head: (fc_w, fc_b, h_n) of a fused head, None without one; head_at: fc_w's place among the
+    inputs (fc_b's the next), whose needs_input_grad says which of their gradients to give.
     """
-    ctx.save_for_backward(w_hh, b_hh, h0, c0, lengths, hs, aux, *(projection or (None, None, None)))
+    ctx.save_for_backward(w_hh, b_hh, h0, c0, lengths, hs, aux, *(projection or (None, None, None)),
+                          *(head or (None, None, None)))
     ctx.cell, ctx.reverse, ctx.allow_tf32, ctx.xp_dtype = cell, reverse, allow_tf32, xp.dtype
+    ctx.has_head, ctx.head_at = head is not None, head_at
 
 
 def states_before(hs, h0, lengths, reverse):
@@ -235,10 +248,12 @@ def states_before(hs, h0, lengths, reverse):
 
 
 def backward(ctx, dout, dh_n, dc_n, sweep, differentiable=False):
-    """Gradients of (xp, w_hh, b_hh, h0, c0), None where not needed.
+    """Gradients of (xp, w_hh, b_hh, h0, c0, fc_w, fc_b), None where not needed (fc_w, fc_b: without a head).
 
     ``sweep`` is the kernels' recurrence_bwd or ``_op_sweep``; dW_hh = Σ_t dgh_tᵀ h_{t-1}
     and db_hh = Σ_t dgh_t are then single products over all B·T steps, in fp32.
+    With a fused head ``dout`` is ∂L/∂y: the sweep starts from dh_n + dy·fc_W, and
+    dfc_W = dyᵀ h_n, dfc_b = Σ_b dy (fp32 products, float64 for float64, as rnn_linear's backward).
     differentiable: build a graph of the gradients (create_graph=True) by
     differentiating the plain loop instead; the sweep is not differentiable.
     """
@@ -246,6 +261,21 @@ def backward(ctx, dout, dh_n, dc_n, sweep, differentiable=False):
         return _differentiable_backward(ctx, dout, dh_n, dc_n)
     w_hh, b_hh, h0, c0, lengths, hs, aux = ctx.saved_tensors[:7]
     need_xp, need_w_hh, need_b_hh, need_h0, need_c0 = ctx.needs_input_grad[1:6]
+    dfc_w = dfc_b = None
+    if ctx.has_head:
+        fc_w, fc_b, h_n = ctx.saved_tensors[10:13]
+        dy, dout = dout, None
+        if dy is not None:
+            wide = hs.dtype   # fp32 (float64 for float64), as the sweep's
+            dy = dy.to(wide)
+            from_head = dy @ fc_w.to(wide)
+            dh_n = from_head if dh_n is None else dh_n.to(wide) + from_head
+            if ctx.needs_input_grad[ctx.head_at]:
+                dfc_w = (dy.T @ h_n.to(wide)).to(fc_w.dtype)
+            if fc_b is not None and ctx.needs_input_grad[ctx.head_at + 1]:
+                dfc_b = dy.sum(0).to(fc_b.dtype)
+        if not any(ctx.needs_input_grad[1:6]):   # only the head's weights (a frozen recurrent layer)
+            return None, None, None, None, None, dfc_w, dfc_b
     dxp, dgh, dh0, dc0 = sweep(ctx.cell, hs, _present(aux), w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths,
                                reverse=ctx.reverse, allow_tf32=ctx.allow_tf32)
     B, T, H = hs.shape
@@ -257,7 +287,7 @@ def backward(ctx, dout, dh_n, dc_n, sweep, differentiable=False):
         db_hh = dgh.sum((0, 1)).to(b_hh.dtype)
     return (dxp.to(ctx.xp_dtype) if need_xp else None, dw_hh, db_hh,
             dh0.to(h0.dtype) if need_h0 else None,
-            dc0.to(c0.dtype) if need_c0 and dc0 is not None else None)
+            dc0.to(c0.dtype) if need_c0 and dc0 is not None else None, dfc_w, dfc_b)
 
 
 def _differentiable_backward(ctx, dout, dh_n, dc_n):
@@ -267,16 +297,24 @@ def _differentiable_backward(ctx, dout, dh_n, dc_n):
     recurrence_stock.recurrence_unrolled (fp32, or float64 for float64), and
     differentiates it with create_graph=True.
     """
-    w_hh, b_hh, h0, c0, lengths, _, _, x, w_ih, b_ih = ctx.saved_tensors
+    w_hh, b_hh, h0, c0, lengths, _, _, x, w_ih, b_ih, fc_w, fc_b, _ = ctx.saved_tensors
     if x is None:
         raise RuntimeError("double backward (create_graph=True) does not go through fused_rnn::recurrence, the op "
                            "torch.compile calls (compiled graphs have no double backward either); run the model "
                            "eagerly for higher-order gradients")
-    wanted = [i for i, need in enumerate(ctx.needs_input_grad[1:6]) if need]
+    # The gradients backward returns: xp, w_hh, b_hh, h0, c0 (inputs 1-5), fc_w, fc_b.
+    head_needs = ctx.needs_input_grad[ctx.head_at:ctx.head_at + 2] if ctx.has_head else (False, False)
+    needs = ctx.needs_input_grad[1:6] + tuple(head_needs)
+    wanted = [i for i, need in enumerate(needs) if need]
     with torch.enable_grad():
         xp = input_projection(x, w_ih, b_ih)
-        inputs = (xp, w_hh, b_hh, h0, c0)
-        results = stock.recurrence_unrolled(ctx.cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=ctx.reverse)
+        inputs = (xp, w_hh, b_hh, h0, c0, fc_w, fc_b)
+        results = stock.recurrence_unrolled(ctx.cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=ctx.reverse,
+                                            store_out=not ctx.has_head)
+        if ctx.has_head:   # the first output is y = fc(h_n), as the forward's
+            h_n = results[1]
+            results = (F.linear(h_n, fc_w.to(h_n.dtype), None if fc_b is None else fc_b.to(h_n.dtype)),
+                       *results[1:])
         outputs, grad_outputs = [], []
         for result, grad in zip(results, (dout, dh_n, dc_n)):
             if result is not None and grad is not None:
@@ -284,15 +322,16 @@ def _differentiable_backward(ctx, dout, dh_n, dc_n):
                 grad_outputs.append(grad.to(result.dtype))
         grads = torch.autograd.grad(outputs, [inputs[i] for i in wanted], grad_outputs, create_graph=True,
                                     allow_unused=True)
-    gradients = [None] * 5
+    gradients = [None] * 7
     for i, grad in zip(wanted, grads):
         gradients[i] = grad
     return tuple(gradients)
 
 
 def _setup_context(ctx, inputs, output):
-    cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, _, _, plain = inputs
-    save_for_backward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, output[3], output[4], reverse, allow_tf32)
+    cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, _, _, plain, fc_w, fc_b = inputs
+    save_for_backward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, output[3], output[4], reverse, allow_tf32,
+                      head=None if fc_w is None else (fc_w, fc_b, output[1]), head_at=12)
     ctx.plain = plain
 
 
@@ -302,29 +341,31 @@ def _op_backward(ctx, dout, dh_n, dc_n, _dhs, _daux):
         raise RuntimeError("fused_rnn::recurrence was called with store_saved=False and cannot be differentiated")
     grads = backward(ctx, _present(dout), dh_n, _present(dc_n), functools.partial(_op_sweep, plain=ctx.plain),
                      differentiable=plain_math_backward(dout, dh_n, dc_n))
-    # In the op's argument order: cell, then the five tensors; lengths and the flags get none.
-    return None, *grads, None, None, None, None, None, None
+    # In the op's argument order: cell, the five tensors, lengths and the five flags, then fc_w and fc_b.
+    return None, *grads[:5], None, None, None, None, None, None, *grads[5:]
 
 
 recurrence_op.register_autograd(_op_backward, setup_context=_setup_context)
 
 
 class _RecurrenceFunction(torch.autograd.Function):
-    """The kernels' forward and backward (eager), in the registered op's argument order, then x, w_ih, b_ih.
+    """The kernels' forward and backward (eager), in the registered op's argument order (less ``plain``), then
+    x, w_ih, b_ih.
 
-    Returns (out or None, h_n, c_n or None). Its backward is differentiable
-    (double backward) when autograd asks for a graph (create_graph=True).
+    Returns (out or None, h_n, c_n or None); with fc_w (a fused head) y in out's place. Its backward
+    is differentiable (double backward) when autograd asks for a graph (create_graph=True).
     """
 
     @staticmethod
-    def forward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, store_out, x, w_ih, b_ih):
+    def forward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, store_out, fc_w, fc_b, x, w_ih,
+                b_ih):
         # x, w_ih, b_ih: what xp was computed from, kept for double backward only
         # (their gradients reach them through xp's own graph).
         out, h_n, c_n, hs, aux = kernel_module(cell).recurrence_fwd(
             cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32, store_out=store_out,
-            store_saved=True)
+            store_saved=True, head=_head(fc_w, fc_b))
         save_for_backward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, hs, aux, reverse, allow_tf32,
-                          (x, w_ih, b_ih))
+                          (x, w_ih, b_ih), head=None if fc_w is None else (fc_w, fc_b, h_n), head_at=10)
         # An unused output's gradient arrives as None instead of a zero tensor.
         ctx.set_materialize_grads(False)
         return out, h_n, c_n
@@ -333,7 +374,8 @@ class _RecurrenceFunction(torch.autograd.Function):
     def backward(ctx, dout, dh_n, dc_n):
         grads = backward(ctx, dout, dh_n, dc_n, kernel_module(ctx.cell).recurrence_bwd,
                          differentiable=plain_math_backward(dout, dh_n, dc_n))
-        return None, *grads, None, None, None, None, None, None, None
+        # cell, the five tensors, lengths, reverse, allow_tf32, store_out, fc_w, fc_b, then x, w_ih, b_ih.
+        return None, *grads[:5], None, None, None, None, *grads[5:], None, None, None
 
     @staticmethod
     def jvp(ctx, *tangents):
@@ -582,15 +624,18 @@ def _needs_grad(*tensors):
 
 
 def recurrence(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, backend, store_out=True,
-               projection):
+               projection, head=None):
     """One layer's recurrence in one direction, with autograd: (out or None, h_n, c_n or None) in xp's dtype.
 
     backend: "triton" or "torch", as select_layer_backend chose. The kernels read
     a contiguous w_hh, b_hh, h0, c0 and int64 lengths on xp's device.
     projection: (x, w_ih, b_ih) with xp = input_projection(x, w_ih, b_ih), for double backward.
+    head: (fc_w, fc_b), a Linear on h_n fused after the loop (store_out False; see fuses_head):
+    the first result is then y = h_n fc_wᵀ + fc_b.
     """
     spec = get_cell(cell)
     allow_tf32 = resolve_allow_tf32(allow_tf32)
+    fc_w, fc_b = head if head is not None else (None, None)
     # Under torch.compile the registered op keeps the graph whole and T symbolic,
     # for either backend; meta and fake tensors take it too, for its shape-only fake.
     use_op = shape_only(xp) or is_compiling()
@@ -598,22 +643,38 @@ def recurrence(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, ba
         with torch.autocast(xp.device.type, enabled=False):   # the state stays wide, as in the kernels
             out, h_n, c_n, _ = stock.recurrence_unrolled(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse,
                                                          store_out=store_out)
-        return tuple(t.to(xp.dtype) if t is not None else None for t in (out, h_n, c_n))
-    needs_grad = _needs_grad(xp, w_hh, b_hh, h0, c0)
+        out, h_n, c_n = (t.to(xp.dtype) if t is not None else None for t in (out, h_n, c_n))
+        return (F.linear(h_n, fc_w, fc_b) if head is not None else out), h_n, c_n
+    needs_grad = _needs_grad(xp, w_hh, b_hh, h0, c0, fc_w, fc_b)
     if use_op:
         # plain only where the choice was made on a CUDA tensor: a program exported on
         # CPU (where "auto" is always "torch") still runs the kernels on CUDA.
         plain = backend == "torch" and xp.device.type == "cuda"
-        out, h_n, c_n, _, _ = recurrence_op(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, store_out,
-                                            needs_grad, plain)
-        return (out if store_out else None), h_n, (c_n if spec.has_cell_state else None)
+        first, h_n, c_n, _, _ = recurrence_op(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32,
+                                              store_out, needs_grad, plain, fc_w, fc_b)
+        return (first if store_out or head is not None else None), h_n, (c_n if spec.has_cell_state else None)
     if needs_grad:
         return _RecurrenceFunction.apply(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, store_out,
-                                         *projection)
+                                         fc_w, fc_b, *projection)
     # Inference: no autograd node, no saved states.
-    out, h_n, c_n, _, _ = kernel_module(cell).recurrence_fwd(
-        cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32, store_out=store_out)
-    return out, h_n, c_n
+    first, h_n, c_n, _, _ = kernel_module(cell).recurrence_fwd(
+        cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32, store_out=store_out,
+        head=head)
+    return first, h_n, c_n
+
+
+def fuses_head(cell, backend, dtype, hidden_size, output_size, allow_tf32):
+    """Whether ``layer`` on ``backend`` ("triton" or "torch") takes a ``head`` of ``output_size`` outputs.
+
+    The plain path (and its op) computes any head as F.linear on h_n; the kernels fuse it
+    after their time loop where the cell's kernel module has a head (GRU, LSTM: the Elman
+    layer with its head is rnn_linear) and it fits (head_unsupported_reason).
+    """
+    if backend != "triton":
+        return True
+    module = kernel_module(cell)
+    reason = None if isinstance(module, str) else getattr(module, "head_unsupported_reason", None)
+    return reason is not None and reason(cell, dtype, hidden_size, output_size, allow_tf32) is None
 
 
 def input_projection(x, w_ih, b_ih):
@@ -628,32 +689,40 @@ def input_projection(x, w_ih, b_ih):
     return F.linear(x, w_ih, b_ih)
 
 
-def layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *, reverse, allow_tf32, backend, store_out=True):
+def layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *, reverse, allow_tf32, backend, store_out=True,
+          head=None):
     """One layer in one direction: (out [B, T, H] or None, h_n [B, H], c_n [B, H] or None), x's dtype.
 
     x: [B, T, I], any strides; w_ih: [G·H, I], w_hh: [G·H, H], b_ih, b_hh: [G·H] or None;
     h0, c0: [B, H] or None (zeros); lengths: [B] integers in [1, T] (checked by the caller) or None;
     backend: "auto", "triton" or "torch" (see select_layer_backend).
+    head: (fc_w [O, H], fc_b [O] or None), a Linear on h_n run with the layer (store_out False), where
+    fuses_head says the chosen backend takes it: the first result is then y [B, O] = fc(h_n).
     """
     dtype = autocast_dtype(cell, x, h0)
     if dtype is not None:
-        # As run_layers: one dtype for the layer, autocast off inside.
+        # As run_layers: one dtype for the layer, autocast off inside (fc's products too, as autocast runs them).
         x, w_ih, w_hh, b_ih, b_hh, h0, c0 = cast_floating(dtype, x, w_ih, w_hh, b_ih, b_hh, h0, c0)
+        head = None if head is None else tuple(cast_floating(dtype, *head))
         with torch.autocast(x.device.type, enabled=False):
             return layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32,
-                         backend=backend, store_out=store_out)
+                         backend=backend, store_out=store_out, head=head)
     check_state_like("h0", h0, x)
     check_state_like("c0", c0, x)
     allow_tf32 = resolve_allow_tf32(allow_tf32)
     chosen = select_layer_backend(cell, x, w_hh.shape[1], backend=backend, allow_tf32=allow_tf32,
-                                  needs_grad=_needs_grad(x, w_ih, w_hh, b_ih, b_hh, h0, c0))
+                                  needs_grad=_needs_grad(x, w_ih, w_hh, b_ih, b_hh, h0, c0, *(head or ())))
     if lengths is not None:   # what the kernels read; no copy when run_layers already made it so
         lengths = lengths.to(device=x.device, dtype=torch.int64).contiguous()
+    if head is not None and not fuses_head(cell, chosen, x.dtype, w_hh.shape[1], head[0].shape[0], allow_tf32):
+        raise ValueError(f"the {chosen} layer kernels of cell {cell!r} take no head of {head[0].shape[0]} outputs "
+                         "here (see fuses_head)")
     if chosen == "triton":
         w_hh, b_hh, h0, c0 = (t.contiguous() if t is not None else None for t in (w_hh, b_hh, h0, c0))
+        head = None if head is None else tuple(t.contiguous() if t is not None else None for t in head)
     xp = input_projection(x, w_ih, b_ih)
     return recurrence(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32,
-                      backend=chosen, store_out=store_out, projection=(x, w_ih, b_ih))
+                      backend=chosen, store_out=store_out, projection=(x, w_ih, b_ih), head=head)
 
 
 # The cells torch.nn's modules run in the low dtype under autocast, per device, so that ours return

@@ -81,12 +81,16 @@ def recurrence_unrolled(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, store
 
 @torch.no_grad()
 def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32=False, store_out=True,
-                   store_saved=False, wrap=None):
+                   store_saved=False, head=None, wrap=None):
     """The kernel modules' ``recurrence_fwd`` (see contract.md), in plain PyTorch; allow_tf32, wrap unused.
 
     Returns (out [B, T, H] in xp's dtype or None, h_n, c_n or None, hs [B, T, H] wide or None,
     aux [B, T, aux_size] wide or None). The aux is xp (widened) then, for a cell with c, the c_t.
+    With a ``head`` (fc_w, fc_b; store_out False) the first result is y = fc(h_n) in xp's dtype,
+    as the user model's ``fc`` computes it from the h_n it returns.
     """
+    if head is not None and store_out:
+        raise ValueError("a layer forward with a fused head writes y, not out: store_out must be False")
     with torch.autocast(xp.device.type, enabled=False):   # the state stays wide, as in the kernels
         states, h_n, c_n, cs = recurrence_unrolled(cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse)
 
@@ -98,7 +102,11 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
     if store_saved:
         hs = fresh(states, states.dtype)
         aux = fresh(xp, states.dtype) if cs is None else torch.cat([xp.to(states.dtype), cs], dim=2).contiguous()
-    return (fresh(states, xp.dtype) if store_out else None, fresh(h_n, xp.dtype), fresh(c_n, xp.dtype), hs, aux)
+    h_n = fresh(h_n, xp.dtype)
+    first = fresh(states, xp.dtype) if store_out else None
+    if head is not None:
+        first = F.linear(h_n, *head)
+    return first, h_n, fresh(c_n, xp.dtype), hs, aux
 
 
 def _state_before(first_state, states, lengths, t, reverse):

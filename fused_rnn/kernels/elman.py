@@ -564,13 +564,16 @@ def _backward(cell, hs, w_hh, dout, dh_n, lengths, directions, reverse, allow_tf
 
 
 def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, store_out=True,
-                   store_saved=False, wrap=None):
+                   store_saved=False, head=None, wrap=None):
     """The layer contract's forward (fused_rnn/cells/__init__.py): returns (out, h_n, None, hs, None).
 
     xp: [B, T, H] any strides; w_hh: [H, H] contiguous; b_hh: [H] or None;
     h0: [B, H] or None; c0: ignored (None); lengths: [B] int64 or None.
+    ``head``: None only (an Elman layer with its head is rnn_linear's kernel).
     ``wrap``: torch.library.wrap_triton inside a triton_op.
     """
+    if head is not None:
+        raise ValueError("the Elman layer kernel fuses no head: fused_rnn.rnn_linear runs an Elman layer with one")
     return _forward(cell, xp, w_hh, b_hh, h0, lengths, 1, reverse, allow_tf32, store_out, store_saved, wrap)
 
 

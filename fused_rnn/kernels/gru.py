@@ -29,9 +29,9 @@ import triton
 import triton.language as tl
 
 from . import rnn_linear, tile_io
-from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, _launch, _load_gates, cdiv,
-                         _load_state, _mm, _operand_dtype, _sigmoid_of_half, _tanh, block, precision,
-                         operand_weights, set_state)
+from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, MAX_BLOCK, SMEM_LIMIT, _fused_head, _launch,
+                         _load_gates, cdiv, _load_state, _mm, _operand_dtype, _sigmoid_of_half, _tanh, block,
+                         precision, operand_weights, set_state)
 
 CELL = "gru"
 GATES = 3
@@ -104,19 +104,20 @@ def _store_rows(ptrs, hi_ptrs, value, mask, hi_mask, PAIRED: tl.constexpr, IN_PL
 # ----------------------------------------------------------------------------
 
 def _gru_fwd(
-    xp_ptr, w_hh_ptr, w_hh_lo_ptr, b_hh_ptr, h0_ptr, lengths_ptr,
-    out_ptr, hn_ptr, hs_ptr, aux_ptr,
-    B, T, H,
+    xp_ptr, w_hh_ptr, w_hh_lo_ptr, b_hh_ptr, h0_ptr, lengths_ptr, fc_w_ptr, fc_w_lo_ptr, fc_b_ptr,
+    out_ptr, hn_ptr, hs_ptr, aux_ptr, y_ptr,
+    B, T, H, O,
     stride_xb, stride_xt, stride_xg,
     stride_h0b, stride_h0h,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_O: tl.constexpr,
     HAS_B_HH: tl.constexpr, HAS_H0: tl.constexpr, HAS_LENGTHS: tl.constexpr, REVERSE: tl.constexpr,
-    STORE_OUT: tl.constexpr, STORE_SAVED: tl.constexpr,
+    STORE_OUT: tl.constexpr, STORE_SAVED: tl.constexpr, HAS_HEAD: tl.constexpr, HAS_FC_B: tl.constexpr,
     MASK_H: tl.constexpr, PAIRED: tl.constexpr, XP_PAIRED: tl.constexpr, W_IN_REGISTERS: tl.constexpr,
     FAST_TANH: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
     """xp: [B, T, 3H] (strides given); out: [B, T, H] xp's dtype; hn: [B, H] xp's dtype;
-    hs: [B, T, H] fp32 and aux: [B, T, 5H] fp32 (see AUX_ROWS), written when STORE_SAVED.
+    hs: [B, T, H] fp32 and aux: [B, T, 5H] fp32 (see AUX_ROWS), written when STORE_SAVED;
+    y: [B, O] = h_n fc_Wᵀ + fc_b, written when HAS_HEAD (rnn_linear._fused_head).
     PAIRED: H is even (out, hs, aux take two units per access); XP_PAIRED: xp does too (see tile_io.pairs_fit)."""
     pid = tl.program_id(0)
     # Columns are sequences. int64: B·T·3H may pass 2³¹.
@@ -324,6 +325,9 @@ def _gru_fwd(
     # fp32, H = 128, rows in paired order: 4 barriers after the loop, none this way).
     hn_at = hn_ptr + seqs[None, :] * H
     tile_io.store_pairs(hn_at + store_lo, hn_at + store_hi, h, lo_mask, hi_mask, PAIRED)
+    if HAS_HEAD:
+        _fused_head(fc_w_ptr, fc_w_lo_ptr, fc_b_ptr, y_ptr, h, units, seqs, seq_ok, H, O, BLOCK_O, HAS_FC_B,
+                    PRECISION, OPERAND_DTYPE)
 
 
 # B and T are never specialized (Triton would compile a new kernel for B = 1, T = 1 and multiples
@@ -616,7 +620,7 @@ def streamed_weight_bytes(cell, dtype, hidden_size, allow_tf32, needs_grad):
     return rnn_linear.streamed_bytes(prec, dtype, held, *((block_h, block_h),) * GATES)
 
 
-def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False):
+def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False, block_o=0):
     """Shared memory one program needs, in bytes: what decides whether a configuration launches.
 
     ``store_saved`` and ``backward`` name the mode, as every kernel module's
@@ -631,14 +635,16 @@ def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False)
     the saved tensors, and backward). The figure is never below Triton's there, at most 14 KiB above
     it up to H = 64 and 28% above at H = 128 (bf16: 131072 B against 102400). It lets fp32 with TF32
     at H = 128 launch (backward: Triton's 221184 B of 232448) and refuses 3xTF32 at H = 128 and
-    bf16/fp16 at H = 256, whose weights alone pass the limit. Always the GPU's figure, also under the
-    interpreter, so that what launches does not depend on where it is tested.
+    bf16/fp16 at H = 256, whose weights alone pass the limit. ``block_o``: the padded output size
+    of a fused head (0: none), counted on top (rnn_linear.head_smem_bytes). Always the GPU's figure,
+    also under the interpreter, so that what launches does not depend on where it is tested.
     """
     prec = precision(dtype, allow_tf32, interpreted=False)
     item = 4 if prec in FP32_OPERANDS else dtype.itemsize
     copies = 2 if prec == "tf32x3" else 1
     staged_tiles = 6 if prec == "tf32x3" and block_h < 64 else 4
-    return item * copies * GATES * block_h * block_h + staged_tiles * 4 * block_h * BLOCK_B
+    return (item * copies * GATES * block_h * block_h + staged_tiles * 4 * block_h * BLOCK_B
+            + rnn_linear.head_smem_bytes(prec, dtype, block_h, block_o))
 
 
 def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
@@ -660,6 +666,15 @@ def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
     return None
 
 
+def head_unsupported_reason(cell, dtype, hidden_size, output_size, allow_tf32):
+    """Why the forward kernel cannot fuse a head of ``output_size`` outputs, or None if it can
+    (rnn_linear.head_unsupported_reason, with this module's shared memory)."""
+    _check_cell(cell)
+    return rnn_linear.head_unsupported_reason(
+        "GRU", dtype, hidden_size, output_size, allow_tf32,
+        smem_bytes(dtype, block(hidden_size), allow_tf32, block_o=block(output_size)))
+
+
 def _halve_rz(w_hh):
     """W_hh with its r and z blocks halved, as the forward kernel takes it (see rnn_linear._sigmoid_of_half).
 
@@ -672,11 +687,12 @@ def _halve_rz(w_hh):
 
 
 def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, store_out=True,
-                   store_saved=False, wrap=None):
+                   store_saved=False, head=None, wrap=None):
     """The layer contract's forward for the GRU (see fused_rnn/cells/__init__.py); c0 is ignored.
 
     Returns (out [B, T, H] xp.dtype or None, h_n [B, H] xp.dtype, None, hs [B, T, H] fp32 or None,
-    aux [B, T, 5H] fp32 (see AUX_ROWS) or None).
+    aux [B, T, 5H] fp32 (see AUX_ROWS) or None); with a ``head`` (fc_w [O, H], fc_b [O] or None,
+    contiguous; store_out False) the first result is y = h_n fc_wᵀ + fc_b [B, O] instead.
     """
     _check_cell(cell)
     B, T, _ = xp.shape
@@ -686,32 +702,35 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
     h_n = new_empty((B, H), device=xp.device, dtype=xp.dtype)
     hs = new_empty((B, T, H), device=xp.device, dtype=torch.float32) if store_saved else None
     aux = new_empty((B, T, AUX_ROWS.value * H), device=xp.device, dtype=torch.float32) if store_saved else None
+    fc_w, fc_b, y = rnn_linear.head_outputs(head, xp, store_out)
     if T == 0:
         # No step: h_n is h0. (The kernel's loads are unmasked and it prefetches position 0, which does not exist.)
         set_state(h_n, h0)
-        return out, h_n, None, hs, aux
+        return rnn_linear.head_of_state(head, h_n, out), h_n, None, hs, aux
     block_h = block(H)
     prec = precision(xp.dtype, allow_tf32)
     w_hh = _halve_rz(w_hh)
-    (w_hh, w_hh_lo), = operand_weights(prec, w_hh, wrap=wrap)
+    O = 0 if y is None else y.shape[1]
+    weights = operand_weights(prec, w_hh, *([fc_w] if head else []), wrap=wrap)
+    (w_hh, w_hh_lo), (fc_w, fc_w_lo) = weights[0], weights[1] if head else (None, None)
     aligned = xp.stride(0) % 16 == 0 and xp.stride(1) % 16 == 0
     _launch(
         _gru_fwd_kernel if aligned else _gru_fwd_kernel_any_stride, (cdiv(B, BLOCK_B),), wrap,
-        xp, w_hh, w_hh_lo, b_hh, h0, lengths,
-        out, h_n, hs, aux,
-        B, T, H,
+        xp, w_hh, w_hh_lo, b_hh, h0, lengths, fc_w, fc_w_lo, fc_b,
+        out, h_n, hs, aux, y,
+        B, T, H, O,
         xp.stride(0), xp.stride(1), xp.stride(2),
         h0.stride(0) if h0 is not None else 0, h0.stride(1) if h0 is not None else 0,
-        BLOCK_B=BLOCK_B, BLOCK_H=block_h,
+        BLOCK_B=BLOCK_B, BLOCK_H=block_h, BLOCK_O=block(O),
         HAS_B_HH=b_hh is not None, HAS_H0=h0 is not None, HAS_LENGTHS=lengths is not None, REVERSE=reverse,
-        STORE_OUT=store_out, STORE_SAVED=store_saved,
+        STORE_OUT=store_out, STORE_SAVED=store_saved, HAS_HEAD=head is not None, HAS_FC_B=fc_b is not None,
         MASK_H=H != block_h, PAIRED=H % 2 == 0, XP_PAIRED=H % 2 == 0 and tile_io.pairs_fit(xp),
         W_IN_REGISTERS=weights_in_registers(prec, num_warps(block_h, prec, store_saved), block_h, H),
         FAST_TANH=not INTERPRETED and prec in ("tf32", "low"),
         PRECISION=prec, OPERAND_DTYPE=_operand_dtype(xp.dtype, prec),
         num_warps=num_warps(block_h, prec, store_saved),
     )
-    return out, h_n, None, hs, aux
+    return (y if head else out), h_n, None, hs, aux
 
 
 def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, *, reverse, allow_tf32,

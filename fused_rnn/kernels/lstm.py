@@ -40,8 +40,9 @@ import triton
 import triton.language as tl
 
 from . import rnn_linear, tile_io
-from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, SMEM_LIMIT, _launch, _load_gates, _load_state, _mm, cdiv,
-                         _sigmoid_of_half, _tanh, block, precision, operand_weights, set_state)
+from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, SMEM_LIMIT, _fused_head, _launch, _load_gates,
+                         _load_state, _mm, cdiv, _sigmoid_of_half, _tanh, block, precision, operand_weights,
+                         set_state)
 
 GATES = 4
 # aux's blocks of H per position: the activated gates i, f, g, o, then c_{t-1}.
@@ -197,14 +198,15 @@ def _load_saved(aux_ptr, aux_offs, aux_lo, aux_hi, dout_ptr, dout_offs, dout_lo,
 # ----------------------------------------------------------------------------
 
 def _lstm_fwd(
-    xp_ptr, w_hh_ptr, w_hh_lo_ptr, b_hh_ptr, h0_ptr, c0_ptr, lengths_ptr,
-    out_ptr, hn_ptr, cn_ptr, hs_ptr, aux_ptr,
-    B, T, H,
+    xp_ptr, w_hh_ptr, w_hh_lo_ptr, b_hh_ptr, h0_ptr, c0_ptr, lengths_ptr, fc_w_ptr, fc_w_lo_ptr, fc_b_ptr,
+    out_ptr, hn_ptr, cn_ptr, hs_ptr, aux_ptr, y_ptr,
+    B, T, H, O,
     stride_xb, stride_xt, stride_xg,
     stride_h0b, stride_h0h, stride_c0b, stride_c0h,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_O: tl.constexpr,
     HAS_H0: tl.constexpr, HAS_C0: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_B_HH: tl.constexpr,
-    REVERSE: tl.constexpr, STORE_OUT: tl.constexpr, STORE_SAVED: tl.constexpr,
+    REVERSE: tl.constexpr, STORE_OUT: tl.constexpr, STORE_SAVED: tl.constexpr, HAS_HEAD: tl.constexpr,
+    HAS_FC_B: tl.constexpr,
     MASK_H: tl.constexpr, FAST_TANH: tl.constexpr, PAIRED: tl.constexpr, PAIRED_XP: tl.constexpr,
     GATE_PAIRS: tl.constexpr, W_IN_REGISTERS: tl.constexpr, PRECISION: tl.constexpr, OPERAND_DTYPE: tl.constexpr,
 ):
@@ -361,6 +363,10 @@ def _lstm_fwd(
 
     tl.store(hn_ptr + seqs[None, :] * H + units[:, None], h.to(hn_ptr.dtype.element_ty), mask=h_mask)
     tl.store(cn_ptr + seqs[None, :] * H + units[:, None], c.to(cn_ptr.dtype.element_ty), mask=h_mask)
+    if HAS_HEAD:
+        # y = h_n fc_Wᵀ + fc_b (y: [B, O]), from the fp32 state still in registers.
+        _fused_head(fc_w_ptr, fc_w_lo_ptr, fc_b_ptr, y_ptr, h, units, seqs, seq_ok, H, O, BLOCK_O, HAS_FC_B,
+                    PRECISION, OPERAND_DTYPE)
 
 
 # B and T never specialized (a new kernel for B = 1, T = 1, multiples of 16);
@@ -551,7 +557,7 @@ def _lstm_bwd_kernel(
 # Host side: the layer contract
 # ----------------------------------------------------------------------------
 
-def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False):
+def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False, block_o=0):
     """Shared memory one program needs, in bytes: what decides whether a configuration launches.
 
     ``store_saved`` and ``backward`` name the mode, as every kernel module's
@@ -566,15 +572,17 @@ def smem_bytes(dtype, block_h, allow_tf32, *, store_saved=False, backward=False)
     or not, bf16, fp16 and fp32 (TF32 and 3xTF32), with and without saving,
     on the warps _num_warps picks or the other choice (at most exactly that
     tile, twice: 3xTF32 backward at 64). The weights take 4x what they do for
-    an Elman cell, so fp32 stops at BLOCK_H = 64 and bf16/fp16 at 128. Always
-    the GPU's figure, also under the interpreter.
+    an Elman cell, so fp32 stops at BLOCK_H = 64 and bf16/fp16 at 128.
+    ``block_o``: the padded output size of a fused head (0: none), counted on
+    top (rnn_linear.head_smem_bytes). Always the GPU's figure, also under the
+    interpreter.
     """
     prec = precision(dtype, allow_tf32, interpreted=False)
     item = 4 if prec in FP32_OPERANDS else dtype.itemsize
     copies = 2 if prec == "tf32x3" else 1
     weights = item * copies * GATES * block_h * block_h
     staged = copies * 4 * GATES * block_h * BLOCK_B
-    return weights + staged + 1024
+    return weights + staged + 1024 + rnn_linear.head_smem_bytes(prec, dtype, block_h, block_o)
 
 
 def _num_warps(prec, block_h, padded, backward, store_saved=False):
@@ -704,6 +712,15 @@ def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
     return None
 
 
+def head_unsupported_reason(cell, dtype, hidden_size, output_size, allow_tf32):
+    """Why the forward kernel cannot fuse a head of ``output_size`` outputs, or None if it can
+    (rnn_linear.head_unsupported_reason, with this module's shared memory)."""
+    _check_cell(cell)
+    return rnn_linear.head_unsupported_reason(
+        "LSTM", dtype, hidden_size, output_size, allow_tf32,
+        smem_bytes(dtype, block(hidden_size), allow_tf32, block_o=block(output_size)))
+
+
 def _check_cell(cell):
     if cell != "lstm":
         raise ValueError(f"fused_rnn.kernels.lstm runs the 'lstm' cell, got {cell!r}")
@@ -727,10 +744,12 @@ def _halve_sigmoid_rows(w_hh):
 
 
 def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32, store_out=True,
-                   store_saved=False, wrap=None):
+                   store_saved=False, head=None, wrap=None):
     """The contract's forward (see /fused_rnn/cells/__init__.py): (out, h_n, c_n, hs, aux).
 
     aux: [B, T, 5H] fp32, the activated gates i, f, g, o and c_{t-1} per position (0 past a length).
+    With a ``head`` (fc_w [O, H], fc_b [O] or None, contiguous; store_out False) the first result
+    is y = h_n fc_wᵀ + fc_b [B, O] instead of out.
     """
     _check_cell(cell)
     B, T, _ = xp.shape
@@ -741,29 +760,33 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
     c_n = new_empty((B, H), device=xp.device, dtype=xp.dtype)
     hs = new_empty((B, T, H), device=xp.device, dtype=torch.float32) if store_saved else None
     aux = new_empty((B, T, AUX_BLOCKS * H), device=xp.device, dtype=torch.float32) if store_saved else None
+    fc_w, fc_b, y = rnn_linear.head_outputs(head, xp, store_out)
     if T == 0:
         # No step: the states pass through (the kernel would prefetch position 0, which does not exist).
         set_state(h_n, h0)
         set_state(c_n, c0)
-        return out, h_n, c_n, hs, aux
+        return rnn_linear.head_of_state(head, h_n, out), h_n, c_n, hs, aux
     block_h = block(H)
     prec = precision(xp.dtype, allow_tf32)
     warps = _num_warps(prec, block_h, H != block_h, backward=False, store_saved=bool(store_saved))
     w_hh = _halve_sigmoid_rows(w_hh)
-    (w_hh, w_hh_lo), = operand_weights(prec, w_hh, wrap=wrap)
+    O = 0 if y is None else y.shape[1]
+    weights = operand_weights(prec, w_hh, *([fc_w] if head else []), wrap=wrap)
+    (w_hh, w_hh_lo), (fc_w, fc_w_lo) = weights[0], weights[1] if head else (None, None)
     aligned = xp.stride(0) % 16 == 0 and xp.stride(1) % 16 == 0
     _launch(
         _lstm_fwd_kernel if aligned else _lstm_fwd_kernel_any_stride, (cdiv(B, BLOCK_B),), wrap,
-        xp, w_hh, w_hh_lo, b_hh, h0, c0, lengths,
-        out, h_n, c_n, hs, aux,
-        B, T, H,
+        xp, w_hh, w_hh_lo, b_hh, h0, c0, lengths, fc_w, fc_w_lo, fc_b,
+        out, h_n, c_n, hs, aux, y,
+        B, T, H, O,
         xp.stride(0), xp.stride(1), xp.stride(2),
         h0.stride(0) if h0 is not None else 0, h0.stride(1) if h0 is not None else 0,
         c0.stride(0) if c0 is not None else 0, c0.stride(1) if c0 is not None else 0,
-        BLOCK_B=BLOCK_B, BLOCK_H=block_h,
+        BLOCK_B=BLOCK_B, BLOCK_H=block_h, BLOCK_O=block(O),
         HAS_H0=h0 is not None, HAS_C0=c0 is not None, HAS_LENGTHS=lengths is not None,
         HAS_B_HH=b_hh is not None, REVERSE=bool(reverse), STORE_OUT=bool(store_out),
-        STORE_SAVED=bool(store_saved), MASK_H=H != block_h, FAST_TANH=_fast_tanh(prec),
+        STORE_SAVED=bool(store_saved), HAS_HEAD=head is not None, HAS_FC_B=fc_b is not None,
+        MASK_H=H != block_h, FAST_TANH=_fast_tanh(prec),
         PAIRED=H % 2 == 0, PAIRED_XP=H % 2 == 0 and tile_io.pairs_fit(xp),
         GATE_PAIRS=_gate_pairs(prec, block_h, warps, backward=False),
         W_IN_REGISTERS=_forward_weights_in_registers(prec, block_h, H, bool(store_saved), bool(reverse),
@@ -771,7 +794,7 @@ def recurrence_fwd(cell, xp, w_hh, b_hh, h0, c0, lengths, *, reverse, allow_tf32
         PRECISION=prec, OPERAND_DTYPE=rnn_linear._operand_dtype(xp.dtype, prec),
         num_warps=warps,
     )
-    return out, h_n, c_n, hs, aux
+    return (y if head else out), h_n, c_n, hs, aux
 
 
 def recurrence_bwd(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, *, reverse, allow_tf32,

@@ -37,6 +37,7 @@ the state are forced to 0 after every step: an infinite x or h0 times a padded
 import threading
 
 import torch
+import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensor
 import triton
 import triton.language as tl
@@ -169,6 +170,32 @@ def _load_tile(ptr, rows, cols, n_rows, n_cols, stride_r, stride_c):
     """Load ``ptr[rows, cols]`` as a 2-D tile, zero outside ``[n_rows, n_cols]``."""
     mask = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
     return tl.load(ptr + rows[:, None] * stride_r + cols[None, :] * stride_c, mask=mask, other=0.0)
+
+
+@triton.jit
+def _fused_head(fc_w_ptr, fc_w_lo_ptr, fc_b_ptr, y_ptr, h, units, seqs, seq_ok, H, O,
+                BLOCK_O: tl.constexpr, HAS_FC_B: tl.constexpr, PRECISION: tl.constexpr,
+                OPERAND_DTYPE: tl.constexpr):
+    """A layer kernel's head after its time loop: yᵀ = fc_W · hᵀ + fc_b for the program's sequences,
+    stored to y [B, O] (y's dtype). The GRU's and LSTM's; rnn_linear's forward has its own (it loads
+    fc_W before the loop, beside its other weights).
+
+    h: the final state hᵀ [BLOCK_H, BLOCK_B] fp32, row m holding unit ``units[m]`` (the loop's order,
+    padded rows 0); fc_W's columns are gathered in that order, once, so h needs no reordering.
+    fc_W [O, H] is loaded after the loop, so it takes none of the loop's registers; its padded rows
+    and columns are 0. "tf32x3": fc_w_lo holds its TF32 remainders (split_tf32_weights).
+    """
+    offs_o = tl.arange(0, BLOCK_O)
+    fc_w = _load_tile(fc_w_ptr, offs_o, units, O, H, H, 1).to(OPERAND_DTYPE)
+    if PRECISION == "tf32x3":
+        fc_w_lo = _load_tile(fc_w_lo_ptr, offs_o, units, O, H, H, 1)
+    else:
+        fc_w_lo = fc_w
+    y = _mm(fc_w, fc_w_lo, h.to(OPERAND_DTYPE), tl.zeros([BLOCK_O, h.shape[1]], dtype=tl.float32), PRECISION)
+    if HAS_FC_B:
+        y += tl.load(fc_b_ptr + offs_o, mask=offs_o < O, other=0.0).to(tl.float32)[:, None]
+    y_mask = (offs_o[:, None] < O) & seq_ok[None, :]
+    tl.store(y_ptr + seqs[None, :] * O + offs_o[:, None], y.to(y_ptr.dtype.element_ty), mask=y_mask)
 
 
 @triton.jit
@@ -794,6 +821,45 @@ def smem_bytes(dtype, block_i, block_h, block_o, allow_tf32, *, store_hs=False, 
     else:
         operands = 2 * max(operand_rows)  # wgmma: b_hi and b_lo of the larger operand live at once
     return item * copies * weights + item * BLOCK_B * operands + 1024
+
+
+def head_smem_bytes(prec, dtype, block_h, block_o):
+    """Shared memory a layer kernel's fused head (_fused_head) may add, in bytes: its fc_W tile
+    [block_o, block_h], twice for "tf32x3", counted as if staged beside everything the time loop
+    holds (its h operand is the loop's own staged tile). 0 without a head (block_o 0)."""
+    item = 4 if prec in FP32_OPERANDS else dtype.itemsize
+    return item * (2 if prec == "tf32x3" else 1) * block_o * block_h
+
+
+def head_unsupported_reason(name, dtype, hidden_size, output_size, allow_tf32, need):
+    """Why a layer kernel cannot fuse a head of ``output_size`` outputs after its loop, needing ``need``
+    bytes of shared memory with it (the kernel module's smem_bytes), or None if it can."""
+    if block(output_size) > MAX_BLOCK:
+        return (f"the {name} kernel fuses heads of up to {MAX_BLOCK} outputs, got output_size={output_size}")
+    if need > SMEM_LIMIT:
+        return (f"the {name} kernel with a head of {output_size} outputs at hidden_size={hidden_size} in "
+                f"{str(dtype).removeprefix('torch.')} needs {need} B of shared memory per block, more than the "
+                f"{SMEM_LIMIT} B a Hopper block may use")
+    return None
+
+
+def head_outputs(head, xp, store_out):
+    """(fc_w, fc_b, y) for a layer forward given ``head`` (fc_w [O, H], fc_b [O] or None): y [B, O] in xp's
+    dtype, for the kernel to write; (None, None, None) without a head."""
+    if head is None:
+        return None, None, None
+    if store_out:
+        raise ValueError("a layer forward with a fused head writes y, not out: store_out must be False")
+    fc_w, fc_b = head
+    return fc_w, fc_b, new_empty((xp.shape[0], fc_w.shape[0]), device=xp.device, dtype=xp.dtype)
+
+
+def head_of_state(head, h_n, out):
+    """A layer forward's first result where no step ran (T = 0): y of h_n (= h0) with a head, else ``out``."""
+    if head is None:
+        return out
+    fc_w, fc_b = head
+    return F.linear(h_n.float(), fc_w.float(), None if fc_b is None else fc_b.float()).to(h_n.dtype)
 
 
 def launch_unsupported_reason(dtype, input_size, hidden_size, output_size, allow_tf32, needs_grad):
