@@ -668,13 +668,13 @@ def fuses_head(cell, backend, dtype, hidden_size, output_size, allow_tf32):
 
     The plain path (and its op) computes any head as F.linear on h_n; the kernels fuse it
     after their time loop where the cell's kernel module has a head (GRU, LSTM: the Elman
-    layer with its head is rnn_linear) and it fits (head_unsupported_reason).
+    layer with its head is rnn_linear) and it fits (kernels/rnn_linear.head_unsupported_reason).
     """
     if backend != "triton":
         return True
     module = kernel_module(cell)
-    reason = None if isinstance(module, str) else getattr(module, "head_unsupported_reason", None)
-    return reason is not None and reason(cell, dtype, hidden_size, output_size, allow_tf32) is None
+    return not isinstance(module, str) and triton_backend.kernels().head_unsupported_reason(
+        module, cell, dtype, hidden_size, output_size, allow_tf32) is None
 
 
 def input_projection(x, w_ih, b_ih):

@@ -19,6 +19,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fused_rnn
+from fused_rnn.kernels import gru as gru_kernels, lstm as lstm_kernels
 
 pytestmark = pytest.mark.gpu
 
@@ -87,3 +88,46 @@ def test_simple_rnn_head_matches_float64_submodules_in_bf16(cell):
     assert model.backend_for(x) == "triton"
     with torch.no_grad():
         torch.testing.assert_close(model(x).double().cpu(), reference(x.double().cpu()), **GPU_TOL[torch.bfloat16])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_simple_rnn_fused_head_matches_float64_submodules(cell, dtype):
+    """One direction, two layers, ragged lengths: the last layer's kernel runs fc (fused head, O = 5)
+    compiled; y and every gradient (fc's too) against the model's own submodules in float64.
+    T = 64: the float64 reference on the CPU takes most of these tests' time (up to 218 s at T = 256
+    in the H200 run of 2026-11-26), and the head runs once per sequence whatever T is."""
+    T = 64
+    torch.manual_seed(3)
+    hidden = hidden_size(cell, dtype)
+    model = fused_rnn.SimpleRNN(I, hidden, 5, cell=cell, num_layers=2, backend="triton").to("cuda", dtype)
+    reference = copy.deepcopy(model).double().cpu()
+    reference.backend = reference.rnn.backend = "torch"
+    x = torch.randn(B, T, I).to(dtype)
+    lengths = torch.randint(1, T + 1, (B,))
+    lengths[0] = T
+    launches = []
+    kernels = gru_kernels if cell == "gru" else lstm_kernels
+    launch = kernels._launch
+
+    def record(kernel, grid, wrap, *args, **kwargs):
+        launches.append(kwargs["HAS_HEAD"] if "HAS_HEAD" in kwargs else None)
+        return launch(kernel, grid, wrap, *args, **kwargs)
+    kernels._launch = record
+    try:
+        x_gpu = x.cuda().requires_grad_()
+        y = model(x_gpu, lengths=lengths)
+    finally:
+        kernels._launch = launch
+    assert True in launches
+    x_ref = x.double().requires_grad_()
+    y_ref = reference(x_ref, lengths=lengths)
+    tol = GPU_TOL[torch.bfloat16 if dtype == torch.float16 else dtype]
+    torch.testing.assert_close(y.double().cpu(), y_ref, **tol)
+    dy = torch.randn(B, 5, dtype=torch.float64)
+    (y.double() * dy.cuda()).sum().backward()
+    (y_ref * dy).sum().backward()
+    for (name, got), want in zip([("x", x_gpu), *model.named_parameters()], [x_ref, *reference.parameters()]):
+        scale = want.grad.abs().max().item()
+        torch.testing.assert_close(got.grad.double().cpu(), want.grad, atol=tol["atol"] * scale, rtol=tol["rtol"],
+                                   msg=lambda m, name=name: f"{name}: {m}")

@@ -96,7 +96,7 @@ def test_head_limits_follow_shared_memory():
     assert not recurrence.fuses_head("rnn_tanh", "triton", torch.float32, 32, 1, True)
     assert recurrence.fuses_head("lstm", "torch", torch.float32, 128, 10_000, True)
     # fp32 GRU with TF32 at H = 128: W_hh's three blocks (192 KiB) and the staged tiles leave no room.
-    reason = gru_kernels.head_unsupported_reason("gru", torch.float32, 128, 16, True)
+    reason = rnn_linear.head_unsupported_reason(gru_kernels, "gru", torch.float32, 128, 16, True)
     assert reason is not None and "232448" in reason
     for module, cell in ((gru_kernels, "gru"), (lstm_kernels, "lstm")):
         for H, O in ((64, 1), (128, 100)):

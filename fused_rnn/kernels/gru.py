@@ -35,6 +35,8 @@ from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, MAX_BLOCK, SMEM_LI
 
 CELL = "gru"
 GATES = 3
+# recurrence_fwd takes ``head=``: a Linear on h_n after the loop (rnn_linear.head_unsupported_reason).
+FUSED_HEAD = True
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # aux [B, T, AUX_ROWS·H] fp32, saved by the forward for the backward: the gates r and z and the
 # three factors the backward multiplies by (so it reads neither hs nor n nor gh_n):
@@ -664,15 +666,6 @@ def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
                 f"{precision(dtype, allow_tf32, interpreted=False)} products need {need} B of shared memory "
                 f"per block, more than the {SMEM_LIMIT} B a Hopper block may use")
     return None
-
-
-def head_unsupported_reason(cell, dtype, hidden_size, output_size, allow_tf32):
-    """Why the forward kernel cannot fuse a head of ``output_size`` outputs, or None if it can
-    (rnn_linear.head_unsupported_reason, with this module's shared memory)."""
-    _check_cell(cell)
-    return rnn_linear.head_unsupported_reason(
-        "GRU", dtype, hidden_size, output_size, allow_tf32,
-        smem_bytes(dtype, block(hidden_size), allow_tf32, block_o=block(output_size)))
 
 
 def _halve_rz(w_hh):

@@ -45,6 +45,8 @@ from .rnn_linear import (BLOCK_B, FP32_OPERANDS, INTERPRETED, SMEM_LIMIT, _fused
                          set_state)
 
 GATES = 4
+# recurrence_fwd takes ``head=``: a Linear on h_n after the loop (rnn_linear.head_unsupported_reason).
+FUSED_HEAD = True
 # aux's blocks of H per position: the activated gates i, f, g, o, then c_{t-1}.
 AUX_BLOCKS = 5
 
@@ -710,15 +712,6 @@ def unsupported_reason(cell, dtype, hidden_size, allow_tf32, needs_grad):
                 f"{precision(dtype, allow_tf32, interpreted=False)} products needs {need} B of shared memory "
                 f"per block for the LSTM's four W_hh blocks, more than the {SMEM_LIMIT} B a Hopper block may use")
     return None
-
-
-def head_unsupported_reason(cell, dtype, hidden_size, output_size, allow_tf32):
-    """Why the forward kernel cannot fuse a head of ``output_size`` outputs, or None if it can
-    (rnn_linear.head_unsupported_reason, with this module's shared memory)."""
-    _check_cell(cell)
-    return rnn_linear.head_unsupported_reason(
-        "LSTM", dtype, hidden_size, output_size, allow_tf32,
-        smem_bytes(dtype, block(hidden_size), allow_tf32, block_o=block(output_size)))
 
 
 def _check_cell(cell):

@@ -831,13 +831,18 @@ def head_smem_bytes(prec, dtype, block_h, block_o):
     return item * (2 if prec == "tf32x3" else 1) * block_o * block_h
 
 
-def head_unsupported_reason(name, dtype, hidden_size, output_size, allow_tf32, need):
-    """Why a layer kernel cannot fuse a head of ``output_size`` outputs after its loop, needing ``need``
-    bytes of shared memory with it (the kernel module's smem_bytes), or None if it can."""
+def head_unsupported_reason(layer_kernels, cell, dtype, hidden_size, output_size, allow_tf32):
+    """Why a cell's layer kernel module (kernels/elman.py, gru.py, lstm.py) cannot fuse a head of
+    ``output_size`` outputs after its forward's loop, or None if it can: the module fuses heads
+    (FUSED_HEAD, the GRU and LSTM), of up to MAX_BLOCK outputs, within shared memory (its smem_bytes
+    with the head's block_o)."""
+    if not getattr(layer_kernels, "FUSED_HEAD", False):
+        return f"the {cell!r} layer kernel fuses no head (fused_rnn.rnn_linear is the Elman layer with one)"
     if block(output_size) > MAX_BLOCK:
-        return (f"the {name} kernel fuses heads of up to {MAX_BLOCK} outputs, got output_size={output_size}")
+        return f"the {cell!r} layer kernel fuses heads of up to {MAX_BLOCK} outputs, got output_size={output_size}"
+    need = layer_kernels.smem_bytes(dtype, block(hidden_size), allow_tf32, block_o=block(output_size))
     if need > SMEM_LIMIT:
-        return (f"the {name} kernel with a head of {output_size} outputs at hidden_size={hidden_size} in "
+        return (f"the {cell!r} layer kernel with a head of {output_size} outputs at hidden_size={hidden_size} in "
                 f"{str(dtype).removeprefix('torch.')} needs {need} B of shared memory per block, more than the "
                 f"{SMEM_LIMIT} B a Hopper block may use")
     return None
