@@ -120,6 +120,11 @@ NAMED_LAYERS = {
     "long_gru_fp16_head256_forward": ("gru", WIDE_HEAD_LAYER, "fp16", "forward", None, "forward", False),
     "long_lstm_bf16_head256_train_forward": ("lstm", WIDE_HEAD_LAYER, "bf16", "train_forward", None, "forward",
                                              False),
+    # fp32 heads at H = 64 (fp32 W_hh at 128 passes shared memory with a head): TF32, and 3xTF32 (the
+    # head's weight split in two like W_hh), O = 10.
+    "h64_lstm_fp32_head_train_forward": ("lstm", (64, 1024, 64, 64, 10), "fp32", "train_forward", None, "forward",
+                                         False),
+    "h64_gru_fp32_ieee_head_forward": ("gru", (64, 1024, 64, 64, 10), "fp32", "forward", False, "forward", False),
     # A hidden size that is not a power of two (padded to 128, MASK_H): what most models have.
     "padded_layer_h100_bf16_forward": ("rnn_tanh", PADDED_LAYER, "bf16", "forward", None, "forward", True),
     "padded_layer_h100_bf16_train_forward": ("rnn_tanh", PADDED_LAYER, "bf16", "train_forward", None, "forward",
