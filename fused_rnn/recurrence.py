@@ -709,6 +709,8 @@ def layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *, reverse, allow_tf
                          backend=backend, store_out=store_out, head=head)
     check_state_like("h0", h0, x)
     check_state_like("c0", c0, x)
+    if head is not None:
+        check_head(head, w_hh.shape[1])
     allow_tf32 = resolve_allow_tf32(allow_tf32)
     chosen = select_layer_backend(cell, x, w_hh.shape[1], backend=backend, allow_tf32=allow_tf32,
                                   needs_grad=_needs_grad(x, w_ih, w_hh, b_ih, b_hh, h0, c0, *(head or ())))
@@ -761,6 +763,17 @@ def check_state_like(name, state, x):
     """A TypeError unless the state (None: zeros) has x's dtype and device, as torch.nn's modules require."""
     if state is not None and (state.dtype != x.dtype or state.device != x.device):
         raise TypeError(f"{name} is {state.dtype} on {state.device} but x is {x.dtype} on {x.device}")
+
+
+def check_head(head, hidden_size):
+    """A ValueError unless ``head`` is (fc_w [O, hidden_size], fc_b [O] or None): the kernels read fc_w with
+    a row stride of hidden_size and O of fc_b's values."""
+    fc_w, fc_b = head
+    if fc_w.dim() != 2 or fc_w.shape[1] != hidden_size:
+        raise ValueError(f"a head's fc_w must have shape (output_size, hidden_size={hidden_size}), got "
+                         f"{tuple(fc_w.shape)}")
+    if fc_b is not None and tuple(fc_b.shape) != (fc_w.shape[0],):
+        raise ValueError(f"a head's fc_b must have shape ({fc_w.shape[0]},) (fc_w's rows), got {tuple(fc_b.shape)}")
 
 
 def zero_padding(x, lengths):

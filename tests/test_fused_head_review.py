@@ -108,3 +108,19 @@ def test_lstm_under_cpu_autocast_with_a_float64_fc_raises_as_stock(num_layers, h
         with pytest.raises(RuntimeError, match="dtype"):
             model(x)
     assert True not in heads
+
+
+@pytest.mark.parametrize("fc_w_shape, fc_b_shape, message", [((2, 17), (2,), "fc_w must have shape"),
+                                                             ((16, 2), (2,), "fc_w must have shape"),
+                                                             ((2, 16), (3,), "fc_b must have shape")])
+def test_layer_refuses_a_misshapen_head_before_any_launch(fc_w_shape, fc_b_shape, message, heads):
+    """recurrence.layer's head: a ValueError naming the shapes, not a kernel reading fc_w with stride H."""
+    from fused_rnn import recurrence
+    g = torch.Generator().manual_seed(6)
+    H = 16
+    x, w_ih, w_hh = (torch.randn(*s, generator=g).to(DEVICE) for s in ((3, 4, 5), (3 * H, 5), (3 * H, H)))
+    head = (torch.randn(*fc_w_shape, generator=g).to(DEVICE), torch.randn(*fc_b_shape, generator=g).to(DEVICE))
+    with pytest.raises(ValueError, match=message):
+        recurrence.layer("gru", x, w_ih, w_hh, None, None, None, None, None, reverse=False, allow_tf32=False,
+                         backend="triton", store_out=False, head=head)
+    assert heads == []
