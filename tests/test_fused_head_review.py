@@ -310,3 +310,23 @@ def test_compiled_with_dynamic_shapes_h0_lengths_and_hidden(cell):
                                         params_ref)
         for got, want in zip(grads, grads_ref, strict=True):
             torch.testing.assert_close(got, want, **FP32)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_activation_checkpointing_without_reentry(cell, num_layers):
+    """torch.utils.checkpoint(model, x, use_reentrant=False) (torch's recommended mode) unpacks each saved
+    tensor once; backward read ctx.saved_tensors twice with a head (the recurrent layer's, then fc's) and
+    the second read raised CheckpointError. Gradients as torch.nn's."""
+    from torch.utils.checkpoint import checkpoint
+    I, H, O, B, T = 3, 21, 3, 5, 4
+    model, stock_rnn, stock_fc = stock_pair(cell, I, H, O, num_layers=num_layers, seed=22)
+    x = torch.randn(B, T, I, generator=torch.Generator().manual_seed(23)).to(DEVICE)
+    y = checkpoint(model, x, use_reentrant=False)
+    y_ref = stock_forward(stock_rnn, stock_fc, x)[0]
+    torch.testing.assert_close(y, y_ref, **FP32)
+    params = list(model.parameters())
+    params_ref = list(stock_rnn.parameters()) + list(stock_fc.parameters())
+    for got, want in zip(torch.autograd.grad(y.square().sum(), params),
+                         torch.autograd.grad(y_ref.square().sum(), params_ref), strict=True):
+        torch.testing.assert_close(got, want, **FP32)
