@@ -259,11 +259,12 @@ def backward(ctx, dout, dh_n, dc_n, sweep, differentiable=False):
     """
     if differentiable:
         return _differentiable_backward(ctx, dout, dh_n, dc_n)
-    w_hh, b_hh, h0, c0, lengths, hs, aux = ctx.saved_tensors[:7]
+    saved = ctx.saved_tensors   # once: torch.utils.checkpoint(use_reentrant=False) refuses a second unpack
+    w_hh, b_hh, h0, c0, lengths, hs, aux = saved[:7]
     need_xp, need_w_hh, need_b_hh, need_h0, need_c0 = ctx.needs_input_grad[1:6]
     dfc_w = dfc_b = None
     if ctx.has_head:
-        fc_w, fc_b, h_n = ctx.saved_tensors[10:13]
+        fc_w, fc_b, h_n = saved[10:13]
         dy, dout = dout, None
         if dy is not None:
             wide = hs.dtype   # fp32 (float64 for float64), as the sweep's
