@@ -330,3 +330,22 @@ def test_activation_checkpointing_without_reentry(cell, num_layers):
     for got, want in zip(torch.autograd.grad(y.square().sum(), params),
                          torch.autograd.grad(y_ref.square().sum(), params_ref), strict=True):
         torch.testing.assert_close(got, want, **FP32)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_exported_model_under_activation_checkpointing(cell):
+    """torch.export's module (fused_rnn::recurrence with fc's weights, run eagerly with the op's autograd) under
+    torch.utils.checkpoint(use_reentrant=False): the op's backward read ctx.saved_tensors before backward read
+    them again, and the second read raised CheckpointError. Gradients as torch.nn's."""
+    from torch.utils.checkpoint import checkpoint
+    I, H, O, B, T = 3, 21, 3, 5, 4
+    model, stock_rnn, stock_fc = stock_pair(cell, I, H, O, num_layers=2, backend="auto", seed=24)
+    x = torch.randn(B, T, I, generator=torch.Generator().manual_seed(25))
+    exported = torch.export.export(model, (x,)).module()
+    xr, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y = checkpoint(exported, xr, use_reentrant=False)
+    y_ref = stock_forward(stock_rnn, stock_fc, x_ref)[0]
+    torch.testing.assert_close(y, y_ref, **FP32)
+    y.square().sum().backward()
+    y_ref.square().sum().backward()
+    torch.testing.assert_close(xr.grad, x_ref.grad, **FP32)
