@@ -333,12 +333,13 @@ def _setup_context(ctx, inputs, output):
     cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, _, _, plain, fc_w, fc_b = inputs
     save_for_backward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, output[3], output[4], reverse, allow_tf32,
                       head=None if fc_w is None else (fc_w, fc_b, output[1]), head_at=12)
-    ctx.plain = plain
+    # hs says whether the states were saved (aux may be empty with them: Elman kernels). Noted here: backward
+    # reads ctx.saved_tensors once (torch.utils.checkpoint(use_reentrant=False) refuses a second unpack).
+    ctx.plain, ctx.states_saved = plain, output[3].dim() == 3
 
 
 def _op_backward(ctx, dout, dh_n, dc_n, _dhs, _daux):
-    # hs (saved_tensors[5]) says whether the states were saved; aux may be empty with them (Elman kernels).
-    if ctx.saved_tensors[5].dim() != 3:
+    if not ctx.states_saved:
         raise RuntimeError("fused_rnn::recurrence was called with store_saved=False and cannot be differentiated")
     grads = backward(ctx, _present(dout), dh_n, _present(dc_n), functools.partial(_op_sweep, plain=ctx.plain),
                      differentiable=plain_math_backward(dout, dh_n, dc_n))
