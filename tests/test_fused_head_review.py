@@ -91,6 +91,8 @@ def test_a_misshapen_fc_behaves_as_stock(cell, change):
     assert ours[0] == stock[0], (ours, stock)
     if stock[0] == "ok":
         torch.testing.assert_close(ours[1], stock[1], **FP32)
+    else:
+        assert ours[1] is stock[1], (ours, stock)
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
@@ -124,6 +126,45 @@ def test_layer_refuses_a_misshapen_head_before_any_launch(fc_w_shape, fc_b_shape
         recurrence.layer("gru", x, w_ih, w_hh, None, None, None, None, None, reverse=False, allow_tf32=False,
                          backend="triton", store_out=False, head=head)
     assert heads == []
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_activation_checkpointing_without_reentry(cell, num_layers):
+    """torch.utils.checkpoint(model, x, use_reentrant=False) (torch's recommended mode) unpacks each saved
+    tensor once; backward read ctx.saved_tensors twice with a head (the recurrent layer's, then fc's) and
+    the second read raised CheckpointError. Gradients as torch.nn's."""
+    from torch.utils.checkpoint import checkpoint
+    I, H, O, B, T = 3, 21, 3, 5, 4
+    model, stock_rnn, stock_fc = stock_pair(cell, I, H, O, num_layers=num_layers, seed=22)
+    x = torch.randn(B, T, I, generator=torch.Generator().manual_seed(23)).to(DEVICE)
+    y = checkpoint(model, x, use_reentrant=False)
+    y_ref = stock_forward(stock_rnn, stock_fc, x)[0]
+    torch.testing.assert_close(y, y_ref, **FP32)
+    params = list(model.parameters())
+    params_ref = list(stock_rnn.parameters()) + list(stock_fc.parameters())
+    for got, want in zip(torch.autograd.grad(y.square().sum(), params),
+                         torch.autograd.grad(y_ref.square().sum(), params_ref), strict=True):
+        torch.testing.assert_close(got, want, **FP32)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_exported_model_under_activation_checkpointing(cell):
+    """torch.export's module (fused_rnn::recurrence with fc's weights, run eagerly with the op's autograd) under
+    torch.utils.checkpoint(use_reentrant=False): the op's backward read ctx.saved_tensors before backward read
+    them again, and the second read raised CheckpointError. Gradients as torch.nn's."""
+    from torch.utils.checkpoint import checkpoint
+    I, H, O, B, T = 3, 21, 3, 5, 4
+    model, stock_rnn, stock_fc = stock_pair(cell, I, H, O, num_layers=2, backend="auto", seed=24)
+    x = torch.randn(B, T, I, generator=torch.Generator().manual_seed(25))
+    exported = torch.export.export(model, (x,)).module()
+    xr, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y = checkpoint(exported, xr, use_reentrant=False)
+    y_ref = stock_forward(stock_rnn, stock_fc, x_ref)[0]
+    torch.testing.assert_close(y, y_ref, **FP32)
+    y.square().sum().backward()
+    y_ref.square().sum().backward()
+    torch.testing.assert_close(xr.grad, x_ref.grad, **FP32)
 
 
 # --- probes that found nothing: what a user of the fused head can do, against torch.nn ------------------------
@@ -203,8 +244,8 @@ def test_output_sizes_at_the_head_limit(cell, O, fused, heads):
     torch.testing.assert_close(y, y_ref, **FP32)
     params = [model.fc.weight, model.fc.bias, model.rnn.weight_hh_l0]
     params_ref = [stock_fc.weight, stock_fc.bias, stock_rnn.weight_hh_l0]
-    for got, want in zip(torch.autograd.grad(y.tanh().sum(), params), torch.autograd.grad(y_ref.tanh().sum(),
-                                                                                         params_ref)):
+    grads, grads_ref = torch.autograd.grad(y.tanh().sum(), params), torch.autograd.grad(y_ref.tanh().sum(), params_ref)
+    for got, want in zip(grads, grads_ref, strict=True):
         torch.testing.assert_close(got, want, **FP32)
 
 
@@ -310,42 +351,3 @@ def test_compiled_with_dynamic_shapes_h0_lengths_and_hidden(cell):
                                         params_ref)
         for got, want in zip(grads, grads_ref, strict=True):
             torch.testing.assert_close(got, want, **FP32)
-
-
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
-@pytest.mark.parametrize("num_layers", [1, 2])
-def test_activation_checkpointing_without_reentry(cell, num_layers):
-    """torch.utils.checkpoint(model, x, use_reentrant=False) (torch's recommended mode) unpacks each saved
-    tensor once; backward read ctx.saved_tensors twice with a head (the recurrent layer's, then fc's) and
-    the second read raised CheckpointError. Gradients as torch.nn's."""
-    from torch.utils.checkpoint import checkpoint
-    I, H, O, B, T = 3, 21, 3, 5, 4
-    model, stock_rnn, stock_fc = stock_pair(cell, I, H, O, num_layers=num_layers, seed=22)
-    x = torch.randn(B, T, I, generator=torch.Generator().manual_seed(23)).to(DEVICE)
-    y = checkpoint(model, x, use_reentrant=False)
-    y_ref = stock_forward(stock_rnn, stock_fc, x)[0]
-    torch.testing.assert_close(y, y_ref, **FP32)
-    params = list(model.parameters())
-    params_ref = list(stock_rnn.parameters()) + list(stock_fc.parameters())
-    for got, want in zip(torch.autograd.grad(y.square().sum(), params),
-                         torch.autograd.grad(y_ref.square().sum(), params_ref), strict=True):
-        torch.testing.assert_close(got, want, **FP32)
-
-
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_exported_model_under_activation_checkpointing(cell):
-    """torch.export's module (fused_rnn::recurrence with fc's weights, run eagerly with the op's autograd) under
-    torch.utils.checkpoint(use_reentrant=False): the op's backward read ctx.saved_tensors before backward read
-    them again, and the second read raised CheckpointError. Gradients as torch.nn's."""
-    from torch.utils.checkpoint import checkpoint
-    I, H, O, B, T = 3, 21, 3, 5, 4
-    model, stock_rnn, stock_fc = stock_pair(cell, I, H, O, num_layers=2, backend="auto", seed=24)
-    x = torch.randn(B, T, I, generator=torch.Generator().manual_seed(25))
-    exported = torch.export.export(model, (x,)).module()
-    xr, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
-    y = checkpoint(exported, xr, use_reentrant=False)
-    y_ref = stock_forward(stock_rnn, stock_fc, x_ref)[0]
-    torch.testing.assert_close(y, y_ref, **FP32)
-    y.square().sum().backward()
-    y_ref.square().sum().backward()
-    torch.testing.assert_close(xr.grad, x_ref.grad, **FP32)
