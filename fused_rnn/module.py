@@ -217,8 +217,8 @@ class SimpleRNN(nn.Module):
             # (GRU, LSTM; recurrence.fuses_head); two: fc reads both directions' states, below.
             head = None
             layer_dtype = recurrence.autocast_dtype(spec.name, inp, h0) or inp.dtype
-            if (D == 1 and self._head_dtype(inp) == layer_dtype
-                    and recurrence.fuses_head(spec.name, chosen, layer_dtype, rnn.hidden_size, fc.out_features,
+            if (D == 1 and self._head_shapes_fit() and self._head_dtype(inp) == layer_dtype
+                    and recurrence.fuses_head(spec.name, chosen, layer_dtype, rnn.hidden_size, fc.weight.shape[0],
                                               allow_tf32)):
                 head = (fc.weight, fc.bias)
             first, h_fwd, c_fwd = recurrence.layer(spec.name, inp, *last_layer(0), lengths, reverse=False,
@@ -256,10 +256,19 @@ class SimpleRNN(nn.Module):
         fc = self.fc
         low = autocast_low_dtype(inp)
         if low is not None:
-            return low
+            # Autocast casts no float64 tensor: a float64 fc meets the low h_n and F.linear refuses the mix.
+            return None if torch.float64 in (fc.weight.dtype, getattr(fc.bias, "dtype", None)) else low
         if fc.bias is not None and fc.bias.dtype != fc.weight.dtype:
             return None
         return fc.weight.dtype
+
+    def _head_shapes_fit(self):
+        """Whether fc's weight is [O, H] and its bias None or [O], what a fused head reads. fc.in_features
+        alone (_fusable) does not say so: a weight or bias replaced by one of another shape goes to fc,
+        which refuses it (or broadcasts a [1, O] bias) as the user model's does."""
+        weight, bias = self.fc.weight, self.fc.bias
+        return (weight.dim() == 2 and weight.shape[1] == self.rnn.hidden_size
+                and (bias is None or tuple(bias.shape) == (weight.shape[0],)))
 
     def _head_kernel_launches(self, inp, chosen, needs_grad, allow_tf32):
         """Whether rnn_linear can run the last Elman layer with the head where the layer kernels run.

@@ -259,11 +259,12 @@ def backward(ctx, dout, dh_n, dc_n, sweep, differentiable=False):
     """
     if differentiable:
         return _differentiable_backward(ctx, dout, dh_n, dc_n)
-    w_hh, b_hh, h0, c0, lengths, hs, aux = ctx.saved_tensors[:7]
+    saved = ctx.saved_tensors   # once: torch.utils.checkpoint(use_reentrant=False) refuses a second unpack
+    w_hh, b_hh, h0, c0, lengths, hs, aux = saved[:7]
     need_xp, need_w_hh, need_b_hh, need_h0, need_c0 = ctx.needs_input_grad[1:6]
     dfc_w = dfc_b = None
     if ctx.has_head:
-        fc_w, fc_b, h_n = ctx.saved_tensors[10:13]
+        fc_w, fc_b, h_n = saved[10:13]
         dy, dout = dout, None
         if dy is not None:
             wide = hs.dtype   # fp32 (float64 for float64), as the sweep's
@@ -332,12 +333,13 @@ def _setup_context(ctx, inputs, output):
     cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, _, _, plain, fc_w, fc_b = inputs
     save_for_backward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, output[3], output[4], reverse, allow_tf32,
                       head=None if fc_w is None else (fc_w, fc_b, output[1]), head_at=12)
-    ctx.plain = plain
+    # hs says whether the states were saved (aux may be empty with them: Elman kernels). Noted here: backward
+    # reads ctx.saved_tensors once (torch.utils.checkpoint(use_reentrant=False) refuses a second unpack).
+    ctx.plain, ctx.states_saved = plain, output[3].dim() == 3
 
 
 def _op_backward(ctx, dout, dh_n, dc_n, _dhs, _daux):
-    # hs (saved_tensors[5]) says whether the states were saved; aux may be empty with them (Elman kernels).
-    if ctx.saved_tensors[5].dim() != 3:
+    if not ctx.states_saved:
         raise RuntimeError("fused_rnn::recurrence was called with store_saved=False and cannot be differentiated")
     grads = backward(ctx, _present(dout), dh_n, _present(dc_n), functools.partial(_op_sweep, plain=ctx.plain),
                      differentiable=plain_math_backward(dout, dh_n, dc_n))
@@ -709,6 +711,8 @@ def layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *, reverse, allow_tf
                          backend=backend, store_out=store_out, head=head)
     check_state_like("h0", h0, x)
     check_state_like("c0", c0, x)
+    if head is not None:
+        check_head(head, w_hh.shape[1])
     allow_tf32 = resolve_allow_tf32(allow_tf32)
     chosen = select_layer_backend(cell, x, w_hh.shape[1], backend=backend, allow_tf32=allow_tf32,
                                   needs_grad=_needs_grad(x, w_ih, w_hh, b_ih, b_hh, h0, c0, *(head or ())))
@@ -761,6 +765,17 @@ def check_state_like(name, state, x):
     """A TypeError unless the state (None: zeros) has x's dtype and device, as torch.nn's modules require."""
     if state is not None and (state.dtype != x.dtype or state.device != x.device):
         raise TypeError(f"{name} is {state.dtype} on {state.device} but x is {x.dtype} on {x.device}")
+
+
+def check_head(head, hidden_size):
+    """A ValueError unless ``head`` is (fc_w [O, hidden_size], fc_b [O] or None): the kernels read fc_w with
+    a row stride of hidden_size and O of fc_b's values."""
+    fc_w, fc_b = head
+    if fc_w.dim() != 2 or fc_w.shape[1] != hidden_size:
+        raise ValueError(f"a head's fc_w must have shape (output_size, hidden_size={hidden_size}), got "
+                         f"{tuple(fc_w.shape)}")
+    if fc_b is not None and tuple(fc_b.shape) != (fc_w.shape[0],):
+        raise ValueError(f"a head's fc_b must have shape ({fc_w.shape[0]},) (fc_w's rows), got {tuple(fc_b.shape)}")
 
 
 def zero_padding(x, lengths):
