@@ -155,6 +155,14 @@ def _(cell, hs, aux, w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, reverse):
             hs.new_empty(B, H) if get_cell(cell).has_cell_state else _empty(hs))
 
 
+def _contiguous(*tensors):
+    """The tensors the kernels read with fixed strides, contiguous (None stays None). ``layer`` makes them so
+    where it chooses the kernels; a program traced where it chose the plain path (exported on CPU,
+    where "auto" is "torch") and run on CUDA passes them as the model holds them (a transposed
+    fc.weight, say)."""
+    return [t.contiguous() if t is not None else None for t in tensors]
+
+
 def _cuda_kernels(cell):
     module = kernel_module(cell)
     if isinstance(module, str):
@@ -177,6 +185,7 @@ def recurrence_op(
     plain: the plain-PyTorch contract on CUDA too (backend "torch": a configuration the kernels do not take).
     """
     if xp.device.type == "cuda" and not plain:
+        w_hh, b_hh, h0, c0, lengths, fc_w, fc_b = _contiguous(w_hh, b_hh, h0, c0, lengths, fc_w, fc_b)
         return _fill_forward(xp, *_cuda_kernels(cell).recurrence_fwd(
             cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32, store_out=store_out,
             store_saved=store_saved, head=_head(fc_w, fc_b), wrap=wrap_triton))
@@ -196,6 +205,7 @@ def recurrence_bwd_op(
     dc0 for cells without c. plain: as fused_rnn::recurrence's.
     """
     if hs.device.type == "cuda" and not plain:
+        w_hh, lengths = _contiguous(w_hh, lengths)
         dxp, dgh, dh0, dc0 = _cuda_kernels(cell).recurrence_bwd(
             cell, hs, _present(aux), w_hh, b_hh, h0, c0, dout, dh_n, dc_n, lengths, reverse=reverse,
             allow_tf32=allow_tf32, wrap=wrap_triton)
@@ -551,10 +561,12 @@ def _differentiable_backward_bidirectional(ctx, dout, dh_n):
 def _setup_context_bidirectional(ctx, inputs, output):
     cell, xp, w_hh, b_hh, h0, lengths, allow_tf32, _, _ = inputs
     save_for_backward_bidirectional(ctx, cell, xp, w_hh, b_hh, h0, lengths, output[2], output[3], allow_tf32)
+    # Whether the states were saved, noted here: backward reads ctx.saved_tensors once (as _setup_context).
+    ctx.states_saved = output[2].dim() == 4
 
 
 def _op_backward_bidirectional(ctx, dout, dh_n, _dhs, _daux):
-    if ctx.saved_tensors[4].dim() != 4:
+    if not ctx.states_saved:
         raise RuntimeError("fused_rnn::bidirectional_recurrence was called with store_saved=False and cannot be "
                            "differentiated")
     grads = backward_bidirectional(ctx, _present(dout), dh_n, _op_bidirectional_sweep,

@@ -131,3 +131,33 @@ def test_simple_rnn_fused_head_matches_float64_submodules(cell, dtype):
         scale = want.grad.abs().max().item()
         torch.testing.assert_close(got.grad.double().cpu(), want.grad, atol=tol["atol"] * scale, rtol=tol["rtol"],
                                    msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_recurrence_op_on_cuda_takes_weights_as_a_model_holds_them(cell):
+    """fused_rnn::recurrence called on CUDA by a program traced where "auto" chose the plain path (exported
+    on CPU): W_hh, b_hh and the head's fc_w arrive as the model holds them, here transposed views. The
+    kernels read fixed strides: results and gradients those of contiguous copies."""
+    gates = {"gru": 3, "lstm": 4}[cell]
+    hidden, outputs, batch, steps = 64, 5, 19, 33
+    g = torch.Generator().manual_seed(4)
+    w_hh = torch.randn(hidden, gates * hidden, generator=g).mul(0.1).cuda().t()   # [G·H, H], not contiguous
+    fc_w = torch.randn(hidden, outputs, generator=g).cuda().t()                     # [O, H], not contiguous
+    b_hh = torch.randn(gates * hidden, 2, generator=g).cuda()[:, 0]                 # [G·H], stride 2
+    xp = torch.randn(batch, steps, gates * hidden, generator=g).cuda()
+    lengths = torch.randint(1, steps + 1, (batch,), generator=g).cuda()
+    results = []
+    for contiguous in (False, True):
+        weights = [t.contiguous() if contiguous else t for t in (w_hh, b_hh, fc_w)]
+        leaves = [t.detach().clone().requires_grad_() if contiguous else t.detach().requires_grad_()
+                  for t in (xp, *weights)]
+        if not contiguous:   # detach keeps the views' strides: the case is as stated
+            assert not leaves[1].is_contiguous() and not leaves[3].is_contiguous()
+        y, h_n, _, _, _ = torch.ops.fused_rnn.recurrence(cell, leaves[0], leaves[1], leaves[2], None, None, lengths,
+                                                         False, True, False, True, False, leaves[3], None)
+        grads = torch.autograd.grad(y.sin().sum() + h_n.square().sum(), leaves)
+        results.append((y, h_n, *grads))
+    for got, want in zip(*results):
+        # (Equal but for the weight-gradient GEMMs' summation order on a strided operand: a stride read
+        # wrong gives O(1) differences.)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -351,3 +351,27 @@ def test_compiled_with_dynamic_shapes_h0_lengths_and_hidden(cell):
                                         params_ref)
         for got, want in zip(grads, grads_ref, strict=True):
             torch.testing.assert_close(got, want, **FP32)
+
+
+def test_bidirectional_op_under_activation_checkpointing():
+    """fused_rnn::bidirectional_recurrence's backward under torch.utils.checkpoint(use_reentrant=False), which
+    refuses a second unpack of ctx.saved_tensors (its backward read them to ask whether the states were
+    saved, then again): gradients as without checkpointing."""
+    from torch.utils.checkpoint import checkpoint
+
+    import fused_rnn.recurrence  # noqa: F401  (registers the op)
+    g = torch.Generator().manual_seed(21)
+    B, T, H = 4, 5, 6
+    xp, w_hh, b_hh, h0 = (torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_()
+                          for s in ((B, T, 2 * H), (2, H, H), (2, H), (2, B, H)))
+    lengths = torch.tensor([5, 2, 4, 1])
+
+    def loss(xp, w_hh, b_hh, h0):
+        out, h_n, _, _ = torch.ops.fused_rnn.bidirectional_recurrence("rnn_tanh", xp, w_hh, b_hh, h0, lengths,
+                                                                       False, True, True)
+        return out.sin().sum() + h_n.square().sum()
+    inputs = (xp, w_hh, b_hh, h0)
+    grads = torch.autograd.grad(checkpoint(loss, *inputs, use_reentrant=False), inputs)
+    want = torch.autograd.grad(loss(*inputs), inputs)
+    for got, expected in zip(grads, want):
+        torch.testing.assert_close(got, expected)
