@@ -725,6 +725,13 @@ def layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *, reverse, allow_tf
     check_state_like("c0", c0, x)
     if head is not None:
         check_head(head, w_hh.shape[1])
+        if _needs_grad(*head) and not _needs_grad(x, w_ih, w_hh, b_ih, b_hh, h0, c0):
+            # A frozen layer under a head that trains (a linear probe): fc's gradients need h_n alone, so
+            # the layer runs its inference kernel, saving none of the [B, T, 6H] fp32 states a backward
+            # sweep would read, and fc runs on h_n under autograd.
+            _, h_n, c_n = layer(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse=reverse,
+                                allow_tf32=allow_tf32, backend=backend, store_out=False)
+            return F.linear(h_n, *head), h_n, c_n
     allow_tf32 = resolve_allow_tf32(allow_tf32)
     chosen = select_layer_backend(cell, x, w_hh.shape[1], backend=backend, allow_tf32=allow_tf32,
                                   needs_grad=_needs_grad(x, w_ih, w_hh, b_ih, b_hh, h0, c0, *(head or ())))

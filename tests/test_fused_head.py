@@ -304,3 +304,21 @@ def test_compile_fullgraph_with_the_head_matches_eager(cell):
     grads_ref = torch.autograd.grad(y_ref.sum(), list(model.fc.parameters()))
     for got, want in zip(grads, grads_ref):
         torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_a_frozen_layer_under_a_training_head_saves_no_states(cell, launched_and_run):
+    """A linear probe (rnn frozen, x without grad, fc trains): one inference launch (no saved states, no
+    backward sweep), fc on h_n; fc's gradients as torch.nn's."""
+    model, stock_rnn, stock_fc = stock_pair(cell, 4, 16, 3, num_layers=1, dtype=torch.float32, seed=15)
+    model.rnn.requires_grad_(False)
+    stock_rnn.requires_grad_(False)
+    x = torch.randn(6, 5, 4, generator=torch.Generator().manual_seed(7)).to(DEVICE)
+    y = model(x)
+    grads = torch.autograd.grad(y.square().sum(), list(model.fc.parameters()))
+    assert [(kw.get("STORE_SAVED"), kw.get("HAS_HEAD")) for kw in launched_and_run] == [(False, False)]
+    y_ref = stock_forward(stock_rnn, stock_fc, x, None)
+    torch.testing.assert_close(y, y_ref, atol=2e-5, rtol=1e-4)
+    grads_ref = torch.autograd.grad(y_ref.square().sum(), list(stock_fc.parameters()))
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
