@@ -24,6 +24,7 @@ weight gradients are one GEMM over all B·T steps.
 """
 
 import functools
+import inspect
 from typing import Optional
 
 import torch
@@ -342,7 +343,7 @@ def _differentiable_backward(ctx, dout, dh_n, dc_n):
 def _setup_context(ctx, inputs, output):
     cell, xp, w_hh, b_hh, h0, c0, lengths, reverse, allow_tf32, _, _, plain, fc_w, fc_b = inputs
     save_for_backward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, output[3], output[4], reverse, allow_tf32,
-                      head=None if fc_w is None else (fc_w, fc_b, output[1]), head_at=12)
+                      head=None if fc_w is None else (fc_w, fc_b, output[1]), head_at=_OP_FC_W_AT)
     # hs says whether the states were saved (aux may be empty with them: Elman kernels). Noted here: backward
     # reads ctx.saved_tensors once (torch.utils.checkpoint(use_reentrant=False) refuses a second unpack).
     ctx.plain, ctx.states_saved = plain, output[3].dim() == 3
@@ -358,6 +359,8 @@ def _op_backward(ctx, dout, dh_n, dc_n, _dhs, _daux):
 
 
 recurrence_op.register_autograd(_op_backward, setup_context=_setup_context)
+# fc_w's place among the op's inputs (fc_b's the next): which head gradients needs_input_grad asks for.
+_OP_FC_W_AT = [arg.name for arg in torch.ops.fused_rnn.recurrence.default._schema.arguments].index("fc_w")
 
 
 class _RecurrenceFunction(torch.autograd.Function):
@@ -377,7 +380,8 @@ class _RecurrenceFunction(torch.autograd.Function):
             cell, xp, w_hh, b_hh, h0, c0, lengths, reverse=reverse, allow_tf32=allow_tf32, store_out=store_out,
             store_saved=True, head=_head(fc_w, fc_b))
         save_for_backward(ctx, cell, xp, w_hh, b_hh, h0, c0, lengths, hs, aux, reverse, allow_tf32,
-                          (x, w_ih, b_ih), head=None if fc_w is None else (fc_w, fc_b, h_n), head_at=10)
+                          (x, w_ih, b_ih), head=None if fc_w is None else (fc_w, fc_b, h_n),
+                          head_at=_FUNCTION_FC_W_AT)
         # An unused output's gradient arrives as None instead of a zero tensor.
         ctx.set_materialize_grads(False)
         return out, h_n, c_n
@@ -393,6 +397,10 @@ class _RecurrenceFunction(torch.autograd.Function):
     def jvp(ctx, *tangents):
         raise RuntimeError("fused_rnn's Triton path has no forward-mode AD (torch.func.jvp, torch.autograd."
                            "forward_ad); use backend='auto' or 'torch'")
+
+
+# fc_w's place among the Function's inputs (forward's parameters less ctx), as _OP_FC_W_AT for the op.
+_FUNCTION_FC_W_AT = list(inspect.signature(_RecurrenceFunction.forward).parameters).index("fc_w") - 1
 
 
 # --- both directions in one launch (Elman) --------------------------------------------------------------------

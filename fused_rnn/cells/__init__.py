@@ -28,6 +28,12 @@ One layer in one direction is split the way cuDNN splits it:
   ``[B, H]`` (c_n None without a cell state; with lengths, the state at each
   sequence's last valid step), and what its backward needs.
 
+* the forward may also take a ``head`` (``fc_w`` ``[O, H]``, ``fc_b`` ``[O]`` or
+  None) with ``store_out`` False: its first result is then ``y = h_n @ fc_wᵀ + fc_b``
+  (``[B, O]``, xp's dtype), SimpleRNN's Linear on the last layer's final state, which
+  the GRU and LSTM kernels compute after their time loop (``FUSED_HEAD``); its
+  gradients are the caller's (``∂L/∂h_n += ∂L/∂y · fc_w`` before the backward).
+
 * the backward's sequential part gives ``dxp = ∂L/∂xp`` and ``dgh = ∂L/∂gh``
   (``[B, T, G·H]`` fp32, 0 at steps past a length; the same tensor for cells
   where they are equal, Elman and LSTM) and ``dh0``, ``dc0``. The weight
