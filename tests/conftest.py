@@ -55,6 +55,22 @@ def launched(monkeypatch):
 
 
 @pytest.fixture
+def layer_launches(monkeypatch):
+    """The keyword arguments of every layer kernel launch (elman, gru, lstm: forward and backward), which still
+    run. (Not rnn_linear's: its 3xTF32 weight split is a launch of its own.)"""
+    from fused_rnn.kernels import elman, gru, lstm
+    calls = []
+    for module in (elman, gru, lstm):
+        launch = module._launch
+
+        def record(kernel, grid, wrap, *args, _launch=launch, **kw):
+            calls.append(kw)
+            return _launch(kernel, grid, wrap, *args, **kw)
+        monkeypatch.setattr(module, "_launch", record)
+    return calls
+
+
+@pytest.fixture
 def layer_backend_asks(monkeypatch):
     """(batch_size, steps) of every recurrence.select_layer_backend call, which still decides."""
     from fused_rnn import recurrence

@@ -59,14 +59,20 @@ def test_module_with_explicit_allow_tf32_false_keeps_its_precision(cudnn_tf32, f
         assert model.backend_for(x) == ("triton" if cudnn_tf32 else "torch")
 
 
-def test_under_cuda_autocast_the_kernels_stay(fake, monkeypatch):
+@pytest.fixture
+def streaming_gru(fake, monkeypatch):
+    """(x, rnn, model): few fake-CUDA sequences into a TF32 GRU at H = 128 (W_hh streams), as a module and as
+    SimpleRNN's rnn, cuDNN's TF32 on: what "auto" leaves to cuDNN in training."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    x = cuda_tensor(fake, FEW, 100, 64)
+    return x, fused_rnn.GRU(64, 128, batch_first=True), fused_rnn.SimpleRNN(64, 128, 1, cell="gru")
+
+
+def test_under_cuda_autocast_the_kernels_stay(fake, streaming_gru):
     # Under autocast the layers run in float16 (recurrence.run_layers casts them), where W_hh is held in
     # registers and the fp16 kernels ran faster than cuDNN's fp16 (1.8x for this GRU's forward on the H200):
     # a float32 module's request must not be judged as a float32 call.
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    x = cuda_tensor(fake, FEW, 100, 64)
-    rnn = fused_rnn.GRU(64, 128, batch_first=True)                      # TF32 GRU at H = 128: streams
-    model = fused_rnn.SimpleRNN(64, 128, 1, cell="gru")
+    x, rnn, model = streaming_gru
     with fake:
         assert rnn.backend_for(x) == "torch" and model.backend_for(x) == "torch"
         assert gru.streamed_weight_bytes("gru", torch.float32, 128, True, False)
@@ -259,15 +265,12 @@ def test_the_speed_table_names_the_path_a_graph_captured(tmp_path):
     assert line.endswith("| 800 µs (torch path) |"), line
 
 
-def test_eval_mode_with_gradients_keeps_the_kernels(fake, monkeypatch):
+def test_eval_mode_with_gradients_keeps_the_kernels(fake, streaming_gru):
     # cuDNN's RNN backward refuses a forward run in eval mode ("cudnn RNN backward can only be called in
     # training mode": saliency maps, integrated gradients, adversarial inputs on an eval() model). The
     # kernels' backward does not care; the stock _VF call gets train=self.training, so "auto" must not
     # leave an eval-mode call that needs a gradient to it. Inference in eval mode, and training, may go.
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    x = cuda_tensor(fake, FEW, 100, 64)
-    rnn = fused_rnn.GRU(64, 128, batch_first=True)                      # TF32 GRU at H = 128: streams
-    model = fused_rnn.SimpleRNN(64, 128, 1, cell="gru")
+    x, rnn, model = streaming_gru
     with fake:
         assert rnn.backend_for(x) == "torch" and model.backend_for(x) == "torch"      # training
         rnn.eval()

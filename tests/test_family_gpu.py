@@ -19,7 +19,6 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fused_rnn
-from fused_rnn.kernels import gru as gru_kernels, lstm as lstm_kernels
 
 pytestmark = pytest.mark.gpu
 
@@ -92,7 +91,7 @@ def test_simple_rnn_head_matches_float64_submodules_in_bf16(cell):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_simple_rnn_fused_head_matches_float64_submodules(cell, dtype):
+def test_simple_rnn_fused_head_matches_float64_submodules(cell, dtype, layer_launches):
     """One direction, two layers, ragged lengths: the last layer's kernel runs fc (fused head, O = 5)
     compiled; y and every gradient (fc's too) against the model's own submodules in float64.
     T = 64: the float64 reference on the CPU takes most of these tests' time (up to 218 s at T = 256
@@ -106,20 +105,9 @@ def test_simple_rnn_fused_head_matches_float64_submodules(cell, dtype):
     x = torch.randn(B, T, I).to(dtype)
     lengths = torch.randint(1, T + 1, (B,))
     lengths[0] = T
-    launches = []
-    kernels = gru_kernels if cell == "gru" else lstm_kernels
-    launch = kernels._launch
-
-    def record(kernel, grid, wrap, *args, **kwargs):
-        launches.append(kwargs["HAS_HEAD"] if "HAS_HEAD" in kwargs else None)
-        return launch(kernel, grid, wrap, *args, **kwargs)
-    kernels._launch = record
-    try:
-        x_gpu = x.cuda().requires_grad_()
-        y = model(x_gpu, lengths=lengths)
-    finally:
-        kernels._launch = launch
-    assert True in launches
+    x_gpu = x.cuda().requires_grad_()
+    y = model(x_gpu, lengths=lengths)
+    assert True in [kw.get("HAS_HEAD") for kw in layer_launches]
     x_ref = x.double().requires_grad_()
     y_ref = reference(x_ref, lengths=lengths)
     tol = GPU_TOL[torch.bfloat16 if dtype == torch.float16 else dtype]

@@ -125,7 +125,7 @@ def stock_forward(stock_rnn, stock_fc, x, lengths):
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("ragged", [False, True])
-def test_module_fuses_the_head_and_matches_torch_nn(cell, num_layers, ragged, launched_and_run):
+def test_module_fuses_the_head_and_matches_torch_nn(cell, num_layers, ragged, layer_launches):
     """The last layer's launch carries the head; y and every gradient (fc's included) as torch.nn's."""
     I, H, O, B, T = 5, 20, 3, 19, 6
     model, stock_rnn, stock_fc = stock_pair(cell, I, H, O, num_layers=num_layers, dtype=torch.float32,
@@ -139,7 +139,7 @@ def test_module_fuses_the_head_and_matches_torch_nn(cell, num_layers, ragged, la
     x_stock = x.clone().requires_grad_()
     x.requires_grad_()
     y = model(x, lengths=lengths)
-    heads = [kw["HAS_HEAD"] for kw in launched_and_run if "HAS_HEAD" in kw]
+    heads = [kw["HAS_HEAD"] for kw in layer_launches if "HAS_HEAD" in kw]
     assert heads == [False] * (num_layers - 1) + [True]
     y_ref = stock_forward(stock_rnn, stock_fc, x_stock, lengths)
     torch.testing.assert_close(y, y_ref, atol=2e-5, rtol=1e-4)
@@ -148,20 +148,6 @@ def test_module_fuses_the_head_and_matches_torch_nn(cell, num_layers, ragged, la
     grads_ref = torch.autograd.grad(y_ref, [x_stock, *stock_rnn.parameters(), *stock_fc.parameters()], dy)
     for got, want in zip(grads, grads_ref):
         torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
-
-
-@pytest.fixture
-def launched_and_run(monkeypatch):
-    """The keyword arguments of every GRU, LSTM and Elman layer launch, which still run."""
-    calls = []
-    for module in (gru_kernels, lstm_kernels, elman_kernels):
-        launch = module._launch
-
-        def record(kernel, grid, wrap, *args, _launch=launch, **kwargs):
-            calls.append(kwargs)
-            return _launch(kernel, grid, wrap, *args, **kwargs)
-        monkeypatch.setattr(module, "_launch", record)
-    return calls
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
@@ -232,17 +218,17 @@ def test_head_with_non_finite_inputs_behaves_as_stock(cell):
     torch.testing.assert_close(y, y_ref, atol=2e-5, rtol=1e-4, equal_nan=True)
 
 
-def test_heads_the_kernels_do_not_take_run_fc_after_the_layer(launched_and_run):
+def test_heads_the_kernels_do_not_take_run_fc_after_the_layer(layer_launches):
     """O = 300 pads to 512 outputs, past what the head holds: the layer runs without it, fc after."""
     model, stock_rnn, stock_fc = stock_pair("gru", 3, 16, 300, num_layers=1, dtype=torch.float32, seed=12)
     x = torch.randn(4, 3, 3, generator=torch.Generator().manual_seed(6)).to(DEVICE)
     with torch.no_grad():
         y, y_ref = model(x), stock_forward(stock_rnn, stock_fc, x, None)
-    assert [kw["HAS_HEAD"] for kw in launched_and_run] == [False]
+    assert [kw["HAS_HEAD"] for kw in layer_launches] == [False]
     torch.testing.assert_close(y, y_ref, atol=2e-5, rtol=1e-4)
 
 
-def test_fc_in_another_dtype_than_the_layer_is_not_fused(launched_and_run):
+def test_fc_in_another_dtype_than_the_layer_is_not_fused(layer_launches):
     """fc in float64 after a float32 GRU: F.linear refuses the mix in the user model, and so does ours
     (the kernel would have computed it silently in the layer's dtype)."""
     model = fused_rnn.SimpleRNN(3, 16, 2, cell="gru", backend="triton").to(DEVICE)
@@ -250,7 +236,7 @@ def test_fc_in_another_dtype_than_the_layer_is_not_fused(launched_and_run):
     x = torch.randn(4, 3, 3).to(DEVICE)
     with pytest.raises(RuntimeError, match="dtype"):
         model(x)
-    assert [kw["HAS_HEAD"] for kw in launched_and_run] == [False]
+    assert [kw["HAS_HEAD"] for kw in layer_launches] == [False]
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
@@ -307,7 +293,7 @@ def test_compile_fullgraph_with_the_head_matches_eager(cell):
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_a_frozen_layer_under_a_training_head_saves_no_states(cell, launched_and_run):
+def test_a_frozen_layer_under_a_training_head_saves_no_states(cell, layer_launches):
     """A linear probe (rnn frozen, x without grad, fc trains): one inference launch (no saved states, no
     backward sweep), fc on h_n; fc's gradients as torch.nn's."""
     model, stock_rnn, stock_fc = stock_pair(cell, 4, 16, 3, num_layers=1, dtype=torch.float32, seed=15)
@@ -316,7 +302,7 @@ def test_a_frozen_layer_under_a_training_head_saves_no_states(cell, launched_and
     x = torch.randn(6, 5, 4, generator=torch.Generator().manual_seed(7)).to(DEVICE)
     y = model(x)
     grads = torch.autograd.grad(y.square().sum(), list(model.fc.parameters()))
-    assert [(kw.get("STORE_SAVED"), kw.get("HAS_HEAD")) for kw in launched_and_run] == [(False, False)]
+    assert [(kw.get("STORE_SAVED"), kw.get("HAS_HEAD")) for kw in layer_launches] == [(False, False)]
     y_ref = stock_forward(stock_rnn, stock_fc, x, None)
     torch.testing.assert_close(y, y_ref, atol=2e-5, rtol=1e-4)
     grads_ref = torch.autograd.grad(y_ref.square().sum(), list(stock_fc.parameters()))

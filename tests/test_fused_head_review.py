@@ -12,7 +12,6 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fused_rnn
 from conftest import DEVICE
-from fused_rnn.kernels import gru as gru_kernels, lstm as lstm_kernels
 
 FP32 = dict(atol=3e-5, rtol=1e-4)
 BF16 = dict(atol=3e-2, rtol=3e-2)
@@ -43,18 +42,9 @@ def stock_forward(stock_rnn, stock_fc, x, hx=None, lengths=None):
     return stock_fc(out[torch.arange(x.shape[0]), out_lengths - 1]), hidden
 
 
-@pytest.fixture
-def heads(monkeypatch):
-    """HAS_HEAD of every GRU and LSTM kernel launch (None for the backward's), which still run."""
-    seen = []
-    for module in (gru_kernels, lstm_kernels):
-        launch = module._launch
-
-        def record(kernel, grid, wrap, *args, _launch=launch, **kwargs):
-            seen.append(kwargs.get("HAS_HEAD"))
-            return _launch(kernel, grid, wrap, *args, **kwargs)
-        monkeypatch.setattr(module, "_launch", record)
-    return seen
+def heads(launches):
+    """HAS_HEAD of each recorded layer launch (conftest's layer_launches; None for the backward's)."""
+    return [kw.get("HAS_HEAD") for kw in launches]
 
 
 def outcome(call):
@@ -96,7 +86,7 @@ def test_a_misshapen_fc_behaves_as_stock(cell, change):
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
-def test_lstm_under_cpu_autocast_with_a_float64_fc_raises_as_stock(num_layers, heads):
+def test_lstm_under_cpu_autocast_with_a_float64_fc_raises_as_stock(num_layers, layer_launches):
     """Autocast casts no float64 tensor: stock's fc then meets a bf16 h_n with a float64 weight and raises.
     The fused head cast fc's weights to bf16 with the layer's (module._head_dtype took autocast's dtype
     whatever fc's) and returned a bf16 y."""
@@ -109,13 +99,13 @@ def test_lstm_under_cpu_autocast_with_a_float64_fc_raises_as_stock(num_layers, h
             stock_forward(stock_rnn, stock_fc, x)
         with pytest.raises(RuntimeError, match="dtype"):
             model(x)
-    assert True not in heads
+    assert True not in heads(layer_launches)
 
 
 @pytest.mark.parametrize("fc_w_shape, fc_b_shape, message", [((2, 17), (2,), "fc_w must have shape"),
                                                              ((16, 2), (2,), "fc_w must have shape"),
                                                              ((2, 16), (3,), "fc_b must have shape")])
-def test_layer_refuses_a_misshapen_head_before_any_launch(fc_w_shape, fc_b_shape, message, heads):
+def test_layer_refuses_a_misshapen_head_before_any_launch(fc_w_shape, fc_b_shape, message, layer_launches):
     """recurrence.layer's head: a ValueError naming the shapes, not a kernel reading fc_w with stride H."""
     from fused_rnn import recurrence
     g = torch.Generator().manual_seed(6)
@@ -125,7 +115,7 @@ def test_layer_refuses_a_misshapen_head_before_any_launch(fc_w_shape, fc_b_shape
     with pytest.raises(ValueError, match=message):
         recurrence.layer("gru", x, w_ih, w_hh, None, None, None, None, None, reverse=False, allow_tf32=False,
                          backend="triton", store_out=False, head=head)
-    assert heads == []
+    assert heads(layer_launches) == []
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
@@ -176,7 +166,7 @@ def hidden_and_cell(cell, hidden):
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 @pytest.mark.parametrize("num_layers, fc_bias", [(1, False), (3, True)])
-def test_losses_on_y_h_n_and_c_n_together_match_torch_nn(cell, num_layers, fc_bias, heads):
+def test_losses_on_y_h_n_and_c_n_together_match_torch_nn(cell, num_layers, fc_bias, layer_launches):
     """return_hidden=True with a loss on y, h_n (and c_n) at once: the sweep starts from dh_n + dy·fc_W,
     counted once; h0 (and c0) given and trained, ragged lengths, a padded H = 21, B = 5."""
     I, H, O, B, T = 4, 21, 5, 5, 6
@@ -191,7 +181,7 @@ def test_losses_on_y_h_n_and_c_n_together_match_torch_nn(cell, num_layers, fc_bi
     y, hidden = model(ours_in[0], hx, lengths=lengths, return_hidden=True)
     y_ref, hidden_ref = stock_forward(stock_rnn, stock_fc, stock_in[0],
                                       tuple(stock_in[1:]) if cell == "lstm" else stock_in[1], lengths)
-    assert heads[num_layers - 1] is True
+    assert heads(layer_launches)[num_layers - 1] is True
     torch.testing.assert_close(y, y_ref, **FP32)
     weights = [torch.randn(y.shape, generator=g)] + [torch.randn(num_layers, B, H, generator=g) for _ in states]
 
@@ -233,14 +223,14 @@ def test_only_part_of_fc_trains_with_the_rnn_and_x_frozen(cell, compiled, traine
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 @pytest.mark.parametrize("O, fused", [(1, True), (256, True), (257, False)])
-def test_output_sizes_at_the_head_limit(cell, O, fused, heads):
+def test_output_sizes_at_the_head_limit(cell, O, fused, layer_launches):
     """O = 256 is the largest head the kernels fuse (block 256); 257 pads to 512 and runs fc after the layer.
     y and the gradients of fc and W_hh as torch.nn's either way, at a padded H = 21 and B = 5."""
     I, H, B, T = 3, 21, 5, 4
     model, stock_rnn, stock_fc = stock_pair(cell, I, H, O, seed=O)
     x = torch.randn(B, T, I, generator=torch.Generator().manual_seed(11)).to(DEVICE)
     y, y_ref = model(x), stock_forward(stock_rnn, stock_fc, x)[0]
-    assert heads[0] is fused
+    assert heads(layer_launches)[0] is fused
     torch.testing.assert_close(y, y_ref, **FP32)
     params = [model.fc.weight, model.fc.bias, model.rnn.weight_hh_l0]
     params_ref = [stock_fc.weight, stock_fc.bias, stock_rnn.weight_hh_l0]
@@ -250,7 +240,7 @@ def test_output_sizes_at_the_head_limit(cell, O, fused, heads):
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_a_transposed_and_shared_fc_weight(cell, heads):
+def test_a_transposed_and_shared_fc_weight(cell, layer_launches):
     """fc.weight a transposed view (not contiguous), shared with another Linear used in the same loss:
     y as torch.nn's, the shared weight's gradient the sum of both uses."""
     I, H, O, B, T = 3, 21, 3, 5, 4
@@ -263,7 +253,7 @@ def test_a_transposed_and_shared_fc_weight(cell, heads):
     other.weight, other_ref.weight = model.fc.weight, stock_fc.weight
     x, z = torch.randn(B, T, I, generator=g).to(DEVICE), torch.randn(4, H, generator=g).to(DEVICE)
     y, y_ref = model(x), stock_forward(stock_rnn, stock_fc, x)[0]
-    assert not model.fc.weight.is_contiguous() and heads[0] is True
+    assert not model.fc.weight.is_contiguous() and heads(layer_launches)[0] is True
     torch.testing.assert_close(y, y_ref, **FP32)
     (y.sin().sum() + other(z).square().sum()).backward()
     (y_ref.sin().sum() + other_ref(z).square().sum()).backward()
@@ -273,7 +263,7 @@ def test_a_transposed_and_shared_fc_weight(cell, heads):
 
 @pytest.mark.parametrize("cell, fused", [("gru", False), ("lstm", True)])
 @pytest.mark.parametrize("num_layers", [1, 2])
-def test_cpu_autocast_fuses_the_lstm_head_only(cell, fused, num_layers, heads):
+def test_cpu_autocast_fuses_the_lstm_head_only(cell, fused, num_layers, layer_launches):
     """CPU autocast (bf16): the LSTM's state is autocast's bf16 and fc's too, so the head is fused; the
     GRU's state stays float32 while fc runs in bf16, so fc runs after it. y's and h_n's dtypes as
     torch.nn's, values within bf16's tolerance, gradients of float32 parameters in float32."""
@@ -283,7 +273,7 @@ def test_cpu_autocast_fuses_the_lstm_head_only(cell, fused, num_layers, heads):
     with torch.autocast(DEVICE, dtype=torch.bfloat16):
         y, hidden = model(x, return_hidden=True)
         y_ref, hidden_ref = stock_forward(stock_rnn, stock_fc, x)
-    assert heads[num_layers - 1] is fused
+    assert heads(layer_launches)[num_layers - 1] is fused
     h_n, h_ref = hidden_and_cell(cell, hidden)[0], hidden_and_cell(cell, hidden_ref)[0]
     assert (y.dtype, h_n.dtype) == (y_ref.dtype, h_ref.dtype)
     torch.testing.assert_close(y.float(), y_ref.float(), **BF16)
